@@ -1,0 +1,134 @@
+"""Channel atoms: the bookkeeping behind coupled groups.
+
+Every prunable dimension of a parameter or buffer (a *slot*, e.g. ``conv1.weight`` dim 0) owns one
+integer *atom* per index. Activations carry *labels*: for a set of their dimensions, which atom each
+index came from (-1 where it came from no parameter, e.g. the model input). Whenever two positions
+must be removed together (a residual add, a consumer's input columns, a BatchNorm's channel) their
+atoms are *joined*; where a labelled position meets an unlabelled one that cannot shrink, the atom is
+*blocked*. Connected components of joined atoms are the channels of the coupled groups.
+
+Joins are only recorded during tracing and solved once at the end with a sparse connected-components
+pass, which keeps tracing linear in model size.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+NO_ATOM = -1  # position carries no prunable channel (model input, constant, unknown op output)
+
+
+@dataclass
+class Slot:
+    """One prunable dimension of one parameter or buffer."""
+
+    index: int
+    tensor_name: str  # qualified name in the model, e.g. "layer1.0.conv1.weight"
+    module_name: str  # owning module ("" for the root module)
+    attr: str  # attribute name on the owning module
+    dim: int
+    size: int
+    start: int  # first atom id
+    role: str  # "out" (a layer's output channels), "in" (input channels), "pass" (per-channel params)
+    is_buffer: bool = False
+
+    @property
+    def atoms(self) -> np.ndarray:
+        return np.arange(self.start, self.start + self.size, dtype=np.int64)
+
+
+@dataclass
+class Labeling:
+    """Atom ids for a set of dimensions of one activation tensor.
+
+    ``dims`` are the tensor's dimensions that carry channels; ``atoms`` has shape
+    ``[shape[d] for d in dims]``. A labeling over several dims means a reshape split a channel
+    dimension apart (``joint`` says which op did it); it must be merged back into one dimension by
+    data-movement ops before any layer may consume it.
+    """
+
+    dims: tuple[int, ...]
+    atoms: np.ndarray
+    joint: str | None = None
+
+    def __post_init__(self):
+        if len(self.dims) > 1 and self.joint is None:
+            self.joint = "reshape"
+
+
+@dataclass
+class AtomTable:
+    slots: list[Slot] = field(default_factory=list)
+    n_atoms: int = 0
+    _slot_by_key: dict = field(default_factory=dict)
+    _join_a: list = field(default_factory=list)
+    _join_b: list = field(default_factory=list)
+    blocked: list = field(default_factory=list)  # (atoms ndarray, reason)
+    approx: list = field(default_factory=list)  # (atoms ndarray, reason)
+
+    def slot(self, tensor: torch.Tensor, dim: int, names: dict, role: str) -> Slot:
+        """The slot of ``tensor`` along ``dim``, created on first use."""
+        key = (id(tensor), dim)
+        s = self._slot_by_key.get(key)
+        if s is None:
+            qual, is_buffer = names[id(tensor)]
+            mod, _, attr = qual.rpartition(".")
+            s = Slot(len(self.slots), qual, mod, attr, dim, int(tensor.shape[dim]), self.n_atoms, role,
+                     is_buffer)
+            self.n_atoms += s.size
+            self.slots.append(s)
+            self._slot_by_key[key] = s
+        elif role == "out" and s.role != "out":
+            s.role = "out"
+        return s
+
+    def join(self, a: np.ndarray, b: np.ndarray, reason: str) -> None:
+        """Couple positions a[i] and b[i]; where exactly one side has an atom, block it."""
+        a = np.asarray(a, dtype=np.int64).ravel()
+        b = np.asarray(b, dtype=np.int64).ravel()
+        both = (a >= 0) & (b >= 0)
+        if both.any():
+            self._join_a.append(a[both])
+            self._join_b.append(b[both])
+        lone = (a >= 0) != (b >= 0)
+        if lone.any():
+            self.block(np.where(a >= 0, a, b)[lone], reason)
+
+    def join_all(self, atoms: np.ndarray) -> None:
+        """Couple every atom in ``atoms`` with every other (whole-group removal)."""
+        atoms = np.asarray(atoms, dtype=np.int64).ravel()
+        atoms = atoms[atoms >= 0]
+        if atoms.size > 1:
+            self._join_a.append(np.full(atoms.size - 1, atoms[0]))
+            self._join_b.append(atoms[1:])
+
+    def block(self, atoms: np.ndarray, reason: str) -> None:
+        atoms = np.asarray(atoms, dtype=np.int64).ravel()
+        atoms = atoms[atoms >= 0]
+        if atoms.size:
+            self.blocked.append((np.unique(atoms), reason))
+
+    def mark_approx(self, atoms: np.ndarray, reason: str) -> None:
+        atoms = np.asarray(atoms, dtype=np.int64).ravel()
+        atoms = atoms[atoms >= 0]
+        if atoms.size:
+            self.approx.append((np.unique(atoms), reason))
+
+    def components(self) -> np.ndarray:
+        """Class id of every atom (connected components of the join graph)."""
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        n = self.n_atoms
+        if n == 0:
+            return np.zeros(0, dtype=np.int64)
+        if self._join_a:
+            a = np.concatenate(self._join_a)
+            b = np.concatenate(self._join_b)
+        else:
+            a = b = np.zeros(0, dtype=np.int64)
+        g = coo_matrix((np.ones(a.size, dtype=np.int8), (a, b)), shape=(n, n))
+        _, labels = connected_components(g, directed=False)
+        return labels.astype(np.int64)

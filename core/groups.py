@@ -1,0 +1,152 @@
+"""Coupled groups: solve the atom joins of a trace into groups of parameter slices.
+
+A *channel* of a group is one connected class of atoms: removing it removes every slice in the
+class, from every member. A *group* is the set of channels that share a parameter dimension
+(for a conv -> BN -> conv chain: the 64 channels of the first conv's output).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .atoms import Slot
+from .tracer import Trace
+
+
+@dataclass
+class Member:
+    slot: Slot
+    index_map: np.ndarray  # per index along slot.dim: the group channel it belongs to (-1: none)
+
+    @property
+    def name(self) -> str:
+        return f"{self.slot.tensor_name}[dim {self.slot.dim}]"
+
+    def to_json(self) -> dict:
+        return {"tensor": self.slot.tensor_name, "module": self.slot.module_name, "dim": self.slot.dim,
+                "role": self.slot.role, "size": self.slot.size,
+                "index_map": _compress(self.index_map)}
+
+
+@dataclass
+class Group:
+    id: int
+    members: list[Member]
+    n_channels: int
+    prunable: np.ndarray  # bool per channel
+    exact: np.ndarray  # bool per channel: removal is provably output-preserving
+    blocked_reasons: list[str] = field(default_factory=list)
+    approx_reasons: list[str] = field(default_factory=list)
+    nodes: set = field(default_factory=set)
+
+    @property
+    def layers(self) -> list[str]:
+        seen = []
+        for m in self.members:
+            if m.slot.module_name not in seen:
+                seen.append(m.slot.module_name)
+        return seen
+
+    @property
+    def root(self) -> str:
+        for m in self.members:
+            if m.slot.role == "out":
+                return m.slot.module_name or m.slot.tensor_name
+        return self.members[0].slot.tensor_name
+
+    @property
+    def n_prunable(self) -> int:
+        return int(self.prunable.sum())
+
+    @property
+    def is_prunable(self) -> bool:
+        return self.n_prunable > 1 or (self.n_prunable == 1 and self.n_channels > 1)
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "root": self.root, "channels": self.n_channels,
+                "prunable_channels": self.n_prunable, "exact": bool(self.exact[self.prunable].all()),
+                "layers": self.layers, "members": [m.to_json() for m in self.members],
+                "blocked_reasons": self.blocked_reasons, "approximate_reasons": self.approx_reasons}
+
+
+def _compress(index_map: np.ndarray):
+    """Index map as runs [[start, stop, first_channel, step]] so JSON stays small."""
+    runs = []
+    i, n = 0, len(index_map)
+    while i < n:
+        j = i + 1
+        step = int(index_map[j] - index_map[i]) if j < n else 1
+        while j < n and index_map[j] - index_map[j - 1] == step and index_map[j - 1] >= 0:
+            j += 1
+        runs.append([i, j, int(index_map[i]), step])
+        i = j
+    return runs
+
+
+def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
+    """Returns (groups, class of every atom, group of every class)."""
+    table = trace.table
+    cls = table.components()
+    n_cls = int(cls.max()) + 1 if cls.size else 0
+
+    blocked = np.zeros(n_cls, bool)
+    block_reason: dict[int, str] = {}
+    for atoms, reason in table.blocked:
+        c = np.unique(cls[atoms])
+        blocked[c] = True
+        for ci in c[:50]:
+            block_reason.setdefault(int(ci), reason)
+    approx = np.zeros(n_cls, bool)
+    approx_reason: dict[int, str] = {}
+    for atoms, reason in table.approx:
+        c = np.unique(cls[atoms])
+        approx[c] = True
+        for ci in c[:50]:
+            approx_reason.setdefault(int(ci), reason)
+    has_out = np.zeros(n_cls, bool)
+    for s in table.slots:
+        if s.role == "out":
+            has_out[cls[s.start:s.start + s.size]] = True
+
+    # classes that share a slot belong to the same group
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    a, b = [], []
+    for s in table.slots:
+        c = cls[s.start:s.start + s.size]
+        a.append(np.full(c.size, c[0]))
+        b.append(c)
+    a = np.concatenate(a) if a else np.zeros(0, np.int64)
+    b = np.concatenate(b) if b else np.zeros(0, np.int64)
+    _, grp = connected_components(coo_matrix((np.ones(a.size, np.int8), (a, b)), shape=(n_cls, n_cls)),
+                                  directed=False)
+
+    by_group: dict[int, list[Slot]] = {}
+    for s in table.slots:
+        by_group.setdefault(int(grp[cls[s.start]]), []).append(s)
+    groups = []
+    order = sorted(by_group, key=lambda g: by_group[g][0].index)
+    remap = {}
+    for gid, g in enumerate(order):
+        remap[g] = gid
+        slots = by_group[g]
+        classes = np.unique(np.concatenate([cls[s.start:s.start + s.size] for s in slots]))
+        local = {int(c): i for i, c in enumerate(classes)}
+        lut = np.full(n_cls, -1, np.int64)
+        lut[classes] = np.arange(classes.size)
+        members = [Member(s, lut[cls[s.start:s.start + s.size]]) for s in slots]
+        members.sort(key=lambda m: (m.slot.role != "out", m.slot.index))
+        prunable = ~blocked[classes] & has_out[classes]
+        exact = ~approx[classes]
+        br = sorted({block_reason[int(c)] for c in classes if int(c) in block_reason})
+        ar = sorted({approx_reason[int(c)] for c in classes if int(c) in approx_reason})
+        del local
+        groups.append(Group(gid, members, int(classes.size), prunable, exact, br[:20], ar[:20]))
+    group_of_class = np.array([remap[int(g)] for g in grp], dtype=np.int64) if n_cls else \
+        np.zeros(0, np.int64)
+    for node, atoms in trace.node_atoms.items():
+        for g in np.unique(group_of_class[cls[atoms]]):
+            groups[int(g)].nodes.add(node)
+    return groups, cls, group_of_class

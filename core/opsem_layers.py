@@ -1,0 +1,181 @@
+"""Channel semantics of the parameterised layer ops (conv, norms, embedding, attention).
+
+Layers are handled at the functional level (``F.conv2d(x, weight, ...)``), so a module such as
+``nn.Conv2d`` and hand-written code calling ``F.conv2d`` with its own ``nn.Parameter`` are the same
+thing to the engine. Parameters become *slots* whose atoms are coupled here.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .atoms import Labeling
+from .opsem import _lead_labels, einsum_semantics, register_op
+
+
+def _arg(call, i, name, default=None):
+    if len(call.args) > i:
+        return call.args[i]
+    return call.kwargs.get(name, default)
+
+
+def _channel_dim(x, weight_ndim):
+    # batched input has one more dim than the unbatched (C, *spatial) layout
+    return 1 if x.ndim == weight_ndim else 0
+
+
+@register_op("conv1d", "conv2d", "conv3d", "conv_tbc")
+def conv(ctx, call):
+    x, w, b = call.args[0], _arg(call, 1, "weight"), _arg(call, 2, "bias")
+    groups = int(_arg(call, 6, "groups", 1))
+    out = call.out_tensors[0]
+    cd = _channel_dim(x, w.ndim)
+    _block_spatial(ctx, call, x, cd)
+    w_out = ctx.dim_atoms(w, 0, call, role="out")
+    x_in = ctx.dim_atoms(x, cd, call)
+    if groups == 1:
+        ctx.table.join(x_in, ctx.dim_atoms(w, 1, call, role="in"),
+                       ctx.reason(call, "input channels that cannot be pruned"))
+    else:
+        _couple_groups(ctx, call, x_in, w_out, groups)
+    if b is not None:
+        ctx.table.join(w_out, ctx.dim_atoms(b, 0, call, role="out"), ctx.reason(call, "bias"))
+    labs = [lab for lab in _lead_labels(ctx, x, call, cd)]
+    labs.append(Labeling((cd,), w_out))
+    ctx.set(out, labs)
+
+
+def _couple_groups(ctx, call, x_in, out_atoms, groups):
+    """Grouped/depthwise conv: input group i only feeds output group i. Whole groups are removed
+    (their inputs and outputs together), which keeps every group the same size."""
+    if (x_in < 0).any():
+        ctx.table.block(out_atoms, ctx.reason(call, "grouped conv on channels that cannot be pruned"))
+        ctx.table.block(x_in, ctx.reason(call, "grouped conv"))
+        return
+    xi = x_in.reshape(groups, -1)
+    wo = out_atoms.reshape(groups, -1)
+    for g in range(groups):
+        ctx.table.join_all(np.concatenate([xi[g], wo[g]]))
+
+
+def _block_spatial(ctx, call, x, cd):
+    for lab in ctx.labels(x):
+        if any(d > cd for d in lab.dims):
+            ctx.table.block(lab.atoms, ctx.reason(call, "channels on a spatial dimension"))
+
+
+@register_op("conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
+def conv_transpose(ctx, call):
+    x, w, b = call.args[0], _arg(call, 1, "weight"), _arg(call, 2, "bias")
+    groups = int(_arg(call, 6, "groups", 1))
+    out = call.out_tensors[0]
+    cd = _channel_dim(x, w.ndim)
+    _block_spatial(ctx, call, x, cd)
+    x_in = ctx.dim_atoms(x, cd, call)
+    if groups == 1:
+        w_out = ctx.dim_atoms(w, 1, call, role="out")
+        ctx.table.join(x_in, ctx.dim_atoms(w, 0, call, role="in"),
+                       ctx.reason(call, "input channels that cannot be pruned"))
+        if b is not None:
+            ctx.table.join(w_out, ctx.dim_atoms(b, 0, call, role="out"), ctx.reason(call, "bias"))
+        labs = _lead_labels(ctx, x, call, cd) + [Labeling((cd,), w_out)]
+    else:
+        # weight is (in, out/groups, k): output channels have no per-channel weight slice of
+        # their own, so only the bias could carry them; grouped transposed convs stay unpruned
+        ctx.table.block(x_in, ctx.reason(call, "grouped transposed convolution"))
+        labs = []
+    ctx.set(out, labs)
+
+
+def _per_channel(ctx, call, x, cd, tensors, role="pass"):
+    """Params/buffers of shape (C,) follow the input's channel dim ``cd`` (BatchNorm & co)."""
+    x_c = ctx.dim_atoms(x, cd, call)
+    for t in tensors:
+        if t is not None and hasattr(t, "shape") and t.ndim == 1 and t.shape[0] == x.shape[cd]:
+            ctx.table.join(x_c, ctx.dim_atoms(t, 0, call, role=role),
+                           ctx.reason(call, "per-channel parameters on channels that cannot be pruned"))
+    return x_c
+
+
+@register_op("batch_norm", "instance_norm")
+def batch_norm(ctx, call):
+    x = call.args[0]
+    names = ("running_mean", "running_var", "weight", "bias") if call.name == "batch_norm" else \
+        ("running_mean", "running_var", "weight", "bias")
+    idx = (1, 2, 3, 4)
+    tensors = [_arg(call, i, n) for i, n in zip(idx, names)]
+    cd = 1 if x.ndim > 1 else 0
+    _per_channel(ctx, call, x, cd, tensors)
+    ctx.set(call.out_tensors[0], ctx.labels(x))
+
+
+@register_op("group_norm")
+def group_norm(ctx, call):
+    x = call.args[0]
+    g = int(_arg(call, 1, "num_groups"))
+    x_c = _per_channel(ctx, call, x, 1, [_arg(call, 2, "weight"), _arg(call, 3, "bias")])
+    if (x_c >= 0).any():
+        for row in x_c.reshape(g, -1):  # statistics are per group: remove whole groups
+            if (row < 0).any():
+                ctx.table.block(row, ctx.reason(call, "norm group mixes prunable and fixed channels"))
+            ctx.table.join_all(row)
+    ctx.set(call.out_tensors[0], ctx.labels(x))
+
+
+@register_op("layer_norm", "rms_norm")
+def layer_norm(ctx, call):
+    x = call.args[0]
+    shape = tuple(_arg(call, 1, "normalized_shape"))
+    w = _arg(call, 2, "weight")
+    b = _arg(call, 3, "bias") if call.name == "layer_norm" else None
+    first = x.ndim - len(shape)
+    for k in range(len(shape)):
+        d = first + k
+        x_c = ctx.dim_atoms(x, d, call)
+        for t in (w, b):
+            if t is not None:
+                ctx.table.join(x_c, ctx.dim_atoms(t, k, call, role="pass"),
+                               ctx.reason(call, "normalised dims that cannot be pruned"))
+        if (x_c >= 0).any():
+            ctx.table.mark_approx(x_c, ctx.reason(
+                call, "normalisation statistics are computed over the pruned channels"))
+    ctx.set(call.out_tensors[0], ctx.labels(x))
+
+
+@register_op("prelu")
+def prelu(ctx, call):
+    x, w = call.args[0], _arg(call, 1, "weight")
+    if w.numel() > 1:
+        _per_channel(ctx, call, x, 1 if x.ndim > 1 else 0, [w])
+    ctx.set(call.out_tensors[0], ctx.labels(x))
+
+
+@register_op("embedding")
+def embedding(ctx, call):
+    idx, w = call.args[0], _arg(call, 1, "weight")
+    out = call.out_tensors[0]
+    w_out = ctx.dim_atoms(w, 1, call, role="out")
+    if ctx.labels(idx):
+        ctx.block_inputs(call, "indices computed from pruned channels")
+    ctx.set(out, [Labeling((out.ndim - 1,), w_out)])
+
+
+@register_op("scaled_dot_product_attention")
+def sdpa(ctx, call):
+    q, k, v = call.args[:3]
+    out = call.out_tensors[0]
+    nb = q.ndim - 2
+    batch = "abcdefgh"[:nb]
+    # scores = q k^T over the feature letter 'e'; output = scores v over the key letter 's'
+    einsum_semantics(ctx, call, f"{batch}le,{batch}se->{batch}ls", [q, k], _Scratch(
+        q.shape[:-1] + (k.shape[-2],)), exact_contraction=False,
+        note="attention scale 1/sqrt(head_dim) changes with the pruned dims")
+    einsum_semantics(ctx, call, f"{batch}ls,{batch}sv->{batch}lv", [_Scratch(
+        q.shape[:-1] + (k.shape[-2],)), v], out)
+
+
+class _Scratch:
+    """Stand-in for an intermediate (the attention scores) that carries no channels."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+        self.ndim = len(self.shape)

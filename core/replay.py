@@ -1,0 +1,148 @@
+"""Derive channel maps of data-movement ops by replaying them on index tensors.
+
+Instead of knowing what ``view``, ``cat``, ``pixel_shuffle`` or a fancy ``__getitem__`` do to
+channels, each labelled input is replaced by a float64 tensor whose elements hold ``1 + position`` in
+that input's label array (broadcast over unlabelled dims), unlabelled inputs by -1, and the op is run
+again on the CPU. Each output element then says which labelled position it came from (0 = from a
+constant such as padding). From that element-level provenance we read off the output's labelled
+dimensions and the positions that must be coupled.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils._pytree import tree_flatten, tree_unflatten
+
+from .atoms import NO_ATOM, Labeling
+
+FOREIGN = -1.0  # element of an unlabelled tensor input
+NOWHERE = -2  # element created by the op itself (padding, fill)
+
+
+def _index_tensor(shape, lab: Labeling, base: int) -> torch.Tensor:
+    """float64 tensor of ``shape`` holding base + 1 + flat position in lab.atoms."""
+    sizes = [shape[d] for d in lab.dims]
+    flat = torch.arange(1, int(np.prod(sizes)) + 1, dtype=torch.float64) + base
+    view = [1] * len(shape)
+    for d, s in zip(lab.dims, sizes):
+        view[d] = s
+    # lab.dims are sorted, so the flat order of `flat` matches lab.atoms.ravel()
+    return flat.reshape([shape[d] for d in lab.dims]).reshape(view).expand(tuple(shape)).contiguous()
+
+
+def replay(func, args, kwargs, labelings_for, table, reason: str, channel_dims=None):
+    """Run ``func`` on index tensors; return one list of Labeling per tensor output.
+
+    ``labelings_for(t)`` gives the labelings of a floating-point tensor input; integer and bool
+    inputs (indices, masks) are passed through unchanged. ``channel_dims`` restricts which output
+    dims may carry channels (e.g. pixel_shuffle spreads each channel over space: the spread
+    positions are then coupled instead of becoming labelled spatial dims).
+    """
+    leaves, spec = tree_flatten((args, kwargs))
+    tensor_pos = [i for i, x in enumerate(leaves) if isinstance(x, torch.Tensor)]
+    labs = {i: labelings_for(leaves[i]) for i in tensor_pos if _is_data(leaves[i])}
+    rounds = max((len(v) for v in labs.values()), default=0)
+    results = None
+    for r in range(rounds):
+        new = list(leaves)
+        table_atoms = []
+        base = 0
+        for i in tensor_pos:
+            t = leaves[i]
+            if i not in labs:
+                new[i] = t.detach().to("cpu") if t.device.type != "meta" else torch.zeros(
+                    t.shape, dtype=t.dtype)
+                continue
+            ls = labs[i]
+            if not ls:
+                new[i] = torch.full(tuple(t.shape), FOREIGN, dtype=torch.float64)
+            elif r < len(ls):
+                lab = ls[r]
+                new[i] = _index_tensor(t.shape, lab, base)
+                table_atoms.append(lab.atoms.ravel())
+                base += lab.atoms.size
+            else:  # this input has no labeling in this round: it must not look foreign
+                new[i] = torch.zeros(tuple(t.shape), dtype=torch.float64)
+        all_atoms = np.concatenate(table_atoms) if table_atoms else np.zeros(0, np.int64)
+        a, k = tree_unflatten(new, spec)
+        out = func(*a, **k)
+        outs = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
+        if results is None:
+            results = [[] for _ in outs]
+        split_allowed = all(len(ls[r].dims) == 1 for ls in labs.values() if r < len(ls))
+        for j, o in enumerate(outs):
+            lab = _decode(o, all_atoms, table, reason, channel_dims)
+            if lab is None:
+                continue
+            if len(lab.dims) > 1 and split_allowed:
+                # A reshape split one channel dim into several. Only the innermost part may shrink
+                # (outer sizes such as groups or heads are usually constants in the code), so
+                # positions that differ only in the outer dims are removed together.
+                cols = lab.atoms.reshape(-1, lab.atoms.shape[-1])
+                for row in cols[1:]:
+                    table.join(cols[0], row, reason)
+            results[j].append(lab)
+    return results
+
+
+def _is_data(t: torch.Tensor) -> bool:
+    return t.is_floating_point() or t.is_complex()
+
+
+def _decode(o: torch.Tensor, all_atoms: np.ndarray, table, reason: str,
+            channel_dims=None) -> Labeling | None:
+    if not o.is_floating_point():
+        return None  # e.g. an indices output; only data outputs carry channels
+    v = o.detach().to(torch.float64)
+    r = torch.round(v)
+    if (v - r).abs().max().item() > 1e-6 if v.numel() else False:
+        # the op computed across positions, so it is not pure data movement
+        idx = r.clamp(min=0).long().unique()
+        idx = idx[(idx > 0) & (idx <= all_atoms.size)] - 1
+        table.block(all_atoms[idx.numpy()], f"{reason}: op mixes values across channels")
+        return None
+    r = r.long()
+    e = torch.full(r.shape, NOWHERE, dtype=torch.long)
+    e[r == -1] = NO_ATOM
+    pos = r > 0
+    if not pos.any():
+        return None
+    at = torch.from_numpy(all_atoms)
+    e[pos] = at[r[pos] - 1]
+    if o.ndim == 0:
+        table.block(e.reshape(1).numpy(), f"{reason}: a single channel is selected into a scalar")
+        return None
+    # dims along which the atom changes between neighbouring labelled elements
+    varying = []
+    for d in range(e.ndim):
+        n = e.shape[d]
+        if n < 2:
+            continue
+        a, b = e.narrow(d, 0, n - 1), e.narrow(d, 1, n - 1)
+        if ((a != b) & (a >= 0) & (b >= 0)).any():
+            varying.append(d)
+    if channel_dims is not None:
+        varying = [d for d in varying if d in channel_dims]
+    if not varying:
+        table.block(e[e >= 0].unique().numpy(),
+                    f"{reason}: a fixed channel is selected (its index would change after pruning)")
+        return None
+    rest = [d for d in range(e.ndim) if d not in varying]
+    rows = e.permute(varying + rest).reshape(int(np.prod([e.shape[d] for d in varying])), -1)
+    rmax = rows.max(dim=1).values
+    rmin = torch.where(rows >= 0, rows, torch.full_like(rows, np.iinfo(np.int64).max)).min(dim=1).values
+    labelled = rmax >= 0
+    mixed = labelled & (rmin != rmax)
+    if mixed.any():  # several atoms meet in one position: they are coupled
+        sub = rows[mixed]
+        s = torch.sort(torch.where(sub >= 0, sub, torch.full_like(sub, -1)), dim=1).values
+        a, b = s[:, :-1], s[:, 1:]
+        keep = (a >= 0) & (b >= 0) & (a != b)
+        table.join(a[keep].numpy(), b[keep].numpy(), reason)
+    foreign = labelled & (rows == NO_ATOM).any(dim=1)
+    if foreign.any():
+        table.block(rows[foreign][rows[foreign] >= 0].numpy(),
+                    f"{reason}: channels aligned with a tensor that cannot be pruned")
+    arr = torch.where(labelled, rmax, torch.full_like(rmax, NO_ATOM)).numpy()
+    arr = arr.reshape([e.shape[d] for d in varying])
+    return Labeling(tuple(varying), arr, joint=reason if len(varying) > 1 else None)

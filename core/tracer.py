@@ -1,0 +1,296 @@
+"""Trace a model into a dependency graph by running it once with example inputs.
+
+A ``TorchFunctionMode`` sees every torch function the real ``forward`` calls (so Python control
+flow, dataclass outputs and meta tensors all work), and global module hooks record which module is
+running so nodes can be collapsed by hierarchy. Each call is handed to its entry in ``opsem``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+
+from . import opsem_layers  # noqa: F401  (registers the layer ops)
+from .atoms import NO_ATOM, AtomTable, Labeling
+from .errors import TraceError
+from .opsem import IGNORED, lookup, normalise_name
+
+
+@dataclass
+class Call:
+    name: str
+    func: Any
+    args: tuple
+    kwargs: dict
+    in_tensors: list
+    out_tensors: list
+    node: int
+    scope: str
+
+
+@dataclass
+class Trace:
+    """Raw result of tracing: the graph, the atom table and per-node atom samples."""
+
+    graph: nx.DiGraph
+    table: AtomTable
+    node_atoms: dict  # node id -> np.ndarray of atoms touched by the node's outputs/params
+    unknown_ops: dict  # op name -> list of node ids where it blocked channels
+    output_atoms: np.ndarray
+    seconds: float
+
+
+class _Tracer(TorchFunctionMode):
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.table = AtomTable()
+        self.names = {}
+        for n, p in model.named_parameters(remove_duplicate=True):
+            self.names[id(p)] = (n, False)
+        for n, b in model.named_buffers(remove_duplicate=True):
+            self.names.setdefault(id(b), (n, True))
+        self.modules = {id(m): n for n, m in model.named_modules()}
+        self.scope: list[str] = []
+        self.info: dict[int, tuple] = {}  # id(tensor) -> (weakref, labelings, node)
+        self.graph = nx.DiGraph()
+        self.node_atoms: dict[int, list] = {}
+        self.unknown: dict[str, list] = {}
+        self.param_labels: dict[int, list] = {}
+        self._busy = False
+
+    # ---- tensor bookkeeping ------------------------------------------------------------------
+    def _lookup(self, t):
+        rec = self.info.get(id(t))
+        if rec is not None and rec[0]() is t:
+            return rec
+        return None
+
+    def labels(self, t) -> list[Labeling]:
+        if not isinstance(t, torch.Tensor):
+            return []
+        rec = self._lookup(t)
+        if rec is not None:
+            return rec[1]
+        if id(t) in self.names:  # a bare parameter or buffer used directly in forward
+            labs = self.param_labels.get(id(t))
+            if labs is None:
+                labs = [Labeling((d,), self.table.slot(t, d, self.names, "pass").atoms)
+                        for d in range(t.ndim) if t.shape[d] > 1]
+                self.param_labels[id(t)] = labs
+            return labs
+        return []
+
+    def dim_atoms(self, t, d: int, call: Call, role: str = "pass") -> np.ndarray:
+        """Atoms of tensor t along dim d (-1 where none)."""
+        if not isinstance(t, torch.Tensor):
+            return np.full(t.shape[d], NO_ATOM, dtype=np.int64)
+        if id(t) in self.names and self._lookup(t) is None:
+            atoms = self.table.slot(t, d, self.names, role).atoms
+            if self._current_node is not None:
+                self.node_atoms.setdefault(self._current_node, []).append(atoms)
+            return atoms
+        for lab in self.labels(t):
+            if d in lab.dims:
+                if len(lab.dims) == 1:
+                    return lab.atoms
+                self.table.block(lab.atoms, self.reason(
+                    call, f"channels split across dims {lab.dims} by {lab.joint} reach this op"))
+        return np.full(int(t.shape[d]), NO_ATOM, dtype=np.int64)
+
+    def set(self, t, labs: list[Labeling]):
+        if not isinstance(t, torch.Tensor):
+            return
+        labs = [lab for lab in labs if (lab.atoms >= 0).any()]
+        rec = self._lookup(t)
+        node = rec[2] if rec else self._current_node
+        self.info[id(t)] = (weakref.ref(t), labs, node)
+        if labs and self._current_node is not None:
+            self.node_atoms.setdefault(self._current_node, []).extend(lab.atoms.ravel() for lab in labs)
+
+    def reason(self, call: Call, text: str) -> str:
+        where = f"{call.name}" + (f" in {call.scope}" if call.scope else "")
+        return f"{where}: {text}" if text else where
+
+    def block_inputs(self, call: Call, text: str):
+        for t in call.in_tensors:
+            if id(t) in self.names and self._lookup(t) is None:
+                continue  # a parameter the op consumes: it simply never becomes prunable
+            for lab in self.labels(t):
+                self.table.block(lab.atoms, self.reason(call, text))
+
+    # ---- interception ------------------------------------------------------------------------
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self._busy:
+            return out
+        name = normalise_name(func)
+        if name in IGNORED:
+            return out
+        out_tensors = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
+        if not out_tensors:
+            return out
+        in_tensors = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
+        known = [t for t in in_tensors if self._lookup(t) is not None or id(t) in self.names]
+        if not known:
+            return out  # a constant created in forward: it carries no channels
+        self._busy = True
+        try:
+            self._record(name, func, args, kwargs, in_tensors, out_tensors)
+        finally:
+            self._busy = False
+        return out
+
+    _current_node = None
+
+    def _record(self, name, func, args, kwargs, in_tensors, out_tensors):
+        node = self.graph.number_of_nodes()
+        scope = self.scope[-1] if self.scope else ""
+        params = [self.names[id(t)][0] for t in in_tensors
+                  if id(t) in self.names and self._lookup(t) is None]
+        module = params[0].rpartition(".")[0] if params else ""
+        self.graph.add_node(node, op=name, module=module, scope=scope, params=params,
+                            label=module or name, kind="layer" if params else "op",
+                            shape=[tuple(o.shape) for o in out_tensors])
+        for t in in_tensors:
+            rec = self._lookup(t)
+            if rec is not None and rec[2] is not None:
+                self.graph.add_edge(rec[2], node, shape=tuple(t.shape))
+        call = Call(name, func, args, kwargs, in_tensors, out_tensors, node, scope)
+        self._current_node = node
+        # in-place ops return their input: keep its labels visible to the handler
+        prev = {id(o): self.labels(o) for o in out_tensors if any(o is i for i in in_tensors)}
+        for o in out_tensors:  # default: the output carries no channels until the handler says so
+            self.info[id(o)] = (weakref.ref(o), [], node)
+        handler = lookup(name)
+        if handler is None:
+            blocked_before = len(self.table.blocked)
+            self.block_inputs(call, f"unknown op '{name}' (its channel semantics are not registered)")
+            self.graph.nodes[node]["unknown"] = True
+            if len(self.table.blocked) > blocked_before:
+                self.unknown.setdefault(name, []).append(node)
+        else:
+            # in-place ops return their input: read its labels before they are reset
+            handler(_HandlerContext(self, prev), call)
+        self._current_node = None
+
+
+class _HandlerContext:
+    """The context handed to op handlers: the tracer, with in-place inputs' labels preserved."""
+
+    def __init__(self, tracer, prev):
+        self._t = tracer
+        self.table = tracer.table
+        self._prev = prev
+
+    def labels(self, t):
+        if isinstance(t, torch.Tensor) and id(t) in self._prev:
+            return self._prev[id(t)]
+        return self._t.labels(t)
+
+    def dim_atoms(self, t, d, call, role="pass"):
+        if isinstance(t, torch.Tensor) and id(t) in self._prev:
+            for lab in self._prev[id(t)]:
+                if lab.dims == (d,):
+                    return lab.atoms
+            return np.full(int(t.shape[d]), NO_ATOM, dtype=np.int64)
+        return self._t.dim_atoms(t, d, call, role)
+
+    def set(self, t, labs):
+        self._t.set(t, labs)
+
+    def reason(self, call, text):
+        return self._t.reason(call, text)
+
+    def block_inputs(self, call, text):
+        for t in call.in_tensors:
+            if id(t) in self._t.names and self._t._lookup(t) is None:
+                continue
+            for lab in self.labels(t):
+                self.table.block(lab.atoms, self.reason(call, text))
+
+
+def flatten_outputs(out) -> list[torch.Tensor]:
+    """Tensors of a model output: tensor, tuple/list/dict, dataclass or Hugging Face output."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if dataclasses.is_dataclass(out) and not isinstance(out, type):
+        return [t for f in dataclasses.fields(out) for t in flatten_outputs(getattr(out, f.name))]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in flatten_outputs(v)]
+    if isinstance(out, (list, tuple)):
+        return [t for v in out for t in flatten_outputs(v)]
+    return []
+
+
+def run_model(model, inputs):
+    args, kwargs = inputs
+    return model(*args, **kwargs)
+
+
+def trace_model(model: torch.nn.Module, inputs) -> Trace:
+    """Run ``model`` once on ``inputs`` = (args, kwargs) and build its dependency graph.
+
+    The model is put in eval mode for the run (so BatchNorm statistics are not updated) and every
+    module's mode is restored afterwards; no parameter or buffer is modified.
+    """
+    t0 = time.perf_counter()
+    modes = {m: m.training for m in model.modules()}
+    tracer = _Tracer(model)
+    hooks = []
+
+    def pre(mod, _args):
+        name = tracer.modules.get(id(mod))
+        if name is not None:
+            tracer.scope.append(name)
+
+    def post(mod, _args, _out):
+        if tracer.modules.get(id(mod)) is not None and tracer.scope:
+            tracer.scope.pop()
+
+    hooks.append(torch.nn.modules.module.register_module_forward_pre_hook(pre))
+    hooks.append(torch.nn.modules.module.register_module_forward_hook(post, always_call=True))
+    in_node = None
+    try:
+        model.eval()
+        args, kwargs = inputs
+        graph = tracer.graph
+        leaves = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        for i, t in enumerate(leaves):
+            in_node = graph.number_of_nodes()
+            graph.add_node(in_node, op="input", module="", scope="", params=[], label=f"input {i}",
+                           kind="input", shape=[tuple(t.shape)])
+            tracer.info[id(t)] = (weakref.ref(t), [], in_node)
+        with torch.no_grad(), tracer:
+            out = model(*args, **kwargs)
+        outs = flatten_outputs(out)
+        if not outs:
+            raise TraceError(f"the model returned {type(out).__name__}, which holds no tensor")
+        out_atoms = []
+        for i, t in enumerate(outs):
+            node = graph.number_of_nodes()
+            graph.add_node(node, op="output", module="", scope="", params=[], label=f"output {i}",
+                           kind="output", shape=[tuple(t.shape)])
+            rec = tracer._lookup(t)
+            if rec is not None and rec[2] is not None:
+                graph.add_edge(rec[2], node, shape=tuple(t.shape))
+            for lab in tracer.labels(t) if rec is not None else []:
+                out_atoms.append(lab.atoms.ravel())
+                tracer.table.block(lab.atoms, f"output {i} of the model (its shape must not change)")
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, mode in modes.items():
+            m.training = mode
+    node_atoms = {n: np.unique(np.concatenate(v)) for n, v in tracer.node_atoms.items()}
+    return Trace(graph, tracer.table, node_atoms, tracer.unknown,
+                 np.concatenate(out_atoms) if out_atoms else np.zeros(0, np.int64),
+                 time.perf_counter() - t0)
