@@ -33,6 +33,7 @@ class Slot:
     start: int  # first atom id
     role: str  # "out" (a layer's output channels), "in" (input channels), "pass" (per-channel params)
     is_buffer: bool = False
+    virtual: bool = False  # a module attribute sized by channels (e.g. LayerNorm without affine)
 
     @property
     def atoms(self) -> np.ndarray:
@@ -82,6 +83,18 @@ class AtomTable:
             self._slot_by_key[key] = s
         elif role == "out" and s.role != "out":
             s.role = "out"
+        return s
+
+    def virtual_slot(self, module_name: str, attr: str, size: int) -> Slot:
+        """A slot for a channel-sized module attribute that has no tensor of its own."""
+        key = ("virtual", module_name, attr)
+        s = self._slot_by_key.get(key)
+        if s is None:
+            s = Slot(len(self.slots), f"{module_name}.<{attr}>", module_name, attr, 0, size,
+                     self.n_atoms, "pass", virtual=True)
+            self.n_atoms += size
+            self.slots.append(s)
+            self._slot_by_key[key] = s
         return s
 
     def join(self, a: np.ndarray, b: np.ndarray, reason: str) -> None:

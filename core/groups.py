@@ -89,6 +89,8 @@ def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
     table = trace.table
     cls = table.components()
     n_cls = int(cls.max()) + 1 if cls.size else 0
+    if n_cls == 0:
+        return [], cls, np.zeros(0, np.int64)
 
     blocked = np.zeros(n_cls, bool)
     block_reason: dict[int, str] = {}
@@ -109,43 +111,60 @@ def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
         if s.role == "out":
             has_out[cls[s.start:s.start + s.size]] = True
 
-    # classes that share a slot belong to the same group
+    # Classes that share a producer (an "out" slot, or a residual add joining two producers) form
+    # one group. Consumers (a conv reading a concat, a BN after it) may span several groups and
+    # are members of each with a partial index map, as in the paper.
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     a, b = [], []
     for s in table.slots:
         c = cls[s.start:s.start + s.size]
+        if s.role != "out":
+            c = c[~has_out[c]]
+            if c.size == 0:
+                continue
         a.append(np.full(c.size, c[0]))
         b.append(c)
     a = np.concatenate(a) if a else np.zeros(0, np.int64)
     b = np.concatenate(b) if b else np.zeros(0, np.int64)
-    _, grp = connected_components(coo_matrix((np.ones(a.size, np.int8), (a, b)), shape=(n_cls, n_cls)),
-                                  directed=False)
+    n_grp, grp = connected_components(coo_matrix((np.ones(a.size, np.int8), (a, b)),
+                                                 shape=(n_cls, n_cls)), directed=False)
 
-    by_group: dict[int, list[Slot]] = {}
+    # number groups in order of first appearance of their slots (stable, traversal order)
+    first_seen = np.full(n_grp, np.iinfo(np.int64).max)
     for s in table.slots:
-        by_group.setdefault(int(grp[cls[s.start]]), []).append(s)
+        g = np.unique(grp[cls[s.start:s.start + s.size]])
+        first_seen[g] = np.minimum(first_seen[g], s.index)
+    order = np.argsort(first_seen, kind="stable")
+    remap = np.empty(n_grp, np.int64)
+    remap[order] = np.arange(n_grp)
+    group_of_class = remap[grp]
+    # channel index of each class within its group
+    order_c = np.lexsort((np.arange(n_cls), group_of_class))
+    local = np.empty(n_cls, np.int64)
+    counts = np.bincount(group_of_class, minlength=n_grp)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    local[order_c] = np.arange(n_cls) - np.repeat(starts, counts)
+
+    members: list[list[Member]] = [[] for _ in range(n_grp)]
+    for s in table.slots:
+        c = cls[s.start:s.start + s.size]
+        gs = group_of_class[c]
+        for g in np.unique(gs):
+            members[int(g)].append(Member(s, np.where(gs == g, local[c], -1)))
+    classes_of = np.split(order_c, np.cumsum(counts)[:-1])
     groups = []
-    order = sorted(by_group, key=lambda g: by_group[g][0].index)
-    remap = {}
-    for gid, g in enumerate(order):
-        remap[g] = gid
-        slots = by_group[g]
-        classes = np.unique(np.concatenate([cls[s.start:s.start + s.size] for s in slots]))
-        local = {int(c): i for i, c in enumerate(classes)}
-        lut = np.full(n_cls, -1, np.int64)
-        lut[classes] = np.arange(classes.size)
-        members = [Member(s, lut[cls[s.start:s.start + s.size]]) for s in slots]
-        members.sort(key=lambda m: (m.slot.role != "out", m.slot.index))
+    for gid in range(n_grp):
+        classes = classes_of[gid]
+        ms = sorted(members[gid], key=lambda m: (m.slot.role != "out", m.slot.index))
         prunable = ~blocked[classes] & has_out[classes]
         exact = ~approx[classes]
-        br = sorted({block_reason[int(c)] for c in classes if int(c) in block_reason})
-        ar = sorted({approx_reason[int(c)] for c in classes if int(c) in approx_reason})
-        del local
-        groups.append(Group(gid, members, int(classes.size), prunable, exact, br[:20], ar[:20]))
-    group_of_class = np.array([remap[int(g)] for g in grp], dtype=np.int64) if n_cls else \
-        np.zeros(0, np.int64)
+        br = sorted({block_reason[int(c)] for c in classes[blocked[classes]][:200]
+                     if int(c) in block_reason})
+        ar = sorted({approx_reason[int(c)] for c in classes[approx[classes]][:200]
+                     if int(c) in approx_reason})
+        groups.append(Group(gid, ms, int(classes.size), prunable, exact, br[:20], ar[:20]))
     for node, atoms in trace.node_atoms.items():
         for g in np.unique(group_of_class[cls[atoms]]):
             groups[int(g)].nodes.add(node)

@@ -113,6 +113,9 @@ def group_norm(ctx, call):
     x = call.args[0]
     g = int(_arg(call, 1, "num_groups"))
     x_c = _per_channel(ctx, call, x, 1, [_arg(call, 2, "weight"), _arg(call, 3, "bias")])
+    if _arg(call, 2, "weight") is None and call.scope:  # num_channels is only in the module
+        ctx.table.join(x_c, ctx.table.virtual_slot(call.scope, "num_channels", x.shape[1]).atoms,
+                       ctx.reason(call, "channels that cannot be pruned"))
     if (x_c >= 0).any():
         for row in x_c.reshape(g, -1):  # statistics are per group: remove whole groups
             if (row < 0).any():
@@ -135,6 +138,10 @@ def layer_norm(ctx, call):
             if t is not None:
                 ctx.table.join(x_c, ctx.dim_atoms(t, k, call, role="pass"),
                                ctx.reason(call, "normalised dims that cannot be pruned"))
+        if w is None and call.scope:  # normalized_shape lives only in the module
+            ctx.table.join(x_c, ctx.table.virtual_slot(call.scope, f"normalized_shape.{k}",
+                                                       x.shape[d]).atoms,
+                           ctx.reason(call, "normalised dims that cannot be pruned"))
         if (x_c >= 0).any():
             ctx.table.mark_approx(x_c, ctx.reason(
                 call, "normalisation statistics are computed over the pruned channels"))
