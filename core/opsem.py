@@ -146,6 +146,12 @@ DATA_MOVEMENT = [
 ]
 
 
+# Ops whose pieces are sized from the input (chunk(2) halves whatever it gets): after pruning the
+# pieces must still line up, so position j of every piece is removed together.
+PROPORTIONAL_SPLITS = {"chunk", "unsafe_chunk", "split", "unsafe_split", "tensor_split", "hsplit",
+                       "vsplit", "dsplit"}
+
+
 @register_op(*DATA_MOVEMENT)
 def data_movement(ctx, call, channel_dims=None):
     if not call.out_tensors:
@@ -155,13 +161,61 @@ def data_movement(ctx, call, channel_dims=None):
         return
     if not any(ctx.labels(t) for t in call.in_tensors if t.is_floating_point()):
         return
-    results = replay(call.func, call.args, call.kwargs, ctx.labels, ctx.table,
-                     ctx.reason(call, ""), channel_dims)
+    results = _fast_cat(ctx, call) if call.name in ("cat", "concat", "concatenate") else None
+    if results is None:
+        results = replay(call.func, call.args, call.kwargs, ctx.labels, ctx.table,
+                         ctx.reason(call, ""), channel_dims)
     if results is None:
         return
-    data_outs = [o for o in call.out_tensors]
-    for o, labs in zip(data_outs, results):
+    for o, labs in zip(call.out_tensors, results):
         ctx.set(o, labs)
+    if call.name in PROPORTIONAL_SPLITS and len(results) > 1 and _equal_pieces(call):
+        _join_pieces(ctx, call, results)
+
+
+def _equal_pieces(call):
+    shapes = {tuple(o.shape) for o in call.out_tensors}
+    if len(shapes) != 1:
+        return False
+    if call.name in ("split", "unsafe_split"):
+        size = call.args[1] if len(call.args) > 1 else call.kwargs.get("split_size_or_sections",
+                                                                          call.kwargs.get("split_size"))
+        return isinstance(size, int)
+    if call.name == "tensor_split":
+        sec = call.args[1] if len(call.args) > 1 else call.kwargs.get("sections")
+        return isinstance(sec, int)
+    return True
+
+
+def _join_pieces(ctx, call, results):
+    first = results[0]
+    for labs in results[1:]:
+        for a, b in zip(first, labs):
+            if a.dims == b.dims and a.atoms.shape == b.atoms.shape:
+                ctx.table.join(a.atoms, b.atoms, ctx.reason(call, "equal pieces"))
+
+
+def _fast_cat(ctx, call):
+    """cat along the labelled dim of single-dim labelings: the labels simply concatenate (this is
+    what the replay would derive, without materialising index tensors of the feature maps)."""
+    tensors = call.args[0] if call.args else call.kwargs.get("tensors")
+    dim = call.args[1] if len(call.args) > 1 else call.kwargs.get("dim", 0)
+    if not isinstance(tensors, (list, tuple)) or not tensors:
+        return None
+    nd = tensors[0].ndim
+    dim = dim % nd
+    parts = []
+    for t in tensors:
+        if not isinstance(t, torch.Tensor) or t.ndim != nd or not t.is_floating_point():
+            return None
+        labs = ctx.labels(t)
+        if not labs:
+            parts.append(np.full(t.shape[dim], NO_ATOM, dtype=np.int64))
+        elif len(labs) == 1 and labs[0].dims == (dim,):
+            parts.append(labs[0].atoms)
+        else:
+            return None
+    return [[Labeling((dim,), np.concatenate(parts))]]
 
 
 @register_op("pixel_shuffle")
