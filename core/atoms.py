@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 import torch
 
 NO_ATOM = -1  # position carries no prunable channel (model input, constant, unknown op output)
@@ -131,8 +133,6 @@ class AtomTable:
 
     def components(self) -> np.ndarray:
         """Class id of every atom (connected components of the join graph)."""
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.csgraph import connected_components
 
         n = self.n_atoms
         if n == 0:

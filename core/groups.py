@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from .atoms import Slot
 from .tracer import Trace
@@ -114,8 +116,6 @@ def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
     # Classes that share a producer (an "out" slot, or a residual add joining two producers) form
     # one group. Consumers (a conv reading a concat, a BN after it) may span several groups and
     # are members of each with a partial index map, as in the paper.
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
 
     a, b = [], []
     for s in table.slots:

@@ -64,6 +64,7 @@ def replay(func, args, kwargs, labelings_for, table, reason: str, channel_dims=N
             else:  # this input has no labeling in this round: it must not look foreign
                 new[i] = torch.zeros(tuple(t.shape), dtype=torch.float64)
         all_atoms = np.concatenate(table_atoms) if table_atoms else np.zeros(0, np.int64)
+        bounds = np.cumsum([a.size for a in table_atoms])  # value ranges of each input
         a, k = tree_unflatten(new, spec)
         out = func(*a, **k)
         outs = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
@@ -71,7 +72,7 @@ def replay(func, args, kwargs, labelings_for, table, reason: str, channel_dims=N
             results = [[] for _ in outs]
         split_allowed = all(len(ls[r].dims) == 1 for ls in labs.values() if r < len(ls))
         for j, o in enumerate(outs):
-            lab = _decode(o, all_atoms, table, reason, channel_dims)
+            lab = _decode(o, all_atoms, table, reason, channel_dims, bounds)
             if lab is None:
                 continue
             if len(lab.dims) > 1 and split_allowed:
@@ -90,7 +91,7 @@ def _is_data(t: torch.Tensor) -> bool:
 
 
 def _decode(o: torch.Tensor, all_atoms: np.ndarray, table, reason: str,
-            channel_dims=None) -> Labeling | None:
+            channel_dims=None, bounds=()) -> Labeling | None:
     if not o.is_floating_point():
         return None  # e.g. an indices output; only data outputs carry channels
     v = o.detach().to(torch.float64)
@@ -112,14 +113,19 @@ def _decode(o: torch.Tensor, all_atoms: np.ndarray, table, reason: str,
     if o.ndim == 0:
         table.block(e.reshape(1).numpy(), f"{reason}: a single channel is selected into a scalar")
         return None
-    # dims along which the atom changes between neighbouring labelled elements
+    # dims along which the atom changes between neighbouring elements of the same input
+    src = torch.from_numpy(np.searchsorted(bounds, r.clamp(min=0).numpy().ravel(), side="left")
+                           ).reshape(r.shape) if len(bounds) > 1 else None
     varying = []
     for d in range(e.ndim):
         n = e.shape[d]
         if n < 2:
             continue
         a, b = e.narrow(d, 0, n - 1), e.narrow(d, 1, n - 1)
-        if ((a != b) & (a >= 0) & (b >= 0)).any():
+        diff = (a != b) & (a >= 0) & (b >= 0)
+        if src is not None:
+            diff &= src.narrow(d, 0, n - 1) == src.narrow(d, 1, n - 1)
+        if diff.any():
             varying.append(d)
     if channel_dims is not None:
         varying = [d for d in varying if d in channel_dims]

@@ -1,0 +1,157 @@
+"""The whole job as plain functions shared by the GUI, the CLI and the tests.
+
+Long steps take a ``progress(stage, done, total, message)`` callback and a ``should_stop()``
+predicate, checked between groups, layers and runs (a running torch op cannot be interrupted).
+Cancelling raises :class:`Cancelled`; the user's model is never modified: pruning works on a copy.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .errors import Cancelled, VerificationError
+from .graph import DependencyGraph, analyze
+from .inputs import as_example_inputs
+from .metrics import Metrics, count_flops, count_params, measure
+from .planner import CostModel, PlanSettings, make_plan
+from .probe import probe_groups
+from .prune import PruningPlan, apply_kept
+from .verify import VerifyReport, verify_plan
+
+
+def _noop(*_a, **_k):
+    return None
+
+
+def _checker(should_stop):
+    def check():
+        if should_stop is not None and should_stop():
+            raise Cancelled("cancelled by the user")
+    return check
+
+
+def analyze_model(model: nn.Module, inputs, probe: bool = True, progress=None,
+                  should_stop=None) -> DependencyGraph:
+    progress = progress or _noop
+    check = _checker(should_stop)
+    progress("trace", 0, 1, "tracing the model")
+    dg = analyze(model, inputs)
+    check()
+    if probe:
+        t0 = time.perf_counter()
+        probe_groups(model, inputs, dg,
+                     progress=lambda i, n, msg: progress("probe", i, n, msg), should_stop=should_stop)
+        dg.seconds["probe"] = time.perf_counter() - t0
+    progress("trace", 1, 1, f"{len(dg.prunable_groups)} prunable groups")
+    return dg
+
+
+@dataclass
+class PruneResult:
+    model: nn.Module
+    plan: PruningPlan
+    kept: dict
+    before: Metrics
+    after: Metrics
+    verify: VerifyReport | None
+    channels: dict  # layer -> [original, kept] output channels
+    seconds: dict = field(default_factory=dict)
+
+    def report(self, dg: DependencyGraph | None = None) -> dict:
+        r = {
+            "before": self.before.to_json(), "after": self.after.to_json(),
+            "reduction": {
+                "params": 1 - self.after.params / max(self.before.params, 1),
+                "flops": 1 - self.after.flops / max(self.before.flops, 1),
+            },
+            "speedup": (self.before.latency_ms / self.after.latency_ms
+                        if self.before.latency_ms and self.after.latency_ms else None),
+            "channels_removed": self.plan.n_removed,
+            "channels_per_layer": self.channels,
+            "plan": self.plan.to_json(),
+            "verify": self.verify.to_json() if self.verify else None,
+            "seconds": self.seconds,
+        }
+        if dg is not None:
+            r["groups"] = len(dg.groups)
+            r["prunable_groups"] = len(dg.prunable_groups)
+            r["blocked_ops"] = dg.blocked_ops
+            r["seconds"] = {**dg.seconds, **self.seconds}
+        return r
+
+
+def channels_per_layer(dg: DependencyGraph, kept: dict) -> dict:
+    out = {}
+    for g in dg.groups:
+        for m in g.members:
+            if m.slot.role == "out" and not m.slot.tensor_name.endswith(".bias"):
+                name = m.slot.module_name or m.slot.tensor_name
+                k = kept.get(m.slot.tensor_name, {}).get(m.slot.dim)
+                out[name] = [m.slot.size, len(k) if k is not None else m.slot.size]
+    return out
+
+
+def cost_model(dg, model, inputs, base_flops: float | None = None) -> CostModel:
+    ex = as_example_inputs(inputs)
+    return CostModel(dg, model, base_flops if base_flops is not None else count_flops(model, ex),
+                     count_params(model))
+
+
+def prune_model(model: nn.Module, inputs, dg: DependencyGraph, settings: PlanSettings,
+                latency: bool = True, verify: bool = True, latency_runs: int = 10, calibration=None,
+                progress=None, should_stop=None, before: Metrics | None = None) -> PruneResult:
+    """Plan, prune a copy, measure before/after and (by default) run the oracle."""
+    progress = progress or _noop
+    check = _checker(should_stop)
+    ex = as_example_inputs(inputs)
+    secs = {}
+    t = time.perf_counter()
+    progress("measure", 0, 4, "measuring the original model")
+    if before is None:
+        before = measure(model, ex, latency=latency, runs=latency_runs, should_stop=check)
+    secs["measure_before"] = time.perf_counter() - t
+    check()
+    t = time.perf_counter()
+    progress("plan", 1, 4, "scoring groups and choosing channels")
+    cost = cost_model(dg, model, ex, before.flops)
+    plan = make_plan(dg, model, settings, cost=cost, calibration=calibration)
+    kept = plan.kept_indices(dg)
+    secs["plan"] = time.perf_counter() - t
+    check()
+    t = time.perf_counter()
+    progress("prune", 2, 4, f"removing {plan.n_removed} channels")
+    pruned = apply_kept(model, kept)
+    secs["prune"] = time.perf_counter() - t
+    check()
+    report = None
+    if verify:
+        t = time.perf_counter()
+        progress("verify", 3, 4, "checking the pruned model against the zeroed original")
+        report = verify_plan(model, ex, dg, plan, pruned=pruned)
+        secs["verify"] = time.perf_counter() - t
+        if not report.passed:
+            raise VerificationError(f"pruning would change the model: {report.message}")
+        check()
+    t = time.perf_counter()
+    progress("measure", 3, 4, "measuring the pruned model")
+    after = measure(pruned, ex, latency=latency, runs=latency_runs, should_stop=check)
+    secs["measure_after"] = time.perf_counter() - t
+    progress("done", 4, 4, "done")
+    return PruneResult(pruned, plan, kept, before, after, report, channels_per_layer(dg, kept), secs)
+
+
+def estimate(dg: DependencyGraph, model: nn.Module, settings: PlanSettings, cost: CostModel,
+             calibration=None) -> tuple[int, float]:
+    """Instant (params, FLOPs) estimate of a setting, without pruning anything."""
+    plan = make_plan(dg, model, settings, cost=cost, calibration=calibration)
+    return cost.estimate(plan.kept_indices(dg))
+
+
+def device_of(name: str) -> torch.device:
+    from .errors import PruneStudioError
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise PruneStudioError(f"device '{name}' was asked for, but no CUDA GPU is available here")
+    return torch.device(name)
