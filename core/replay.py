@@ -103,13 +103,11 @@ def _decode(o: torch.Tensor, all_atoms: np.ndarray, table, reason: str,
         table.block(all_atoms[idx.numpy()], f"{reason}: op mixes values across channels")
         return None
     r = r.long()
-    e = torch.full(r.shape, NOWHERE, dtype=torch.long)
-    e[r == -1] = NO_ATOM
-    pos = r > 0
-    if not pos.any():
+    if not (r > 0).any():
         return None
-    at = torch.from_numpy(all_atoms)
-    e[pos] = at[r[pos] - 1]
+    # one gather: value -1 -> NO_ATOM (unlabelled input), 0 -> NOWHERE (constant), k -> atom k-1
+    lut = torch.from_numpy(np.concatenate([[NO_ATOM, NOWHERE], all_atoms]))
+    e = lut[r + 1]
     if o.ndim == 0:
         table.block(e.reshape(1).numpy(), f"{reason}: a single channel is selected into a scalar")
         return None

@@ -1,0 +1,366 @@
+"""Load the user's model and example inputs from a command-line style spec.
+
+``MODEL`` specs:
+
+* ``torchvision:NAME`` - a torchvision architecture with random weights; ``torchvision:NAME@WEIGHTS``
+  (e.g. ``@DEFAULT`` or ``@IMAGENET1K_V1``) uses torchvision's pretrained weights *only if they are
+  already in the torch hub cache* - nothing is ever downloaded.
+* ``path/to/file.py:factory`` - import the file by path and call ``factory()``.
+* ``demo`` - the built-in demo network (:mod:`core.demo`).
+* ``model.pt`` / ``model.pth`` - a saved whole model. Loading is SAFE BY DEFAULT
+  (``torch.load(weights_only=True)``); a pickled module contains code and needs ``trust=True``.
+  A file holding only a state dict needs an architecture: ``load_model("torchvision:resnet18",
+  weights="sd.pt")``.
+* ``model.pstudio`` - PruneStudio's portable form (see :mod:`core.serialize`).
+
+Every failure raises :class:`~core.errors.LoadError` with one line naming the file and the problem.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib.util
+import os
+import re
+import sys
+import warnings
+import zipfile
+
+import torch
+from torch import nn
+
+from .errors import LoadError
+from .inputs import ExampleInputs, as_example_inputs
+
+MODEL_SUFFIXES = (".pt", ".pth", ".pkl", ".bin", ".ckpt", ".pstudio")
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(text))
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _exc(e: BaseException) -> str:
+    msg = _one_line(e)
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
+# ----------------------------------------------------------------------------- spec parsing
+
+def split_factory_spec(spec: str) -> tuple[str, str] | None:
+    """``"dir/file.py:make"`` -> ``("dir/file.py", "make")``; None if ``spec`` is not of that form
+    (a Windows drive letter such as ``C:`` is not taken for a separator)."""
+    path, sep, name = spec.rpartition(":")
+    if sep and path.endswith(".py") and name.isidentifier():
+        return path, name
+    return None
+
+
+def spec_kind(spec: str) -> str:
+    """'torchvision' | 'factory' | 'demo' | 'file'."""
+    if spec.startswith("torchvision:"):
+        return "torchvision"
+    if split_factory_spec(spec):
+        return "factory"
+    if spec == "demo":
+        return "demo"
+    return "file"
+
+
+def normalize_spec(spec: str) -> str:
+    """The spec with file paths made absolute, so that it still works from another folder."""
+    kind = spec_kind(spec)
+    if kind == "factory":
+        path, name = split_factory_spec(spec)
+        return f"{os.path.abspath(path)}:{name}"
+    if kind == "file":
+        return os.path.abspath(spec)
+    return spec
+
+
+def spec_file(spec: str) -> str | None:
+    """The file a spec reads from (None for torchvision and demo specs)."""
+    kind = spec_kind(spec)
+    if kind == "factory":
+        return split_factory_spec(spec)[0]
+    if kind == "file":
+        return spec
+    return None
+
+
+# ----------------------------------------------------------------------------- public API
+
+def load_model(spec: str, trust: bool = False, weights: str | None = None) -> nn.Module:
+    """Build or load the model named by ``spec`` (see the module docstring), in eval mode.
+
+    ``weights``: a local state-dict file loaded (strictly) into the architecture.
+    ``trust``: allow unpickling code from a whole-model file (``torch.load(weights_only=False)``).
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise LoadError("no model given: use torchvision:NAME, path/to/file.py:factory or a saved "
+                        "model file")
+    spec = spec.strip()
+    kind = spec_kind(spec)
+    if kind == "torchvision":
+        model = _load_torchvision(spec[len("torchvision:"):], weights is not None)
+    elif kind == "factory":
+        path, name = split_factory_spec(spec)
+        model = _call_factory(path, name, "model factory")
+        if not isinstance(model, nn.Module):
+            raise LoadError(f"{path}:{name}() returned {type(model).__name__}, not a torch.nn.Module")
+    elif kind == "demo":
+        from .demo import demo_model
+        model = demo_model()
+    else:
+        model = _load_file(spec, trust=trust, have_weights=weights is not None)
+    if weights is not None:
+        load_weights(model, weights, what=spec)
+    return model.eval()
+
+
+def load_inputs(spec: str) -> ExampleInputs:
+    """Example inputs from ``file.py:function``; the function returns a tensor, a tuple of tensors,
+    a dict of keyword tensors or ``(args_tuple, kwargs_dict)``."""
+    parts = split_factory_spec(spec or "")
+    if parts is None:
+        raise LoadError(f"inputs '{spec}' must be given as path/to/file.py:function")
+    path, name = parts
+    value = _call_factory(path, name, "inputs function")
+    try:
+        ex = as_example_inputs(value)
+    except Exception as e:
+        raise LoadError(f"{path}:{name}() returned {type(value).__name__}; example inputs must be a "
+                        f"tensor, a tuple of tensors or a dict") from e
+    if not ex.args and not ex.kwargs:
+        raise LoadError(f"{path}:{name}() returned no inputs")
+    return ex
+
+
+def read_torch_file(path: str, trust: bool = False):
+    """``torch.load`` with the safe default, turning every failure into a one-line LoadError."""
+    _check_readable(path)
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except Exception as e:  # noqa: BLE001
+            raise LoadError(f"{path} is not a readable PyTorch file (corrupt or truncated): {_exc(e)}")
+        if any(n.split("/", 1)[-1].startswith("code/") or n.endswith("/constants.pkl") for n in names):
+            raise LoadError(f"{path} is a TorchScript archive; PruneStudio needs the eager (Python) "
+                            f"model: give path/to/file.py:factory instead")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        text = str(e)
+        m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if m is None and "Weights only load failed" not in text:
+            raise LoadError(f"{path} is not a readable PyTorch file (corrupt or truncated?): "
+                            f"{_short_torch_error(e)}") from None
+        if not trust:
+            what = f" (it references {m.group(1)})" if m else ""
+            raise LoadError(f"{path} contains pickled code{what}, which runs when loaded; load it "
+                            f"only if you trust its source: pass --trust (trust=True)") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=False)
+    except (ModuleNotFoundError, AttributeError, ImportError) as e:
+        raise LoadError(f"{path} pickles a model whose class cannot be imported here ({_exc(e)}); "
+                        f"run from the folder holding its code, or use path/to/file.py:factory "
+                        f"with --weights") from None
+    except Exception as e:  # noqa: BLE001
+        raise LoadError(f"{path} could not be loaded even with --trust: "
+                        f"{_short_torch_error(e)}") from None
+
+
+def load_weights(model: nn.Module, path: str, what: str = "the model") -> None:
+    """Load a state-dict file strictly into ``model``; a LoadError lists what does not fit."""
+    obj = read_torch_file(path, trust=False)
+    sd = _as_state_dict(obj, path)
+    if sd is None:
+        raise LoadError(f"{path} does not hold a state dict (a dict of tensors) but "
+                        f"{type(obj).__name__}")
+    check_state_dict(model, sd, path, what)
+    with torch.no_grad():
+        model.load_state_dict(sd, strict=True)
+
+
+def check_state_dict(model: nn.Module, sd: dict, path: str, what: str = "the model") -> None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k} {tuple(sd[k].shape)} in the file vs {tuple(own[k].shape)} in the model"
+              for k in own if k in sd and isinstance(sd[k], torch.Tensor)
+              and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if not (missing or unexpected or shapes):
+        return
+
+    def lst(xs, n=5):
+        return ", ".join(xs[:n]) + (f" (+{len(xs) - n} more)" if len(xs) > n else "")
+
+    parts = []
+    if missing:
+        parts.append(f"missing keys: {lst(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys: {lst(unexpected)}")
+    if shapes:
+        parts.append(f"shape mismatches: {lst(shapes, 3)}")
+    hint = ("; was it saved from a pruned model? keep pruned models in the portable .pstudio form"
+            if shapes and not missing and not unexpected else "")
+    raise LoadError(f"the weights in {path} do not fit {what}: {'; '.join(parts)}{hint}")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _check_readable(path: str) -> None:
+    if not os.path.exists(path):
+        raise LoadError(f"file not found: {path}")
+    if os.path.isdir(path):
+        raise LoadError(f"{path} is a folder, not a model file")
+    if os.path.getsize(path) == 0:
+        raise LoadError(f"{path} is empty (0 bytes)")
+
+
+def _short_torch_error(e: BaseException) -> str:
+    msg = _one_line(e)
+    if "central directory" in msg or "zip archive" in msg:
+        return "the zip archive is truncated or damaged"
+    if isinstance(e, EOFError):
+        return "unexpected end of file (truncated)"
+    if isinstance(e, KeyError) or "load key" in msg or "Memo value" in msg:
+        return "the data is not a PyTorch/pickle file"
+    return _exc(e)[:200]
+
+
+def _as_state_dict(obj, path: str) -> dict | None:
+    """A flat ``{name: tensor}`` dict from a state dict or a common checkpoint layout."""
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            inner = obj.get(key)
+            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                obj = inner
+                break
+    if not isinstance(obj, dict) or not obj or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        return None
+    if all(k.startswith("module.") for k in obj):  # saved from DataParallel
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return dict(obj)
+
+
+def _load_file(path: str, trust: bool, have_weights: bool) -> nn.Module:
+    if path.endswith(".py"):
+        raise LoadError(f"{path} is a Python file: name the function that builds the model, "
+                        f"e.g. {path}:make_model")
+    _check_readable(path)
+    obj = read_torch_file(path, trust=trust)
+    if isinstance(obj, dict) and obj.get("format") == "prunestudio.portable":
+        from .serialize import load_portable
+        return load_portable(path, trust=trust)
+    if isinstance(obj, nn.Module):
+        return obj
+    if isinstance(obj, dict) and isinstance(obj.get("model"), nn.Module):
+        return obj["model"]
+    if isinstance(obj, torch.jit.ScriptModule):
+        raise LoadError(f"{path} is a TorchScript module; PruneStudio needs the eager model")
+    sd = _as_state_dict(obj, path)
+    if sd is not None:
+        raise LoadError(f"{path} holds only weights (a state dict of {len(sd)} tensors), not a "
+                        f"model: give the architecture as MODEL (torchvision:NAME or "
+                        f"file.py:factory) and this file with --weights")
+    raise LoadError(f"{path} holds a {type(obj).__name__}, not a torch.nn.Module or a state dict")
+
+
+def _import_file(path: str):
+    if not os.path.exists(path):
+        raise LoadError(f"file not found: {path}")
+    apath = os.path.abspath(path)
+    stem = os.path.splitext(os.path.basename(apath))[0]
+    # Register the module under its own name when that is free, so a whole model saved from it
+    # can be unpickled later from the same folder; otherwise under a private unique name.
+    mod_name = stem
+    existing = sys.modules.get(stem)
+    if not stem.isidentifier() or (existing is not None and
+                                   os.path.abspath(getattr(existing, "__file__", "") or "") != apath):
+        mod_name = f"_prunestudio_user_{stem if stem.isidentifier() else 'mod'}_" \
+                   f"{hashlib.sha1(apath.encode()).hexdigest()[:10]}"
+    folder = os.path.dirname(apath)
+    added = folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)  # the file may import its neighbours
+    try:
+        spec = importlib.util.spec_from_file_location(mod_name, apath)
+        if spec is None or spec.loader is None:
+            raise LoadError(f"{path} cannot be imported as a Python module")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except SyntaxError as e:
+            sys.modules.pop(mod_name, None)
+            raise LoadError(f"{path} has a syntax error at line {e.lineno}: {e.msg}") from None
+        except Exception as e:  # noqa: BLE001
+            sys.modules.pop(mod_name, None)
+            raise LoadError(f"importing {path} failed: {_exc(e)}") from None
+    finally:
+        if added:
+            try:
+                sys.path.remove(folder)
+            except ValueError:
+                pass
+    return module
+
+
+def _call_factory(path: str, name: str, what: str):
+    module = _import_file(path)
+    fn = getattr(module, name, None)
+    if fn is None:
+        avail = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_")
+                       and getattr(v, "__module__", None) == module.__name__)
+        hint = f" (it defines: {', '.join(avail[:8])})" if avail else ""
+        raise LoadError(f"{path} has no {what} '{name}'{hint}")
+    if not callable(fn):
+        raise LoadError(f"{path}:{name} is a {type(fn).__name__}, not a function")
+    try:
+        return fn()
+    except LoadError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise LoadError(f"{path}:{name}() raised {_exc(e)}") from None
+
+
+def _load_torchvision(name: str, have_weights: bool) -> nn.Module:
+    import torchvision.models as tvm
+
+    name, _, wname = name.partition("@")
+    available = tvm.list_models()
+    if name not in available:
+        close = difflib.get_close_matches(name, available, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise LoadError(f"torchvision has no model '{name}'{hint}")
+    if not wname:
+        try:
+            return tvm.get_model(name, weights=None)
+        except Exception as e:  # noqa: BLE001
+            raise LoadError(f"building torchvision:{name} failed: {_exc(e)}") from None
+    if have_weights:
+        raise LoadError(f"give either torchvision:{name}@{wname} or --weights, not both")
+    enum = tvm.get_model_weights(name)
+    try:
+        w = enum[wname] if wname != "DEFAULT" else enum.DEFAULT
+    except KeyError:
+        choices = ", ".join(["DEFAULT"] + [m.name for m in enum])
+        raise LoadError(f"torchvision:{name} has no weights '{wname}' (choose from {choices})") from None
+    fname = os.path.basename(w.url.split("?")[0])
+    cached = os.path.join(torch.hub.get_dir(), "checkpoints", fname)
+    if not os.path.exists(cached):
+        raise LoadError(f"pretrained weights {w} are not in the torch hub cache (missing file "
+                        f"{cached}); PruneStudio never downloads: fetch them yourself or use "
+                        f"--weights FILE")
+    try:
+        return tvm.get_model(name, weights=w)  # reads the cached file; no download happens
+    except Exception as e:  # noqa: BLE001
+        raise LoadError(f"loading cached weights {cached} failed: {_exc(e)}") from None
