@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import statistics
 import time
-import tracemalloc
+import weakref
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from .inputs import as_example_inputs
@@ -44,13 +45,52 @@ def count_flops(model: nn.Module, inputs) -> float:
             m.training = t
 
 
+class _PeakMemory(TorchDispatchMode):
+    """Peak bytes of live activations during one forward (works on any device, CPU included):
+    every op output that owns its storage is counted until it is garbage-collected."""
+
+    def __init__(self):
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+
+    def _free(self, n):
+        self.live -= n
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in (out if isinstance(out, (tuple, list)) else (out,)):
+            if isinstance(t, torch.Tensor) and t._base is None and not t.is_meta:
+                n = t.untyped_storage().nbytes()
+                self.live += n
+                self.peak = max(self.peak, self.live)
+                weakref.finalize(t, self._free, n)
+        return out
+
+
+def peak_memory_mb(model: nn.Module, inputs) -> float:
+    """Parameters and buffers plus the peak of live activations of one forward, in MiB."""
+    ex = as_example_inputs(inputs)
+    static = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+    mode = {m: m.training for m in model.modules()}
+    tracker = _PeakMemory()
+    try:
+        model.eval()
+        with torch.no_grad(), tracker:
+            out = ex.call(model)
+        del out
+    finally:
+        for m, t in mode.items():
+            m.training = t
+    return (static + tracker.peak) / 2**20
+
+
 def measure_latency(model: nn.Module, inputs, warmup: int = 3, runs: int = 10,
-                    should_stop=None) -> tuple[float, float | None]:
-    """Median forward time in ms (CUDA synchronised) and peak memory in MB of one forward."""
+                    should_stop=None) -> float:
+    """Median forward time in ms over ``runs`` after ``warmup`` runs, CUDA synchronised."""
     ex = as_example_inputs(inputs)
     dev = next((p.device for p in model.parameters()), torch.device("cpu"))
-    cuda = dev.type == "cuda"
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     mode = {m: m.training for m in model.modules()}
     times = []
     try:
@@ -59,11 +99,6 @@ def measure_latency(model: nn.Module, inputs, warmup: int = 3, runs: int = 10,
             for _ in range(warmup):
                 ex.call(model)
             sync()
-            if cuda:
-                torch.cuda.reset_peak_memory_stats(dev)
-                base = torch.cuda.memory_allocated(dev)
-            else:
-                tracemalloc.start()
             for _ in range(runs):
                 if should_stop is not None:
                     should_stop()
@@ -71,15 +106,10 @@ def measure_latency(model: nn.Module, inputs, warmup: int = 3, runs: int = 10,
                 ex.call(model)
                 sync()
                 times.append((time.perf_counter() - t0) * 1000)
-            if cuda:
-                peak = (torch.cuda.max_memory_allocated(dev) - base) / 2**20
-            else:
-                peak = None  # CPU tensor memory is not visible to tracemalloc
-                tracemalloc.stop()
     finally:
         for m, t in mode.items():
             m.training = t
-    return statistics.median(times), peak
+    return statistics.median(times)
 
 
 def measure(model: nn.Module, inputs, latency: bool = True, runs: int = 10, should_stop=None) -> Metrics:
@@ -87,6 +117,7 @@ def measure(model: nn.Module, inputs, latency: bool = True, runs: int = 10, shou
     dev = next((p.device for p in model.parameters()), torch.device("cpu"))
     m = Metrics(count_params(model), count_flops(model, ex), device=str(dev))
     if latency and dev.type != "meta":
-        m.latency_ms, m.peak_memory_mb = measure_latency(model, ex, runs=runs, should_stop=should_stop)
+        m.latency_ms = measure_latency(model, ex, runs=runs, should_stop=should_stop)
         m.latency_runs = runs
+        m.peak_memory_mb = peak_memory_mb(model, ex)
     return m
