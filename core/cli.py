@@ -47,7 +47,7 @@ class UsageError(PruneStudioError):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit code 2, like every other error
-        raise UsageError(f"{self.prog.split()[-1] if ' ' in self.prog else 'usage'}: {message}")
+        raise UsageError(f"{self.prog}: {message}")
 
 
 def _fraction(text):

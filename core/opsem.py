@@ -96,13 +96,18 @@ ELEMENTWISE = [
 ]
 
 
+_FIRST_ONLY = {"fill", "zero", "to", "type_as", "type", "cpu", "cuda", "float", "half", "double",
+               "bfloat16", "contiguous", "clone", "detach", "zeros_like", "ones_like", "full_like",
+               "empty_like", "rand_like", "randn_like"}
+
+
 @register_op(*ELEMENTWISE)
 def elementwise(ctx, call):
     if not call.out_tensors:
         return
     inputs = [t for t in call.in_tensors if t.ndim > 0 or t.numel() > 1]
-    if call.name in ("fill", "zero"):
-        inputs = inputs[:1]  # x.fill_(v): the value carries no channels
+    if call.name in _FIRST_ONLY:
+        inputs = inputs[:1]  # x.fill_(v), x.to(other), x.type_as(other): only x carries channels
     for out in call.out_tensors:
         if len(inputs) == 1 and tuple(inputs[0].shape) == tuple(out.shape):
             ctx.set(out, ctx.labels(inputs[0]))  # joint labelings pass through unchanged

@@ -41,25 +41,46 @@ def probe_groups(model, inputs, dg, progress=None, should_stop=None) -> dict[int
             ref = _shapes(ex.call(base))
     except Exception:
         return {}  # forward needs real values (data-dependent control flow): rely on verify
-    broken = {}
+    broken: dict[int, str] = {}
     groups = dg.prunable_groups
-    for i, g in enumerate(groups):
+    done = [0]
+
+    def attempt(subset) -> str | None:
+        """None if removing one channel of every group in ``subset`` keeps forward working."""
         if should_stop is not None and should_stop():
             raise Cancelled("cancelled while probing groups")
-        if progress is not None:
-            progress(i, len(groups), f"probing group {g.id} ({g.root})")
-        first = int(np.nonzero(g.prunable)[0][0])
-        plan = PruningPlan({g.id: [first]})
+        plan = PruningPlan({g.id: [int(np.nonzero(g.prunable)[0][0])] for g in subset})
         try:
             m = apply_kept(base, plan.kept_indices(dg))
             with torch.no_grad():
                 got = _shapes(ex.call(m))
             if got != ref:
                 raise RuntimeError(f"output shapes change from {ref} to {got}")
-        except Exception as e:  # noqa: BLE001 - any failure means this group is not safe
-            msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-            reason = f"removing a channel breaks forward ({type(e).__name__}: {msg})"
-            broken[g.id] = reason
+        except Exception as e:  # noqa: BLE001 - any failure means this set is not safe
+            msg = str(e).splitlines()[0][:200] if str(e) else ""
+            return f"removing a channel breaks forward ({type(e).__name__}: {msg})"
+        return None
+
+    def search(subset):
+        # All groups at once first; split only the sets that fail, so a model without such
+        # shape arithmetic costs one probe and each culprit costs O(log n) more.
+        err = attempt(subset)
+        if err is None:
+            done[0] += len(subset)
+            if progress is not None:
+                progress(done[0], len(groups), "probing groups")
+            return
+        if len(subset) == 1:
+            g = subset[0]
+            broken[g.id] = err
             g.prunable[:] = False
-            g.blocked_reasons.insert(0, reason)
+            g.blocked_reasons.insert(0, err)
+            done[0] += 1
+            return
+        half = len(subset) // 2
+        search(subset[:half])
+        search(subset[half:])
+
+    if groups:
+        search(groups)
     return broken
