@@ -1,0 +1,47 @@
+"""Application entry: ``gui.app.main(argv) -> int`` (called by main.py without a subcommand)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+
+from core.demo import DEMO_INPUT_SHAPE
+
+
+def _args(argv):
+    p = argparse.ArgumentParser(prog="prunestudio", description="PruneStudio desktop application")
+    p.add_argument("--model", default="demo", help="model spec to open (default: the built-in demo)")
+    p.add_argument("--input-shape", default=None, help="example input shape, e.g. 1,3,224,224")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--screenshot", metavar="PATH", help="render the window to PNG once loaded, then quit")
+    return p.parse_known_args(argv)[0]  # leave Qt's own options (-style, ...) alone
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    app = QApplication.instance() or QApplication([sys.argv[0]] + argv)
+    app.setApplicationName("PruneStudio")
+    app.setOrganizationName(os.environ.get("PRUNESTUDIO_SETTINGS_ORG", "PruneStudio"))
+    from .main_window import MainWindow  # after QApplication: pyqtgraph needs it
+    win = MainWindow()
+    win.show()
+    shape = args.input_shape or (DEMO_INPUT_SHAPE if args.model == "demo" else "1,3,224,224")
+    code = {"rc": 0}
+    if args.screenshot:
+        win.resize(1600, 1000)  # a fixed, reproducible frame whatever the saved geometry
+        def shoot():
+            win.select_first_group()
+            QTimer.singleShot(200, lambda: (win.grab().save(args.screenshot), app.quit()))
+        win.modelReady.connect(shoot)
+        win.taskFailed.connect(lambda _m: (code.update(rc=1), app.quit()))
+        QTimer.singleShot(300_000, lambda: (code.update(rc=2), app.quit()))  # never hang a script
+        win.headless = True  # errors go to the log and the exit code, never to a modal dialog
+    win.open_model(args.model, shape, args.dtype)
+    rc = app.exec()
+    return code["rc"] or rc

@@ -1,0 +1,114 @@
+"""Before/after charts (pyqtgraph) and a summary table of a core.pipeline.PruneResult."""
+from __future__ import annotations
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (QGridLayout, QHeaderView, QLabel, QTableWidget, QTableWidgetItem,
+                               QWidget)
+
+from .targets_panel import human
+
+pg.setConfigOptions(background="w", foreground="#343a40", antialias=True)
+BEFORE, AFTER = "#adb5bd", "#2a9d8f"
+
+
+def _bar_plot(title: str) -> pg.PlotWidget:
+    w = pg.PlotWidget(title=title)
+    w.setMenuEnabled(False)
+    w.setMouseEnabled(False, False)
+    w.hideButtons()
+    w.getAxis("bottom").setTicks([[(0, "before"), (1, "after")]])
+    w.setMinimumHeight(150)
+    return w
+
+
+class ChartsPanel(QWidget):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.plots = {k: _bar_plot(t) for k, t in
+                      (("params", "parameters"), ("flops", "FLOPs"), ("latency", "latency (ms)"))}
+        self.layers = pg.PlotWidget(title="output channels per layer: original vs kept")
+        self.layers.setMenuEnabled(False)
+        self.layers.hideButtons()
+        self.layers.addLegend(offset=(-10, 10))
+        self.summary = QTableWidget(0, 2)
+        self.summary.setHorizontalHeaderLabels(["metric", "value"])
+        self.summary.verticalHeader().setVisible(False)
+        self.summary.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
+        self.placeholder = QLabel("Prune the model to see before/after numbers here.")
+        self.placeholder.setAlignment(Qt.AlignCenter)
+        g = QGridLayout(self)
+        g.setContentsMargins(2, 2, 2, 2)
+        g.addWidget(self.placeholder, 0, 0, 1, 4)
+        for i, k in enumerate(("params", "flops", "latency")):
+            g.addWidget(self.plots[k], 1, i)
+        g.addWidget(self.summary, 1, 3)
+        g.addWidget(self.layers, 2, 0, 1, 4)
+        g.setRowStretch(1, 2)
+        g.setRowStretch(2, 3)
+        self.values: dict = {}  # metric -> (before, after), what the bars show
+        self.channels: dict = {}
+
+    def clear(self):
+        for w in (*self.plots.values(), self.layers):
+            w.clear()
+        self.summary.setRowCount(0)
+        self.values, self.channels = {}, {}
+        self.placeholder.show()
+
+    def show_result(self, result):
+        self.clear()
+        self.placeholder.hide()
+        b, a = result.before, result.after
+        self.values = {"params": (b.params, a.params), "flops": (b.flops, a.flops),
+                       "latency": (b.latency_ms, a.latency_ms)}
+        for k, (vb, va) in self.values.items():
+            p = self.plots[k]
+            if vb is None or va is None:
+                p.setTitle(f"{k}: not measured")
+                continue
+            p.addItem(pg.BarGraphItem(x=[0, 1], height=[vb, va], width=0.6, brushes=[BEFORE, AFTER]))
+            if k == "latency":
+                p.setTitle(f"latency (ms): {vb / va:.2f}× faster" if va else "latency (ms)")
+            else:
+                p.setTitle(f"{'parameters' if k == 'params' else 'FLOPs'}: {human(vb)} → {human(va)}")
+        self._layers(result.channels)
+        self._summary(result)
+
+    def _layers(self, channels: dict):
+        self.channels = dict(channels)
+        names = list(channels)
+        ys = list(range(len(names)))
+        orig = [channels[n][0] for n in names]
+        kept = [channels[n][1] for n in names]
+        # horizontal bars: one row per layer, names readable on the left axis
+        self.layers.addItem(pg.BarGraphItem(x0=0, y=ys, height=0.8, width=orig, brush=BEFORE, name="original"))
+        self.layers.addItem(pg.BarGraphItem(x0=0, y=ys, height=0.5, width=kept, brush=AFTER, name="kept"))
+        self.layers.getAxis("left").setTicks([[(i, n) for i, n in enumerate(names)]])
+        self.layers.getViewBox().invertY(True)
+        self.layers.getViewBox().setLimits(yMin=-1, yMax=max(len(names), 1))
+        self.layers.setYRange(-0.5, min(len(names), 24) - 0.5, padding=0)
+        leg = self.layers.plotItem.legend
+        if leg is not None:
+            leg.clear()
+            leg.addItem(pg.BarGraphItem(x=[0], height=[0], width=1, brush=BEFORE), "original")
+            leg.addItem(pg.BarGraphItem(x=[0], height=[0], width=1, brush=AFTER), "kept")
+
+    def _summary(self, result):
+        b, a = result.before, result.after
+        rows = [("parameters", f"{b.params:,} → {a.params:,} ({1 - a.params / max(b.params, 1):.1%} less)"),
+                ("FLOPs", f"{human(b.flops)} → {human(a.flops)} ({1 - a.flops / max(b.flops, 1):.1%} less)")]
+        if b.latency_ms and a.latency_ms:
+            rows.append(("latency", f"{b.latency_ms:.2f} → {a.latency_ms:.2f} ms "
+                                    f"({b.latency_ms / a.latency_ms:.2f}× speed-up)"))
+        rows.append(("channels removed", f"{result.plan.n_removed:,}"))
+        if result.verify is not None:
+            rows.append(("verification", result.verify.message))
+        rows.append(("time", f"{sum(result.seconds.values()):.2f} s"))
+        self.summary.setRowCount(len(rows))
+        for i, (k, v) in enumerate(rows):
+            self.summary.setItem(i, 0, QTableWidgetItem(k))
+            it = QTableWidgetItem(v)
+            it.setToolTip(v)
+            self.summary.setItem(i, 1, it)
+        self.summary.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeToContents)

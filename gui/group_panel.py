@@ -1,0 +1,150 @@
+"""Sortable table of coupled groups; picking rows highlights them in the graph, and a lock
+box per group keeps its channels (fed to PlanSettings.ignore as the group's root module)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PySide6.QtCore import QItemSelectionModel, Qt, Signal
+from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLineEdit, QTableWidget,
+                               QTableWidgetItem, QVBoxLayout, QWidget)
+
+from core.importance import group_scores
+
+COLUMNS = ["lock", "id", "root", "channels", "prunable", "params", "importance"]
+
+
+class _Num(QTableWidgetItem):
+    """Sorts by its numeric value, not its text."""
+
+    def __init__(self, value, text=None):
+        super().__init__(text if text is not None else str(value))
+        self.value = value
+        self.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+
+    def __lt__(self, other):
+        return self.value < getattr(other, "value", 0)
+
+
+def group_params(g, shapes: dict, is_param: set) -> int:
+    """Parameters that belong to the group's channels (view-side bookkeeping, no pruning)."""
+    total = 0
+    for m in g.members:
+        name = m.slot.tensor_name
+        if name not in is_param or name not in shapes:
+            continue
+        shp = shapes[name]
+        per_index = math.prod(shp) // max(shp[m.slot.dim], 1)
+        total += per_index * int((m.index_map >= 0).sum())
+    return total
+
+
+def group_rows(dg, model, criterion="l2") -> list[dict]:
+    """Table rows, computed on a worker thread (importance touches every weight)."""
+    shapes = {n: tuple(t.shape) for n, t in model.named_parameters()}
+    is_param = set(shapes)
+    try:
+        scores = group_scores(dg, model, criterion, normalise=False) if criterion != "taylor" else {}
+    except Exception:  # noqa: BLE001 - importance is informative only; the table works without it
+        scores = {}
+    rows = []
+    for g in dg.groups:
+        s = scores.get(g.id)
+        imp = float(np.mean(s[g.prunable])) if s is not None and g.prunable.any() else float("nan")
+        rows.append({"id": g.id, "root": g.root, "channels": g.n_channels, "prunable": g.n_prunable,
+                     "is_prunable": g.is_prunable, "params": group_params(g, shapes, is_param),
+                     "importance": imp})
+    return rows
+
+
+class GroupPanel(QWidget):
+    groupsSelected = Signal(list)  # group ids
+    locksChanged = Signal()
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.filter = QLineEdit(placeholderText="filter groups by root layer…")
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(2, QHeaderView.Stretch)
+        self.table.setAlternatingRowColors(True)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(2, 2, 2, 2)
+        lay.addWidget(self.filter)
+        lay.addWidget(self.table)
+        self.table.itemSelectionChanged.connect(self._on_select)
+        self.table.itemChanged.connect(self._on_item_changed)
+        self.filter.textChanged.connect(self._apply_filter)
+        self._filling = False
+
+    def set_rows(self, rows: list[dict]):
+        self._filling = True
+        t = self.table
+        t.setSortingEnabled(False)
+        t.setRowCount(len(rows))
+        for i, r in enumerate(rows):
+            lock = _Num(0, "")
+            lock.setFlags(Qt.ItemIsUserCheckable | Qt.ItemIsSelectable
+                          | (Qt.ItemIsEnabled if r["is_prunable"] else Qt.NoItemFlags))
+            lock.setCheckState(Qt.Unchecked)
+            lock.setData(Qt.UserRole, r["root"])
+            t.setItem(i, 0, lock)
+            t.setItem(i, 1, _Num(r["id"]))
+            t.setItem(i, 2, QTableWidgetItem(r["root"]))
+            t.setItem(i, 3, _Num(r["channels"]))
+            t.setItem(i, 4, _Num(r["prunable"], f"{r['prunable']}" if r["is_prunable"] else "no"))
+            t.setItem(i, 5, _Num(r["params"], f"{r['params']:,}"))
+            imp = r["importance"]
+            t.setItem(i, 6, _Num(-1 if imp != imp else imp, "–" if imp != imp else f"{imp:.3g}"))
+        t.setSortingEnabled(True)
+        t.sortByColumn(1, Qt.AscendingOrder)
+        t.resizeColumnsToContents()
+        t.horizontalHeader().setSectionResizeMode(2, QHeaderView.Stretch)
+        self._filling = False
+        self._apply_filter(self.filter.text())
+
+    def clear(self):
+        self.table.setRowCount(0)
+
+    def locked_roots(self) -> list[str]:
+        t = self.table
+        return sorted({t.item(i, 0).data(Qt.UserRole) for i in range(t.rowCount())
+                       if t.item(i, 0) and t.item(i, 0).checkState() == Qt.Checked})
+
+    def set_locked(self, group_id: int, locked: bool):
+        for i in range(self.table.rowCount()):
+            if self.table.item(i, 1).value == group_id:
+                self.table.item(i, 0).setCheckState(Qt.Checked if locked else Qt.Unchecked)
+
+    def select_groups(self, gids):
+        """Mirror a graph pick in the table without echoing it back."""
+        t = self.table
+        t.blockSignals(True)
+        t.clearSelection()
+        first = None
+        sm = t.selectionModel()
+        for i in range(t.rowCount()):
+            if t.item(i, 1).value in gids:
+                sm.select(t.model().index(i, 0), QItemSelectionModel.Select | QItemSelectionModel.Rows)
+                first = i if first is None else first
+        if first is not None:
+            t.scrollToItem(t.item(first, 1))
+        t.blockSignals(False)
+
+    def _on_select(self):
+        rows = {i.row() for i in self.table.selectedItems()}
+        self.groupsSelected.emit(sorted(self.table.item(r, 1).value for r in rows))
+
+    def _on_item_changed(self, item):
+        if not self._filling and item.column() == 0:
+            item.value = 1 if item.checkState() == Qt.Checked else 0
+            self.locksChanged.emit()
+
+    def _apply_filter(self, text):
+        text = text.lower().strip()
+        for i in range(self.table.rowCount()):
+            it = self.table.item(i, 2)
+            self.table.setRowHidden(i, bool(text) and text not in it.text().lower())

@@ -1,0 +1,76 @@
+"""Choose a model (torchvision zoo, saved file, or file.py:factory) and its example input."""
+from __future__ import annotations
+
+import torchvision
+from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
+                               QHBoxLayout, QLineEdit, QListWidget, QPushButton, QTabWidget,
+                               QVBoxLayout, QWidget)
+
+from core.inputs import DTYPES
+
+
+def zoo_names() -> list[str]:
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+class LoadDialog(QDialog):
+    def __init__(self, parent=None, shape="1,3,224,224", dtype="float32"):
+        super().__init__(parent)
+        self.setWindowTitle("Open model")
+        self.resize(520, 520)
+        self.tabs = QTabWidget()
+        # zoo tab: searchable list of architectures (random weights; nothing is downloaded)
+        zoo = QWidget()
+        self.search = QLineEdit(placeholderText="search torchvision models…")
+        self.zoo = QListWidget()
+        self.zoo.addItems(zoo_names())
+        v = QVBoxLayout(zoo)
+        v.addWidget(self.search)
+        v.addWidget(self.zoo)
+        self.search.textChanged.connect(self._filter)
+        self.zoo.itemDoubleClicked.connect(lambda *_: self.accept())
+        # file tab: a saved model (.pt/.pth/.pstudio) or a python factory
+        files = QWidget()
+        self.path = QLineEdit(placeholderText="model.pt, model.pstudio or path/file.py:factory")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        row = QHBoxLayout()
+        row.addWidget(self.path, 1)
+        row.addWidget(browse)
+        fl = QVBoxLayout(files)
+        fl.addLayout(row)
+        fl.addStretch(1)
+        self.tabs.addTab(zoo, "torchvision zoo")
+        self.tabs.addTab(files, "file / factory")
+        self.shape = QLineEdit(shape)
+        self.dtype = QComboBox()
+        self.dtype.addItems([d for d in DTYPES if d not in ("float", "half", "long")])
+        self.dtype.setCurrentText(dtype)
+        form = QFormLayout()
+        form.addRow("input shape(s)", self.shape)
+        form.addRow("dtype", self.dtype)
+        bb = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        bb.accepted.connect(self.accept)
+        bb.rejected.connect(self.reject)
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.tabs, 1)
+        lay.addLayout(form)
+        lay.addWidget(bb)
+
+    def _filter(self, text):
+        text = text.lower()
+        for i in range(self.zoo.count()):
+            it = self.zoo.item(i)
+            it.setHidden(text not in it.text().lower())
+
+    def _browse(self):
+        path, _ = QFileDialog.getOpenFileName(self, "Model file", "",
+                                              "Models (*.pt *.pth *.pstudio *.py);;All files (*)")
+        if path:
+            self.path.setText(path + (":make_model" if path.endswith(".py") else ""))
+
+    def spec(self) -> str:
+        if self.tabs.currentIndex() == 0:
+            it = self.zoo.currentItem()
+            return f"torchvision:{it.text()}" if it else ""
+        return self.path.text().strip()

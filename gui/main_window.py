@@ -1,0 +1,474 @@
+"""The main window: menus, toolbar, docks, and the wiring between panels, worker and core."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QLineEdit, QMainWindow,
+                               QMessageBox, QPlainTextEdit, QProgressBar, QPushButton, QTabWidget,
+                               QVBoxLayout, QWidget)
+
+from core import pipeline
+from core.demo import DEMO_INPUT_SHAPE
+
+from . import model_io, session as sess, worker
+from .charts import ChartsPanel
+from .graph_view import GraphView
+from .group_details import GroupDetails
+from .group_panel import GroupPanel
+from .load_dialog import LoadDialog
+from .targets_panel import TargetsPanel
+
+log = logging.getLogger("prunestudio.gui")
+MAX_RECENT = 8
+
+
+class MainWindow(QMainWindow):
+    modelReady = Signal()  # a model is loaded, analysed and drawn
+    pruneFinished = Signal(object)  # PruneResult
+    taskFailed = Signal(str)
+    taskCancelled = Signal()
+    estimateReady = Signal(object)  # (params, flops)
+    exportFinished = Signal(str)  # message
+
+    def __init__(self, settings_org: str | None = None):
+        super().__init__()
+        self.settings = QSettings(settings_org or os.environ.get("PRUNESTUDIO_SETTINGS_ORG", "PruneStudio"),
+                                  "PruneStudio")
+        self.session: sess.Session | None = None
+        self.task: worker.Task | None = None
+        self.latency_runs = 10
+        self.headless = False  # --screenshot runs: no modal dialogs
+        self._est_gen = 0
+        self.setWindowTitle("PruneStudio")
+        self._build_widgets()
+        self._build_actions()
+        self._connect()
+        self._update_actions()
+        geo = self.settings.value("geometry")
+        if geo is not None:
+            self.restoreGeometry(geo)
+        else:
+            self.resize(1600, 1000)
+        self.resizeDocks([self._docks["targets"], self._docks["details"]], [330, 400], Qt.Horizontal)
+        self.resizeDocks([self._docks["bottom"]], [250], Qt.Vertical)
+        state = self.settings.value("windowState")
+        if state is not None:
+            self.restoreState(state)
+
+    # ---------------------------------------------------------------------------------- layout
+    def _build_widgets(self):
+        self.view = GraphView()
+        self.setCentralWidget(self.view)
+        self.targets = TargetsPanel()
+        self.prune_btn = QPushButton("Prune")
+        self.prune_btn.setMinimumHeight(34)
+        self.prune_btn.setStyleSheet("font-weight: bold")
+        left = QWidget()
+        lv = QVBoxLayout(left)
+        lv.addWidget(self.targets)
+        lv.addWidget(self.prune_btn)
+        self.info = QLabel()
+        self.info.setWordWrap(True)
+        self.info.setTextFormat(Qt.RichText)
+        lv.addWidget(self.info)
+        lv.addStretch(1)
+        self.details = GroupDetails()
+        self.groups = GroupPanel()
+        self.charts = ChartsPanel()
+        self.logbox = QPlainTextEdit(readOnly=True)
+        self.logbox.setMaximumBlockCount(5000)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.groups, "Groups")
+        self.tabs.addTab(self.charts, "Charts")
+        self.tabs.addTab(self.logbox, "Log")
+        self._docks = {}
+        for title, w, area, name in (("Targets", left, Qt.LeftDockWidgetArea, "targets"),
+                                     ("Coupled group", self.details, Qt.RightDockWidgetArea, "details"),
+                                     ("Groups · charts · log", self.tabs, Qt.BottomDockWidgetArea, "bottom")):
+            d = QDockWidget(title, self)
+            self._docks[name] = d
+            d.setObjectName(name)  # needed by saveState
+            d.setWidget(w)
+            self.addDockWidget(area, d)
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(260)
+        self.progress.setVisible(False)
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setVisible(False)
+        self.status_label = QLabel()
+        self.statusBar().addWidget(self.status_label, 1)
+        self.statusBar().addPermanentWidget(self.progress)
+        self.statusBar().addPermanentWidget(self.cancel_btn)
+        self.search = QLineEdit(placeholderText="find layer / op (Ctrl+F)")
+        self.search.setMaximumWidth(240)
+
+    def _act(self, text, slot, shortcut=None, tip=None):
+        a = QAction(text, self)
+        if shortcut:
+            a.setShortcut(QKeySequence(shortcut))
+        if tip:
+            a.setStatusTip(tip)
+        a.triggered.connect(slot)
+        return a
+
+    def _build_actions(self):
+        A = self._act
+        self.a_open = A("&Open model…", self.open_dialog, "Ctrl+O", "load a model to prune")
+        self.a_demo = A("Open &demo model", lambda: self.open_model("demo", DEMO_INPUT_SHAPE))
+        self.a_prune = A("&Prune", self.prune, "Ctrl+P", "prune a copy of the model")
+        self.a_cancel = A("&Cancel", self.cancel, "Esc")
+        self.a_undo = A("&Undo pruning", self.undo, "Ctrl+Z", "back to the original model")
+        self.a_export = A("&Export model…", self.export_dialog, "Ctrl+E", ".pt, .pstudio, .onnx")
+        self.a_report = A("Export JSON &report…", self.export_report_dialog)
+        self.a_png = A("Export graph as P&NG…", lambda: self.export_view_dialog("png"))
+        self.a_svg = A("Export graph as &SVG…", lambda: self.export_view_dialog("svg"))
+        self.a_fit = A("&Fit graph", self.view.fit, "F")
+        self.a_find = A("F&ind…", self._focus_search, "Ctrl+F")
+        self.a_quit = A("&Quit", self.close, "Ctrl+Q")
+        mb = self.menuBar()
+        m = mb.addMenu("&File")
+        m.addActions([self.a_open, self.a_demo])
+        self.recent_menu = m.addMenu("Open &recent")
+        m.addSeparator()
+        m.addActions([self.a_export, self.a_report, self.a_png, self.a_svg])
+        m.addSeparator()
+        m.addAction(self.a_quit)
+        m = mb.addMenu("&Prune")
+        m.addActions([self.a_prune, self.a_cancel, self.a_undo])
+        m = mb.addMenu("&View")
+        m.addActions([self.a_fit, self.a_find])
+        tb = self.addToolBar("main")
+        tb.setObjectName("toolbar")
+        tb.addActions([self.a_open, self.a_prune, self.a_cancel, self.a_undo, self.a_export])
+        tb.addSeparator()
+        tb.addAction(self.a_fit)
+        tb.addWidget(self.search)
+        self._fill_recent()
+
+    def _connect(self):
+        self.prune_btn.clicked.connect(self.prune)
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.view.nodeSelected.connect(self._on_node_selected)
+        self.view.nodeHovered.connect(self._on_node_hovered)
+        self.groups.groupsSelected.connect(self._on_groups_selected)
+        self.groups.locksChanged.connect(self._on_locks)
+        self.targets.settingsChanged.connect(self.update_estimate)
+        self.search.returnPressed.connect(self._find)
+
+    def _update_actions(self):
+        busy = self.task is not None
+        ready = self.session is not None
+        pruned = ready and self.session.result is not None
+        for a in (self.a_open, self.a_demo):
+            a.setEnabled(not busy)
+        self.a_prune.setEnabled(ready and not busy)
+        self.prune_btn.setEnabled(ready and not busy)
+        self.a_cancel.setEnabled(busy)
+        self.a_undo.setEnabled(pruned and not busy)
+        self.a_export.setEnabled(ready and not busy)
+        self.a_report.setEnabled(pruned and not busy)
+        self.progress.setVisible(busy)
+        self.cancel_btn.setVisible(busy)
+
+    # ---------------------------------------------------------------------------------- tasks
+    def log(self, msg: str):
+        log.info(msg)
+        self.logbox.appendPlainText(time.strftime("%H:%M:%S  ") + msg)
+
+    def show_error(self, title: str, msg: str):
+        self.log(f"ERROR {title}: {msg}")
+        self.status_label.setText(f"{title}: {msg}")
+        if not self.headless:
+            QMessageBox.critical(self, title, msg)
+
+    def _run(self, name, fn, *args, on_done, with_callbacks=True, **kwargs) -> worker.Task | None:
+        if self.task is not None:
+            self.status_label.setText("busy: cancel the running task first")
+            return None
+        t = worker.Task(name, fn, *args, with_callbacks=with_callbacks, **kwargs)
+        t.progress.connect(self._on_progress)
+        t.finished.connect(on_done)
+        t.failed.connect(lambda msg, _tb, n=name: self._on_failed(n, msg))
+        t.cancelled.connect(self._on_cancelled)
+        t.done.connect(self._on_task_done)
+        self.task = t
+        self.progress.setRange(0, 0)
+        self.status_label.setText(f"{name}…")
+        self._t0 = time.perf_counter()
+        self._update_actions()
+        worker.start(t)
+        return t
+
+    def _on_progress(self, stage, done, total, message):
+        if total > 0:
+            self.progress.setRange(0, total)
+            self.progress.setValue(done)
+        self.status_label.setText(f"{stage}: {message}" if message else stage)
+        if message:
+            self.logbox.appendPlainText(time.strftime("%H:%M:%S  ") + f"[{stage}] {message}")
+
+    def _on_failed(self, name, msg):
+        self.taskFailed.emit(msg)
+        self.show_error(f"{name} failed", msg)
+
+    def _on_cancelled(self):
+        self.log("cancelled; the original model is unchanged")
+        self.status_label.setText("cancelled")
+        self.taskCancelled.emit()
+
+    def _on_task_done(self):
+        self.task = None
+        self._update_actions()
+
+    def cancel(self):
+        if self.task is not None:
+            self.log(f"cancelling {self.task.name}…")
+            self.task.cancel()
+
+    # ---------------------------------------------------------------------------------- loading
+    def open_dialog(self):
+        dlg = LoadDialog(self, self.settings.value("lastShape", "1,3,224,224"))
+        if dlg.exec() != LoadDialog.Accepted or not dlg.spec():
+            return
+        self.settings.setValue("lastShape", dlg.shape.text())
+        self.open_model(dlg.spec(), dlg.shape.text(), dlg.dtype.currentText())
+
+    def open_model(self, spec: str, shape: str, dtype: str = "float32", model=None):
+        trust = False
+        if model is None and model_io.needs_trust_prompt(spec):
+            ans = QMessageBox.question(
+                self, "Trust this file?",
+                f"{os.path.basename(spec)} may contain pickled Python code, which runs when it is "
+                "loaded. Load it only if you trust where it came from.\n\nTrust and load it?",
+                QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+            trust = ans == QMessageBox.Yes
+        self._load_started = time.perf_counter()
+        self._pending = (spec, shape, dtype)
+        return self._run(f"loading {spec}", sess.load_and_analyse, spec, shape, dtype, trust, model,
+                         self.view.aspect(),
+                         on_done=self._on_loaded)
+
+    def _on_loaded(self, s: sess.Session):
+        t = time.perf_counter()
+        self.session = s
+        self.view.set_graph(s.dg.graph, s.layout)
+        self.view.fit()
+        s.seconds["draw"] = time.perf_counter() - t
+        self.groups.set_rows(s.rows)
+        self.charts.clear()
+        self.details.show_node(None, None)
+        self.targets.locked = []
+        n_nodes, n_groups = s.dg.graph.number_of_nodes(), len(s.dg.prunable_groups)
+        blocked = s.dg.blocked_ops
+        self.info.setText(
+            f"<b>{s.spec}</b><br>input {s.inputs.describe()}<br>{n_nodes} nodes, {len(s.dg.groups)} groups, "
+            f"{n_groups} prunable<br>" + (f"<span style='color:#c1121f'>blocked ops: {', '.join(blocked)}</span>"
+                                          if blocked else "no blocked ops"))
+        self.setWindowTitle(f"PruneStudio — {s.spec}")
+        self.log(f"loaded {s.spec}: {n_nodes} nodes, {n_groups} prunable groups "
+                 f"({', '.join(f'{k} {v:.2f}s' for k, v in s.seconds.items())})")
+        self.status_label.setText(f"{s.spec}: {n_nodes} nodes, {n_groups} prunable groups")
+        if s.spec not in ("demo",):
+            self._add_recent(s.spec, self._pending[1], self._pending[2])
+        self.update_estimate()
+        self.modelReady.emit()
+
+    # ---------------------------------------------------------------------------------- recent
+    def _recent(self) -> list:
+        r = self.settings.value("recent", [])
+        return [r] if isinstance(r, str) else list(r or [])
+
+    def _add_recent(self, spec, shape, dtype):
+        item = f"{spec}|{shape}|{dtype}"
+        r = [item] + [x for x in self._recent() if x != item]
+        self.settings.setValue("recent", r[:MAX_RECENT])
+        self._fill_recent()
+
+    def _fill_recent(self):
+        self.recent_menu.clear()
+        for item in self._recent():
+            spec, shape, dtype = (item.split("|") + ["", "", ""])[:3]
+            self.recent_menu.addAction(f"{spec}  [{shape}]",
+                                       lambda s=spec, sh=shape, d=dtype: self.open_model(s, sh, d or "float32"))
+        self.recent_menu.setEnabled(bool(self._recent()))
+
+    # ---------------------------------------------------------------------------------- graph
+    def _groups_nodes(self, gids):
+        nodes = set()
+        for g in gids:
+            nodes |= self.session.dg.groups[g].nodes
+        return nodes
+
+    def _on_node_selected(self, node):
+        if self.session is None:
+            return
+        if node < 0:
+            self.view.highlight(set())
+            self.details.show_node(None, None)
+            return
+        gids = self.session.node_groups.get(node, [])
+        self.view.highlight(self._groups_nodes(gids), node)
+        self.details.show_node(self.session.dg, node)
+        self.groups.select_groups(gids)
+
+    def _on_node_hovered(self, node):
+        # hovering previews a node's groups; leaving restores the selection's highlight
+        if self.session is None:
+            return
+        if node < 0:
+            sel = [it.node for it in self.view.scene().selectedItems() if hasattr(it, "node")]
+            self._on_node_selected(sel[0] if sel else -1)
+            return
+        self.view.highlight(self._groups_nodes(self.session.node_groups.get(node, [])), node)
+        self.details.show_node(self.session.dg, node)
+
+    def _on_groups_selected(self, gids):
+        if self.session is None or not gids:
+            return
+        nodes = self._groups_nodes(gids)
+        self.view.highlight(nodes)
+        self.view.center_on_nodes(nodes)
+        self.details.header.setText(f"{len(gids)} group(s) selected in the table")
+        self.details.show_groups(self.session.dg, [self.session.dg.groups[g] for g in gids])
+
+    def select_first_group(self):
+        """Pick the root layer of the first prunable group (a useful first view)."""
+        s = self.session
+        if s is None or not s.dg.prunable_groups:
+            return
+        nodes = s.dg.node_of_module(s.dg.prunable_groups[0].root)
+        if nodes:
+            self.view.select_node(nodes[0], center=False)
+
+    def _on_locks(self):
+        self.targets.locked = self.groups.locked_roots()
+        self.update_estimate()
+
+    def _focus_search(self):
+        self.search.setFocus()
+        self.search.selectAll()
+
+    def _find(self):
+        r = self.view.find(self.search.text())
+        self.status_label.setText(f"match {r[0]} ({r[1]} found)" if r else f"no node matches '{self.search.text()}'")
+
+    # ---------------------------------------------------------------------------------- estimate
+    def update_estimate(self):
+        """Instant estimate on the GUI thread (core's estimate is a cheap plan + count)."""
+        s = self.session
+        if s is None:
+            return
+        try:
+            p, f = pipeline.estimate(s.dg, s.model, self.targets.settings(), s.cost)
+        except Exception as e:  # noqa: BLE001 - a bad setting is shown next to the slider
+            self.targets.show_estimate_error(str(e))
+            return
+        self.targets.show_estimate(s.cost.base_params, s.cost.base_flops, p, f)
+        self.estimateReady.emit((p, f))
+
+    # ---------------------------------------------------------------------------------- pruning
+    def prune(self):
+        s = self.session
+        if s is None or self.task is not None:
+            return None
+        settings = self.targets.settings()
+        self.log(f"pruning with {settings.to_json()}")
+        return self._run("pruning", sess.prune, s, settings, self.targets.device_name(), self.latency_runs,
+                         on_done=self._on_pruned)
+
+    def _on_pruned(self, result):
+        s = self.session
+        s.result = result
+        self.view.set_overlay(sess.removed_fractions(s, result))
+        self.charts.show_result(result)
+        self.tabs.setCurrentWidget(self.charts)
+        b, a = result.before, result.after
+        sp = f", {b.latency_ms / a.latency_ms:.2f}× faster" if b.latency_ms and a.latency_ms else ""
+        msg = (f"pruned: params {b.params:,} → {a.params:,}, FLOPs -{1 - a.flops / max(b.flops, 1):.0%}{sp}"
+               f" — {result.verify.message if result.verify else 'not verified'}")
+        self.log(msg)
+        self.status_label.setText(msg + "  (Ctrl+Z: back to the original)")
+        self._update_actions()
+        self.pruneFinished.emit(result)
+
+    def undo(self):
+        if self.session is None or self.session.result is None:
+            return
+        self.session.result = None
+        self.view.set_overlay(None)
+        self.charts.clear()
+        self.log("back to the original model")
+        self.status_label.setText("original model")
+        self._update_actions()
+
+    def current_model(self):
+        s = self.session
+        return s.result.model if s.result is not None else s.model
+
+    # ---------------------------------------------------------------------------------- export
+    def export_dialog(self):
+        if self.session is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export model", "pruned.pt",
+            "PyTorch whole model (*.pt);;Portable PruneStudio (*.pstudio);;ONNX (*.onnx)")
+        if path:
+            self.export_model(path)
+
+    def export_model(self, path: str):
+        s = self.session
+        model = self.current_model()
+        if path.endswith(".onnx"):
+            return self._run("ONNX export", model_io.export_onnx, model, s.inputs, path, with_callbacks=False,
+                             on_done=lambda d: self._exported(f"exported {path} (onnxruntime max |diff| {d:.2e})"))
+        if path.endswith(".pstudio"):
+            if s.result is None:
+                self.show_error("Export", "the portable form stores a pruning plan: prune first")
+                return None
+            return self._run("export", model_io.save_portable, path, s.spec, s.result, with_callbacks=False,
+                             on_done=lambda _r: self._exported(f"exported {path}"))
+        return self._run("export", model_io.save_pt, model, path, with_callbacks=False,
+                         on_done=lambda _r: self._exported(f"exported {path}"))
+
+    def _exported(self, msg):
+        self.log(msg)
+        self.status_label.setText(msg)
+        self.exportFinished.emit(msg)
+
+    def export_report_dialog(self):
+        if self.session is None or self.session.result is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Export report", "report.json", "JSON (*.json)")
+        if path:
+            self.export_report(path)
+
+    def export_report(self, path: str):
+        try:
+            model_io.save_report(self.session.result.report(self.session.dg), path)
+        except Exception as e:  # noqa: BLE001
+            self.show_error("Export report", str(e))
+            return
+        self._exported(f"wrote report {path}")
+
+    def export_view_dialog(self, kind: str):
+        path, _ = QFileDialog.getSaveFileName(self, "Export graph", f"graph.{kind}", f"{kind.upper()} (*.{kind})")
+        if not path:
+            return
+        try:
+            (self.view.export_svg if kind == "svg" else self.view.export_png)(path)
+        except Exception as e:  # noqa: BLE001
+            self.show_error("Export graph", str(e))
+            return
+        self._exported(f"saved graph {path}")
+
+    # ---------------------------------------------------------------------------------- close
+    def closeEvent(self, e):
+        if self.task is not None:
+            self.task.cancel()
+        self.settings.setValue("geometry", self.saveGeometry())
+        self.settings.setValue("windowState", self.saveState())
+        super().closeEvent(e)

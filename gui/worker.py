@@ -1,0 +1,102 @@
+"""Run core functions off the GUI thread.
+
+A ``Task`` wraps ``fn(*args, progress=..., should_stop=..., **kwargs)`` and runs it on the global
+QThreadPool. Its signals are emitted from the pool thread and delivered queued to the GUI thread,
+so slots never block painting. Progress is throttled (core may report thousands of steps) and a
+cancel is a flag that core polls through ``should_stop`` and answers with ``Cancelled``.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+
+from core.errors import Cancelled
+
+log = logging.getLogger("prunestudio.gui")
+
+PROGRESS_INTERVAL_S = 0.2  # at most ~5 progress updates per second reach the GUI
+
+
+class Task(QObject):
+    progress = Signal(str, int, int, str)  # stage, done, total, message
+    finished = Signal(object)  # the function's return value
+    failed = Signal(str, str)  # one-line message, traceback
+    cancelled = Signal()
+    done = Signal()  # always emitted last, whatever the outcome
+
+    def __init__(self, name: str, fn, *args, with_callbacks: bool = True, **kwargs):
+        super().__init__()
+        self.name = name
+        self._fn, self._args, self._kwargs = fn, args, kwargs
+        self._with_callbacks = with_callbacks
+        self._stop = threading.Event()
+        self._last_emit = 0.0
+        self._last_stage = None
+        self.running = False
+
+    def _release(self):
+        _live.discard(self)
+
+    # called from the GUI thread
+    def cancel(self):
+        self._stop.set()
+
+    def should_stop(self) -> bool:
+        return self._stop.is_set()
+
+    def _progress(self, stage, done, total, message=""):
+        now = time.monotonic()
+        # always let stage changes and completion through; drop the rest inside the interval
+        if stage == self._last_stage and done < total and now - self._last_emit < PROGRESS_INTERVAL_S:
+            return
+        self._last_stage, self._last_emit = stage, now
+        self.progress.emit(str(stage), int(done), int(total), str(message))
+
+    def run(self):  # on a pool thread
+        self.running = True
+        try:
+            if self._stop.is_set():
+                raise Cancelled("cancelled before it started")
+            kw = dict(self._kwargs)
+            if self._with_callbacks:
+                kw.update(progress=self._progress, should_stop=self.should_stop)
+            result = self._fn(*self._args, **kw)
+            if self._stop.is_set():  # cancelled during the last, uninterruptible step
+                raise Cancelled("cancelled by the user")
+        except Cancelled:
+            log.info("%s cancelled", self.name)
+            self.cancelled.emit()
+        except Exception as e:  # noqa: BLE001 - every failure must reach the user, not kill the thread
+            tb = traceback.format_exc()
+            log.error("%s failed: %s\n%s", self.name, e, tb)
+            self.failed.emit(f"{type(e).__name__}: {e}" if not str(e) else str(e), tb)
+        else:
+            self.finished.emit(result)
+        finally:
+            self.running = False
+            self.done.emit()
+
+
+class _Runnable(QRunnable):
+    def __init__(self, task: Task):
+        super().__init__()
+        self.task = task
+        self.setAutoDelete(True)
+
+    def run(self):
+        self.task.run()
+
+
+_live: set[Task] = set()  # keep tasks alive until their last signal was delivered
+
+
+def start(task: Task) -> Task:
+    _live.add(task)
+    # the Task lives in the GUI thread, so this slot runs there, queued after the other signals
+    task.done.connect(task._release)
+    QThreadPool.globalInstance().start(_Runnable(task))
+    return task

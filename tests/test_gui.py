@@ -1,0 +1,183 @@
+"""GUI tests (pytest-qt, offscreen): the window drives core/ through the worker and shows it."""
+from __future__ import annotations
+
+import os
+import uuid
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("pytestqt")
+from PySide6.QtWidgets import QMessageBox  # noqa: E402
+
+from core.demo import DEMO_INPUT_SHAPE  # noqa: E402
+from gui.main_window import MainWindow  # noqa: E402
+
+TIMEOUT = 60_000
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Record error dialogs instead of blocking on them."""
+    seen = []
+    monkeypatch.setattr(QMessageBox, "critical", staticmethod(lambda *a, **k: seen.append(a[1:3])))
+    return seen
+
+
+@pytest.fixture
+def win(qtbot, errors, monkeypatch):
+    org = f"prunestudio-test-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("PRUNESTUDIO_SETTINGS_ORG", org)
+    w = MainWindow()
+    w.latency_runs = 1  # latency numbers are not under test; keep runs short
+    qtbot.addWidget(w)
+    w.resize(1400, 900)
+    w.show()
+    with qtbot.waitSignal(w.modelReady, timeout=TIMEOUT):
+        w.open_model("demo", DEMO_INPUT_SHAPE)
+    yield w
+    w.settings.clear()
+
+
+def _prune(qtbot, w):
+    with qtbot.waitSignal(w.pruneFinished, timeout=TIMEOUT) as blocker:
+        assert w.prune() is not None
+    return blocker.args[0]
+
+
+def test_graph_holds_traced_nodes(win):
+    g = win.session.dg.graph
+    assert set(win.view.items_by_node) == set(g.nodes)
+    assert len(g) > 20
+    for n, it in win.view.items_by_node.items():
+        assert it.data["label"] == g.nodes[n]["label"]
+    # every node was placed somewhere distinct
+    assert len({(it.x(), it.y()) for it in win.view.items_by_node.values()}) == len(g)
+
+
+def test_selecting_a_layer_highlights_its_coupled_group(win):
+    dg = win.session.dg
+    node = dg.node_of_module("block1.0")[0]  # a conv whose input channels join the residual group
+    win.view.select_node(node)
+    gids = dg.groups_of_node(node)
+    assert len(gids) >= 2
+    expected = set().union(*(dg.groups[g].nodes for g in gids))
+    assert win.view.highlighted() == expected | {node}
+    # a layer outside those groups stays plain
+    head2 = dg.node_of_module("head.2")[0]
+    assert head2 not in win.view.highlighted()
+    assert win.details.tree.topLevelItemCount() == len(gids)
+    # the table mirrors the pick
+    rows = {i.row() for i in win.groups.table.selectedItems()}
+    assert {win.groups.table.item(r, 1).value for r in rows} == set(gids)
+    # picking a group in the table highlights exactly its nodes
+    win._on_groups_selected([gids[0]])
+    assert win.view.highlighted() == dg.groups[gids[0]].nodes
+
+
+def test_estimate_follows_slider_and_locks(qtbot, win):
+    with qtbot.waitSignal(win.estimateReady, timeout=5000) as b:
+        win.targets.slider.setValue(20)
+    p20, _ = b.args[0]
+    with qtbot.waitSignal(win.estimateReady, timeout=5000) as b:
+        win.targets.slider.setValue(60)
+    p60, _ = b.args[0]
+    assert p60 < p20 < win.session.cost.base_params
+    with qtbot.waitSignal(win.estimateReady, timeout=5000) as b:
+        win.groups.set_locked(7, True)  # head.0: the biggest linear
+    assert win.targets.settings().ignore == ["head.0"]
+    assert b.args[0][0] > p60
+
+
+def test_prune_through_worker_fills_charts_and_undo(qtbot, win):
+    before = win.session.model
+    r = _prune(qtbot, win)
+    assert r.after.params < r.before.params and r.verify.passed
+    assert win.session.result is r and win.session.model is before
+    assert win.charts.values["params"] == (r.before.params, r.after.params)
+    assert win.charts.values["flops"] == (r.before.flops, r.after.flops)
+    bars = [i for i in win.charts.plots["params"].getPlotItem().items if hasattr(i, "opts")]
+    assert list(bars[0].opts["height"]) == [r.before.params, r.after.params]
+    assert win.charts.channels == r.channels and win.charts.summary.rowCount() >= 4
+    # overlay: the pruned layers are coloured by the fraction removed
+    node = win.session.dg.node_of_module("stem.0")[0]
+    assert win.view.items_by_node[node].fill != win.view.items_by_node[node].base
+    assert win.a_undo.isEnabled()
+    win.undo()
+    assert win.session.result is None and win.charts.values == {}
+    assert win.view.items_by_node[node].fill == win.view.items_by_node[node].base
+    r2 = _prune(qtbot, win)  # pruning can be repeated from the original
+    assert r2.after.params == r.after.params
+
+
+def test_cancel_leaves_original_untouched(qtbot, win):
+    model = win.session.model
+    snap = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    with qtbot.waitSignal(win.taskCancelled, timeout=TIMEOUT):
+        assert win.prune() is not None
+        win.cancel()
+    qtbot.waitUntil(lambda: win.task is None, timeout=5000)
+    assert win.session.result is None
+    now = model.state_dict()
+    assert set(now) == set(snap)
+    for k, v in snap.items():
+        assert torch.equal(now[k], v), k
+    assert win.a_prune.isEnabled()  # still usable
+
+
+def test_export_pt_and_onnx_reload(qtbot, win, tmp_path):
+    r = _prune(qtbot, win)
+    x = win.session.inputs.args[0]
+    with torch.no_grad():
+        ref = r.model(x)
+    pt = str(tmp_path / "pruned.pt")
+    with qtbot.waitSignal(win.exportFinished, timeout=TIMEOUT):
+        win.export_model(pt)
+    back = torch.load(pt, weights_only=False)
+    with torch.no_grad():
+        assert torch.allclose(back(x), ref, atol=1e-6)
+    onnx_path = str(tmp_path / "pruned.onnx")
+    with qtbot.waitSignal(win.exportFinished, timeout=TIMEOUT) as b:
+        win.export_model(onnx_path)
+    assert "max |diff|" in b.args[0]
+    import onnxruntime as ort
+    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    assert out.shape == tuple(ref.shape)
+    assert np.abs(out - ref.numpy()).max() < 1e-3
+    report = tmp_path / "report.json"
+    win.export_report(str(report))
+    import json
+    assert json.loads(report.read_text())["after"]["params"] == r.after.params
+
+
+def test_corrupt_file_shows_error_and_window_survives(qtbot, win, errors, tmp_path, monkeypatch):
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"PK\x03\x04 this is not a torch file" * 10)
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: asked.append(1) or QMessageBox.Yes))
+    demo = win.session
+    with qtbot.waitSignal(win.taskFailed, timeout=TIMEOUT):
+        win.open_model(str(bad), "1,3,32,32")
+    assert asked, "a pickle must not be trusted without asking"
+    assert errors and "broken.pt" in errors[-1][1]
+    assert win.session is demo and win.a_prune.isEnabled()
+
+
+def test_find_and_export_views(win, tmp_path):
+    r = win.view.find("branch_b")
+    assert r is not None and r[1] >= 3
+    assert "branch_b" in win.view.items_by_node[r[0]].data["scope"]
+    png, svg = tmp_path / "g.png", tmp_path / "g.svg"
+    win.view.export_png(str(png))
+    win.view.export_svg(str(svg))
+    assert png.stat().st_size > 1000 and "<svg" in svg.read_text()[:2000]
+
+
+def test_app_main_screenshot(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNESTUDIO_SETTINGS_ORG", f"prunestudio-test-{uuid.uuid4().hex[:8]}")
+    from gui.app import main
+    out = tmp_path / "shot.png"
+    assert main(["--screenshot", str(out)]) == 0
+    assert out.stat().st_size > 10_000
