@@ -18,7 +18,7 @@ def _bar_plot(title: str) -> pg.PlotWidget:
     w.setMouseEnabled(False, False)
     w.hideButtons()
     w.getAxis("bottom").setTicks([[(0, "before"), (1, "after")]])
-    w.setMinimumHeight(150)
+    w.setMinimumHeight(120)
     return w
 
 
@@ -34,18 +34,23 @@ class ChartsPanel(QWidget):
         self.summary = QTableWidget(0, 2)
         self.summary.setHorizontalHeaderLabels(["metric", "value"])
         self.summary.verticalHeader().setVisible(False)
+        self.summary.verticalHeader().setDefaultSectionSize(20)
         self.summary.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
         self.placeholder = QLabel("Prune the model to see before/after numbers here.")
         self.placeholder.setAlignment(Qt.AlignCenter)
         g = QGridLayout(self)
         g.setContentsMargins(2, 2, 2, 2)
+        # left: the three before/after bars over the summary; right: the per-layer chart
         g.addWidget(self.placeholder, 0, 0, 1, 4)
         for i, k in enumerate(("params", "flops", "latency")):
             g.addWidget(self.plots[k], 1, i)
-        g.addWidget(self.summary, 1, 3)
-        g.addWidget(self.layers, 2, 0, 1, 4)
-        g.setRowStretch(1, 2)
-        g.setRowStretch(2, 3)
+        g.addWidget(self.summary, 2, 0, 1, 3)
+        g.addWidget(self.layers, 1, 3, 2, 1)
+        g.setRowStretch(1, 3)
+        g.setRowStretch(2, 2)
+        for c in range(3):
+            g.setColumnStretch(c, 1)
+        g.setColumnStretch(3, 3)
         self.values: dict = {}  # metric -> (before, after), what the bars show
         self.channels: dict = {}
 
@@ -69,9 +74,9 @@ class ChartsPanel(QWidget):
                 continue
             p.addItem(pg.BarGraphItem(x=[0, 1], height=[vb, va], width=0.6, brushes=[BEFORE, AFTER]))
             if k == "latency":
-                p.setTitle(f"latency (ms): {vb / va:.2f}× faster" if va else "latency (ms)")
+                p.setTitle(f"latency ms: {vb / va:.2f}× faster" if va else "latency ms", size="9pt")
             else:
-                p.setTitle(f"{'parameters' if k == 'params' else 'FLOPs'}: {human(vb)} → {human(va)}")
+                p.setTitle(f"{'params' if k == 'params' else 'FLOPs'} {human(vb)} → {human(va)}", size="9pt")
         self._layers(result.channels)
         self._summary(result)
 
@@ -87,7 +92,7 @@ class ChartsPanel(QWidget):
         self.layers.getAxis("left").setTicks([[(i, n) for i, n in enumerate(names)]])
         self.layers.getViewBox().invertY(True)
         self.layers.getViewBox().setLimits(yMin=-1, yMax=max(len(names), 1))
-        self.layers.setYRange(-0.5, min(len(names), 24) - 0.5, padding=0)
+        self.layers.setYRange(-0.5, min(len(names), 16) - 0.5, padding=0)  # scroll for more
         leg = self.layers.plotItem.legend
         if leg is not None:
             leg.clear()

@@ -32,11 +32,13 @@ def node_colour(d: dict) -> QColor:
 
 
 def removed_colour(frac: float) -> QColor:
-    """0 (nothing removed) -> pale green, 1 (everything) -> red."""
+    """0 (nothing removed) -> pale green, 0.5 -> amber, 1 (everything) -> red."""
     f = max(0.0, min(1.0, frac))
-    lo, hi = QColor("#d8f3dc"), QColor("#e63946")
-    return QColor(int(lo.red() + (hi.red() - lo.red()) * f), int(lo.green() + (hi.green() - lo.green()) * f),
-                  int(lo.blue() + (hi.blue() - lo.blue()) * f))
+    stops = [QColor("#d8f3dc"), QColor("#ffd166"), QColor("#e63946")]
+    lo, hi = (stops[0], stops[1]) if f <= 0.5 else (stops[1], stops[2])
+    t = f * 2 if f <= 0.5 else f * 2 - 1
+    return QColor(int(lo.red() + (hi.red() - lo.red()) * t), int(lo.green() + (hi.green() - lo.green()) * t),
+                  int(lo.blue() + (hi.blue() - lo.blue()) * t))
 
 
 class NodeItem(QGraphicsItem):

@@ -54,7 +54,7 @@ class MainWindow(QMainWindow):
         else:
             self.resize(1600, 1000)
         self.resizeDocks([self._docks["targets"], self._docks["details"]], [330, 400], Qt.Horizontal)
-        self.resizeDocks([self._docks["bottom"]], [250], Qt.Vertical)
+        self.resizeDocks([self._docks["bottom"]], [290], Qt.Vertical)
         state = self.settings.value("windowState")
         if state is not None:
             self.restoreState(state)
@@ -75,6 +75,12 @@ class MainWindow(QMainWindow):
         self.info.setWordWrap(True)
         self.info.setTextFormat(Qt.RichText)
         lv.addWidget(self.info)
+        self.overlay_legend = QLabel()
+        self.overlay_legend.setWordWrap(True)
+        self.overlay_legend.setStyleSheet("background: qlineargradient(x1:0, x2:1, stop:0 #d8f3dc, "
+                                          "stop:0.5 #ffd166, stop:1 #e63946); padding: 4px")
+        self.overlay_legend.hide()
+        lv.addWidget(self.overlay_legend)
         lv.addStretch(1)
         self.details = GroupDetails()
         self.groups = GroupPanel()
@@ -386,12 +392,16 @@ class MainWindow(QMainWindow):
         self.view.set_overlay(sess.removed_fractions(s, result))
         self.charts.show_result(result)
         self.tabs.setCurrentWidget(self.charts)
+        self.status_overlay = ("graph colours: fraction of channels removed "
+                               "(green 0% · amber 50% · red 100%)")
         b, a = result.before, result.after
         sp = f", {b.latency_ms / a.latency_ms:.2f}× faster" if b.latency_ms and a.latency_ms else ""
         msg = (f"pruned: params {b.params:,} → {a.params:,}, FLOPs -{1 - a.flops / max(b.flops, 1):.0%}{sp}"
                f" — {result.verify.message if result.verify else 'not verified'}")
         self.log(msg)
         self.status_label.setText(msg + "  (Ctrl+Z: back to the original)")
+        self.overlay_legend.setText(self.status_overlay)
+        self.overlay_legend.show()
         self._update_actions()
         self.pruneFinished.emit(result)
 
@@ -400,6 +410,7 @@ class MainWindow(QMainWindow):
             return
         self.session.result = None
         self.view.set_overlay(None)
+        self.overlay_legend.hide()
         self.charts.clear()
         self.log("back to the original model")
         self.status_label.setText("original model")
