@@ -390,6 +390,12 @@ def cmd_graph(args, progress) -> int:
     ex = _inputs(args, device)
     dg = analyze_model(model, ex, probe=not args.no_probe, progress=progress)
     progress.close()
+    if args.json:
+        data = dg.to_json()
+        data["model"] = args.model
+        data["input"] = ex.describe()
+        data["seconds"] = {**data.get("seconds", {}), "load": t_load}
+        _write_json(args.json, data, args.force, srcs)
     _out(f"model: {args.model}  input: {ex.describe()}")
     _out(f"graph: {dg.graph.number_of_nodes()} nodes, {dg.graph.number_of_edges()} edges")
     _out(f"groups: {len(dg.groups)} ({len(dg.prunable_groups)} prunable)")
@@ -400,11 +406,6 @@ def cmd_graph(args, progress) -> int:
     if dg.blocked_ops:
         _out("blocked ops: " + "; ".join(f"{k} at {', '.join(v[:3])}" for k, v in dg.blocked_ops.items()))
     if args.json:
-        data = dg.to_json()
-        data["model"] = args.model
-        data["input"] = ex.describe()
-        data["seconds"] = {**data.get("seconds", {}), "load": t_load}
-        _write_json(args.json, data, args.force, srcs)
         _out(f"saved: {args.json}")
     return 0
 
@@ -429,6 +430,10 @@ def cmd_verify(args, progress) -> int:
     progress("verify", 1, 2, "zeroed-group oracle")
     rep = verify_plan(model, ex, dg, plan, tolerance=args.tolerance)
     progress.close()
+    if args.report:
+        _write_json(args.report, {"model": args.model, "input": ex.describe(),
+                                  "settings": settings.to_json(), "plan": plan.to_json(),
+                                  "verify": rep.to_json()}, args.force, srcs)
     kind = "exact" if rep.expected_exact else "approximate by design"
     _out(f"model: {args.model}  input: {ex.describe()}")
     _out(f"plan: {plan.n_removed} channels removed in "
@@ -439,10 +444,6 @@ def cmd_verify(args, progress) -> int:
     for r in rep.approximate_reasons[:10]:
         _out(f"  approximate: {r}")
     _out(f"result: {'PASS' if rep.passed else 'MISMATCH'}: {rep.message}")
-    if args.report:
-        _write_json(args.report, {"model": args.model, "input": ex.describe(),
-                                  "settings": settings.to_json(), "plan": plan.to_json(),
-                                  "verify": rep.to_json()}, args.force, srcs)
     if not rep.passed:
         print(f"error: verification failed: {rep.message}", file=sys.stderr, flush=True)
         return 1
@@ -477,6 +478,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         cmd = {"prune": cmd_prune, "graph": cmd_graph, "verify": cmd_verify}[args.command]
         return cmd(args, progress)
+    except BrokenPipeError:  # stdout closed early (e.g. piped into head): files are written
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
     except KeyboardInterrupt:
         progress.close()
         print("error: interrupted", file=sys.stderr, flush=True)

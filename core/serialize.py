@@ -161,7 +161,7 @@ def save_portable(path: str, model_spec: str, kept: dict, state_dict: dict, forc
     payload = {"format": PORTABLE_FORMAT, "version": PORTABLE_VERSION, "model_spec": spec,
                "kept": _plain_kept(kept), "state_dict": sd,
                "plan": plan.to_json() if hasattr(plan, "to_json") else plan,
-               "meta": {"torch": torch.__version__, **(meta or {})}}
+               "meta": {"torch": str(torch.__version__), **(meta or {})}}
 
     def write(tmp):
         torch.save(payload, tmp)
