@@ -165,7 +165,16 @@ def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
         ar = sorted({approx_reason[int(c)] for c in classes[approx[classes]][:200]
                      if int(c) in approx_reason})
         groups.append(Group(gid, ms, int(classes.size), prunable, exact, br[:20], ar[:20]))
+    # Slices coupled to no layer output (the first conv's input channels, a LayerNorm on a fixed
+    # stream) are not groups a user can prune: keep only groups with a producer.
+    kept = [g for g in groups if any(m.slot.role == "out" for m in g.members)]
+    new_id = np.full(len(groups) + 1, -1, np.int64)
+    for i, g in enumerate(kept):
+        new_id[g.id] = i
+        g.id = i
+    group_of_class = new_id[group_of_class]
     for node, atoms in trace.node_atoms.items():
         for g in np.unique(group_of_class[cls[atoms]]):
-            groups[int(g)].nodes.add(node)
-    return groups, cls, group_of_class
+            if g >= 0:
+                kept[int(g)].nodes.add(node)
+    return kept, cls, group_of_class

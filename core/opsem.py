@@ -128,9 +128,14 @@ def _combine(ctx, vecs, e, call):
     if not vecs:
         return []
     acc = vecs[0]
+    fixed = acc < 0
     for v in vecs[1:]:
         ctx.table.join(acc, v, ctx.reason(call, "element-wise with a tensor that cannot be pruned"))
+        fixed |= v < 0
         acc = np.where(acc >= 0, acc, v)
+    # a position aligned with an operand that cannot shrink is fixed: its atoms are blocked by the
+    # join above, and carrying them further would only repeat that
+    acc = np.where(fixed, NO_ATOM, acc)
     return [Labeling((e,), acc)] if (acc >= 0).any() else []
 
 

@@ -147,6 +147,6 @@ def _decode(o: torch.Tensor, all_atoms: np.ndarray, table, reason: str,
     if foreign.any():
         table.block(rows[foreign][rows[foreign] >= 0].numpy(),
                     f"{reason}: channels aligned with a tensor that cannot be pruned")
-    arr = torch.where(labelled, rmax, torch.full_like(rmax, NO_ATOM)).numpy()
+    arr = torch.where(labelled & ~foreign, rmax, torch.full_like(rmax, NO_ATOM)).numpy()
     arr = arr.reshape([e.shape[d] for d in varying])
     return Labeling(tuple(varying), arr, joint=reason if len(varying) > 1 else None)
