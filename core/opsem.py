@@ -156,7 +156,7 @@ DATA_MOVEMENT = [
     "repeat", "tile", "repeat_interleave", "cat", "concat", "concatenate", "stack", "hstack", "vstack",
     "dstack", "split", "split_with_sizes", "tensor_split", "chunk", "unbind", "getitem", "narrow",
     "select", "index_select", "roll", "flip", "fliplr", "flipud", "rot90", "pixel_unshuffle",
-    "channel_shuffle", "native_channel_shuffle", "view_as", "reshape_as", "unfold", "pad",
+    "view_as", "reshape_as", "unfold", "pad",
     "take_along_dim", "gather", "diagonal", "atleast_1d", "atleast_2d", "atleast_3d", "ravel",
     "broadcast_to", "masked_select", "index", "squeeze_", "unsqueeze_", "t_", "transpose_",
     "constant_pad_nd", "tril", "triu", "alias", "narrow_copy", "split_copy", "unsafe_split",
@@ -235,6 +235,18 @@ def _fast_cat(ctx, call):
         else:
             return None
     return [[Labeling((dim,), np.concatenate(parts))]]
+
+
+@register_op("channel_shuffle", "native_channel_shuffle")
+def channel_shuffle(ctx, call):
+    # C = groups x (C / groups) with a fixed group count: channel j of every group goes together
+    x = call.in_tensors[0]
+    g = int(call.args[1] if len(call.args) > 1 else call.kwargs["groups"])
+    x_c = ctx.dim_atoms(x, 1, call)
+    cols = x_c.reshape(g, -1)
+    for row in cols[1:]:
+        ctx.table.join(cols[0], row, ctx.reason(call, "channel shuffle"))
+    data_movement(ctx, call)
 
 
 @register_op("pixel_shuffle")

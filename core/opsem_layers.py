@@ -79,10 +79,21 @@ def conv_transpose(ctx, call):
             ctx.table.join(w_out, ctx.dim_atoms(b, 0, call, role="out"), ctx.reason(call, "bias"))
         labs = _lead_labels(ctx, x, call, cd) + [Labeling((cd,), w_out)]
     else:
-        # weight is (in, out/groups, k): output channels have no per-channel weight slice of
-        # their own, so only the bias could carry them; grouped transposed convs stay unpruned
-        ctx.table.block(x_in, ctx.reason(call, "grouped transposed convolution"))
-        labs = []
+        # weight is (in, out/groups, k): weight dim 1 is shared by all groups, so only whole groups
+        # go (input group i with output group i). Output channels of group i are labelled with an
+        # atom of input group i: they are all removed together anyway.
+        w_in = ctx.dim_atoms(w, 0, call, role="pass")
+        ctx.table.join(x_in, w_in, ctx.reason(call, "input channels that cannot be pruned"))
+        per_out = w.shape[1]
+        groups_in = w_in.reshape(groups, -1)
+        for row in groups_in:
+            ctx.table.join_all(row)
+        out_atoms = np.repeat(groups_in[:, 0], per_out)
+        if (w_in < 0).any():
+            out_atoms = np.full(out_atoms.shape, -1, dtype=np.int64)
+        if b is not None:
+            ctx.table.join(out_atoms, ctx.dim_atoms(b, 0, call, role="pass"), ctx.reason(call, "bias"))
+        labs = _lead_labels(ctx, x, call, cd) + [Labeling((cd,), out_atoms)]
     ctx.set(out, labs)
 
 

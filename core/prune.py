@@ -157,6 +157,8 @@ def update_module(m: nn.Module, virtual: dict) -> None:
 def _conv(m, virtual):
     w = m.weight
     if m.transposed:
+        if m.groups > 1:  # whole groups were removed
+            m.groups = w.shape[0] // (m.in_channels // m.groups)
         m.in_channels = w.shape[0]
         m.out_channels = w.shape[1] * m.groups
     else:
