@@ -149,20 +149,25 @@ class _Progress:
         self.enabled = enabled
         self.bar = None
         self.stage = None
+        self.probe = False
+
+    FORMAT = "{desc:<8} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}]{postfix}"
 
     def __call__(self, stage, done, total, message=""):
         if not self.enabled:
             return
         from tqdm import tqdm
-        if stage != self.stage or self.bar is None:
+        family = "analyze" if stage in ("trace", "probe") else "prune"
+        total = max(int(total), 1)
+        if self.bar is None or family != self.stage or (stage == "probe") != self.probe:
             self.close()
-            self.stage = stage
-            self.bar = tqdm(total=max(int(total), 1), desc=stage, file=sys.stderr, leave=False,
-                            dynamic_ncols=True)
-        self.bar.total = max(int(total), 1)
-        self.bar.n = min(int(done), self.bar.total)
-        if message:
-            self.bar.set_postfix_str(str(message)[:60], refresh=False)
+            self.stage, self.probe = family, stage == "probe"
+            self.bar = tqdm(total=total, file=sys.stderr, leave=False, dynamic_ncols=True,
+                            bar_format=self.FORMAT)
+        self.bar.set_description_str(stage, refresh=False)
+        self.bar.total = total
+        self.bar.n = min(int(done), total)
+        self.bar.set_postfix_str(str(message)[:60], refresh=False)
         self.bar.refresh()
 
     def close(self):
@@ -289,6 +294,28 @@ def _write_json(path, data, force, sources=()):
     atomic_write(path, write, check, force, list(sources))
 
 
+def _pickle_note(model, out) -> str | None:
+    """Whole-model pickles name their classes' modules; warn when one is a user file that will
+    only import with its folder on the Python path."""
+    files = set()
+    for m in model.modules():
+        mod = sys.modules.get(type(m).__module__)
+        f = getattr(mod, "__file__", None)
+        if not f:
+            continue
+        folder = os.path.dirname(os.path.abspath(f))
+        on_path = any(os.path.abspath(p or os.getcwd()) == folder for p in sys.path)
+        private = type(m).__module__.startswith("_prunestudio_user_")
+        if private or not on_path and "site-packages" not in folder and not \
+                f.startswith(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))):
+            files.add(f)
+    if not files:
+        return None
+    return (f"note: {out} pickles classes defined in {', '.join(sorted(files))}; loading it needs "
+            f"that folder on PYTHONPATH, as the working folder or next to the file (or save the "
+            f"portable .pstudio form)")
+
+
 def _out(msg=""):
     print(msg, flush=True)
 
@@ -373,6 +400,10 @@ def cmd_prune(args, progress) -> int:
         _out(f"onnx: onnxruntime vs torch max abs difference {onnx_diff:.3g}")
     if out:
         _out(f"saved: {out}")
+        if out.lower().endswith((".pt", ".pth")):
+            note = _pickle_note(result.model, out)
+            if note:
+                _out(note)
     if args.report:
         _out(f"report: {args.report}")
     _out(f"time: {seconds['total']:.2f} s")

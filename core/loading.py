@@ -163,17 +163,27 @@ def read_torch_file(path: str, trust: bool = False):
             what = f" (it references {m.group(1)})" if m else ""
             raise LoadError(f"{path} contains pickled code{what}, which runs when loaded; load it "
                             f"only if you trust its source: pass --trust (trust=True)") from None
+    # A trusted pickle may name classes from a user file next to it or in the working folder.
+    extra = [d for d in dict.fromkeys([os.getcwd(), os.path.dirname(os.path.abspath(path))])
+             if d not in sys.path]
+    sys.path.extend(extra)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=False)
     except (ModuleNotFoundError, AttributeError, ImportError) as e:
         raise LoadError(f"{path} pickles a model whose class cannot be imported here ({_exc(e)}); "
-                        f"run from the folder holding its code, or use path/to/file.py:factory "
-                        f"with --weights") from None
+                        f"put the folder holding its code on PYTHONPATH, or use "
+                        f"path/to/file.py:factory with --weights") from None
     except Exception as e:  # noqa: BLE001
         raise LoadError(f"{path} could not be loaded even with --trust: "
                         f"{_short_torch_error(e)}") from None
+    finally:
+        for d in extra:
+            try:
+                sys.path.remove(d)
+            except ValueError:
+                pass
 
 
 def load_weights(model: nn.Module, path: str, what: str = "the model") -> None:

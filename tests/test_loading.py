@@ -178,3 +178,23 @@ def test_whole_model_file_with_model_key(tmp_path):
     with pytest.raises(LoadError, match="pickled code"):
         load_model(str(p))
     assert isinstance(load_model(str(p), trust=True), nn.Linear)
+
+
+def test_trusted_pickle_of_a_user_class_finds_its_file_next_to_it(tmp_path):
+    src = tmp_path / "code"
+    src.mkdir()
+    (src / "ps_user_net_abc.py").write_text(
+        "from torch import nn\n\nclass UserNet(nn.Module):\n    def __init__(self):\n"
+        "        super().__init__()\n        self.fc = nn.Linear(4, 2)\n\n"
+        "    def forward(self, x):\n        return self.fc(x)\n\ndef make():\n    return UserNet()\n")
+    m = load_model(f"{src / 'ps_user_net_abc.py'}:make")
+    assert type(m).__module__ == "ps_user_net_abc"
+    away = tmp_path / "away"
+    away.mkdir()
+    torch.save(m, away / "m.pt")
+    torch.save(m, src / "m.pt")
+    sys.modules.pop("ps_user_net_abc")  # as in a fresh process
+    with pytest.raises(LoadError, match="PYTHONPATH"):
+        load_model(str(away / "m.pt"), trust=True)
+    assert type(load_model(str(src / "m.pt"), trust=True)).__name__ == "UserNet"
+    sys.modules.pop("ps_user_net_abc", None)
