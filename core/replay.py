@@ -70,20 +70,48 @@ def replay(func, args, kwargs, labelings_for, table, reason: str, channel_dims=N
         outs = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
         if results is None:
             results = [[] for _ in outs]
-        split_allowed = all(len(ls[r].dims) == 1 for ls in labs.values() if r < len(ls))
         for j, o in enumerate(outs):
             lab = _decode(o, all_atoms, table, reason, channel_dims, bounds)
             if lab is None:
                 continue
-            if len(lab.dims) > 1 and split_allowed:
-                # A reshape split one channel dim into several. Only the innermost part may shrink
-                # (outer sizes such as groups or heads are usually constants in the code), so
-                # positions that differ only in the outer dims are removed together.
-                cols = lab.atoms.reshape(-1, lab.atoms.shape[-1])
-                for row in cols[1:]:
-                    table.join(cols[0], row, reason)
+            if len(lab.dims) > 1:
+                lab = _collapse_split(lab, table, reason, dynamic_dims(func, args, kwargs, o))
             results[j].append(lab)
     return results
+
+
+def dynamic_dims(func, args, kwargs, out) -> set:
+    """Output dims a view/reshape leaves to be inferred (-1): their size follows the input."""
+    name = getattr(func, "__name__", "")
+    if name not in ("view", "reshape", "unflatten"):
+        return set()
+    shape = [a for a in args[1:] if not isinstance(a, torch.Tensor)]
+    if name == "unflatten":
+        dim = int(args[1] if len(args) > 1 else kwargs["dim"]) % max(args[0].ndim, 1)
+        sizes = list(args[2] if len(args) > 2 else kwargs["sizes"])
+        return {dim + i for i, v in enumerate(sizes) if v == -1}
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list, torch.Size)):
+        shape = list(shape[0])
+    shape = shape or list(kwargs.get("shape", kwargs.get("size", ())))
+    return {i for i, v in enumerate(shape) if isinstance(v, int) and v == -1}
+
+
+def _collapse_split(lab: Labeling, table, reason: str, dynamic: set) -> Labeling:
+    """One channel dim was split across several dims (heads x head_dim, groups x channels).
+
+    Only one of them can shrink after pruning: the one the code leaves to be inferred (-1), or
+    else the innermost (outer sizes such as a group or head count are usually constants). Every
+    position along the fixed dims is removed together with its index along the shrinking dim, so
+    the labeling collapses to that single dim.
+    """
+    cand = [k for k, d in enumerate(lab.dims) if d in dynamic]
+    k = cand[0] if len(cand) == 1 else len(lab.dims) - 1
+    rows = np.moveaxis(lab.atoms, k, 0).reshape(lab.atoms.shape[k], -1)
+    if rows.shape[1] > 1:
+        first = np.repeat(rows[:, :1], rows.shape[1] - 1, axis=1)
+        table.join(first.ravel(), rows[:, 1:].ravel(), f"{reason}: split channel dim")
+    rep = np.where((rows >= 0).all(axis=1), rows[:, 0], -1)
+    return Labeling((lab.dims[k],), rep)
 
 
 def _is_data(t: torch.Tensor) -> bool:
