@@ -19,6 +19,8 @@ LAYER_COLOUR = "#d8e2dc"
 HILITE = QColor("#f77f00")
 PRIMARY = QColor("#d62828")
 BLOCKED = QColor("#c1121f")
+OVERVIEW_LOD = 0.12  # below this zoom plain nodes are drawn by one path item, not one by one
+FAR_LOD = 0.3  # below this zoom: straight edges, no antialiasing
 
 
 def node_colour(d: dict) -> QColor:
@@ -70,6 +72,8 @@ class NodeItem(QGraphicsItem):
     def paint(self, p: QPainter, opt: QStyleOptionGraphicsItem, widget=None):
         lod = QStyleOptionGraphicsItem.levelOfDetailFromTransform(p.worldTransform())
         sel = self.isSelected()
+        if lod < OVERVIEW_LOD and not (self.highlight or sel or self.fill != self.base or self.unknown):
+            return  # far out: the one overview path shows plain nodes much faster
         if self.highlight == 2 or sel:
             pen = QPen(PRIMARY, 3)
         elif self.highlight == 1:
@@ -115,6 +119,22 @@ class NodeItem(QGraphicsItem):
         self.view.nodeHovered.emit(-1)
 
 
+class EdgesItem(QGraphicsPathItem):
+    """All edges in one item: curves when close, straight lines (far cheaper) when far out."""
+
+    def __init__(self, curved: QPainterPath, straight: QPainterPath, pen: QPen):
+        super().__init__(curved)
+        self.straight = straight
+        self.setPen(pen)
+
+    def paint(self, p, opt, widget=None):
+        if QStyleOptionGraphicsItem.levelOfDetailFromTransform(p.worldTransform()) < FAR_LOD:
+            p.setPen(self.pen())
+            p.drawPath(self.straight)
+        else:
+            super().paint(p, opt, widget)
+
+
 class GraphView(QGraphicsView):
     nodeSelected = Signal(int)  # -1 when the selection is cleared
     nodeHovered = Signal(int)
@@ -128,7 +148,8 @@ class GraphView(QGraphicsView):
         self.setViewportUpdateMode(QGraphicsView.SmartViewportUpdate)
         self.setBackgroundBrush(QColor("#fbfbfd"))
         self.items_by_node: dict = {}
-        self._edges = QGraphicsPathItem()
+        self._edges = None
+        self._overview = None
         self._hi_edges = QGraphicsPathItem()
         self._highlighted: set = set()
         self._matches: list = []
@@ -152,12 +173,21 @@ class GraphView(QGraphicsView):
             it.setPos(x, y)
             sc.addItem(it)
             self.items_by_node[n] = it
-        self._edges = QGraphicsPathItem(self._edge_path(graph.edges(), lay.pos))
         pen = QPen(QColor("#8d99ae"), 1.2)
         pen.setCosmetic(True)
-        self._edges.setPen(pen)
+        self._edges = EdgesItem(self._edge_path(graph.edges(), lay.pos),
+                                self._edge_path(graph.edges(), lay.pos, straight=True), pen)
         self._edges.setZValue(-1)
         sc.addItem(self._edges)
+        over = QPainterPath()
+        for x, y in lay.pos.values():
+            over.addRect(x, y, NODE_W, NODE_H)
+        self._overview = QGraphicsPathItem(over)
+        self._overview.setBrush(QColor("#ced4da"))
+        self._overview.setPen(Qt.NoPen)
+        self._overview.setZValue(-0.8)
+        sc.addItem(self._overview)
+        self._apply_lod()
         self._hi_edges = QGraphicsPathItem()
         hpen = QPen(HILITE, 2.5)
         hpen.setCosmetic(True)
@@ -167,13 +197,15 @@ class GraphView(QGraphicsView):
         sc.setSceneRect(QRectF(-40, -40, lay.width + 80, lay.height + 80))
 
     @staticmethod
-    def _edge_path(edges, pos) -> QPainterPath:
+    def _edge_path(edges, pos, straight=False) -> QPainterPath:
         path = QPainterPath()
         for a, b in edges:
             (x1, y1), (x2, y2) = pos[a], pos[b]
             s, t = QPointF(x1 + NODE_W, y1 + NODE_H / 2), QPointF(x2, y2 + NODE_H / 2)
             path.moveTo(s)
-            if t.x() > s.x():
+            if straight:
+                path.lineTo(t)
+            elif t.x() > s.x():
                 dx = (t.x() - s.x()) / 2
                 path.cubicTo(QPointF(s.x() + dx, s.y()), QPointF(t.x() - dx, t.y()), t)
             else:  # into the next wrapped band: swing out right, come in from the left
@@ -214,6 +246,24 @@ class GraphView(QGraphicsView):
             it.update()
 
     # navigation -----------------------------------------------------------------------------
+    def _apply_lod(self):
+        z = self.transform().m11()
+        self.setRenderHint(QPainter.Antialiasing, z >= FAR_LOD)  # AA costs most when far out
+        if getattr(self, "_overview", None) is not None:
+            self._overview.setVisible(z < OVERVIEW_LOD)
+
+    def scale(self, sx, sy):
+        super().scale(sx, sy)
+        self._apply_lod()
+
+    def resetTransform(self):
+        super().resetTransform()
+        self._apply_lod()
+
+    def fitInView(self, *a, **k):
+        super().fitInView(*a, **k)
+        self._apply_lod()
+
     def wheelEvent(self, e: QWheelEvent):
         f = 1.2 ** (e.angleDelta().y() / 120)
         z = self.transform().m11() * f

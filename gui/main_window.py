@@ -42,7 +42,9 @@ class MainWindow(QMainWindow):
         self.task: worker.Task | None = None
         self.latency_runs = 10
         self.headless = False  # --screenshot runs: no modal dialogs
-        self._est_gen = 0
+        self._task_cb = None
+        self._est_task: worker.Task | None = None
+        self._est_pending = False
         self.setWindowTitle("PruneStudio")
         self._build_widgets()
         self._build_actions()
@@ -197,11 +199,10 @@ class MainWindow(QMainWindow):
             return None
         t = worker.Task(name, fn, *args, with_callbacks=with_callbacks, **kwargs)
         t.progress.connect(self._on_progress)
-        t.finished.connect(on_done)
-        t.failed.connect(lambda msg, _tb, n=name: self._on_failed(n, msg))
+        t.finished.connect(self._on_task_finished)
+        t.failed.connect(self._on_failed)
         t.cancelled.connect(self._on_cancelled)
-        t.done.connect(self._on_task_done)
-        self.task = t
+        self.task, self._task_cb = t, on_done
         self.progress.setRange(0, 0)
         self.status_label.setText(f"{name}…")
         self._t0 = time.perf_counter()
@@ -217,17 +218,25 @@ class MainWindow(QMainWindow):
         if message:
             self.logbox.appendPlainText(time.strftime("%H:%M:%S  ") + f"[{stage}] {message}")
 
-    def _on_failed(self, name, msg):
+    def _on_task_finished(self, result):
+        cb = self._task_cb
+        self._on_task_done()  # free the window first: the callback's listeners may start the next task
+        cb(result)
+
+    def _on_failed(self, msg, _tb):
+        name = self.task.name if self.task else "task"
+        self._on_task_done()
         self.taskFailed.emit(msg)
         self.show_error(f"{name} failed", msg)
 
     def _on_cancelled(self):
+        self._on_task_done()
         self.log("cancelled; the original model is unchanged")
         self.status_label.setText("cancelled")
         self.taskCancelled.emit()
 
     def _on_task_done(self):
-        self.task = None
+        self.task, self._task_cb = None, None
         self._update_actions()
 
     def cancel(self):
@@ -364,17 +373,40 @@ class MainWindow(QMainWindow):
 
     # ---------------------------------------------------------------------------------- estimate
     def update_estimate(self):
-        """Instant estimate on the GUI thread (core's estimate is a cheap plan + count)."""
+        """Estimate params/FLOPs of the current settings with core.pipeline.estimate on a worker
+        (it plans the whole model: ~0.1-0.5 s on big nets). One runs at a time; the last
+        setting wins and stale answers are dropped."""
         s = self.session
         if s is None:
             return
-        try:
-            p, f = pipeline.estimate(s.dg, s.model, self.targets.settings(), s.cost)
-        except Exception as e:  # noqa: BLE001 - a bad setting is shown next to the slider
-            self.targets.show_estimate_error(str(e))
+        if self._est_task is not None:
+            self._est_pending = True
             return
-        self.targets.show_estimate(s.cost.base_params, s.cost.base_flops, p, f)
-        self.estimateReady.emit((p, f))
+        t = worker.Task("estimate", pipeline.estimate, s.dg, s.model, self.targets.settings(), s.cost,
+                        with_callbacks=False)
+        # bound slots (not lambdas): Qt drops them if the window is gone before the answer
+        t.finished.connect(self._on_estimate)
+        t.failed.connect(self._on_estimate_failed)
+        t.done.connect(self._on_estimate_done)
+        self._est_task, self._est_session = t, s
+        worker.start(t)
+
+    def _on_estimate(self, pf):
+        s = self._est_session
+        if s is not self.session or self._est_pending:
+            return  # computed for an older model or setting
+        self.targets.show_estimate(s.cost.base_params, s.cost.base_flops, *pf)
+        self.estimateReady.emit(pf)
+
+    def _on_estimate_failed(self, msg, _tb):
+        if not self._est_pending:
+            self.targets.show_estimate_error(msg)
+
+    def _on_estimate_done(self):
+        self._est_task = None
+        if self._est_pending:
+            self._est_pending = False
+            self.update_estimate()
 
     # ---------------------------------------------------------------------------------- pruning
     def prune(self):
@@ -478,8 +510,9 @@ class MainWindow(QMainWindow):
 
     # ---------------------------------------------------------------------------------- close
     def closeEvent(self, e):
-        if self.task is not None:
-            self.task.cancel()
+        for t in (self.task, self._est_task):
+            if t is not None:
+                t.cancel()
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("windowState", self.saveState())
         super().closeEvent(e)

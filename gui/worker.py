@@ -14,7 +14,7 @@ import traceback
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
-from core.errors import Cancelled
+from core.errors import Cancelled, PruneStudioError
 
 log = logging.getLogger("prunestudio.gui")
 
@@ -73,7 +73,9 @@ class Task(QObject):
         except Exception as e:  # noqa: BLE001 - every failure must reach the user, not kill the thread
             tb = traceback.format_exc()
             log.error("%s failed: %s\n%s", self.name, e, tb)
-            self.failed.emit(f"{type(e).__name__}: {e}" if not str(e) else str(e), tb)
+            # engine errors are one clear line already; anything else needs its type to make sense
+            msg = str(e) if isinstance(e, PruneStudioError) and str(e) else f"{type(e).__name__}: {e}"
+            self.failed.emit(msg, tb)
         else:
             self.finished.emit(result)
         finally:

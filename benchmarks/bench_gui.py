@@ -1,0 +1,178 @@
+"""GUI benchmark: load -> graph on screen, layout + render of a 20k-node graph, GUI stalls.
+
+    QT_QPA_PLATFORM=offscreen python benchmarks/bench_gui.py [--quick]
+
+Prints one line per figure. --quick skips vit_b_16 and uses a 4k-node synthetic graph.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("PRUNESTUDIO_SETTINGS_ORG", "prunestudio-bench")
+
+import torch  # noqa: E402
+from PySide6.QtCore import QEventLoop, QTimer  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+from torch import nn  # noqa: E402
+
+app = QApplication.instance() or QApplication([])
+
+from core import pipeline  # noqa: E402
+from core.inputs import make_inputs  # noqa: E402
+from gui.graph_layout import layout  # noqa: E402
+from gui.graph_view import GraphView  # noqa: E402
+from gui.main_window import MainWindow  # noqa: E402
+
+
+def wait(signal, timeout_ms=900_000):
+    loop = QEventLoop()
+    got = []
+    signal.connect(lambda *a: (got.append(a), loop.quit()))
+    QTimer.singleShot(timeout_ms, loop.quit)
+    loop.exec()
+    if not got:
+        raise TimeoutError("signal never came")
+    return got[0]
+
+
+class Heartbeat:
+    """A 10 ms QTimer on the GUI thread; the largest gap between ticks is the worst stall."""
+
+    def __init__(self, ms=10):
+        self.timer = QTimer(interval=ms)
+        self.timer.timeout.connect(self._tick)
+        self.last, self.max_gap = None, 0.0
+
+    def _tick(self):
+        now = time.perf_counter()
+        if self.last is not None:
+            self.max_gap = max(self.max_gap, now - self.last)
+        self.last = now
+
+    def start(self):
+        self.last, self.max_gap = time.perf_counter(), 0.0
+        self.timer.start()
+
+    def stop(self):
+        self.timer.stop()
+        return self.max_gap
+
+
+def window():
+    w = MainWindow()
+    w.headless = True
+    w.resize(1600, 1000)
+    w.show()
+    return w
+
+
+def bench_load(w, name, shape="1,3,224,224"):
+    hb = Heartbeat()
+    hb.start()
+    t = time.perf_counter()
+    w.open_model(f"torchvision:{name}", shape)
+    wait(w.modelReady)
+    w.view.viewport().repaint()  # the first paint of the fitted graph
+    app.processEvents()
+    total = time.perf_counter() - t
+    stall = hb.stop()
+    s = w.session
+    parts = ", ".join(f"{k} {v:.2f}s" for k, v in s.seconds.items())
+    print(f"{name} {shape}: load -> graph on screen {total:.2f} s "
+          f"({s.dg.graph.number_of_nodes()} nodes; {parts}); max GUI stall {stall * 1000:.0f} ms")
+    t = time.perf_counter()
+    w.update_estimate()
+    print(f"{name}: instant estimate (GUI thread) {1000 * (time.perf_counter() - t):.0f} ms")
+
+
+def bench_prune_stall(w, name):
+    w.latency_runs = 3
+    hb = Heartbeat()
+    hb.start()
+    t = time.perf_counter()
+    w.prune()
+    res = wait(w.pruneFinished)[0]
+    total = time.perf_counter() - t
+    stall = hb.stop()
+    print(f"{name}: pruning run {total:.2f} s (params {res.before.params:,} -> {res.after.params:,}); "
+          f"max GUI-thread stall {stall * 1000:.0f} ms (10 ms heartbeat)")
+
+
+class Chain(nn.Module):
+    """A deep chain of small Linear layers: n Linear + n ReLU nodes in the traced graph."""
+
+    def __init__(self, n, width=8):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(width, width) for _ in range(n))
+
+    def forward(self, x):
+        for lin in self.layers:
+            x = torch.relu(lin(x))
+        return x
+
+
+def bench_synthetic(n_nodes):
+    model = Chain(n_nodes // 2).eval()
+    ex = make_inputs("1,8")
+    t = time.perf_counter()
+    dg = pipeline.analyze_model(model, ex, probe=False)
+    t_an = time.perf_counter() - t
+    g = dg.graph
+    t = time.perf_counter()
+    lay = layout(g)
+    t_lay = time.perf_counter() - t
+    view = GraphView()
+    view.resize(1200, 800)
+    view.show()
+    t = time.perf_counter()
+    view.set_graph(g, lay)
+    t_build = time.perf_counter() - t
+    t = time.perf_counter()
+    view.fit()
+    view.viewport().repaint()
+    app.processEvents()
+    t_fit = time.perf_counter() - t
+    node = next(iter(view.items_by_node))
+    t = time.perf_counter()
+    view.select_node(node)  # zoomed in: text is drawn
+    view.viewport().repaint()
+    app.processEvents()
+    t_zoom = time.perf_counter() - t
+    t = time.perf_counter()
+    view.highlight(set(list(view.items_by_node)[:2000]), node)
+    view.viewport().repaint()
+    app.processEvents()
+    t_hi = time.perf_counter() - t
+    print(f"synthetic chain: {g.number_of_nodes()} nodes, {g.number_of_edges()} edges "
+          f"(core analysis without probes {t_an:.1f} s)")
+    print(f"  layout (worker thread) {t_lay * 1000:.0f} ms; scene build {t_build * 1000:.0f} ms; "
+          f"first paint, whole graph {t_fit * 1000:.0f} ms; paint zoomed in {t_zoom * 1000:.0f} ms; "
+          f"highlight 2000 nodes + repaint {t_hi * 1000:.0f} ms")
+    print(f"  layout + render total {(t_lay + t_build + t_fit) * 1000:.0f} ms")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--models", default="resnet50,vit_b_16")
+    ap.add_argument("--nodes", type=int, default=20_000)
+    a = ap.parse_args()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPU cores, platform {app.platformName()}")
+    w = window()
+    models = a.models.split(",")[: 1 if a.quick else None]
+    for m in models:
+        bench_load(w, m)
+    bench_prune_stall(w, models[-1])  # the model loaded last
+    bench_synthetic(4000 if a.quick else a.nodes)
+    w.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
