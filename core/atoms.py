@@ -70,6 +70,7 @@ class AtomTable:
     _join_b: list = field(default_factory=list)
     blocked: list = field(default_factory=list)  # (atoms ndarray, reason)
     approx: list = field(default_factory=list)  # (atoms ndarray, reason)
+    producers: list = field(default_factory=list)  # atoms a layer outputs through a derived weight
 
     def slot(self, tensor: torch.Tensor, dim: int, names: dict, role: str) -> Slot:
         """The slot of ``tensor`` along ``dim``, created on first use."""

@@ -112,6 +112,12 @@ def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
     for s in table.slots:
         if s.role == "out":
             has_out[cls[s.start:s.start + s.size]] = True
+    producer = np.zeros(table.n_atoms, bool)
+    for atoms in table.producers:
+        producer[atoms] = True
+    has_out[cls[producer]] = True
+    # a parameter is a producer when a layer outputs its rows, even through a chunk or transpose
+    out_slot = [s.role == "out" or producer[s.start:s.start + s.size].any() for s in table.slots]
 
     # Classes that share a producer (an "out" slot, or a residual add joining two producers) form
     # one group. Consumers (a conv reading a concat, a BN after it) may span several groups and
@@ -120,7 +126,7 @@ def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
     a, b = [], []
     for s in table.slots:
         c = cls[s.start:s.start + s.size]
-        if s.role != "out":
+        if not out_slot[s.index]:
             c = c[~has_out[c]]
             if c.size == 0:
                 continue
@@ -167,7 +173,7 @@ def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
         groups.append(Group(gid, ms, int(classes.size), prunable, exact, br[:20], ar[:20]))
     # Slices coupled to no layer output (the first conv's input channels, a LayerNorm on a fixed
     # stream) are not groups a user can prune: keep only groups with a producer.
-    kept = [g for g in groups if any(m.slot.role == "out" for m in g.members)]
+    kept = [g for g, classes in zip(groups, classes_of) if has_out[classes].any()]
     new_id = np.full(len(groups) + 1, -1, np.int64)
     for i, g in enumerate(kept):
         new_id[g.id] = i

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -31,13 +32,20 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+class _Unfused(TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
 def count_flops(model: nn.Module, inputs) -> float:
     ex = as_example_inputs(inputs)
     mode = {m: m.training for m in model.modules()}
     try:
         model.eval()
         counter = FlopCounterMode(display=False)
-        with torch.no_grad(), counter:
+        # The pass-through mode keeps fused fast paths (nn.MultiheadAttention's native kernel) out of
+        # the way: their FLOPs are invisible to the counter, and the pruned model has none.
+        with torch.no_grad(), _Unfused(), counter:
             ex.call(model)
         return float(counter.get_total_flops())
     finally:

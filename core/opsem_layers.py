@@ -9,7 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 from .atoms import Labeling
-from .opsem import _lead_labels, einsum_semantics, register_op
+import torch
+
+from .opsem import _lead_labels, register_op
 
 
 def _arg(call, i, name, default=None):
@@ -179,21 +181,32 @@ def embedding(ctx, call):
 
 @register_op("scaled_dot_product_attention")
 def sdpa(ctx, call):
+    from .opsem import _combine
+
     q, k, v = call.args[:3]
+    mask = call.args[3] if len(call.args) > 3 else call.kwargs.get("attn_mask")
     out = call.out_tensors[0]
-    nb = q.ndim - 2
-    batch = "abcdefgh"[:nb]
-    # scores = q k^T over the feature letter 'e'; output = scores v over the key letter 's'
-    einsum_semantics(ctx, call, f"{batch}le,{batch}se->{batch}ls", [q, k], _Scratch(
-        q.shape[:-1] + (k.shape[-2],)), exact_contraction=False,
-        note="attention scale 1/sqrt(head_dim) changes with the pruned dims")
-    einsum_semantics(ctx, call, f"{batch}ls,{batch}sv->{batch}lv", [_Scratch(
-        q.shape[:-1] + (k.shape[-2],)), v], out)
-
-
-class _Scratch:
-    """Stand-in for an intermediate (the attention scores) that carries no channels."""
-
-    def __init__(self, shape):
-        self.shape = tuple(shape)
-        self.ndim = len(self.shape)
+    nd = out.ndim
+    labs = []
+    # batch dims (batch, heads): aligned across q, k, v and a mask, with broadcasting
+    for e in range(nd - 2):
+        vecs = []
+        for t in (q, k, v, mask):
+            if not isinstance(t, torch.Tensor):
+                continue
+            d = e - (nd - t.ndim)
+            if d < 0 or (t.shape[d] == 1 and out.shape[e] != 1):
+                continue
+            vecs.append(ctx.dim_atoms(t, d, call))
+        labs.extend(_combine(ctx, vecs, e, call))
+    qe, ke = ctx.dim_atoms(q, q.ndim - 1, call), ctx.dim_atoms(k, k.ndim - 1, call)
+    ctx.table.join(qe, ke, ctx.reason(call, "query/key features"))
+    ctx.table.mark_approx(np.concatenate([qe, ke]), ctx.reason(
+        call, "attention scale 1/sqrt(head_dim) changes with the pruned dims"))
+    ctx.table.join(ctx.dim_atoms(k, k.ndim - 2, call), ctx.dim_atoms(v, v.ndim - 2, call),
+                   ctx.reason(call, "keys and values"))
+    ql, ve = ctx.dim_atoms(q, q.ndim - 2, call), ctx.dim_atoms(v, v.ndim - 1, call)
+    for d, vec in ((nd - 2, ql), (nd - 1, ve)):
+        if (vec >= 0).any():
+            labs.append(Labeling((d,), vec))
+    ctx.set(out, labs)

@@ -71,6 +71,15 @@ class CostModel:
                 out_ch = shp[1] if d["op"].startswith("conv_transpose") else shp[0]
                 groups_mult = 1
                 self.macs_per_weight[w] = self.macs_per_weight.get(w, 0) + out_numel / out_ch * groups_mult
+            elif d["op"] == "multi_head_attention_forward" and d["shape"]:
+                # projections cost one MAC per weight per token; the score and value products
+                # scale with the inner width, i.e. with the packed projection's rows
+                seq, batch, width = d["shape"][0][0], d["shape"][0][1], d["shape"][0][-1]
+                for name in d["params"]:
+                    if name.endswith("in_proj_weight"):
+                        self.macs_per_weight[name] = seq * batch * (1 + 2 * seq / (3 * width))
+                    elif name.endswith("out_proj.weight"):
+                        self.macs_per_weight[name] = seq * batch
 
     def estimate(self, kept: dict) -> tuple[int, float]:
         params, flops = self.base_params, self.base_flops

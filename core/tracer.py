@@ -18,7 +18,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from . import opsem_layers  # noqa: F401  (registers the layer ops)
+from . import attention, opsem_layers  # noqa: F401  (register the layer and attention ops)
 from .atoms import NO_ATOM, AtomTable, Labeling
 from .errors import TraceError
 from .opsem import IGNORED, lookup, normalise_name
@@ -100,6 +100,8 @@ class _Tracer(TorchFunctionMode):
         for lab in self.labels(t):
             if d in lab.dims:
                 if len(lab.dims) == 1:
+                    if role == "out":  # a weight derived from parameters (chunk, transpose, ...)
+                        self.table.producers.append(lab.atoms[lab.atoms >= 0])
                     return lab.atoms
                 self.table.block(lab.atoms, self.reason(
                     call, f"channels split across dims {lab.dims} by {lab.joint} reach this op"))
