@@ -1,0 +1,62 @@
+"""Training view (pytest-qt, offscreen): runs off the GUI thread, live curves, pause/cancel."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("pytestqt")
+
+from core.data import load_data  # noqa: E402
+from core.pipeline import analyze_model  # noqa: E402
+from core.tiny import digits_cnn  # noqa: E402
+from core.train import TrainConfig  # noqa: E402
+
+
+@pytest.fixture
+def view(qtbot):
+    from gui._compat import guard_none_refcount
+    guard_none_refcount()
+    from gui.training_view import TrainingView
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    v = TrainingView()
+    qtbot.addWidget(v)
+    data = load_data("digits", batch_size=64)
+    model = digits_cnn(8)
+    v.set_inputs(model, analyze_model(model, data.example_input(1)), data)
+    yield v
+    v.shutdown()
+    torch.set_num_threads(n)
+
+
+def test_run_finishes_with_curves(qtbot, view):
+    before = {k: t.clone() for k, t in view.model.state_dict().items()}
+    with qtbot.waitSignal(view.finished, timeout=60000) as b:
+        assert view.start(TrainConfig(epochs=2, lr=0.05, max_batches=6, sparse_lambda=0.003))
+        assert view.state == "running" and not view.start_btn.isEnabled()
+    res = b.args[0]
+    assert res is view.result and len(res.history) == 2
+    xs, ys = view.curves["train_loss"].getData()
+    assert len(xs) == 2
+    assert len(view.curves["top1"].getData()[0]) == 2
+    assert len(view.curves["sparsity"].getData()[0]) == 2
+    assert len(view.curves["batch_loss"].getData()[0]) >= 1
+    assert view.state == "idle" and view.start_btn.isEnabled()
+    for k, t in view.model.state_dict().items():  # the original model is untouched
+        assert torch.equal(t, before[k])
+
+
+def test_pause_resume_and_cancel(qtbot, view):
+    assert view.start(TrainConfig(epochs=50, lr=0.05, max_batches=4))
+    view.pause()
+    assert view.state == "paused" and view.pause_btn.text() == "Resume"
+    qtbot.wait(300)
+    n = (len(view.points["batch_loss"][0]), len(view.points["train_loss"][0]))
+    qtbot.wait(600)
+    assert (len(view.points["batch_loss"][0]), len(view.points["train_loss"][0])) == n  # no progress
+    view.resume()
+    assert view.state == "running"
+    with qtbot.waitSignal(view.cancelled, timeout=30000):
+        view.cancel()
+    assert view.state == "idle" and view.result is None
+    assert "cancelled" in view.status.text()
