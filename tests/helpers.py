@@ -34,7 +34,7 @@ from core.tracer import flatten_outputs  # noqa: E402
 
 
 @torch.no_grad()
-def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+def randomize(model: nn.Module, seed: int = 0, inputs=None) -> nn.Module:
     """Give every parameter and float buffer random, non-trivial values (in place; returns model).
 
     Weights get a Kaiming-like normal (std sqrt(2 / fan_in)) so deep nets neither explode nor
@@ -81,7 +81,47 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
                 fill(b, "uniform")
             elif "running_mean" in bname:
                 fill(b, "small")
+    if inputs is not None:
+        calibrate_norms(model, inputs, seed)
     return model
+
+
+@torch.no_grad()
+def calibrate_norms(model: nn.Module, inputs, seed: int = 0) -> None:
+    """Set BatchNorm running statistics near the real statistics of ``inputs`` (then jitter them).
+
+    Purely random running stats make deep nets (EfficientNetV2, ...) explode to 1e7 and become
+    chaotic in float32: rounding differences of different conv algorithms then dominate the oracle.
+    Calibrated-then-jittered stats stay non-trivial but keep activations O(1).
+    """
+    g = torch.Generator().manual_seed(seed + 1)
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+           and m.track_running_stats and m.running_mean is not None]
+    if not bns:
+        return
+    modes = {m: m.training for m in model.modules()}
+    saved = {m: m.momentum for m in bns}
+    try:
+        model.eval()
+        for m in bns:  # one layer at a time, in forward order, so each sees calibrated inputs
+            m.reset_running_stats()
+            m.momentum = None
+        for m in bns:
+            m.train()
+            as_example_inputs(inputs).call(model)
+            m.eval()
+            # jitter right away, so the next layers are calibrated on the jittered activations
+            n = m.running_var.numel()
+            std = m.running_var.clamp_min(1e-6).sqrt()
+            m.running_var.mul_((torch.rand(n, generator=g, dtype=torch.float64) * 0.6 + 0.7)
+                               .to(m.running_var.dtype))
+            m.running_mean.add_((torch.randn(n, generator=g, dtype=torch.float64) * 0.2)
+                                .to(m.running_mean.dtype) * std)
+    finally:
+        for m, t in modes.items():
+            m.training = t
+        for m, mom in saved.items():
+            m.momentum = mom
 
 
 # ------------------------------------------------------------------------------------------------
