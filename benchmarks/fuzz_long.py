@@ -4,6 +4,8 @@ random networks (issue 6).
     python benchmarks/fuzz_long.py                 # 2000 examples (or $FUZZ_LONG_EXAMPLES)
     python benchmarks/fuzz_long.py 5000 --seed 7   # more, another random stream
     python benchmarks/fuzz_long.py 1000 --no-taylor
+    python benchmarks/fuzz_long.py 3000 --shrink "shapes cannot be multiplied"
+                                                   # find and shrink one failure of that kind
 
 Unlike the CI test it does not stop at the first failure: every failing example is recorded,
 failures are grouped by error signature, and the smallest spec of each group is printed (re-run
@@ -48,7 +50,12 @@ def main(argv=None):
     ap.add_argument("--max-ops", type=int, default=12)
     ap.add_argument("--no-taylor", action="store_true")
     ap.add_argument("--json", help="write the figures to this file")
+    ap.add_argument("--shrink", metavar="TEXT",
+                    help="stop at the first failure whose signature contains TEXT and let "
+                         "hypothesis shrink it (other failures count as passes); print the result")
     args = ap.parse_args(argv)
+    if args.shrink:
+        return shrink(args)
 
     criteria = tuple(c for c in fm.CRITERIA if not (args.no_taylor and c == "taylor"))
     stats = collections.Counter()
@@ -97,6 +104,36 @@ def main(argv=None):
                        "failures": {s: {"count": len(c), "smallest": c[0][1], "case": c[0][2]}
                                     for s, c in fails.items()}}, f, indent=1)
     return 1 if stats["failures"] else 0
+
+
+def shrink(args):
+    criteria = tuple(c for c in fm.CRITERIA if not (args.no_taylor and c == "taylor"))
+    found = []
+
+    @hseed(args.seed)
+    @settings(max_examples=args.examples, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck), report_multiple_bugs=False)
+    @given(fm.cases(max_ops=args.max_ops, criteria=criteria))
+    def run(case):
+        try:
+            fm.run_case(*case)
+        except Exception as e:  # noqa: BLE001
+            sig = signature(e)
+            if args.shrink in sig:
+                found.append((case, sig, f"{type(e).__name__}: {e}"))
+                raise AssertionError(sig) from None
+
+    t0 = time.perf_counter()
+    try:
+        run()
+    except AssertionError:
+        case, sig, msg = found[-1]
+        spec, ratio, criterion, global_ranking, seed = case
+        print(f"shrunk ({time.perf_counter() - t0:.0f} s): {sig}\n{msg}\n{spec}\n"
+              f"ratio={ratio}, criterion={criterion!r}, global_ranking={global_ranking}, seed={seed}")
+        return 1
+    print(f"no failure matching {args.shrink!r} in {args.examples} examples")
+    return 0
 
 
 if __name__ == "__main__":

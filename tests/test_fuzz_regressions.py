@@ -66,3 +66,66 @@ class DeadBranch(nn.Module):
 def test_taylor_with_outputs_independent_of_parameters():
     x = R(2, 3, 6, 6)
     check_property(prepared(DeadBranch()), (x,), ratio=0.5, criterion="taylor")
+
+
+# ------------------------------------------------------------------------------------------------
+# torch.chunk of a pruned layer output with an odd channel count
+#
+# Found by the long run (benchmarks/fuzz_long.py 1500 --seed 2, then --shrink), shrunk to
+#     x0: img(c=2, h=4, w=4); v1 = gap(x0); v2 = act(v1, relu); v3 = act(v2, relu)
+#     v4 = linear(v3, out=7, bias=False); v5 = chunk(v4, n=2, i=1); outputs: v5
+#     ratio 0.5, criterion 'l1'
+# VerificationError: the pruned model's output shapes differ from the original's.
+# chunk(7, 2) gives pieces (4, 3); the output piece must keep its 3 channels (and the planner may
+# only prune the piece that is not an output, or couple so that the piece sizes stay right).
+
+
+class LinearChunkOut(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(2, 7, bias=False)
+
+    def forward(self, x):
+        return torch.chunk(self.fc(x), 2, dim=1)[1]
+
+
+def test_chunk_odd_linear_output_keeps_output_shape():
+    check_property(prepared(LinearChunkOut()), (R(2, 2),), ratio=0.5, criterion="l1")
+
+
+# Same shape of bug, where the chunk feeds another layer (shrunk from seed 2 of the long run:
+#     ... v6 = linear(v5, out=5, bias=False); v7 = chunk(v6, n=2, i=0)   # vec(f=3)
+#     v8 = linear(v7, out=2, bias=False); outputs: v8; ratio 0.5, criterion 'l1')
+# VerificationError: the pruned model failed to run: RuntimeError: mat1 and mat2 shapes cannot be
+# multiplied (2x2 and 3x2): the chunk's piece sizes after pruning are not those the next layer's
+# kept input columns assume.
+
+
+class LinearChunkLinear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(2, 5, bias=False)
+        self.fc2 = nn.Linear(3, 2, bias=False)
+
+    def forward(self, x):
+        return self.fc2(torch.chunk(self.fc1(x), 2, dim=1)[0])
+
+
+def test_chunk_odd_linear_feeding_linear():
+    check_property(prepared(LinearChunkLinear()), (R(2, 2),), ratio=0.5, criterion="l1")
+
+
+class ConvChunkConv(nn.Module):
+    """The same with convolutions: chunk(5 channels, 2) -> (3, 2)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 5, 1)
+        self.conv2 = nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        return self.conv2(torch.chunk(self.conv1(x), 2, dim=1)[0])
+
+
+def test_chunk_odd_conv_feeding_conv():
+    check_property(prepared(ConvChunkConv()), (R(2, 2, 4, 4),), ratio=0.5, criterion="l1")
