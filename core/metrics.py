@@ -32,6 +32,23 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _register_cpu_attention_flops():
+    """torch's counter knows the CUDA attention kernels but not the CPU flash kernel, so CPU
+    attention would count as free; give it the same formula."""
+    import torch.utils.flop_counter as fc
+
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if op is None or op in fc.flop_registry:
+        return
+
+    @fc.register_flop_formula(op)
+    def _cpu_sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
+        return fc.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+_register_cpu_attention_flops()
+
+
 class _Unfused(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         return func(*args, **(kwargs or {}))

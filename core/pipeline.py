@@ -156,19 +156,24 @@ def _refine_flops_target(model, ex, dg, settings, cost, calibration, plan, kept,
     target = settings.target_flops
     aim = target
     meta_in = ex.to("meta")
-    for _ in range(3):
+    best = None
+    for step in range(5):
         try:
             achieved = 1 - count_flops(apply_kept(meta_copy(model), kept), meta_in) / base_flops
         except Exception:  # noqa: BLE001 - forward needs real values: keep the estimate
             break
-        plan.settings["achieved_reduction"] = achieved
-        if abs(achieved - target) <= 0.005:
+        if best is None or abs(achieved - target) < abs(best[2] - target):
+            best = (plan, kept, achieved)
+        if abs(achieved - target) <= 0.005 or step == 4:
             break
         aim = min(0.99, max(0.0, aim + (target - achieved)))
         plan = make_plan(dg, model, replace(settings, target_flops=aim), cost=cost,
                          calibration=calibration)
-        plan.settings["target_flops"] = target
         kept = plan.kept_indices(dg)
+    if best is not None:
+        plan, kept, achieved = best
+        plan.settings["target_flops"] = target
+        plan.settings["achieved_reduction"] = achieved
     return plan, kept
 
 

@@ -12,6 +12,7 @@ from .errors import PlanError
 from .importance import group_scores
 from .prune import PruningPlan
 
+FINE_GROUP = 32  # groups with at least this many channels can approach any ratio smoothly
 WEIGHT_OPS = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
               "conv_transpose3d", "linear"}
 
@@ -131,7 +132,10 @@ def _n_remove(g, want: int, round_to: int, cap: float) -> int:
     return g.n_channels - kept
 
 
-def plan_for_ratio(dg, scores: dict, ratio: float, settings: PlanSettings) -> PruningPlan:
+def plan_for_ratio(dg, scores: dict, ratio: float, settings: PlanSettings,
+                   fine_ratio: float | None = None) -> PruningPlan:
+    """``fine_ratio``, if given, applies to fine-grained groups (many channels) while coarse ones
+    (a dozen attention heads) keep ``ratio``: it fills the jumps that whole heads make."""
     limits = _group_limits(dg, settings)
     counts: dict[int, int] = {}
     global_pool = []
@@ -140,7 +144,9 @@ def plan_for_ratio(dg, scores: dict, ratio: float, settings: PlanSettings) -> Pr
         if ignored:
             continue
         r = override if override is not None else ratio
-        if settings.global_ranking and override is None:
+        if fine_ratio is not None and override is None and g.n_channels >= FINE_GROUP:
+            r = fine_ratio
+        if settings.global_ranking and override is None and fine_ratio is None:
             s = scores[g.id]
             idx = np.nonzero(g.prunable)[0]
             global_pool.append((s[idx], np.full(idx.size, g.id)))
@@ -192,8 +198,8 @@ def make_plan(dg, model: nn.Module, settings: PlanSettings, cost: CostModel | No
     use_flops = settings.target_flops is not None
     base = cost.base_flops if use_flops else cost.base_params
 
-    def reduction(r):
-        plan = plan_for_ratio(dg, scores, r, settings)
+    def reduction(r, fine=None):
+        plan = plan_for_ratio(dg, scores, r, settings, fine)
         p, f = cost.estimate(plan.kept_indices(dg))
         return plan, 1.0 - (f if use_flops else p) / base
 
@@ -215,6 +221,22 @@ def make_plan(dg, model: nn.Module, settings: PlanSettings, cost: CostModel | No
             lo = mid
         else:
             hi = mid
+    if abs(best[1] - target) > 0.005:
+        # a jump (whole heads or small groups) lies across the target: keep the coarse groups at
+        # the ratio just below it and move only the fine-grained ones
+        base_r = lo
+        flo, fhi = base_r, 0.99
+        for _ in range(30):
+            fmid = (flo + fhi) / 2
+            plan, red = reduction(base_r, fmid)
+            if abs(red - target) < abs(best[1] - target):
+                best = (plan, red)
+            if abs(red - target) <= 0.005:
+                break
+            if red < target:
+                flo = fmid
+            else:
+                fhi = fmid
     plan, red = best
     plan.settings["achieved_reduction"] = red
     plan.settings["search_ratio"] = mid
