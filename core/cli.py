@@ -74,7 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="prunestudio", description="PruneStudio: structural pruning of PyTorch models "
                 "(DepGraph). Without a subcommand main.py opens the desktop application.",
                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", metavar="{prune,graph,verify}", parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", parser_class=_Parser,
+                           metavar="{prune,graph,verify,finetune,sparse-train,sensitivity,evaluate}")
+    from .cli_train import register as register_training
+    register_training(sub)
 
     def model_args(sp):
         sp.add_argument("model", metavar="MODEL", help="torchvision:NAME | file.py:factory | "
@@ -507,6 +510,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
+        if getattr(args, "train_command", False):
+            from .cli_train import run as run_training
+            return run_training(args)
         cmd = {"prune": cmd_prune, "graph": cmd_graph, "verify": cmd_verify}[args.command]
         return cmd(args, progress)
     except BrokenPipeError:  # stdout closed early (e.g. piped into head): files are written

@@ -147,6 +147,8 @@ class MainWindow(QMainWindow):
         m.addAction(self.a_quit)
         m = mb.addMenu("&Prune")
         m.addActions([self.a_prune, self.a_cancel, self.a_undo])
+        self.a_train = A("&Training…", self.open_training, None, "sparse learning / fine-tuning")
+        m.addAction(self.a_train)
         m = mb.addMenu("&View")
         m.addActions([self.a_fit, self.a_find])
         tb = self.addToolBar("main")
@@ -509,7 +511,21 @@ class MainWindow(QMainWindow):
         self._exported(f"saved graph {path}")
 
     # ---------------------------------------------------------------------------------- close
+    def open_training(self):
+        from gui.training_view import TrainingView
+        if getattr(self, "training_view", None) is None:
+            self.training_view = TrainingView()
+            self.training_view.resize(1200, 700)
+        if self.session:
+            # the built-in digits set, resized to the model's example input (C x H x W)
+            shape = tuple(self.session.inputs.args[0].shape) if self.session.inputs.args else ()
+            data = f"digits@{shape[2]}x{shape[1]}" if len(shape) == 4 else "digits"
+            self.training_view.set_inputs(self.session.model, self.session.dg, data)
+        self.training_view.show()
+
     def closeEvent(self, e):
+        if getattr(self, "training_view", None) is not None:
+            self.training_view.shutdown()
         for t in (self.task, self._est_task):
             if t is not None:
                 t.cancel()
