@@ -48,6 +48,7 @@ def main(argv=None):
                     default=int(os.environ.get("FUZZ_LONG_EXAMPLES", "2000")))
     ap.add_argument("--seed", type=int, default=0, help="hypothesis random seed")
     ap.add_argument("--max-ops", type=int, default=12)
+    ap.add_argument("--min-ops", type=int, default=3)
     ap.add_argument("--no-taylor", action="store_true")
     ap.add_argument("--json", help="write the figures to this file")
     ap.add_argument("--shrink", metavar="TEXT",
@@ -66,7 +67,7 @@ def main(argv=None):
     @hseed(args.seed)
     @settings(max_examples=args.examples, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
-    @given(fm.cases(max_ops=args.max_ops, criteria=criteria))
+    @given(fm.cases(max_ops=args.max_ops, criteria=criteria, min_ops=args.min_ops))
     def run(case):
         spec, ratio, criterion, global_ranking, seed = case
         stats["examples"] += 1
@@ -87,7 +88,7 @@ def main(argv=None):
 
     run()
     secs = time.perf_counter() - t0
-    print(f"\nexamples run: {stats['examples']}  (max_ops={args.max_ops}, seed={args.seed}, "
+    print(f"\nexamples run: {stats['examples']}  (ops {args.min_ops}-{args.max_ops}, seed={args.seed}, "
           f"criteria={','.join(criteria)})")
     print(f"pruned something: {stats['pruned']}  (exact plans {stats['exact']}, approximate by "
           f"design {stats['approximate']}); prunable groups seen: {stats['prunable_groups']}")
@@ -113,7 +114,7 @@ def shrink(args):
     @hseed(args.seed)
     @settings(max_examples=args.examples, deadline=None, database=None,
               suppress_health_check=list(HealthCheck), report_multiple_bugs=False)
-    @given(fm.cases(max_ops=args.max_ops, criteria=criteria))
+    @given(fm.cases(max_ops=args.max_ops, criteria=criteria, min_ops=args.min_ops))
     def run(case):
         try:
             fm.run_case(*case)

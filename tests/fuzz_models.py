@@ -278,7 +278,8 @@ def ops_for(draw, spec: NetSpec, src: int):
         names = ["act", "conv", "bn", "add", "cat", "conv", "conv_t", "gn", "inorm", "ln", "mul",
                  "conv", "chunk", "split", "slice", "gap", "flatten", "to_nhwc", "conv",
                  "channel_shuffle", "pixel_shuffle", "pixel_unshuffle", "maxpool", "avgpool",
-                 "upsample", "adaptive_pool", "scale", "conv_t", "bn"]
+                 "upsample", "adaptive_pool", "scale", "conv_t", "bn", "conv", "conv", "conv",
+                 "conv", "conv_t", "add", "cat"]
         name = draw(st.sampled_from(names))
         if name == "act":
             return mk("act", [src], x, fn=draw(st.sampled_from(ACTS)))
@@ -395,7 +396,7 @@ def ops_for(draw, spec: NetSpec, src: int):
     if x.kind == "vec":
         (Fd,) = x.shape
         name = draw(st.sampled_from(["act", "linear", "bn", "add", "cat", "ln", "mul", "chunk",
-                                     "slice", "to_img", "linear"]))
+                                     "slice", "to_img", "linear", "linear", "linear"]))
         if name == "act":
             return mk("act", [src], x, fn=draw(st.sampled_from(ACTS)))
         if name == "linear":
@@ -435,7 +436,7 @@ def ops_for(draw, spec: NetSpec, src: int):
             return mk("to_img", [src], Val("img", (Fd // (hw * hw), hw, hw)))
     if x.kind == "nhwc":
         H, W, C = x.shape
-        name = draw(st.sampled_from(["to_nchw", "linear", "ln", "act", "add"]))
+        name = draw(st.sampled_from(["to_nchw", "linear", "ln", "act", "add", "linear", "to_nchw"]))
         if name == "to_nchw":
             return mk("to_nchw", [src], Val("img", (C, H, W)))
         if name == "linear":
@@ -452,8 +453,8 @@ def ops_for(draw, spec: NetSpec, src: int):
 
 
 @st.composite
-def net_specs(draw, max_ops: int = 10):
-    """A random :class:`NetSpec`: 1-2 inputs, 1-``max_ops`` ops, 1-3 outputs."""
+def net_specs(draw, max_ops: int = 10, min_ops: int = 1):
+    """A random :class:`NetSpec`: 1-2 inputs, ``min_ops``-``max_ops`` op draws, 1-3 outputs."""
     inputs = [Val("img", (draw(st.integers(2, 8)), draw(st.integers(4, 8)), draw(st.integers(4, 8))))]
     if draw(st.booleans()):
         if draw(st.booleans()):
@@ -461,12 +462,12 @@ def net_specs(draw, max_ops: int = 10):
         else:
             inputs.append(Val("vec", (draw(st.integers(2, 16)),)))
     spec = NetSpec(inputs)
-    n_ops = draw(st.integers(1, max_ops))
+    n_ops = draw(st.integers(min_ops, max_ops))
     for _ in range(n_ops):
         n = len(spec.all_vals())
         # mostly extend the last value (deep chains, so groups sit between two layers),
         # sometimes branch from any earlier value
-        src = n - 1 if draw(st.integers(0, 2)) else n - 1 - draw(st.integers(0, n - 1))
+        src = n - 1 if draw(st.integers(0, 3)) < 3 else n - 1 - draw(st.integers(0, n - 1))
         r = draw(ops_for(spec, src))
         if r is None:
             continue
@@ -479,15 +480,18 @@ def net_specs(draw, max_ops: int = 10):
                                           ("bias", True))))
         spec.vals.append(Val("img", (4, *inputs[0].shape[1:])))
         n += 1
-    extra = draw(st.lists(st.integers(len(inputs), n - 2), max_size=2, unique=True)) if n - 2 >= len(inputs) else []
+    # the last value is an output; values nothing consumes (branch ends) may be outputs too
+    used = {a for op in spec.ops for a in op.args}
+    ends = [i for i in range(len(inputs), n - 1) if i not in used]
+    extra = draw(st.lists(st.sampled_from(ends[::-1]), max_size=2, unique=True)) if ends else []
     spec.outputs = [n - 1, *extra]
     return spec
 
 
 @st.composite
-def cases(draw, max_ops: int = 10, criteria=tuple(CRITERIA)):
+def cases(draw, max_ops: int = 10, criteria=tuple(CRITERIA), min_ops: int = 1):
     """(spec, ratio, criterion, global_ranking, seed)."""
-    spec = draw(net_specs(max_ops))
+    spec = draw(net_specs(max_ops, min_ops))
     ratio = draw(st.floats(0.1, 0.8, allow_nan=False))
     criterion = draw(st.sampled_from(criteria))
     global_ranking = draw(st.booleans())
