@@ -28,7 +28,7 @@ class Member:
     def to_json(self) -> dict:
         return {"tensor": self.slot.tensor_name, "module": self.slot.module_name, "dim": self.slot.dim,
                 "role": self.slot.role, "size": self.slot.size,
-                "index_map": _compress(self.index_map)}
+                "index_map": compress_index_map(self.index_map)}
 
 
 @dataclass
@@ -72,7 +72,7 @@ class Group:
                 "blocked_reasons": self.blocked_reasons, "approximate_reasons": self.approx_reasons}
 
 
-def _compress(index_map: np.ndarray):
+def compress_index_map(index_map: np.ndarray):
     """Index map as runs [[start, stop, first_channel, step]] so JSON stays small."""
     runs = []
     i, n = 0, len(index_map)

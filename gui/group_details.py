@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QLabel, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
 
-from core.groups import _compress
+from core.groups import compress_index_map
 
 
 def format_index_map(index_map) -> str:
     """Runs such as "0-31 → ch 0-31" or "32-79 → ch 0-47"; -1 (another group) shown as '·'."""
     parts = []
-    for start, stop, first, step in _compress(index_map):
+    for start, stop, first, step in compress_index_map(index_map):
         n = stop - start
         idx = f"{start}" if n == 1 else f"{start}-{stop - 1}"
         if first < 0:
