@@ -129,3 +129,68 @@ class ConvChunkConv(nn.Module):
 
 def test_chunk_odd_conv_feeding_conv():
     check_property(prepared(ConvChunkConv()), (R(2, 2, 4, 4),), ratio=0.5, criterion="l1")
+
+
+# torch.chunk(5 channels, 4) gives only 3 pieces (2, 2, 1); piece 2 (1 channel) feeds a layer.
+# Hand-reduced from the long run (fuzz_long.py 2500 --seed 3). At ratio 0.3 the engine calls the
+# plan exact but the oracle disagrees:
+#     VerificationError: MISMATCH: max difference 2.06 (relative 0.927) ... coupled the wrong slices
+
+
+class LinearChunk4Linear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(3, 5)
+        self.fc2 = nn.Linear(1, 2)
+
+    def forward(self, x):
+        return self.fc2(torch.chunk(self.fc1(x), 4, dim=1)[2])
+
+
+def test_chunk_fewer_pieces_than_asked_is_exact():
+    check_property(prepared(LinearChunk4Linear()), (R(2, 3),), ratio=0.3, criterion="l2")
+
+
+# The piece count of chunk depends on the size: pruning fc5's 5 outputs to 1 makes chunk(., 4)
+# return a single piece, and [2] fails. The chunk is in a branch no output uses; the long run
+# (seed 3) found it as
+#     v4 = linear(v3, out=4); v5 = linear(v4, out=5, bias=True); v6 = chunk(v5, n=4, i=2)
+#     ... outputs: v9 (from v4); ratio 0.655, criterion 'bn_scale', global ranking
+# VerificationError: the pruned model failed to run: IndexError: tuple index out of range
+
+
+class DeadChunkPiece(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc4 = nn.Linear(3, 4)
+        self.fc5 = nn.Linear(4, 5)
+
+    def forward(self, x):
+        v4 = self.fc4(x)
+        _piece = torch.chunk(self.fc5(v4), 4, dim=1)[2]
+        return v4
+
+
+def test_chunk_piece_index_survives_pruning():
+    check_property(prepared(DeadChunkPiece(), seed=64089), (R(2, 3),), ratio=0.8,
+                   criterion="bn_scale")
+
+
+# chunk(13 channels, 2) = (7, 6) with the 6-channel piece into a conv (long run seed 3:
+#     v1 = conv_t(x0, out=13, k=2); ...; v5 = chunk(v4, n=2, i=1); v6 = conv(v5, out=2, k=1) ...)
+# VerificationError: the pruned model failed to run: RuntimeError: Given groups=1, weight of size
+# [2, 2, 1, 1], expected input[2, 3, 4, 4] to have 2 channels, but got 3 channels instead
+
+
+class ConvChunk13(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 13, 1)
+        self.conv2 = nn.Conv2d(6, 2, 1)
+
+    def forward(self, x):
+        return self.conv2(torch.chunk(self.conv1(x), 2, dim=1)[1])
+
+
+def test_chunk_odd_13_conv_feeding_conv():
+    check_property(prepared(ConvChunk13()), (R(2, 2, 4, 4),), ratio=0.5, criterion="l2")
