@@ -5,7 +5,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from torch import nn
 
 from .errors import PlanError

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
