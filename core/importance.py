@@ -104,6 +104,8 @@ def _taylor_grads(model: nn.Module, calibration) -> dict[str, torch.Tensor]:
         with torch.enable_grad():
             out = ex.call(model)
             loss = loss_fn(out) if loss_fn else sum(t.float().pow(2).mean() for t in flatten_outputs(out))
+            if not loss.requires_grad:  # the outputs do not depend on any parameter
+                return {}
             loss.backward()
         return {n: p.grad.detach().clone() for n, p in model.named_parameters(remove_duplicate=False)
                 if p.grad is not None}

@@ -189,14 +189,28 @@ def data_movement(ctx, call, channel_dims=None):
         return
     for o, labs in zip(call.out_tensors, results):
         ctx.set(o, labs)
-    if call.name in PROPORTIONAL_SPLITS and len(results) > 1 and _equal_pieces(call):
-        _join_pieces(ctx, call, results)
+    if call.name in PROPORTIONAL_SPLITS:
+        if _equal_pieces(call):
+            _join_pieces(ctx, call, results)
+        else:
+            # constant sections, or pieces whose sizes and count depend on the exact channel
+            # count (chunk(2) of 7): no removal keeps the pieces as they were
+            x = call.in_tensors[0]
+            d = call.kwargs.get("dim", call.args[2] if len(call.args) > 2 else 0)
+            if isinstance(d, int) and x.ndim:
+                for lab in ctx.labels(x):
+                    if d % x.ndim in lab.dims:
+                        ctx.table.block(lab.atoms, ctx.reason(call, "split into pieces of fixed or "
+                                                                    "uneven size along channels"))
 
 
 def _equal_pieces(call):
     shapes = {tuple(o.shape) for o in call.out_tensors}
     if len(shapes) != 1:
         return False
+    if call.name in ("chunk", "unsafe_chunk"):  # chunk(4) of 6 gives 3 pieces: not proportional
+        n = call.args[1] if len(call.args) > 1 else call.kwargs.get("chunks")
+        return len(call.out_tensors) == n
     if call.name in ("split", "unsafe_split"):
         size = call.args[1] if len(call.args) > 1 else call.kwargs.get("split_size_or_sections",
                                                                           call.kwargs.get("split_size"))
