@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("-o", "--output", metavar="OUT", help="pruned model: .pt/.pth (whole model), "
                     ".pstudio (portable) or .onnx (verified in onnxruntime)")
     pr.add_argument("--report", metavar="REPORT.json", help="write a JSON report")
+    pr.add_argument("--project", metavar="OUT.psproj", help="save the work (model, input, settings, "
+                    "plan, results) as a project file the GUI can open")
     pr.add_argument("--force", action="store_true", help="overwrite existing output files")
     pr.add_argument("--no-verify", action="store_true", help="skip the zeroed-group oracle")
     pr.add_argument("--no-latency", action="store_true", help="skip latency measurements")
@@ -132,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--json", metavar="FILE", help="write the graph and groups as JSON")
     gr.add_argument("--force", action="store_true", help="overwrite an existing JSON file")
     gr.add_argument("--no-probe", action="store_true", help="skip the numerical shape probes")
+    gr.add_argument("--meta", action="store_true", help="analyse on the meta device: no weights "
+                    "are allocated, for models too large for memory")
 
     ve = sub.add_parser("verify", help="check a pruning plan with the zeroed-group oracle")
     model_args(ve)
@@ -221,9 +225,22 @@ def _inputs(args, device):
     return make_inputs(args.input_shape, args.input_dtype, str(device))
 
 
+def _input_hint(args) -> str:
+    if getattr(args, "inputs", None):
+        return f"--inputs {args.inputs}"
+    if getattr(args, "input_shape", None):
+        return f"--input-shape {args.input_shape}"
+    return ""
+
+
 def _load(args, device):
-    from .loading import load_model
+    from .loading import build_meta_model, check_memory, load_model
     t = time.perf_counter()
+    if getattr(args, "meta", False):
+        if args.weights:
+            raise UsageError("--meta analyses the structure only: --weights is not used with it")
+        return build_meta_model(args.model, trust=args.trust), time.perf_counter() - t
+    check_memory(args.model, args.weights, _input_hint(args))
     model = load_model(args.model, trust=args.trust, weights=args.weights)
     try:
         model = model.to(device)
@@ -240,6 +257,19 @@ def _check_ignore(model, names):
             close = difflib.get_close_matches(n, [m for m in mods if m], n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise PruneStudioError(f"--ignore: layer '{n}' does not exist in the model{hint}")
+
+
+def _analyze(model, ex, **kw):
+    """analyze_model, with a forward failure explained: which layer raised, dtype mismatches."""
+    from .errors import TraceError
+    from .pipeline import analyze_model
+    try:
+        return analyze_model(model, ex, **kw)
+    except TraceError as e:
+        if "forward failed" not in str(e):
+            raise
+        from .loading import explain_forward_failure
+        raise explain_forward_failure(model, ex, e) from None
 
 
 def _sources(args):
@@ -341,13 +371,19 @@ def cmd_prune(args, progress) -> int:
         if out and os.path.abspath(args.report) == os.path.abspath(out):
             raise UsageError("--report and -o name the same file")
         check_destination(args.report, args.force, srcs)
+    if args.project:
+        if not args.project.lower().endswith(".psproj"):
+            raise UsageError(f"--project {args.project}: the project file must end in .psproj")
+        if os.path.abspath(args.project) in {os.path.abspath(f) for f in (out, args.report) if f}:
+            raise UsageError("--project names the same file as -o or --report")
+        check_destination(args.project, args.force, srcs)
     device = device_of(args.device)
     model, t_load = _load(args, device)
     ex = _inputs(args, device)
     _check_ignore(model, settings.ignore)
 
     t = time.perf_counter()
-    dg = analyze_model(model, ex, progress=progress)
+    dg = _analyze(model, ex, progress=progress)
     t_analyze = time.perf_counter() - t
     result = prune_model(model, ex, dg, settings, latency=not args.no_latency,
                          verify=not args.no_verify, calibration=_calibration(settings, ex),
@@ -379,6 +415,16 @@ def cmd_prune(args, progress) -> int:
                        "onnx_max_abs_diff": onnx_diff})
         if args.report:
             _write_json(args.report, report, args.force, srcs)
+            written.append(args.report)
+        if args.project:
+            from .project import project_from, save_project
+            proj = project_from(args.model, settings, result=result, shape=args.input_shape,
+                                dtype=args.input_dtype, inputs_fn=args.inputs,
+                                weights=args.weights, trust=args.trust, device=args.device,
+                                model=model, dg=dg)
+            proj.describe = ex.describe()
+            save_project(args.project, proj, force=args.force)
+            written.append(args.project)
     except BaseException:
         for f in written:  # all or nothing
             try:
@@ -409,6 +455,8 @@ def cmd_prune(args, progress) -> int:
                 _out(note)
     if args.report:
         _out(f"report: {args.report}")
+    if args.project:
+        _out(f"project: {args.project}")
     _out(f"time: {seconds['total']:.2f} s")
     return 0
 
@@ -422,7 +470,15 @@ def cmd_graph(args, progress) -> int:
     device = device_of(args.device)
     model, t_load = _load(args, device)
     ex = _inputs(args, device)
-    dg = analyze_model(model, ex, probe=not args.no_probe, progress=progress)
+    if args.meta:
+        ex = ex.to("meta")
+    try:
+        dg = _analyze(model, ex, probe=not args.no_probe, progress=progress)
+    except PruneStudioError as e:
+        if args.meta:
+            raise PruneStudioError(f"{e} (on the meta device: a forward that needs real values "
+                                   f"cannot be analysed without weights)") from None
+        raise
     progress.close()
     if args.json:
         data = dg.to_json()
@@ -430,7 +486,8 @@ def cmd_graph(args, progress) -> int:
         data["input"] = ex.describe()
         data["seconds"] = {**data.get("seconds", {}), "load": t_load}
         _write_json(args.json, data, args.force, srcs)
-    _out(f"model: {args.model}  input: {ex.describe()}")
+    _out(f"model: {args.model}  input: {ex.describe()}" + ("  (meta device: structure only, "
+                                                            "no weights)" if args.meta else ""))
     _out(f"graph: {dg.graph.number_of_nodes()} nodes, {dg.graph.number_of_edges()} edges")
     _out(f"groups: {len(dg.groups)} ({len(dg.prunable_groups)} prunable)")
     for g in dg.groups:
@@ -457,7 +514,7 @@ def cmd_verify(args, progress) -> int:
     model, t_load = _load(args, device)
     ex = _inputs(args, device)
     _check_ignore(model, settings.ignore)
-    dg = analyze_model(model, ex, progress=progress)
+    dg = _analyze(model, ex, progress=progress)
     progress("plan", 0, 2, "planning")
     plan = make_plan(dg, model, settings, cost=cost_model(dg, model, ex),
                      calibration=_calibration(settings, ex))

@@ -155,8 +155,10 @@ def read_torch_file(path: str, trust: bool = False):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
         text = str(e)
-        m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-        if m is None and "Weights only load failed" not in text:
+        m = (re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+             or re.search(r"unsupported GLOBAL ([\w.]+)", text))
+        if m is None and ("Weights only load failed" not in text
+                          or re.search(r"Unsupported operand \d+", text)):
             raise LoadError(f"{path} is not a readable PyTorch file (corrupt or truncated?): "
                             f"{_short_torch_error(e)}") from None
         if not trust:
@@ -240,7 +242,11 @@ def _short_torch_error(e: BaseException) -> str:
         return "the zip archive is truncated or damaged"
     if isinstance(e, EOFError):
         return "unexpected end of file (truncated)"
-    if isinstance(e, KeyError) or "load key" in msg or "Memo value" in msg:
+    full = str(e)
+    if "truncated" in full:
+        return "unexpected end of file (truncated)"
+    if isinstance(e, (KeyError, IndexError)) or "load key" in msg or "Memo value" in msg or \
+            re.search(r"Unsupported operand \d+", full):
         return "the data is not a PyTorch/pickle file"
     return _exc(e)[:200]
 
@@ -374,3 +380,178 @@ def _load_torchvision(name: str, have_weights: bool) -> nn.Module:
         return tvm.get_model(name, weights=w)  # reads the cached file; no download happens
     except Exception as e:  # noqa: BLE001
         raise LoadError(f"loading cached weights {cached} failed: {_exc(e)}") from None
+
+
+# ----------------------------------------------------------------------------- memory / meta
+
+MEMORY_ENV = "PRUNESTUDIO_AVAILABLE_MEMORY"  # bytes; overrides /proc/meminfo (tests, containers)
+#: analysing and pruning holds the original, a pruned copy, the verification copy and activations
+MEMORY_FACTOR = 3.0
+
+
+class TooLargeError(LoadError):
+    """The model's parameters do not fit in the memory available; analyse it on the meta device."""
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (``MemAvailable`` in /proc/meminfo, or the env override)."""
+    env = os.environ.get(MEMORY_ENV)
+    if env:
+        try:
+            return int(float(env))
+        except ValueError:
+            raise LoadError(f"{MEMORY_ENV}='{env}' is not a number of bytes") from None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def tensor_bytes(model: nn.Module) -> int:
+    """Bytes of every parameter and buffer (works on meta tensors: nothing is allocated)."""
+    seen, total = set(), 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        total += t.numel() * t.element_size()
+    return total
+
+
+def build_meta_model(spec: str, trust: bool = False) -> nn.Module:
+    """The architecture named by ``spec`` with every tensor on the meta device (no memory used):
+    torchvision and factory specs are constructed under ``torch.device('meta')``; a saved file is
+    memory-mapped and its tensors replaced by meta tensors."""
+    spec = (spec or "").strip()
+    kind = spec_kind(spec)
+    if kind in ("torchvision", "factory", "demo"):
+        name = spec[len("torchvision:"):].partition("@")[0] if kind == "torchvision" else None
+        with torch.device("meta"):
+            if kind == "torchvision":
+                model = _load_torchvision(name, False)
+            elif kind == "factory":
+                path, fn = split_factory_spec(spec)
+                model = _call_factory(path, fn, "model factory")
+                if not isinstance(model, nn.Module):
+                    raise LoadError(f"{path}:{fn}() returned {type(model).__name__}, not a "
+                                    f"torch.nn.Module")
+            else:
+                from .demo import demo_model
+                model = demo_model()
+    else:
+        model = load_model(spec, trust=trust)
+    from .probe import meta_copy
+    if any(t.device.type != "meta" for t in list(model.parameters()) + list(model.buffers())):
+        model = meta_copy(model)  # a factory that allocated explicitly on the CPU
+    return model.eval()
+
+
+def estimate_bytes(spec: str, weights: str | None = None) -> int | None:
+    """Parameter and buffer bytes of the model named by ``spec``, known *before* building it:
+    from a meta-device construction (torchvision, factory, demo) or from the saved file's size.
+    None when it cannot be told cheaply."""
+    kind = spec_kind((spec or "").strip())
+    try:
+        if kind == "file":
+            return os.path.getsize(spec) if os.path.isfile(spec) else None
+        if weights and os.path.isfile(weights):
+            return os.path.getsize(weights)
+        return tensor_bytes(build_meta_model(spec))
+    except Exception:  # noqa: BLE001 - the real load will report what is wrong
+        return None
+
+
+def _gb(n: float) -> str:
+    return f"{n / 2**30:.2f} GB" if n >= 2**30 else f"{n / 2**20:.1f} MB"
+
+
+def check_memory(spec: str, weights: str | None = None, input_hint: str = "") -> int | None:
+    """Raise :class:`TooLargeError` if the model named by ``spec`` would not fit in memory; the
+    message offers the meta-device analysis instead. Returns the estimated bytes."""
+    need = estimate_bytes(spec, weights)
+    avail = available_memory()
+    if need is None or avail is None:
+        return need
+    if need * MEMORY_FACTOR > avail:
+        shape = f" {input_hint}" if input_hint else " --input-shape ..."
+        raise TooLargeError(
+            f"{spec} is too large for this machine's memory: its parameters take about {_gb(need)} "
+            f"and analysing and pruning it needs about {_gb(need * MEMORY_FACTOR)}, but only "
+            f"{_gb(avail)} is available; analyse its structure on the meta device instead "
+            f"(no weights are loaded): python main.py graph {spec}{shape} --meta")
+    return need
+
+
+def locate_forward_failure(model: nn.Module, inputs) -> tuple[str, str, BaseException] | None:
+    """Run one forward with hooks and return ``(layer name, layer type, exception)`` for the
+    innermost layer whose forward raised, or None if the forward runs."""
+    ex = as_example_inputs(inputs)
+    names = {id(m): n for n, m in model.named_modules()}
+    stack: list = []
+    culprit: list = []
+    hooks = []
+
+    def pre(mod, _args):
+        stack.append(mod)
+
+    def post(mod, _args, _out):
+        if stack and stack[-1] is mod:
+            stack.pop()
+
+    for m in model.modules():
+        hooks.append(m.register_forward_pre_hook(pre))
+        hooks.append(m.register_forward_hook(post))
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ex.call(model)
+    except Exception as e:  # noqa: BLE001
+        culprit = [stack[-1] if stack else model, e]
+    finally:
+        for h in hooks:
+            h.remove()
+    if not culprit:
+        return None
+    mod, e = culprit
+    return names.get(id(mod), ""), type(mod).__name__, e
+
+
+def _float_dtype(model: nn.Module):
+    for p in list(model.parameters()) + list(model.buffers()):
+        if p.is_floating_point():
+            return p.dtype
+    return None
+
+
+def explain_forward_failure(model: nn.Module, inputs, error: BaseException) -> BaseException:
+    """A clearer error for a forward that failed on the example inputs: it names the layer that
+    raised and, when the input dtype differs from the weights', says so."""
+    from .errors import TraceError
+    try:
+        where = locate_forward_failure(model, inputs)
+    except Exception:  # noqa: BLE001
+        where = None
+    if where is None:
+        return error
+    name, kind, e = where
+    ex = as_example_inputs(inputs)
+    layer = f"layer '{name}' ({kind})" if name else f"the top-level forward ({kind})"
+    hint = ""
+    wd = _float_dtype(model)
+    dts = {t.dtype for t in list(ex.args) + list(ex.kwargs.values()) if isinstance(t, torch.Tensor)}
+    mismatch = wd is not None and dts and (
+        any(d.is_floating_point and d != wd for d in dts) or
+        (all(not d.is_floating_point for d in dts) and
+         re.search(r"scalar type|dtype|expected .*(Float|Half|Double)", str(e))))
+    if mismatch:
+        hint = (f"; the example input is {', '.join(sorted(str(d).replace('torch.', '') for d in dts))}"
+                f" but the model's weights are {str(wd).replace('torch.', '')}: check --input-dtype")
+    return TraceError(f"the model's forward failed in {layer} on the example inputs "
+                      f"({ex.describe()}): {_exc(e)}{hint}")

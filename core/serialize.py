@@ -70,9 +70,17 @@ def check_destination(path: str, force: bool = False, source: str | list | None 
         raise OutputExistsError(f"{path} already exists; pass --force (force=True) to overwrite it")
 
 
+def _stop_check(should_stop):
+    if should_stop is not None and should_stop():
+        from .errors import Cancelled
+        raise Cancelled("export cancelled; nothing was written")
+
+
 def atomic_write(path: str, write, check=None, force: bool = False, source=None,
-                 suffix: str | None = None) -> None:
-    """``write(tmp_path)`` then ``check(tmp_path)``, then move into place; no file on failure."""
+                 suffix: str | None = None, should_stop=None) -> None:
+    """``write(tmp_path)`` then ``check(tmp_path)``, then move into place; no file on failure.
+    ``should_stop()`` is polled before and between the steps: a cancel leaves no file."""
+    _stop_check(should_stop)
     check_destination(path, force, source)
     folder = os.path.dirname(os.path.abspath(path))
     base = os.path.basename(path)
@@ -84,8 +92,10 @@ def atomic_write(path: str, write, check=None, force: bool = False, source=None,
     os.close(fd)
     try:
         write(tmp)
+        _stop_check(should_stop)
         if check is not None:
             check(tmp)
+        _stop_check(should_stop)
         if os.path.exists(path) and not force:  # appeared meanwhile
             raise OutputExistsError(f"{path} already exists; pass --force (force=True) to overwrite it")
         os.replace(tmp, path)
@@ -113,7 +123,8 @@ def _shapes(sd: dict) -> dict:
 
 # ----------------------------------------------------------------------------- whole model
 
-def save_whole(model: nn.Module, path: str, force: bool = False, source=None) -> None:
+def save_whole(model: nn.Module, path: str, force: bool = False, source=None,
+               should_stop=None) -> None:
     """Pickle the whole (pruned) module with ``torch.save`` (loads with ``torch.load(...,
     weights_only=False)``, i.e. ``--trust``; the model's class must be importable there)."""
     model = _cpu_copy(model)
@@ -136,7 +147,7 @@ def save_whole(model: nn.Module, path: str, force: bool = False, source=None) ->
         if not isinstance(back, nn.Module) or _shapes(back.state_dict()) != want:
             raise PruneStudioError("the saved model does not load back identically")
 
-    atomic_write(path, write, check, force, source)
+    atomic_write(path, write, check, force, source, should_stop=should_stop)
 
 
 def load_whole(path: str, trust: bool = False) -> nn.Module:
@@ -152,7 +163,7 @@ def _plain_kept(kept: dict) -> dict:
 
 def save_portable(path: str, model_spec: str, kept: dict, state_dict: dict, force: bool = False,
                   source=None, plan=None, meta: dict | None = None, trust: bool = False,
-                  rebuild_check: bool = True) -> None:
+                  rebuild_check: bool = True, should_stop=None) -> None:
     """Write the portable form (see the module docstring). ``rebuild_check`` rebuilds the model
     from the temporary file before it is moved into place (needs ``trust`` for pickled specs)."""
     from .loading import normalize_spec
@@ -174,7 +185,7 @@ def save_portable(path: str, model_spec: str, kept: dict, state_dict: dict, forc
         else:
             read_portable(tmp)
 
-    atomic_write(path, write, check, force, source)
+    atomic_write(path, write, check, force, source, should_stop=should_stop)
 
 
 def read_portable(path: str) -> dict:
@@ -244,7 +255,7 @@ def _quiet():
 
 
 def export_onnx(model: nn.Module, inputs, path: str, force: bool = False, source=None,
-                tolerance: float = 1e-3, opset: int | None = None) -> float:
+                tolerance: float = 1e-3, opset: int | None = None, should_stop=None) -> float:
     """Export to ONNX (dynamo exporter, falling back to the TorchScript one), run the file in
     onnxruntime on CPU and return the max abs difference to torch's outputs. Raises (leaving no
     file) if no exporter succeeds, onnxruntime cannot run the file, or the outputs differ by more
@@ -311,5 +322,5 @@ def export_onnx(model: nn.Module, inputs, path: str, force: bool = False, source
         result["diff"] = diff
 
     with torch.no_grad():
-        atomic_write(path, write, check, force, source, suffix=".onnx")
+        atomic_write(path, write, check, force, source, suffix=".onnx", should_stop=should_stop)
     return result["diff"]
