@@ -123,3 +123,55 @@ def test_dgcnn():
     m = randomize(DGCNN().eval(), inputs=pts.float()).double()
     dg, res = check_oracle(m, pts, PlanSettings(ratio=0.5), tol=1e-9, expect_exact=None)
     assert res.after.flops < 0.8 * res.before.flops
+
+
+# ------------------------------------------------------------------------------------------------
+# torchvision segmentation / detection: traced, pruned at ratio 0.3, forward OK, output structure
+# unchanged (slow: ~25-70 s each on 2 cores)
+
+
+def _tv_seg(name):
+    import torchvision
+    kw = {} if name.startswith("lraspp") else {"aux_loss": False}
+    m = getattr(torchvision.models.segmentation, name)(weights=None, weights_backbone=None,
+                                                        num_classes=5, **kw).eval()
+    # batch 2: DeepLabV3's ASPP pooling branch has a BatchNorm on a 1x1 map (calibration trains it)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    return randomize(m, inputs=x), x
+
+
+def _structure(out):
+    from core.tracer import flatten_outputs
+    return [tuple(t.shape) for t in flatten_outputs(out)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["lraspp_mobilenet_v3_large", "fcn_resnet50",
+                                  "deeplabv3_mobilenet_v3_large"])
+def test_torchvision_segmentation(name):
+    from core.pipeline import analyze_model, prune_model
+    m, x = _tv_seg(name)
+    dg = analyze_model(m, x)
+    res = prune_model(m, x, dg, PlanSettings(ratio=0.3), latency=False, verify=True)
+    assert res.verify.passed, res.verify.message
+    assert res.after.flops < 0.8 * res.before.flops
+    with torch.no_grad():
+        assert _structure(m(x)) == _structure(res.model(x))
+
+
+@pytest.mark.slow
+def test_torchvision_detection_fasterrcnn():
+    """Data-dependent control flow (proposal filtering, NMS) runs on real tensors; frozen BN."""
+    import torchvision
+    from core.inputs import as_example_inputs
+    from core.pipeline import analyze_model, prune_model
+    m = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn(
+        weights=None, weights_backbone=None, num_classes=3, min_size=128, max_size=128).eval()
+    m = randomize(m)
+    ex = as_example_inputs(([torch.rand(3, 128, 128, generator=torch.Generator().manual_seed(0))],))
+    dg = analyze_model(m, ex)
+    res = prune_model(m, ex, dg, PlanSettings(ratio=0.3), latency=False, verify=False)
+    assert res.after.flops < 0.85 * res.before.flops
+    with torch.no_grad():
+        out = res.model(*ex.args)
+    assert isinstance(out, list) and set(out[0]) == {"boxes", "labels", "scores"}
