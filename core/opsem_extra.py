@@ -137,3 +137,4 @@ def sdpa_gqa(ctx, call):
         if (vec >= 0).any():
             labs.append(Labeling((d,), vec))
     ctx.set(out, labs)
+
