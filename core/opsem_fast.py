@@ -49,21 +49,49 @@ def _single_dim_input(ctx, call):
 
 
 def _fast_reshape(ctx, call):
+    """view/reshape/flatten/unflatten of one labelled dim of size C, read off the shapes:
+    kept (same prefix and size), split into contiguous dims whose product is C (heads x
+    head_dim), or merged with the dims after it (flatten of C x H x W)."""
+    from .replay import collapse_split, dynamic_dims
+
     got = _single_dim_input(ctx, call)
     if got is None or len(call.out_tensors) != 1:
         return None
     x, lab = got
     out = call.out_tensors[0]
     d = lab.dims[0]
+    c = x.shape[d]
     prefix = int(np.prod(x.shape[:d]))
-    acc = 1
-    for e, size in enumerate(out.shape):
-        if acc == prefix and size == x.shape[d]:
-            return [[Labeling((e,), lab.atoms)]]  # same prefix, same size: the dim is kept as is
-        acc *= size
-        if acc > prefix:
-            break
-    return None
+    acc, e = 1, 0
+    while e < out.ndim and acc < prefix:
+        acc *= out.shape[e]
+        e += 1
+    if acc != prefix or e == out.ndim:
+        return None  # the channel dim merges with dims before it: leave it to the replay
+    if out.shape[e] == c:
+        return [[Labeling((e,), lab.atoms)]]
+    if out.shape[e] < c:  # split: out[e:f] multiply to C
+        f, size = e, 1
+        while f < out.ndim and size < c:
+            size *= out.shape[f]
+            f += 1
+        if size != c:
+            return None
+        atoms = lab.atoms.reshape(out.shape[e:f])
+        split = Labeling(tuple(range(e, f)), atoms, joint=ctx.reason(call, ""))
+        dyn = dynamic_dims(call.func, call.args, call.kwargs, out)
+        return [[collapse_split(split, ctx.table, ctx.reason(call, ""), dyn)]]
+    suffix = x.shape[d + 1:]
+    rest, k = out.shape[e] // c, d + 1
+    if out.shape[e] % c or int(np.prod(suffix)) % rest:
+        return None
+    size = 1
+    while size < rest and k < x.ndim:
+        size *= x.shape[k]
+        k += 1
+    if size != rest:
+        return None
+    return [[Labeling((e,), np.repeat(lab.atoms, rest))]]  # channel-major merge: each repeated
 
 
 def _fast_permute(ctx, call):

@@ -87,9 +87,10 @@ def apply_kept(model: nn.Module, kept: dict[str, dict[int, list[int]]], inplace:
     virtual: dict[str, dict[str, int]] = {}
     touched = set()
     for name, dims in kept.items():
-        mod_name, _, attr = name.rpartition(".")
-        if attr.startswith("<"):
-            virtual.setdefault(mod_name, {})[attr[1:-1]] = len(dims[0])
+        if name.endswith(">") and "<" in name:  # attribute-only slot: "module.<attr>"
+            mod_name, _, attr = name[:-1].rpartition("<")
+            mod_name = mod_name[:-1] if mod_name.endswith(".") else mod_name
+            virtual.setdefault(mod_name, {})[attr] = len(dims[0])
             touched.add(mod_name)
             continue
         if name not in owners:

@@ -75,7 +75,7 @@ def replay(func, args, kwargs, labelings_for, table, reason: str, channel_dims=N
             if lab is None:
                 continue
             if len(lab.dims) > 1:
-                lab = _collapse_split(lab, table, reason, dynamic_dims(func, args, kwargs, o))
+                lab = collapse_split(lab, table, reason, dynamic_dims(func, args, kwargs, o))
             results[j].append(lab)
     return results
 
@@ -96,7 +96,7 @@ def dynamic_dims(func, args, kwargs, out) -> set:
     return {i for i, v in enumerate(shape) if isinstance(v, int) and v == -1}
 
 
-def _collapse_split(lab: Labeling, table, reason: str, dynamic: set) -> Labeling:
+def collapse_split(lab: Labeling, table, reason: str, dynamic: set) -> Labeling:
     """One channel dim was split across several dims (heads x head_dim, groups x channels).
 
     Only one of them can shrink after pruning: the one the code leaves to be inferred (-1), or
