@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QLineEdit, QMai
 from core import pipeline
 from core.demo import DEMO_INPUT_SHAPE
 
-from . import model_io, session as sess, worker
+from . import applog, model_io, session as sess, worker
 from .charts import ChartsPanel
 from .graph_view import GraphView
 from .group_details import GroupDetails
@@ -33,6 +33,7 @@ class MainWindow(QMainWindow):
     taskCancelled = Signal()
     estimateReady = Signal(object)  # (params, flops)
     exportFinished = Signal(str)  # message
+    projectRestored = Signal()
 
     def __init__(self, settings_org: str | None = None):
         super().__init__()
@@ -45,6 +46,8 @@ class MainWindow(QMainWindow):
         self._task_cb = None
         self._est_task: worker.Task | None = None
         self._est_pending = False
+        self.log_file = applog.setup_file_logging()
+        self._pending = None
         self.setWindowTitle("PruneStudio")
         self._build_widgets()
         self._build_actions()
@@ -137,10 +140,16 @@ class MainWindow(QMainWindow):
         self.a_fit = A("&Fit graph", self.view.fit, "F")
         self.a_find = A("F&ind…", self._focus_search, "Ctrl+F")
         self.a_quit = A("&Quit", self.close, "Ctrl+Q")
+        self.a_save_project = A("&Save project…", self.save_project_dialog, "Ctrl+S",
+                                "model, input, settings, plan and results in a .psproj file")
+        self.a_open_project = A("Open pro&ject…", self.open_project_dialog, "Ctrl+Shift+O",
+                                "carry on with saved work")
         mb = self.menuBar()
         m = mb.addMenu("&File")
         m.addActions([self.a_open, self.a_demo])
         self.recent_menu = m.addMenu("Open &recent")
+        m.addSeparator()
+        m.addActions([self.a_open_project, self.a_save_project])
         m.addSeparator()
         m.addActions([self.a_export, self.a_report, self.a_png, self.a_svg])
         m.addSeparator()
@@ -173,13 +182,15 @@ class MainWindow(QMainWindow):
         busy = self.task is not None
         ready = self.session is not None
         pruned = ready and self.session.result is not None
-        for a in (self.a_open, self.a_demo):
+        weights = ready and not self.session.meta  # a meta-device session is structure only
+        for a in (self.a_open, self.a_demo, self.a_open_project):
             a.setEnabled(not busy)
-        self.a_prune.setEnabled(ready and not busy)
-        self.prune_btn.setEnabled(ready and not busy)
+        self.a_save_project.setEnabled(weights and not busy)
+        self.a_prune.setEnabled(weights and not busy)
+        self.prune_btn.setEnabled(weights and not busy)
         self.a_cancel.setEnabled(busy)
         self.a_undo.setEnabled(pruned and not busy)
-        self.a_export.setEnabled(ready and not busy)
+        self.a_export.setEnabled(weights and not busy)
         self.a_report.setEnabled(pruned and not busy)
         self.progress.setVisible(busy)
         self.cancel_btn.setVisible(busy)
@@ -225,11 +236,28 @@ class MainWindow(QMainWindow):
         self._on_task_done()  # free the window first: the callback's listeners may start the next task
         cb(result)
 
-    def _on_failed(self, msg, _tb):
-        name = self.task.name if self.task else "task"
+    def _on_failed(self, msg, tb):
+        t = self.task
+        name = t.name if t else "task"
+        internal = bool(getattr(t, "internal", False))
+        too_large = getattr(t, "error_type", None) == "TooLargeError"
         self._on_task_done()
+        if internal:  # a crash, not bad input: the traceback goes to the log file
+            log.error("%s crashed: %s\n%s", name, msg, tb)
+            applog.flush()
+            where = self.log_file or "the log"
+            msg = f"internal error: {msg}\n\nThe details were written to {where}."
         self.taskFailed.emit(msg)
         self.show_error(f"{name} failed", msg)
+        if too_large and self._pending and not self.headless:
+            spec, shape, dtype = self._pending
+            ans = QMessageBox.question(
+                self, "Analyse without weights?",
+                f"{spec} does not fit in memory. Analyse its structure on the meta device instead? "
+                "(no weights are loaded: the graph and its groups are shown, pruning is off)",
+                QMessageBox.Yes | QMessageBox.No, QMessageBox.Yes)
+            if ans == QMessageBox.Yes:
+                self.open_model(spec, shape, dtype, meta=True)
 
     def _on_cancelled(self):
         self._on_task_done()
@@ -254,9 +282,11 @@ class MainWindow(QMainWindow):
         self.settings.setValue("lastShape", dlg.shape.text())
         self.open_model(dlg.spec(), dlg.shape.text(), dlg.dtype.currentText())
 
-    def open_model(self, spec: str, shape: str, dtype: str = "float32", model=None):
-        trust = False
-        if model is None and model_io.needs_trust_prompt(spec):
+    def open_model(self, spec: str, shape: str, dtype: str = "float32", model=None,
+                   meta: bool = False, trust: bool | None = None):
+        if trust is None:
+            trust = False
+        if model is None and not trust and model_io.needs_trust_prompt(spec):
             ans = QMessageBox.question(
                 self, "Trust this file?",
                 f"{os.path.basename(spec)} may contain pickled Python code, which runs when it is "
@@ -266,7 +296,7 @@ class MainWindow(QMainWindow):
         self._load_started = time.perf_counter()
         self._pending = (spec, shape, dtype)
         return self._run(f"loading {spec}", sess.load_and_analyse, spec, shape, dtype, trust, model,
-                         self.view.aspect(),
+                         self.view.aspect(), meta=meta,
                          on_done=self._on_loaded)
 
     def _on_loaded(self, s: sess.Session):
@@ -285,13 +315,17 @@ class MainWindow(QMainWindow):
             f"<b>{s.spec}</b><br>input {s.inputs.describe()}<br>{n_nodes} nodes, {len(s.dg.groups)} groups, "
             f"{n_groups} prunable<br>" + (f"<span style='color:#c1121f'>blocked ops: {', '.join(blocked)}</span>"
                                           if blocked else "no blocked ops"))
+        if s.meta:
+            self.info.setText(self.info.text() + "<br><b>meta device: structure only, no weights; "
+                              "pruning is off</b>")
         self.setWindowTitle(f"PruneStudio — {s.spec}")
         self.log(f"loaded {s.spec}: {n_nodes} nodes, {n_groups} prunable groups "
                  f"({', '.join(f'{k} {v:.2f}s' for k, v in s.seconds.items())})")
         self.status_label.setText(f"{s.spec}: {n_nodes} nodes, {n_groups} prunable groups")
-        if s.spec not in ("demo",):
+        if s.spec not in ("demo",) and not s.meta and self._pending:
             self._add_recent(s.spec, self._pending[1], self._pending[2])
         self.update_estimate()
+        self._update_actions()
         self.modelReady.emit()
 
     # ---------------------------------------------------------------------------------- recent
@@ -379,7 +413,7 @@ class MainWindow(QMainWindow):
         (it plans the whole model: ~0.1-0.5 s on big nets). One runs at a time; the last
         setting wins and stale answers are dropped."""
         s = self.session
-        if s is None:
+        if s is None or s.meta or s.cost is None:
             return
         if self._est_task is not None:
             self._est_pending = True
@@ -414,6 +448,10 @@ class MainWindow(QMainWindow):
     def prune(self):
         s = self.session
         if s is None or self.task is not None:
+            return None
+        if s.meta:
+            self.show_error("Prune", "this model was analysed on the meta device (structure only, "
+                            "no weights): load it with its weights to prune it")
             return None
         settings = self.targets.settings()
         self.log(f"pruning with {settings.to_json()}")
@@ -460,23 +498,50 @@ class MainWindow(QMainWindow):
             return
         path, _ = QFileDialog.getSaveFileName(
             self, "Export model", "pruned.pt",
-            "PyTorch whole model (*.pt);;Portable PruneStudio (*.pstudio);;ONNX (*.onnx)")
+            "PyTorch whole model (*.pt);;Portable PruneStudio (*.pstudio);;ONNX (*.onnx)",
+            options=QFileDialog.DontConfirmOverwrite)  # export_model asks, also when scripted
         if path:
             self.export_model(path)
 
+    def confirm_overwrite(self, path: str) -> bool:
+        """True if ``path`` may be written: it does not exist, or the user said to replace it."""
+        if not os.path.exists(path):
+            return True
+        if self.headless:
+            self.show_error("Export", f"{path} already exists; not overwritten")
+            return False
+        ans = QMessageBox.question(self, "Replace file?",
+                                   f"{path} already exists. Replace it?",
+                                   QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+        if ans != QMessageBox.Yes:
+            self.log(f"kept the existing {path}")
+            self.status_label.setText(f"not exported: {path} exists")
+            return False
+        return True
+
+    def _source_files(self):
+        from core.loading import spec_file
+        f = spec_file(self.session.spec) if self.session else None
+        return [f] if f else []
+
     def export_model(self, path: str):
         s = self.session
+        if s is None or s.meta:
+            return None
         model = self.current_model()
+        if path.endswith(".pstudio") and s.result is None:
+            self.show_error("Export", "the portable form stores a pruning plan: prune first")
+            return None
+        if not self.confirm_overwrite(path):
+            return None
+        src = self._source_files()
         if path.endswith(".onnx"):
-            return self._run("ONNX export", model_io.export_onnx, model, s.inputs, path, with_callbacks=False,
+            return self._run("ONNX export", model_io.export_onnx, model, s.inputs, path, source=src,
                              on_done=lambda d: self._exported(f"exported {path} (onnxruntime max |diff| {d:.2e})"))
         if path.endswith(".pstudio"):
-            if s.result is None:
-                self.show_error("Export", "the portable form stores a pruning plan: prune first")
-                return None
-            return self._run("export", model_io.save_portable, path, s.spec, s.result, with_callbacks=False,
+            return self._run("export", model_io.save_portable, path, s.spec, s.result, source=src,
                              on_done=lambda _r: self._exported(f"exported {path}"))
-        return self._run("export", model_io.save_pt, model, path, with_callbacks=False,
+        return self._run("export", model_io.save_pt, model, path, source=src,
                          on_done=lambda _r: self._exported(f"exported {path}"))
 
     def _exported(self, msg):
@@ -487,11 +552,14 @@ class MainWindow(QMainWindow):
     def export_report_dialog(self):
         if self.session is None or self.session.result is None:
             return
-        path, _ = QFileDialog.getSaveFileName(self, "Export report", "report.json", "JSON (*.json)")
+        path, _ = QFileDialog.getSaveFileName(self, "Export report", "report.json", "JSON (*.json)",
+                                              options=QFileDialog.DontConfirmOverwrite)
         if path:
             self.export_report(path)
 
     def export_report(self, path: str):
+        if not self.confirm_overwrite(path):
+            return
         try:
             model_io.save_report(self.session.result.report(self.session.dg), path)
         except Exception as e:  # noqa: BLE001
@@ -509,6 +577,90 @@ class MainWindow(QMainWindow):
             self.show_error("Export graph", str(e))
             return
         self._exported(f"saved graph {path}")
+
+    # ---------------------------------------------------------------------------------- projects
+    def project(self):
+        """The current work as a :class:`core.project.Project` (None without a model)."""
+        from core import project as proj
+        s = self.session
+        if s is None or s.meta:
+            return None
+        return proj.project_from(
+            s.spec, self.targets.settings(), result=s.result, shape=s.shape, dtype=s.dtype,
+            trust=s.trust, device=self.targets.device_name(), model=s.model, dg=s.dg,
+            extra={"locked": list(self.targets.locked), "mode": self.targets.mode.currentData()})
+
+    def save_project_dialog(self):
+        if self.session is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Save project", "work.psproj",
+                                              "PruneStudio project (*.psproj)",
+                                              options=QFileDialog.DontConfirmOverwrite)
+        if path:
+            if not path.endswith(".psproj"):
+                path += ".psproj"
+            self.save_project(path)
+
+    def save_project(self, path: str) -> bool:
+        from core import project as proj
+        p = self.project()
+        if p is None:
+            self.show_error("Save project", "nothing to save: open a model first")
+            return False
+        if not self.confirm_overwrite(path):
+            return False
+        try:
+            proj.save_project(path, p, force=True)
+        except Exception as e:  # noqa: BLE001
+            self.show_error("Save project", str(e))
+            return False
+        self._exported(f"saved project {path}")
+        return True
+
+    def open_project_dialog(self):
+        path, _ = QFileDialog.getOpenFileName(self, "Open project", "", "PruneStudio project (*.psproj)")
+        if path:
+            self.open_project(path)
+
+    def open_project(self, path: str):
+        from core import project as proj
+        try:
+            p = proj.load_project(path)
+        except Exception as e:  # noqa: BLE001
+            self.show_error("Open project", str(e))
+            return None
+        if p.trust and model_io.needs_trust_prompt(p.spec):
+            ans = QMessageBox.question(
+                self, "Trust this file?",
+                f"The project loads {os.path.basename(p.spec)}, which may contain pickled Python "
+                "code that runs when it is loaded.\n\nTrust and load it?",
+                QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+            if ans != QMessageBox.Yes:
+                return None
+        self._pending = (p.spec, p.shape, p.dtype)
+        self._project = p
+        return self._run(f"opening project {os.path.basename(path)}", sess.restore_project, p,
+                         self.view.aspect(), on_done=self._on_project_restored)
+
+    def _on_project_restored(self, sr):
+        s, result = sr
+        p = self._project
+        self._on_loaded(s)
+        try:
+            self.targets.set_settings(p.plan_settings(), p.extra.get("mode"))
+        except Exception as e:  # noqa: BLE001 - settings from a newer version: keep the defaults
+            self.log(f"project settings not restored: {e}")
+        locked = set(p.extra.get("locked") or p.settings.get("ignore") or [])
+        for g in s.dg.groups:
+            if g.root in locked:
+                self.groups.set_locked(g.id, True)
+        self.targets.locked = self.groups.locked_roots()
+        if p.device and self.targets.device.findText(p.device) >= 0:
+            self.targets.device.setCurrentText(p.device)
+        if result is not None:
+            self._on_pruned(result)
+        self.log(f"project restored: {p.spec}" + (", saved plan re-applied" if result else ""))
+        self.projectRestored.emit()
 
     # ---------------------------------------------------------------------------------- close
     def open_training(self):

@@ -58,24 +58,27 @@ def _atomic(path: str, write):
         raise
 
 
-def save_pt(model, path: str):
-    """Whole-model pickle; the file dialog already asked about overwriting."""
+def save_pt(model, path: str, source=None, progress=None, should_stop=None):
+    """Whole-model pickle; the window already asked about overwriting (``source``, the input
+    model file, is never written over). A cancel (``should_stop``) leaves no file."""
     if _serialize is not None:
-        return _serialize.save_whole(model, path, force=True)
+        return _serialize.save_whole(model, path, force=True, source=source,
+                                     should_stop=should_stop)
     _atomic(path, lambda tmp: torch.save(model, tmp))
 
 
-def save_portable(path: str, spec: str, result):
+def save_portable(path: str, spec: str, result, source=None, progress=None, should_stop=None):
     if _serialize is None:
         raise PruneStudioError("this engine has no portable format (core.serialize missing)")
     _serialize.save_portable(path, spec, result.kept, result.model.state_dict(), force=True,
-                             plan=result.plan, trust=True)
+                             plan=result.plan, trust=True, source=source, should_stop=should_stop)
 
 
-def export_onnx(model, inputs, path: str) -> float:
+def export_onnx(model, inputs, path: str, source=None, progress=None, should_stop=None) -> float:
     """Returns onnxruntime's max abs difference to torch's outputs."""
     if _serialize is not None:
-        return _serialize.export_onnx(model, inputs, path, force=True)
+        return _serialize.export_onnx(model, inputs, path, force=True, source=source,
+                                      should_stop=should_stop)
     import numpy as np
     import onnxruntime as ort
     from core.inputs import as_example_inputs

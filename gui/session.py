@@ -29,21 +29,40 @@ class Session:
     node_groups: dict  # node -> [group ids], precomputed once (dg.groups_of_node scans all groups)
     seconds: dict = field(default_factory=dict)
     result: object = None  # the latest PruneResult (its .model is the pruned copy)
+    shape: str = ""
+    dtype: str = "float32"
+    trust: bool = False
+    meta: bool = False  # structure only (meta device): no weights, nothing to prune
 
 
 def load_and_analyse(spec: str, shape: str, dtype: str = "float32", trust: bool = False, model=None,
-                     aspect: float = 1.8, progress=None, should_stop=None) -> Session:
+                     aspect: float = 1.8, progress=None, should_stop=None, meta: bool = False) -> Session:
+    """Load (on the meta device when ``meta``), analyse, lay out. A model too large for memory
+    raises :class:`core.loading.TooLargeError` before anything big is allocated."""
+    from core import loading
+    from core.errors import TraceError
     secs = {}
     t = time.perf_counter()
     if progress:
         progress("load", 0, 1, f"loading {spec}")
-    if model is None:
-        model = model_io.load_model(spec, trust=trust)
-    model.eval()
     inputs = make_inputs(shape, dtype)
+    if model is None:
+        if meta:
+            model = loading.build_meta_model(spec, trust=trust)
+        else:
+            loading.check_memory(spec, input_hint=f"--input-shape {shape}")
+            model = model_io.load_model(spec, trust=trust)
+    if meta:
+        inputs = inputs.to("meta")
+    model.eval()
     secs["load"] = time.perf_counter() - t
     t = time.perf_counter()
-    dg = pipeline.analyze_model(model, inputs, progress=progress, should_stop=should_stop)
+    try:
+        dg = pipeline.analyze_model(model, inputs, progress=progress, should_stop=should_stop)
+    except TraceError as e:
+        if "forward failed" not in str(e) or meta:
+            raise
+        raise loading.explain_forward_failure(model, inputs, e) from None
     secs["analyse"] = time.perf_counter() - t
     t = time.perf_counter()
     lay = layout(dg.graph, aspect=aspect, progress=progress, should_stop=should_stop)
@@ -51,14 +70,51 @@ def load_and_analyse(spec: str, shape: str, dtype: str = "float32", trust: bool 
     if progress:
         progress("cost", 0, 1, "counting FLOPs")
     t = time.perf_counter()
-    cost = pipeline.cost_model(dg, model, inputs)
-    rows = group_rows(dg, model)
+    try:
+        cost = pipeline.cost_model(dg, model, inputs)
+    except Exception:  # noqa: BLE001 - on the meta device some ops cannot be counted
+        if not meta:
+            raise
+        cost = None
+    rows = group_rows(dg, model) if not meta else group_rows_meta(dg, model)
     secs["cost"] = time.perf_counter() - t
     node_groups: dict = {}
     for g in dg.groups:
         for n in g.nodes:
             node_groups.setdefault(n, []).append(g.id)
-    return Session(spec, model, inputs, dg, cost, lay, rows, node_groups, secs)
+    return Session(spec, model, inputs, dg, cost, lay, rows, node_groups, secs, shape=shape,
+                   dtype=dtype, trust=trust, meta=meta)
+
+
+def group_rows_meta(dg, model) -> list[dict]:
+    from .group_panel import group_params
+    shapes = {n: tuple(t.shape) for n, t in model.named_parameters()}
+    return [{"id": g.id, "root": g.root, "channels": g.n_channels, "prunable": g.n_prunable,
+             "is_prunable": g.is_prunable, "params": group_params(g, shapes, set(shapes)),
+             "importance": float("nan")} for g in dg.groups]
+
+
+def restore_project(project, aspect: float = 1.8, progress=None, should_stop=None):
+    """Worker side of File > Open project: load and analyse as saved, re-apply the saved plan.
+    Returns ``(Session, PruneResult or None)``; the model must be the one that was saved."""
+    from core import project as proj
+    from core.errors import LoadError
+    from core.prune import PruningPlan
+    if project.inputs_fn:
+        raise LoadError("projects with an inputs function open in the CLI only (python main.py)")
+    s = load_and_analyse(project.spec, project.shape, project.dtype, project.trust,
+                         aspect=aspect, progress=progress, should_stop=should_stop)
+    if project.model_fingerprint and proj.fingerprint(s.model) != project.model_fingerprint:
+        raise LoadError(f"the model {project.spec} has changed since the project was saved (its "
+                        f"weights differ); the saved plan may not fit it any more")
+    result = None
+    if project.plan:
+        result = proj.apply_plan(s.model, s.inputs, s.dg, PruningPlan.from_json(project.plan),
+                                 progress=progress, should_stop=should_stop)
+        if project.result_fingerprint and proj.fingerprint(result.model) != project.result_fingerprint:
+            raise LoadError(f"re-applying the saved plan to {project.spec} did not give the saved "
+                            f"pruned model")
+    return s, result
 
 
 def prune(session: Session, settings, device: str = "cpu", latency_runs: int = 10,

@@ -85,6 +85,24 @@ class TargetsPanel(QWidget):
                             global_ranking=self.global_rank.isChecked(),
                             round_to=self.round_to.value(), ignore=list(self.locked))
 
+    def set_settings(self, settings: PlanSettings, mode: str | None = None):
+        """Show ``settings`` (e.g. from a project file) in the panel."""
+        if mode is None:
+            mode = ("flops" if settings.target_flops is not None else
+                    "params" if settings.target_params is not None else "ratio")
+        frac = {"ratio": settings.ratio, "flops": settings.target_flops,
+                "params": settings.target_params}[mode]
+        i = self.mode.findData(mode)
+        if i >= 0:
+            self.mode.setCurrentIndex(i)
+        if frac is not None:
+            self.slider.setValue(int(round(frac * 100)))
+        if self.criterion.findText(settings.importance) >= 0:
+            self.criterion.setCurrentText(settings.importance)
+        self.global_rank.setChecked(bool(settings.global_ranking))
+        self.round_to.setValue(int(settings.round_to))
+        self.locked = list(settings.ignore)
+
     def device_name(self) -> str:
         return self.device.currentText()
 

@@ -37,6 +37,8 @@ class Task(QObject):
         self._last_emit = 0.0
         self._last_stage = None
         self.running = False
+        self.error_type = None
+        self.internal = False
 
     def _release(self):
         _live.discard(self)
@@ -75,6 +77,8 @@ class Task(QObject):
             log.error("%s failed: %s\n%s", self.name, e, tb)
             # engine errors are one clear line already; anything else needs its type to make sense
             msg = str(e) if isinstance(e, PruneStudioError) and str(e) else f"{type(e).__name__}: {e}"
+            self.error_type = type(e).__name__
+            self.internal = not isinstance(e, PruneStudioError)  # a bug, not bad input
             self.failed.emit(msg, tb)
         else:
             self.finished.emit(result)
