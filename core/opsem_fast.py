@@ -12,28 +12,42 @@ from .atoms import NO_ATOM, Labeling
 
 
 def _fast_cat(ctx, call):
-    """cat along the labelled dim of single-dim labelings: the labels simply concatenate (this is
-    what the replay would derive, without materialising index tensors of the feature maps)."""
+    """cat of single-dim labelings, without materialising index tensors of the feature maps:
+    along the labelled dim the labels concatenate; along another dim the inputs' labels are
+    aligned position by position (what the replay derives in both cases)."""
     tensors = call.args[0] if call.args else call.kwargs.get("tensors")
     dim = call.args[1] if len(call.args) > 1 else call.kwargs.get("dim", 0)
     if not isinstance(tensors, (list, tuple)) or not tensors:
         return None
     nd = tensors[0].ndim
     dim = dim % nd
-    parts = []
+    labelled = set()
+    per = []
     for t in tensors:
         if not isinstance(t, torch.Tensor) or t.ndim != nd or not t.is_floating_point():
             return None
         labs = ctx.labels(t)
-        if not labs:
-            parts.append(np.full(t.shape[dim], NO_ATOM, dtype=np.int64))
-        elif len(labs) == 1 and labs[0].dims == (dim,):
-            parts.append(labs[0].atoms)
-        else:
+        if len(labs) > 1 or (labs and len(labs[0].dims) > 1):
             return None
-    return [[Labeling((dim,), np.concatenate(parts))]]
-
-
+        per.append(labs[0] if labs else None)
+        if labs:
+            labelled.add(labs[0].dims[0])
+    if labelled == {dim}:
+        parts = [lab.atoms if lab is not None else np.full(t.shape[dim], NO_ATOM, dtype=np.int64)
+                 for t, lab in zip(tensors, per)]
+        return [[Labeling((dim,), np.concatenate(parts))]]
+    if len(labelled) != 1:
+        return None
+    e = labelled.pop()
+    acc = None
+    for t, lab in zip(tensors, per):
+        v = lab.atoms if lab is not None else np.full(t.shape[e], NO_ATOM, dtype=np.int64)
+        if acc is None:
+            acc = v
+            continue
+        ctx.table.join(acc, v, ctx.reason(call, "channels aligned with a tensor that cannot be pruned"))
+        acc = np.where((acc >= 0) & (v >= 0), acc, NO_ATOM)
+    return [[Labeling((e,), acc)]]
 
 
 def _single_dim_input(ctx, call):
