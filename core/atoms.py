@@ -71,6 +71,9 @@ class AtomTable:
     blocked: list = field(default_factory=list)  # (atoms ndarray, reason)
     approx: list = field(default_factory=list)  # (atoms ndarray, reason)
     producers: list = field(default_factory=list)  # atoms a layer outputs through a derived weight
+    # atoms whose channel count Python code may bake into sizes: read through x.shape / x.size(d),
+    # or given as an explicit size to a reshape. Only their groups need a shape probe.
+    shape_sensitive: list = field(default_factory=list)
 
     def slot(self, tensor: torch.Tensor, dim: int, names: dict, role: str) -> Slot:
         """The slot of ``tensor`` along ``dim``, created on first use."""

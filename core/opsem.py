@@ -189,6 +189,8 @@ def data_movement(ctx, call, channel_dims=None):
         return
     for o, labs in zip(call.out_tensors, results):
         ctx.set(o, labs)
+    if call.name in _EXPLICIT_SIZES:
+        _mark_explicit_sizes(ctx, call, results)
     if call.name in PROPORTIONAL_SPLITS:
         if _equal_pieces(call):
             _join_pieces(ctx, call, results)
@@ -202,6 +204,26 @@ def data_movement(ctx, call, channel_dims=None):
                     if d % x.ndim in lab.dims:
                         ctx.table.block(lab.atoms, ctx.reason(call, "split into pieces of fixed or "
                                                                     "uneven size along channels"))
+
+
+_EXPLICIT_SIZES = {"view", "reshape", "expand", "broadcast_to", "unflatten"}
+
+
+def _mark_explicit_sizes(ctx, call, results):
+    """A labelled output dim whose size is written in the call (not -1) may be a constant."""
+    from .replay import dynamic_dims
+
+    out = call.out_tensors[0]
+    dyn = dynamic_dims(call.func, call.args, call.kwargs, out)
+    if call.name in ("expand", "broadcast_to"):
+        shape = [a for a in call.args[1:] if isinstance(a, int)]
+        if len(call.args) == 2 and isinstance(call.args[1], (tuple, list, torch.Size)):
+            shape = list(call.args[1])
+        dyn = {i + out.ndim - len(shape) for i, v in enumerate(shape) if v == -1}
+    for labs in results[:1]:
+        for lab in labs:
+            if any(d not in dyn for d in lab.dims):
+                ctx.table.shape_sensitive.append(lab.atoms[lab.atoms >= 0])
 
 
 def _equal_pieces(call):

@@ -32,8 +32,20 @@ def _shapes(out):
     return [tuple(t.shape) for t in flatten_outputs(out)]
 
 
+def _sensitive_groups(dg) -> set:
+    """Groups whose channel count Python code may have baked into a size (see AtomTable)."""
+    sens = dg.trace.table.shape_sensitive
+    if not sens:
+        return set()
+    classes = np.unique(dg.atom_class[np.concatenate(sens)])
+    return {int(g) for g in np.unique(dg.class_group[classes]) if g >= 0}
+
+
 def probe_groups(model, inputs, dg, progress=None, should_stop=None) -> dict[int, str]:
     """Block (in place, in ``dg``) the groups whose removal breaks forward; returns id -> reason."""
+    groups = [g for g in dg.prunable_groups if g.id in _sensitive_groups(dg)]
+    if not groups:
+        return {}
     ex = as_example_inputs(inputs).to("meta")
     base = meta_copy(model).eval()
     try:
@@ -42,7 +54,6 @@ def probe_groups(model, inputs, dg, progress=None, should_stop=None) -> dict[int
     except Exception:
         return {}  # forward needs real values (data-dependent control flow): rely on verify
     broken: dict[int, str] = {}
-    groups = dg.prunable_groups
     done = [0]
 
     def attempt(subset) -> str | None:
@@ -61,9 +72,10 @@ def probe_groups(model, inputs, dg, progress=None, should_stop=None) -> dict[int
             return f"removing a channel breaks forward ({type(e).__name__}: {msg})"
         return None
 
-    def search(subset):
-        # All groups at once first; split only the sets that fail, so a model without such
-        # shape arithmetic costs one probe and each culprit costs O(log n) more.
+    def search(subset, depth=0):
+        # All groups at once first: a model without such shape arithmetic costs one probe. A
+        # failing set is halved once; if failures are still there they are usually many (one per
+        # stage or block), so each group of a failing half is then tried on its own.
         err = attempt(subset)
         if err is None:
             done[0] += len(subset)
@@ -77,9 +89,13 @@ def probe_groups(model, inputs, dg, progress=None, should_stop=None) -> dict[int
             g.blocked_reasons.insert(0, err)
             done[0] += 1
             return
+        if depth >= 1 or len(subset) <= 4:
+            for g in subset:
+                search([g], depth + 1)
+            return
         half = len(subset) // 2
-        search(subset[:half])
-        search(subset[half:])
+        search(subset[:half], depth + 1)
+        search(subset[half:], depth + 1)
 
     if groups:
         search(groups)

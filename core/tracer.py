@@ -26,6 +26,9 @@ from .errors import TraceError
 from .opsem import IGNORED, lookup, normalise_name
 
 
+_SHAPE_READS = {"size", "shape", "numel", "nelement", "len"}
+
+
 @dataclass
 class Call:
     name: str
@@ -138,6 +141,8 @@ class _Tracer(TorchFunctionMode):
             return out
         name = normalise_name(func)
         if name in IGNORED:
+            if name in _SHAPE_READS and args and isinstance(args[0], torch.Tensor):
+                self._shape_read(name, args)
             return out
         out_tensors = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
         if not out_tensors:
@@ -154,6 +159,19 @@ class _Tracer(TorchFunctionMode):
         return out
 
     _current_node = None
+
+    def _shape_read(self, name, args):
+        """Python read the size of labelled dims: that number may end up in a reshape."""
+        t = args[0]
+        rec = self._lookup(t)
+        if rec is None or not rec[1]:
+            return
+        dim = args[1] if name == "size" and len(args) > 1 and isinstance(args[1], int) else None
+        if name == "len":
+            dim = 0
+        for lab in rec[1]:
+            if dim is None or dim % max(t.ndim, 1) in lab.dims:
+                self.table.shape_sensitive.append(lab.atoms[lab.atoms >= 0])
 
     def _record(self, name, func, args, kwargs, in_tensors, out_tensors):
         node = self.graph.number_of_nodes()
