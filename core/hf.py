@@ -21,7 +21,6 @@ Config semantics after pruning:
 """
 from __future__ import annotations
 
-import ctypes
 import sys
 
 import torch
@@ -47,13 +46,8 @@ def _hf_root(ctx):
         return cached
     root = None
     tf = _tf()
-    if tf is not None:
-        for i, name in t.modules.items():
-            if name == "":
-                obj = ctypes.cast(i, ctypes.py_object).value  # alive: the tracer's model
-                if isinstance(obj, tf.PreTrainedModel):
-                    root = obj
-                break
+    if tf is not None and isinstance(t.root, tf.PreTrainedModel):
+        root = t.root
     t.__dict__["_ps_hf_root"] = root
     t.__dict__["_ps_hf_seen"] = []
     return root
@@ -176,7 +170,7 @@ def sync_hf(model) -> dict:
     ``config.prunestudio`` record (``uniform`` tells whether the plain config describes the model)."""
     cfg = model.config
     rec = dict(getattr(cfg, "prunestudio", None) or {})
-    orig = rec.setdefault("original", {k: getattr(cfg, k, None) for k in (
+    rec.setdefault("original", {k: getattr(cfg, k, None) for k in (
         "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim",
         "n_inner")})
     layers = _layers(model)

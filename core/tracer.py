@@ -57,6 +57,7 @@ class _Tracer(TorchFunctionMode):
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.table = AtomTable()
+        self.root = model  # family handlers (core/hf.py) look at the traced model's type
         self.names = {}
         for n, p in model.named_parameters(remove_duplicate=True):
             self.names[id(p)] = (n, False)
