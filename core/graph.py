@@ -8,7 +8,7 @@ import networkx as nx
 import numpy as np
 import torch
 
-from .errors import TraceError
+from .errors import Cancelled, TraceError
 from .groups import Group, build_groups
 from .inputs import ExampleInputs, as_example_inputs
 from .tracer import Trace, trace_model
@@ -55,12 +55,12 @@ class DependencyGraph:
         }
 
 
-def analyze(model: torch.nn.Module, inputs) -> DependencyGraph:
+def analyze(model: torch.nn.Module, inputs, should_stop=None) -> DependencyGraph:
     """Trace ``model`` with example ``inputs`` and derive its coupled groups."""
     ex: ExampleInputs = as_example_inputs(inputs)
     try:
-        trace = trace_model(model, (ex.args, ex.kwargs))
-    except TraceError:
+        trace = trace_model(model, (ex.args, ex.kwargs), should_stop=should_stop)
+    except (TraceError, Cancelled):
         raise
     except Exception as e:  # the user's forward failed: say so with the original message
         raise TraceError(f"the model's forward failed on the example inputs "

@@ -38,7 +38,7 @@ def analyze_model(model: nn.Module, inputs, probe: bool = True, progress=None,
     progress = progress or _noop
     check = _checker(should_stop)
     progress("trace", 0, 1, "tracing the model")
-    dg = analyze(model, inputs)
+    dg = analyze(model, inputs, should_stop=should_stop)
     check()
     if probe:
         t0 = time.perf_counter()

@@ -22,7 +22,7 @@ from . import attention, opsem_layers  # noqa: F401  (register the layer and att
 from . import opsem_extra, hf  # noqa: F401  (extra op semantics; Hugging Face attribute/config sync)
 from . import rnn  # noqa: F401  (register the recurrent ops)
 from .atoms import NO_ATOM, AtomTable, Labeling
-from .errors import TraceError
+from .errors import Cancelled, TraceError
 from .opsem import IGNORED, lookup, normalise_name
 
 
@@ -174,8 +174,12 @@ class _Tracer(TorchFunctionMode):
             if dim is None or dim % max(t.ndim, 1) in lab.dims:
                 self.table.shape_sensitive.append(lab.atoms[lab.atoms >= 0])
 
+    should_stop = None
+
     def _record(self, name, func, args, kwargs, in_tensors, out_tensors):
         node = self.graph.number_of_nodes()
+        if self.should_stop is not None and node % 16 == 0 and self.should_stop():
+            raise Cancelled("cancelled while tracing")  # unwinds the user's forward; hooks are removed
         scope = self.scope[-1] if self.scope else ""
         params = [self.names[id(t)][0] for t in in_tensors
                   if id(t) in self.names and self._lookup(t) is None]
@@ -259,7 +263,7 @@ def run_model(model, inputs):
     return model(*args, **kwargs)
 
 
-def trace_model(model: torch.nn.Module, inputs) -> Trace:
+def trace_model(model: torch.nn.Module, inputs, should_stop=None) -> Trace:
     """Run ``model`` once on ``inputs`` = (args, kwargs) and build its dependency graph.
 
     The model is put in eval mode for the run (so BatchNorm statistics are not updated) and every
@@ -268,6 +272,7 @@ def trace_model(model: torch.nn.Module, inputs) -> Trace:
     t0 = time.perf_counter()
     modes = {m: m.training for m in model.modules()}
     tracer = _Tracer(model)
+    tracer.should_stop = should_stop
     hooks = []
 
     def pre(mod, _args):
