@@ -53,16 +53,27 @@ class ChartsPanel(QWidget):
         g.setColumnStretch(3, 3)
         self.values: dict = {}  # metric -> (before, after), what the bars show
         self.channels: dict = {}
+        self.result = None
+        self.evaluation = None  # (data name, EvalResult before, EvalResult after)
 
     def clear(self):
         for w in (*self.plots.values(), self.layers):
             w.clear()
         self.summary.setRowCount(0)
         self.values, self.channels = {}, {}
+        self.result, self.evaluation = None, None
         self.placeholder.show()
+
+    def show_evaluation(self, data_name: str, before, after):
+        """Add top-1 / top-5 / loss rows (original → pruned, core.evaluate.EvalResult) to the
+        summary, next to params, FLOPs and latency."""
+        self.evaluation = (data_name, before, after)
+        if self.result is not None:
+            self._summary(self.result)
 
     def show_result(self, result):
         self.clear()
+        self.result = result
         self.placeholder.hide()
         b, a = result.before, result.after
         self.values = {"params": (b.params, a.params), "flops": (b.flops, a.flops),
@@ -109,6 +120,7 @@ class ChartsPanel(QWidget):
         rows.append(("channels removed", f"{result.plan.n_removed:,}"))
         if result.verify is not None:
             rows.append(("verification", result.verify.message))
+        rows.extend(evaluation_rows(*self.evaluation) if self.evaluation else [])
         rows.append(("time", f"{sum(result.seconds.values()):.2f} s"))
         self.summary.setRowCount(len(rows))
         for i, (k, v) in enumerate(rows):
@@ -117,3 +129,23 @@ class ChartsPanel(QWidget):
             it.setToolTip(v)
             self.summary.setItem(i, 1, it)
         self.summary.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeToContents)
+
+
+def evaluation_rows(data_name: str, before, after) -> list[tuple[str, str]]:
+    """Summary rows for two core.evaluate.EvalResult (after may be None)."""
+    rows = []
+    on = f" ({data_name}, {before.samples} samples)" if data_name else ""
+    for key, label in (("top1", "top-1"), ("top5", "top-5")):
+        b = getattr(before, key)
+        a = getattr(after, key) if after is not None else None
+        if b is None:
+            continue
+        if a is None:
+            rows.append((label + " accuracy", f"{b:.2%}{on}"))
+        else:
+            rows.append((label + " accuracy", f"{b:.2%} → {a:.2%} ({(a - b) * 100:+.1f} pts){on}"))
+    if after is None:
+        rows.append(("loss", f"{before.loss:.4f}{on}"))
+    else:
+        rows.append(("loss", f"{before.loss:.4f} → {after.loss:.4f} ({after.loss - before.loss:+.4f}){on}"))
+    return rows

@@ -94,7 +94,9 @@ class NodeItem(QGraphicsItem):
         p.drawRoundedRect(self.RECT, 6, 6)
         if lod < 0.45:
             return
-        p.setPen(QColor("#212529"))
+        # dark fills (the red end of an overlay): light text, else the labels drown
+        dark = 0.299 * fill.red() + 0.587 * fill.green() + 0.114 * fill.blue() < 150
+        p.setPen(QColor("#ffffff" if dark else "#212529"))
         p.setFont(self.FONT)
         label = self.data.get("label", "")
         fm = p.fontMetrics()
@@ -106,7 +108,7 @@ class NodeItem(QGraphicsItem):
             op = "⚠ blocked: " + op
             p.setPen(BLOCKED)
         elif self.data.get("kind") == "op" or label != op:
-            p.setPen(QColor("#495057"))
+            p.setPen(QColor("#f1f3f5" if dark else "#495057"))
         shp = self.data.get("shape") or []
         if shp and shp[0]:
             op += "  " + "×".join(str(s) for s in shp[0][1:])
@@ -155,6 +157,8 @@ class GraphView(QGraphicsView):
         self._matches: list = []
         self._match_i = -1
         self.graph = None
+        self.overlay_kind: str | None = None  # None, "removed" or "sensitivity"
+        self.overlay_values: dict = {}
         self.scene().selectionChanged.connect(self._on_selection)
 
     # building -----------------------------------------------------------------------------
@@ -167,6 +171,7 @@ class GraphView(QGraphicsView):
         sc.clear()
         sc.blockSignals(False)
         self.graph, self.items_by_node, self._highlighted = graph, {}, set()
+        self.overlay_kind, self.overlay_values = None, {}
         for n, d in graph.nodes(data=True):
             it = NodeItem(n, d, self)
             x, y = lay.pos[n]
@@ -234,13 +239,17 @@ class GraphView(QGraphicsView):
     def highlighted(self) -> set:
         return {n for n, it in self.items_by_node.items() if it.highlight}
 
-    def set_overlay(self, removed: dict | None):
-        """Colour nodes by fraction of channels removed ({node: fraction}); None restores kinds."""
+    def set_overlay(self, removed: dict | None, colour=removed_colour, kind: str = "removed"):
+        """Colour nodes by a value in [0, 1] ({node: value}; by default the fraction of channels
+        removed, or e.g. a group's normalised sensitivity with ``kind="sensitivity"``) through
+        ``colour``; nodes without a value turn pale grey. None restores the kind colours."""
+        self.overlay_kind = None if removed is None else kind
+        self.overlay_values = dict(removed) if removed is not None else {}
         for n, it in self.items_by_node.items():
             if removed is None:
                 it.fill = it.base
             elif n in removed:
-                it.fill = removed_colour(removed[n])
+                it.fill = colour(removed[n])
             else:
                 it.fill = QColor("#f1f3f5")
             it.update()

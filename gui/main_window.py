@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QLineEdit, QMai
 from core import pipeline
 from core.demo import DEMO_INPUT_SHAPE
 
-from . import applog, model_io, session as sess, worker
+from . import accuracy, applog, model_io, session as sess, worker
 from .charts import ChartsPanel
 from .graph_view import GraphView
 from .group_details import GroupDetails
@@ -34,6 +34,8 @@ class MainWindow(QMainWindow):
     estimateReady = Signal(object)  # (params, flops)
     exportFinished = Signal(str)  # message
     projectRestored = Signal()
+    sensitivityFinished = Signal(object)  # core.sensitivity.SensitivityResult
+    evaluationFinished = Signal(object)  # (data name, EvalResult original, EvalResult pruned or None)
 
     def __init__(self, settings_org: str | None = None):
         super().__init__()
@@ -48,6 +50,14 @@ class MainWindow(QMainWindow):
         self._est_pending = False
         self.log_file = applog.setup_file_logging()
         self._pending = None
+        # accuracy: the dataset chosen for evaluation (a core.data spec or Data), sensitivity
+        self.eval_data = None
+        self.eval_max_batches: int | None = None  # None: the whole validation set
+        self.sens_ratios = (0.25, 0.5, 0.75)
+        self.sens_max_batches: int | None = 4
+        self.sensitivity_result = None
+        self._eval_task: worker.Task | None = None
+        self._last_data_spec = None
         self.setWindowTitle("PruneStudio")
         self._build_widgets()
         self._build_actions()
@@ -90,16 +100,18 @@ class MainWindow(QMainWindow):
         self.details = GroupDetails()
         self.groups = GroupPanel()
         self.charts = ChartsPanel()
+        self.sensitivity = accuracy.SensitivityPanel()
         self.logbox = QPlainTextEdit(readOnly=True)
         self.logbox.setMaximumBlockCount(5000)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.groups, "Groups")
         self.tabs.addTab(self.charts, "Charts")
+        self.tabs.addTab(self.sensitivity, "Sensitivity")
         self.tabs.addTab(self.logbox, "Log")
         self._docks = {}
         for title, w, area, name in (("Targets", left, Qt.LeftDockWidgetArea, "targets"),
                                      ("Coupled group", self.details, Qt.RightDockWidgetArea, "details"),
-                                     ("Groups · charts · log", self.tabs, Qt.BottomDockWidgetArea, "bottom")):
+                                     ("Groups · charts · sensitivity · log", self.tabs, Qt.BottomDockWidgetArea, "bottom")):
             d = QDockWidget(title, self)
             self._docks[name] = d
             d.setObjectName(name)  # needed by saveState
@@ -158,6 +170,12 @@ class MainWindow(QMainWindow):
         m.addActions([self.a_prune, self.a_cancel, self.a_undo])
         self.a_train = A("&Training…", self.open_training, None, "sparse learning / fine-tuning")
         m.addAction(self.a_train)
+        m.addSeparator()
+        self.a_sensitivity = A("&Sensitivity…", self.sensitivity_dialog, None,
+                               "loss change when each group alone is pruned, on a dataset")
+        self.a_evaluate = A("&Evaluate on data…", self.evaluate_dialog, None,
+                            "top-1/top-5/loss of the original and the pruned model")
+        m.addActions([self.a_sensitivity, self.a_evaluate])
         m = mb.addMenu("&View")
         m.addActions([self.a_fit, self.a_find])
         tb = self.addToolBar("main")
@@ -177,6 +195,8 @@ class MainWindow(QMainWindow):
         self.groups.locksChanged.connect(self._on_locks)
         self.targets.settingsChanged.connect(self.update_estimate)
         self.search.returnPressed.connect(self._find)
+        self.sensitivity.useForRatios.connect(self.use_sensitivity_ratios)
+        self.sensitivity.showOnGraph.connect(self.show_sensitivity_overlay)
 
     def _update_actions(self):
         busy = self.task is not None
@@ -192,6 +212,10 @@ class MainWindow(QMainWindow):
         self.a_undo.setEnabled(pruned and not busy)
         self.a_export.setEnabled(weights and not busy)
         self.a_report.setEnabled(pruned and not busy)
+        self.a_sensitivity.setEnabled(weights and not busy)
+        self.a_evaluate.setEnabled(weights and not busy)
+        self.sensitivity.use_btn.setEnabled(self.sensitivity_result is not None and ready)
+        self.sensitivity.graph_btn.setEnabled(self.sensitivity_result is not None and ready)
         self.progress.setVisible(busy)
         self.cancel_btn.setVisible(busy)
 
@@ -273,6 +297,9 @@ class MainWindow(QMainWindow):
         if self.task is not None:
             self.log(f"cancelling {self.task.name}…")
             self.task.cancel()
+        elif self._eval_task is not None:
+            self.log("cancelling the evaluation…")
+            self._eval_task.cancel()
 
     # ---------------------------------------------------------------------------------- loading
     def open_dialog(self):
@@ -309,6 +336,11 @@ class MainWindow(QMainWindow):
         self.charts.clear()
         self.details.show_node(None, None)
         self.targets.locked = []
+        self.targets.clear_overrides()  # module names of the previous model
+        self.sensitivity.clear()
+        self.sensitivity_result = None
+        self.eval_data = None
+        self.overlay_legend.hide()
         n_nodes, n_groups = s.dg.graph.number_of_nodes(), len(s.dg.prunable_groups)
         blocked = s.dg.blocked_ops
         self.info.setText(
@@ -476,14 +508,20 @@ class MainWindow(QMainWindow):
         self.overlay_legend.show()
         self._update_actions()
         self.pruneFinished.emit(result)
+        if self.eval_data is not None:
+            self.evaluate()
 
     def undo(self):
         if self.session is None or self.session.result is None:
             return
         self.session.result = None
+        if self._eval_task is not None:
+            self._eval_task.cancel()
         self.view.set_overlay(None)
         self.overlay_legend.hide()
         self.charts.clear()
+        if self.sensitivity_result is not None:
+            self.show_sensitivity_overlay()
         self.log("back to the original model")
         self.status_label.setText("original model")
         self._update_actions()
@@ -675,10 +713,146 @@ class MainWindow(QMainWindow):
             self.training_view.set_inputs(self.session.model, self.session.dg, data)
         self.training_view.show()
 
+    # ---------------------------------------------------------------------------------- accuracy
+    def _choose_data(self):
+        spec = accuracy.choose_data(self, self.session, self._last_data_spec)
+        if spec:
+            self._last_data_spec = spec
+        return spec
+
+    def sensitivity_dialog(self):
+        if self.session is None or self.session.meta or self.task is not None:
+            return
+        spec = self._choose_data()
+        if spec:
+            self.run_sensitivity(spec)
+
+    def run_sensitivity(self, data=None, ratios=None, max_batches: int | None = -1):
+        """Per-group sensitivity of the original model on ``data`` (a core.data spec or Data;
+        default: the built-in digits at the model's input size) on the worker; the result goes to
+        the Sensitivity tab and the graph, and ``data`` becomes the evaluation dataset."""
+        s = self.session
+        if s is None or s.meta:
+            return None
+        data = data or accuracy.default_data_spec(s)
+        ratios = tuple(ratios or self.sens_ratios)
+        mb = self.sens_max_batches if max_batches == -1 else max_batches
+        self.log(f"sensitivity on {getattr(data, 'name', data)} at ratios "
+                 f"{', '.join(f'{r:.0%}' for r in ratios)}" + (f", {mb} batches" if mb else ""))
+        return self._run("sensitivity", accuracy.run_sensitivity, s, data, ratios, mb,
+                         self.targets.criterion.currentText(),
+                         on_done=lambda r, s=s: self._on_sensitivity(s, r))
+
+    def _on_sensitivity(self, s, data_res):
+        data, res = data_res
+        if s is not self.session:
+            return
+        self.sensitivity_result = res
+        self.eval_data = data
+        self.sensitivity.show_result(res, data.name)
+        if self.targets.mode.currentData() == "ratio":
+            self.sensitivity.mean_ratio.setValue(min(0.9, self.targets.slider.value() / 100))
+        self.tabs.setCurrentWidget(self.sensitivity)
+        self.show_sensitivity_overlay()
+        top = sorted(res.groups, key=lambda g: g.score, reverse=True)
+        self.log(f"sensitivity: {len(res.groups)} groups, base loss {res.base_loss:.4f}; most sensitive "
+                 + ", ".join(f"{g.root} (+{g.score:.4f})" for g in top[:3]))
+        self.status_label.setText(f"sensitivity of {len(res.groups)} groups measured on {data.name}")
+        self._update_actions()
+        self.sensitivityFinished.emit(res)
+        if s.result is not None:
+            self.evaluate()
+
+    def show_sensitivity_overlay(self):
+        s, res = self.session, self.sensitivity_result
+        if s is None or res is None:
+            return
+        self.view.set_overlay(accuracy.sensitivity_overlay(s, res), kind="sensitivity")
+        self.overlay_legend.setText("graph colours: sensitivity of each group (loss rise when pruned "
+                                    "alone) · green least · amber · red most")
+        self.overlay_legend.show()
+
+    def use_sensitivity_ratios(self, mean_ratio: float | None = None):
+        """Per-group ratios from the sensitivity result into the targets panel: the least
+        sensitive groups lose the most."""
+        from core.sensitivity import ratios_from_sensitivity
+        s, res = self.session, self.sensitivity_result
+        if s is None or res is None:
+            return {}
+        if mean_ratio is None:
+            mean_ratio = self.sensitivity.mean_ratio.value()
+        try:
+            ov = ratios_from_sensitivity(res, s.dg, float(mean_ratio))
+        except Exception as e:  # noqa: BLE001
+            self.show_error("Use for ratios", str(e))
+            return {}
+        i = self.targets.mode.findData("ratio")
+        self.targets.mode.setCurrentIndex(i)  # a FLOPs target cannot move overridden groups
+        self.targets.slider.setValue(int(round(mean_ratio * 100)))
+        self.targets.set_overrides(ov, "sensitivity")
+        self.log(f"per-group ratios from sensitivity (mean {mean_ratio:.0%}): "
+                 + ", ".join(f"{k} {v:.0%}" for k, v in ov.items()))
+        self.status_label.setText(f"per-group ratios set for {len(ov)} groups: prune to apply them")
+        return ov
+
+    def evaluate_dialog(self):
+        if self.session is None or self.session.meta:
+            return
+        spec = self._choose_data()
+        if spec:
+            self.eval_data = spec
+            self.evaluate()
+
+    def evaluate(self, data=None):
+        """Evaluate the original and (if pruned) the pruned model on the worker; the rows go to
+        the summary table. Runs beside the window's other work; a newer request replaces it."""
+        s = self.session
+        if s is None or s.meta:
+            return None
+        if data is not None:
+            self.eval_data = data
+        if self.eval_data is None:
+            self.eval_data = accuracy.default_data_spec(s)
+        if self._eval_task is not None:
+            self._eval_task.cancel()
+        pruned = s.result.model if s.result is not None else None
+        t = worker.Task("evaluation", accuracy.evaluate_models, s, self.eval_data, pruned,
+                        self.eval_max_batches)
+        t.finished.connect(self._on_evaluated)
+        t.failed.connect(self._on_evaluate_failed)
+        t.done.connect(self._on_evaluate_done)
+        t.for_result = (s, s.result)
+        self._eval_task = t
+        self.status_label.setText(f"evaluating on {getattr(self.eval_data, 'name', self.eval_data)}…")
+        worker.start(t)
+        return t
+
+    def _on_evaluated(self, out):
+        t = self.sender()
+        data, before, after = out
+        if isinstance(self.eval_data, str) and self.eval_data == data.name:
+            self.eval_data = data  # loaded once, reused next time
+        s, result = getattr(t, "for_result", (None, None)) if t is not None else (None, None)
+        if t is not None and (s is not self.session or result is not self.session.result):
+            return  # for an older model or pruning
+        if after is not None:
+            self.charts.show_evaluation(data.name, before, after)
+        msg = f"original: {before.describe()}" + (f"; pruned: {after.describe()}" if after else "")
+        self.log(f"evaluation on {data.name}: {msg}")
+        self.status_label.setText(msg)
+        self.evaluationFinished.emit((data.name, before, after))
+
+    def _on_evaluate_failed(self, msg, _tb):
+        self.show_error("Evaluation failed", msg)
+
+    def _on_evaluate_done(self):
+        if self.sender() is self._eval_task:
+            self._eval_task = None
+
     def closeEvent(self, e):
         if getattr(self, "training_view", None) is not None:
             self.training_view.shutdown()
-        for t in (self.task, self._est_task):
+        for t in (self.task, self._est_task, self._eval_task):
             if t is not None:
                 t.cancel()
         self.settings.setValue("geometry", self.saveGeometry())

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QSlider,
-                               QSpinBox, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel,
+                               QPushButton, QSlider, QSpinBox, QWidget)
 
 from core.importance import CRITERIA
 from core.planner import PlanSettings
@@ -51,6 +51,20 @@ class TargetsPanel(QWidget):
         self.device.addItem("cpu")
         if torch.cuda.is_available():
             self.device.addItem("cuda")
+        # per-group ratio overrides (module name -> ratio), e.g. from a sensitivity analysis
+        self.overrides: dict[str, float] = {}
+        self.overrides_source = ""
+        self.overrides_label = QLabel()
+        self.overrides_label.setWordWrap(True)
+        self.clear_overrides_btn = QPushButton("Clear")
+        self.clear_overrides_btn.setToolTip("back to one ratio for every group")
+        self.clear_overrides_btn.clicked.connect(self.clear_overrides)
+        self.overrides_row = QWidget()
+        orow = QHBoxLayout(self.overrides_row)
+        orow.setContentsMargins(0, 0, 0, 0)
+        orow.addWidget(self.overrides_label, 1)
+        orow.addWidget(self.clear_overrides_btn)
+        self.overrides_row.hide()
         self.estimate = QLabel("–")
         self.estimate.setWordWrap(True)
         self.estimate.setTextFormat(Qt.RichText)
@@ -61,6 +75,7 @@ class TargetsPanel(QWidget):
         form.addRow("", self.global_rank)
         form.addRow("round to", self.round_to)
         form.addRow("device", self.device)
+        form.addRow(self.overrides_row)
         form.addRow("estimate", self.estimate)
         self.locked: list[str] = []
         self._debounce = QTimer(self, singleShot=True, interval=120)
@@ -83,7 +98,26 @@ class TargetsPanel(QWidget):
                             target_params=frac if mode == "params" else None,
                             importance=self.criterion.currentText(),
                             global_ranking=self.global_rank.isChecked(),
-                            round_to=self.round_to.value(), ignore=list(self.locked))
+                            round_to=self.round_to.value(), ignore=list(self.locked),
+                            overrides=dict(self.overrides))
+
+    def set_overrides(self, overrides: dict, source: str = "sensitivity"):
+        """Per-group ratios ({group root module: ratio}) that replace the slider's ratio for
+        those groups; shown as a label with a clear button."""
+        self.overrides = {str(k): float(v) for k, v in (overrides or {}).items()}
+        self.overrides_source = source if self.overrides else ""
+        if self.overrides:
+            lo, hi = min(self.overrides.values()), max(self.overrides.values())
+            self.overrides_label.setText(
+                f"per-group ratios from {source} ({len(self.overrides)} groups)")
+            self.overrides_label.setToolTip(
+                f"{lo:.0%} to {hi:.0%} per group:\n" + "\n".join(
+                    f"{k}: {v:.0%}" for k, v in sorted(self.overrides.items(), key=lambda kv: -kv[1])))
+        self.overrides_row.setVisible(bool(self.overrides))
+        self._debounce.start()
+
+    def clear_overrides(self):
+        self.set_overrides({})
 
     def set_settings(self, settings: PlanSettings, mode: str | None = None):
         """Show ``settings`` (e.g. from a project file) in the panel."""
@@ -102,6 +136,7 @@ class TargetsPanel(QWidget):
         self.global_rank.setChecked(bool(settings.global_ranking))
         self.round_to.setValue(int(settings.round_to))
         self.locked = list(settings.ignore)
+        self.set_overrides(dict(settings.overrides or {}), "the project")
 
     def device_name(self) -> str:
         return self.device.currentText()
