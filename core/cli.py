@@ -19,6 +19,9 @@ MODEL is one of:
   torchvision:NAME            torchvision architecture, random weights (add --weights FILE)
   torchvision:NAME@DEFAULT    torchvision's pretrained weights, only if already in the torch hub
                               cache (nothing is downloaded)
+  hf:path/to/dir              a local Hugging Face model directory (config.json + weights);
+                              integer inputs (token ids) are folded into its vocabulary
+  timm:NAME[@pretrained]      a timm model, random weights (@pretrained: only if already cached)
   path/to/file.py:factory     calls factory() from that file
   demo                        the built-in demo network (input 1,3,32,32)
   model.pt | model.pstudio    a saved model; pickled whole models need --trust
@@ -28,6 +31,9 @@ output (-o) by suffix:
   .pstudio     portable form: original model spec + kept indices + pruned weights, no pickled code
                (load with core.serialize.load_portable or use it as MODEL)
   .onnx        ONNX, checked in onnxruntime against torch
+  DIR/         (a path ending in / or an existing directory; Hugging Face models) save_pretrained
+               directory; reload with from_pretrained (uniform pruning) or core.hf.load_pruned,
+               or use it as MODEL: hf:DIR
 
 examples:
   python main.py prune torchvision:resnet18 --input-shape 1,3,224,224 --ratio 0.5 -o r18.pt
@@ -80,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_training(sub)
 
     def model_args(sp):
-        sp.add_argument("model", metavar="MODEL", help="torchvision:NAME | file.py:factory | "
-                        "demo | saved model file")
+        sp.add_argument("model", metavar="MODEL", help="torchvision:NAME | hf:DIR | timm:NAME | "
+                        "file.py:factory | demo | saved model file")
         sp.add_argument("--input-shape", metavar="SHAPE", help="example input shape, e.g. "
                         "1,3,224,224 (several inputs separated by ';')")
         sp.add_argument("--input-dtype", default="float32", choices=sorted(DTYPES),
@@ -121,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(pr)
     target_args(pr)
     pr.add_argument("-o", "--output", metavar="OUT", help="pruned model: .pt/.pth (whole model), "
-                    ".pstudio (portable) or .onnx (verified in onnxruntime)")
+                    ".pstudio (portable), .onnx (verified in onnxruntime) or DIR/ (Hugging Face "
+                    "save_pretrained directory)")
     pr.add_argument("--report", metavar="REPORT.json", help="write a JSON report")
     pr.add_argument("--project", metavar="OUT.psproj", help="save the work (model, input, settings, "
                     "plan, results) as a project file the GUI can open")
@@ -209,9 +216,9 @@ def _settings(args):
     return s
 
 
-def _inputs(args, device):
+def _inputs(args, device, model=None):
     from .inputs import make_inputs
-    from .loading import load_inputs
+    from .loading import fit_inputs, load_inputs
     if args.inputs and args.input_shape:
         raise UsageError("give either --input-shape or --inputs, not both")
     if args.inputs:
@@ -222,7 +229,9 @@ def _inputs(args, device):
             return make_inputs(DEMO_INPUT_SHAPE, args.input_dtype, str(device))
         raise UsageError("the example input is missing: give --input-shape (e.g. 1,3,224,224) or "
                          "--inputs file.py:function")
-    return make_inputs(args.input_shape, args.input_dtype, str(device))
+    ex = make_inputs(args.input_shape, args.input_dtype, str(device))
+    # random integer inputs are drawn in [0, 100): keep token ids inside a smaller vocabulary
+    return fit_inputs(model, ex) if model is not None else ex
 
 
 def _input_hint(args) -> str:
@@ -273,8 +282,12 @@ def _analyze(model, ex, **kw):
 
 
 def _sources(args):
-    from .loading import spec_file
-    return [f for f in (spec_file(args.model), args.weights) if f]
+    from .loading import spec_dir, spec_file
+    return [f for f in (spec_file(args.model), spec_dir(args.model), args.weights) if f]
+
+
+def _is_dir_output(out: str) -> bool:
+    return out.endswith(("/", os.sep)) or os.path.isdir(out)
 
 
 def _calibration(settings, ex):
@@ -357,15 +370,20 @@ def _out(msg=""):
 
 def cmd_prune(args, progress) -> int:
     from .pipeline import analyze_model, device_of, prune_model
-    from .serialize import check_destination, export_onnx, save_portable, save_whole
+    from .serialize import (check_destination, check_hf_destination, export_onnx, is_hf_model,
+                            save_hf_dir, save_portable, save_whole)
 
     t_start = time.perf_counter()
     settings = _settings(args)
     srcs = _sources(args)
     out = args.output
-    if out:
+    out_dir = bool(out) and _is_dir_output(out)
+    if out_dir:
+        check_hf_destination(out, args.force, srcs)
+    elif out:
         if not out.lower().endswith(OUTPUT_SUFFIXES):
-            raise UsageError(f"output {out}: unknown suffix; use .pt, .pth, .pstudio or .onnx")
+            raise UsageError(f"output {out}: unknown suffix; use .pt, .pth, .pstudio, .onnx or a "
+                             f"directory DIR/ (Hugging Face models)")
         check_destination(out, args.force, srcs)
     if args.report:
         if out and os.path.abspath(args.report) == os.path.abspath(out):
@@ -379,7 +397,11 @@ def cmd_prune(args, progress) -> int:
         check_destination(args.project, args.force, srcs)
     device = device_of(args.device)
     model, t_load = _load(args, device)
-    ex = _inputs(args, device)
+    if out_dir and not is_hf_model(model):
+        raise UsageError(f"output {out}: a directory output is for Hugging Face models "
+                         f"(save_pretrained); this model is a {type(model).__name__}: use .pt, "
+                         f".pstudio or .onnx")
+    ex = _inputs(args, device, model)
     _check_ignore(model, settings.ignore)
 
     t = time.perf_counter()
@@ -397,7 +419,9 @@ def cmd_prune(args, progress) -> int:
         if out:
             t = time.perf_counter()
             low = out.lower()
-            if low.endswith(".onnx"):
+            if out_dir:
+                save_hf_dir(result.model, out, force=args.force, source=srcs)
+            elif low.endswith(".onnx"):
                 onnx_diff = export_onnx(result.model, ex, out, force=args.force, source=srcs)
             elif low.endswith(".pstudio"):
                 save_portable(out, args.model, result.kept, result.model.state_dict(),
@@ -428,7 +452,11 @@ def cmd_prune(args, progress) -> int:
     except BaseException:
         for f in written:  # all or nothing
             try:
-                os.remove(f)
+                if os.path.isdir(f):
+                    import shutil
+                    shutil.rmtree(f)
+                else:
+                    os.remove(f)
             except OSError:
                 pass
         raise
@@ -449,6 +477,12 @@ def cmd_prune(args, progress) -> int:
         _out(f"onnx: onnxruntime vs torch max abs difference {onnx_diff:.3g}")
     if out:
         _out(f"saved: {out}")
+        if out_dir:
+            uniform = (getattr(result.model.config, "prunestudio", None) or {}).get("uniform", True)
+            how = (f"{type(result.model).__name__}.from_pretrained('{out}')" if uniform else
+                   f"core.hf.load_pruned({type(result.model).__name__}, '{out}') (non-uniform "
+                   f"pruning: the config cannot describe it)")
+            _out(f"reload: {how}, or use hf:{out} as MODEL")
         if out.lower().endswith((".pt", ".pth")):
             note = _pickle_note(result.model, out)
             if note:
@@ -469,7 +503,7 @@ def cmd_graph(args, progress) -> int:
         check_destination(args.json, args.force, srcs)
     device = device_of(args.device)
     model, t_load = _load(args, device)
-    ex = _inputs(args, device)
+    ex = _inputs(args, device, model)
     if args.meta:
         ex = ex.to("meta")
     try:
@@ -512,7 +546,7 @@ def cmd_verify(args, progress) -> int:
         check_destination(args.report, args.force, srcs)
     device = device_of(args.device)
     model, t_load = _load(args, device)
-    ex = _inputs(args, device)
+    ex = _inputs(args, device, model)
     _check_ignore(model, settings.ignore)
     dg = _analyze(model, ex, progress=progress)
     progress("plan", 0, 2, "planning")

@@ -6,6 +6,14 @@
   (e.g. ``@DEFAULT`` or ``@IMAGENET1K_V1``) uses torchvision's pretrained weights *only if they are
   already in the torch hub cache* - nothing is ever downloaded.
 * ``path/to/file.py:factory`` - import the file by path and call ``factory()``.
+* ``hf:path/to/dir`` - a local Hugging Face model directory (``config.json`` + weights, as written by
+  ``save_pretrained``): the class named in ``config.architectures`` is built with its pretrained
+  weights from the directory, local files only (never downloaded; ``HF_HUB_OFFLINE`` is honoured
+  trivially). A directory written by PruneStudio from a non-uniformly pruned model is rebuilt with
+  :func:`core.hf.load_pruned`. A hub id (``hf:org/name``) is accepted only when it is already in the
+  local Hugging Face cache. Custom modelling code (``auto_map``) needs ``trust=True``.
+* ``timm:NAME`` - a timm architecture with random weights; ``timm:NAME@pretrained`` uses timm's
+  pretrained weights only when they are already in the local Hugging Face / torch hub cache.
 * ``demo`` - the built-in demo network (:mod:`core.demo`).
 * ``model.pt`` / ``model.pth`` - a saved whole model. Loading is SAFE BY DEFAULT
   (``torch.load(weights_only=True)``); a pickled module contains code and needs ``trust=True``.
@@ -17,6 +25,7 @@ Every failure raises :class:`~core.errors.LoadError` with one line naming the fi
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import importlib.util
@@ -58,9 +67,13 @@ def split_factory_spec(spec: str) -> tuple[str, str] | None:
 
 
 def spec_kind(spec: str) -> str:
-    """'torchvision' | 'factory' | 'demo' | 'file'."""
+    """'torchvision' | 'hf' | 'timm' | 'factory' | 'demo' | 'file'."""
     if spec.startswith("torchvision:"):
         return "torchvision"
+    if spec.startswith("hf:"):
+        return "hf"
+    if spec.startswith("timm:"):
+        return "timm"
     if split_factory_spec(spec):
         return "factory"
     if spec == "demo":
@@ -76,7 +89,16 @@ def normalize_spec(spec: str) -> str:
         return f"{os.path.abspath(path)}:{name}"
     if kind == "file":
         return os.path.abspath(spec)
+    if kind == "hf" and os.path.isdir(spec[3:]):
+        return "hf:" + os.path.abspath(spec[3:])
     return spec
+
+
+def spec_dir(spec: str) -> str | None:
+    """The local directory an ``hf:`` spec reads from (None for every other spec)."""
+    if spec_kind(spec) == "hf" and os.path.isdir(spec[3:]):
+        return spec[3:]
+    return None
 
 
 def spec_file(spec: str) -> str | None:
@@ -98,12 +120,16 @@ def load_model(spec: str, trust: bool = False, weights: str | None = None) -> nn
     ``trust``: allow unpickling code from a whole-model file (``torch.load(weights_only=False)``).
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise LoadError("no model given: use torchvision:NAME, path/to/file.py:factory or a saved "
-                        "model file")
+        raise LoadError("no model given: use torchvision:NAME, hf:DIR, timm:NAME, "
+                        "path/to/file.py:factory or a saved model file")
     spec = spec.strip()
     kind = spec_kind(spec)
     if kind == "torchvision":
         model = _load_torchvision(spec[len("torchvision:"):], weights is not None)
+    elif kind == "hf":
+        model = _load_hf(spec[len("hf:"):], trust=trust, have_weights=weights is not None)
+    elif kind == "timm":
+        model = _load_timm(spec[len("timm:"):], weights is not None)
     elif kind == "factory":
         path, name = split_factory_spec(spec)
         model = _call_factory(path, name, "model factory")
@@ -382,6 +408,234 @@ def _load_torchvision(name: str, have_weights: bool) -> nn.Module:
         raise LoadError(f"loading cached weights {cached} failed: {_exc(e)}") from None
 
 
+# ----------------------------------------------------------------------------- Hugging Face / timm
+
+@contextlib.contextmanager
+def hf_quiet():
+    """No transformers progress bars or warnings on the CLI's stderr while loading/saving."""
+    tl = None
+    try:
+        from transformers.utils import logging as tl
+    except ImportError:
+        pass
+    was = tl.is_progress_bar_enabled() if tl is not None else False
+    level = tl.get_verbosity() if tl is not None else None
+    try:
+        if tl is not None:
+            tl.disable_progress_bar()
+            tl.set_verbosity_error()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        if tl is not None:
+            if was:
+                tl.enable_progress_bar()
+            tl.set_verbosity(level)
+
+
+def _import_hf_support() -> None:
+    """core.hf registers the attribute/config sync of Hugging Face and timm modules (it wraps
+    handlers that core.opsem_extra registers, which the pipeline imports: import that first)."""
+    from . import pipeline  # noqa: F401
+    from . import hf  # noqa: F401
+
+
+def _hf_local_dir(path: str) -> str | None:
+    """``path`` itself when it is a directory; else the snapshot folder of a hub id that is already
+    in the local Hugging Face cache; else None. Never downloads."""
+    if os.path.isdir(path):
+        return path
+    if os.path.exists(path) or path.count("/") != 1:
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        cfg = try_to_load_from_cache(path, "config.json")
+    except Exception:  # noqa: BLE001
+        return None
+    return os.path.dirname(cfg) if isinstance(cfg, str) and os.path.isfile(cfg) else None
+
+
+def _hf_class_and_config(path: str, trust: bool):
+    """(model class, config, local directory) for an ``hf:`` spec, from local files only."""
+    try:
+        import transformers
+        from transformers import AutoConfig
+    except ImportError:
+        raise LoadError("hf: models need the 'transformers' package (pip install transformers)") \
+            from None
+    d = _hf_local_dir(path)
+    if d is None:
+        if os.path.exists(path):
+            raise LoadError(f"hf:{path} is a file; give the model directory (with config.json)")
+        raise LoadError(f"hf:{path}: no such directory, and not a model already in the local "
+                        f"Hugging Face cache (PruneStudio never downloads)")
+    if not os.path.isfile(os.path.join(d, "config.json")):
+        raise LoadError(f"hf:{path}: the directory has no config.json; it is not a Hugging Face "
+                        f"model directory (save one with model.save_pretrained(DIR))")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cfg = AutoConfig.from_pretrained(d, local_files_only=True, trust_remote_code=trust)
+    except Exception as e:  # noqa: BLE001
+        raise LoadError(f"hf:{path}: config.json cannot be read: {_exc(e)}") from None
+    archs = list(getattr(cfg, "architectures", None) or [])
+    cls = None
+    for a in archs:
+        cls = getattr(transformers, a, None)
+        if cls is not None:
+            break
+    if cls is None and getattr(cfg, "auto_map", None):
+        if not trust:
+            raise LoadError(f"hf:{path} uses custom modelling code (auto_map in config.json), "
+                            f"which runs when loaded: pass --trust (trust=True) if you trust it")
+        from transformers import AutoModel, AutoModelForCausalLM
+        auto = cfg.auto_map
+        cls = AutoModelForCausalLM if "AutoModelForCausalLM" in auto else AutoModel
+    if cls is None:
+        if archs:
+            raise LoadError(f"hf:{path}: transformers {transformers.__version__} has no class "
+                            f"{', '.join(archs)} (named in config.json 'architectures')")
+        from transformers import AutoModel
+        cls = AutoModel  # no architectures recorded: the bare model of this model_type
+    return cls, cfg, d
+
+
+def _load_hf(path: str, trust: bool, have_weights: bool) -> nn.Module:
+    cls, cfg, d = _hf_class_and_config(path, trust)
+    _import_hf_support()
+    rec = getattr(cfg, "prunestudio", None) or {}
+    kw = {"local_files_only": True}
+    if trust:
+        kw["trust_remote_code"] = True
+    has_weights = any(f.endswith((".safetensors", ".bin")) or f.endswith(".index.json")
+                      for f in os.listdir(d))
+    try:
+        with hf_quiet():
+            if not has_weights:
+                if not have_weights:
+                    raise LoadError(f"hf:{path}: the directory has no weights (*.safetensors or "
+                                    f"pytorch_model.bin); give them with --weights, or save the "
+                                    f"model with save_pretrained")
+                model = cls._from_config(cfg) if hasattr(cls, "_from_config") else cls(cfg)
+            elif isinstance(rec, dict) and rec.get("uniform") is False:
+                from .hf import load_pruned
+                model = load_pruned(cls, d, **kw)
+            else:
+                model = cls.from_pretrained(d, **kw)
+    except LoadError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise LoadError(f"hf:{path}: loading {getattr(cls, '__name__', cls)} failed: "
+                        f"{_exc(e)}") from None
+    return model
+
+
+def _timm_cached_file(pcfg) -> tuple[str | None, list[str]]:
+    """The local file holding timm's pretrained weights, and the places that were looked at."""
+    looked = []
+    hub_id = getattr(pcfg, "hf_hub_id", None)
+    if hub_id:
+        repo, _, rev = hub_id.partition("@")
+        names = [n for n in (getattr(pcfg, "hf_hub_filename", None),) if n] or \
+            ["model.safetensors", "pytorch_model.bin"]
+        try:
+            from huggingface_hub import try_to_load_from_cache
+            for n in names:
+                looked.append(f"{repo}/{n} in the Hugging Face cache")
+                f = try_to_load_from_cache(repo, n, revision=rev or None)
+                if isinstance(f, str) and os.path.isfile(f):
+                    return f, looked
+        except ImportError:
+            pass
+    url = getattr(pcfg, "url", None)
+    if url:
+        f = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url.split("?")[0]))
+        looked.append(f)
+        if os.path.isfile(f):
+            return f, looked
+    f = getattr(pcfg, "file", None)
+    if f:
+        looked.append(f)
+        if os.path.isfile(f):
+            return f, looked
+    return None, looked
+
+
+def _load_timm(name: str, have_weights: bool) -> nn.Module:
+    try:
+        import timm
+    except ImportError:
+        raise LoadError("timm: models need the 'timm' package (pip install timm)") from None
+    name, _, wname = name.partition("@")
+    if not name:
+        raise LoadError("timm: give a model name, e.g. timm:resnet18")
+    base = name.partition(".")[0]
+    if not timm.is_model(base):
+        close = difflib.get_close_matches(base, timm.list_models(), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise LoadError(f"timm has no model '{base}'{hint}")
+    if not wname:
+        try:
+            return timm.create_model(name, pretrained=False)
+        except Exception as e:  # noqa: BLE001
+            raise LoadError(f"building timm:{name} failed: {_exc(e)}") from None
+    if wname != "pretrained":
+        raise LoadError(f"timm:{name}@{wname}: the only weights option is @pretrained (choose a "
+                        f"pretrained tag with a dot, e.g. timm:resnet18.a1_in1k@pretrained)")
+    if have_weights:
+        raise LoadError(f"give either timm:{name}@pretrained or --weights, not both")
+    from timm.models import get_pretrained_cfg
+    try:
+        pcfg = get_pretrained_cfg(name)
+    except Exception:  # noqa: BLE001
+        pcfg = None
+    if pcfg is None:
+        raise LoadError(f"timm:{name} has no pretrained weights (no pretrained config)")
+    path, looked = _timm_cached_file(pcfg)
+    if path is None:
+        raise LoadError(f"pretrained weights of timm:{name} are not in the local cache (looked for "
+                        f"{'; '.join(looked) or 'no source known'}); PruneStudio never downloads: "
+                        f"fetch them yourself or use --weights FILE")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": path})
+    except Exception as e:  # noqa: BLE001
+        raise LoadError(f"loading cached weights {path} into timm:{name} failed: {_exc(e)}") \
+            from None
+
+
+def input_vocab_size(model: nn.Module) -> int | None:
+    """The vocabulary of the model's input embedding (Hugging Face ``get_input_embeddings``),
+    None when the model has none."""
+    get = getattr(model, "get_input_embeddings", None)
+    if get is None:
+        return None
+    try:
+        emb = get()
+    except Exception:  # noqa: BLE001
+        return None
+    n = getattr(emb, "num_embeddings", None)
+    return int(n) if isinstance(n, int) and n > 0 else None
+
+
+def fit_inputs(model: nn.Module, inputs) -> ExampleInputs:
+    """Random integer example inputs (``make_inputs`` draws them in [0, 100)) folded into the
+    model's vocabulary (``t % vocab``) when it is smaller, so token ids stay valid."""
+    ex = as_example_inputs(inputs)
+    n = input_vocab_size(model)
+    if n is None:
+        return ex
+
+    def fit(t):
+        if isinstance(t, torch.Tensor) and not t.is_floating_point() and t.dtype != torch.bool \
+                and t.device.type != "meta" and t.numel() and int(t.max()) >= n:
+            return t % n
+        return t
+    return ExampleInputs(tuple(fit(a) for a in ex.args), {k: fit(v) for k, v in ex.kwargs.items()})
+
+
 # ----------------------------------------------------------------------------- memory / meta
 
 MEMORY_ENV = "PRUNESTUDIO_AVAILABLE_MEMORY"  # bytes; overrides /proc/meminfo (tests, containers)
@@ -445,6 +699,18 @@ def build_meta_model(spec: str, trust: bool = False) -> nn.Module:
             else:
                 from .demo import demo_model
                 model = demo_model()
+    elif kind == "hf":
+        cls, cfg, _ = _hf_class_and_config(spec[len("hf:"):], trust)
+        _import_hf_support()
+        try:
+            with torch.device("meta"):
+                model = cls._from_config(cfg)
+        except Exception as e:  # noqa: BLE001
+            raise LoadError(f"building {spec} on the meta device failed: {_exc(e)}") from None
+    elif kind == "timm":
+        name = spec[len("timm:"):].partition("@")[0]
+        with torch.device("meta"):
+            model = _load_timm(name, False)
     else:
         model = load_model(spec, trust=trust)
     from .probe import meta_copy
@@ -461,6 +727,13 @@ def estimate_bytes(spec: str, weights: str | None = None) -> int | None:
     try:
         if kind == "file":
             return os.path.getsize(spec) if os.path.isfile(spec) else None
+        if kind == "hf":
+            d = _hf_local_dir(spec[len("hf:"):])
+            if d is None:
+                return None
+            sizes = [os.path.getsize(os.path.join(d, f)) for f in os.listdir(d)
+                     if f.endswith((".safetensors", ".bin", ".pt", ".pth"))]
+            return sum(sizes) or None
         if weights and os.path.isfile(weights):
             return os.path.getsize(weights)
         return tensor_bytes(build_meta_model(spec))

@@ -1,4 +1,5 @@
-"""Choose a model (torchvision zoo, saved file, or file.py:factory) and its example input."""
+"""Choose a model (torchvision zoo, saved file, file.py:factory, hf:DIR or timm:NAME) and its
+example input."""
 from __future__ import annotations
 
 import torchvision
@@ -29,19 +30,25 @@ class LoadDialog(QDialog):
         v.addWidget(self.zoo)
         self.search.textChanged.connect(self._filter)
         self.zoo.itemDoubleClicked.connect(lambda *_: self.accept())
-        # file tab: a saved model (.pt/.pth/.pstudio) or a python factory
+        # file tab: a saved model (.pt/.pth/.pstudio), a python factory, a local Hugging Face
+        # model directory (hf:DIR) or a timm model by name (timm:NAME, timm:NAME@pretrained)
         files = QWidget()
-        self.path = QLineEdit(placeholderText="model.pt, model.pstudio or path/file.py:factory")
+        self.path = QLineEdit(placeholderText="model.pt, model.pstudio, path/file.py:factory, "
+                                              "hf:path/to/dir or timm:NAME")
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
+        browse_hf = QPushButton("HF folder…")
+        browse_hf.setToolTip("a local Hugging Face model directory (config.json + weights)")
+        browse_hf.clicked.connect(self._browse_hf)
         row = QHBoxLayout()
         row.addWidget(self.path, 1)
         row.addWidget(browse)
+        row.addWidget(browse_hf)
         fl = QVBoxLayout(files)
         fl.addLayout(row)
         fl.addStretch(1)
         self.tabs.addTab(zoo, "torchvision zoo")
-        self.tabs.addTab(files, "file / factory")
+        self.tabs.addTab(files, "file / factory / hf / timm")
         self.shape = QLineEdit(shape)
         self.dtype = QComboBox()
         self.dtype.addItems([d for d in DTYPES if d not in ("float", "half", "long")])
@@ -68,6 +75,11 @@ class LoadDialog(QDialog):
                                               "Models (*.pt *.pth *.pstudio *.py);;All files (*)")
         if path:
             self.path.setText(path + (":make_model" if path.endswith(".py") else ""))
+
+    def _browse_hf(self):
+        path = QFileDialog.getExistingDirectory(self, "Hugging Face model directory")
+        if path:
+            self.path.setText(f"hf:{path}")
 
     def spec(self) -> str:
         if self.tabs.currentIndex() == 0:
