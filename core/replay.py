@@ -122,6 +122,9 @@ def _decode(o: torch.Tensor, all_atoms: np.ndarray, table, reason: str,
             channel_dims=None, bounds=()) -> Labeling | None:
     if not o.is_floating_point():
         return None  # e.g. an indices output; only data outputs carry channels
+    if o.numel() == 0:  # nothing to read a map from (e.g. zero detections at trace time)
+        table.block(all_atoms, f"{reason}: op on an empty tensor, its channel map is unknown")
+        return None
     v = o.detach().to(torch.float64)
     r = torch.round(v)
     if (v - r).abs().max().item() > 1e-6 if v.numel() else False:

@@ -15,7 +15,7 @@ from core.planner import PlanSettings
 SIZES = {
     "resnet18": 64, "resnet50": 64, "resnext50_32x4d": 64, "wide_resnet50_2": 64,
     "densenet121": 64, "vgg11_bn": 64, "alexnet": 64, "squeezenet1_0": 64, "googlenet": 64,
-    "inception_v3": 80, "mobilenet_v2": 64, "mobilenet_v3_small": 64, "mobilenet_v3_large": 64,
+    "inception_v3": 139, "mobilenet_v2": 64, "mobilenet_v3_small": 64, "mobilenet_v3_large": 64,
     "mnasnet0_5": 64, "shufflenet_v2_x0_5": 64, "efficientnet_b0": 64, "efficientnet_v2_s": 64,
     "regnet_y_400mf": 64, "regnet_x_400mf": 64, "convnext_tiny": 64, "vit_b_16": 224,
     "swin_t": 64, "maxvit_t": 224,
