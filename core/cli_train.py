@@ -16,36 +16,13 @@ import os
 import sys
 import time
 
+from .cli import UsageError, _Parser  # one parser behaviour for every subcommand
+from .cli import _fraction as _float
+from .cli import _positive_int as _pos_int
 from .errors import PruneStudioError
 
 COMMANDS = ("finetune", "sparse-train", "sensitivity", "evaluate")
 OUTPUT_SUFFIXES = (".pt", ".pth", ".pstudio")
-
-
-class UsageError(PruneStudioError):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(f"{self.prog}: {message}")
-
-
-def _float(text):
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-
-
-def _pos_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
-    return v
 
 
 def _nonneg_int(text):

@@ -26,6 +26,7 @@ import sys
 import torch
 from torch import nn
 
+from . import opsem_extra  # noqa: F401  (registers the handlers this module wraps)
 from .opsem import OP_HANDLERS, register_op
 from .prune import MODULE_UPDATERS, register_module_updater
 

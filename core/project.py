@@ -234,7 +234,8 @@ def restore(project: Project, progress=None, should_stop=None, verify: bool = Tr
             fingerprint(model) != project.model_fingerprint:
         raise LoadError(f"the model {project.spec} has changed since the project was saved (its "
                         f"weights differ); the saved plan may not fit it any more")
-    ex = project.make_inputs(str(device))
+    from .loading import fit_inputs
+    ex = fit_inputs(model, project.make_inputs(str(device)))
     dg = analyze_model(model, ex, progress=progress, should_stop=should_stop)
     result = None
     if project.plan:

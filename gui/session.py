@@ -46,6 +46,8 @@ def load_and_analyse(spec: str, shape: str, dtype: str = "float32", trust: bool 
     if progress:
         progress("load", 0, 1, f"loading {spec}")
     inputs = make_inputs(shape, dtype)
+    from core.loading import fit_inputs
+    inputs = fit_inputs(model, inputs)  # token ids folded into the model's vocabulary
     if model is None:
         if meta:
             model = loading.build_meta_model(spec, trust=trust)
