@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from .atoms import Labeling
-from .opsem import OP_HANDLERS, _combine, data_movement, register_op
+from .opsem import OP_HANDLERS, _combine, register_op
+from .opsem_layers import sdpa_features
 
 
 def _param_role(ctx, t, role):
@@ -126,15 +127,6 @@ def sdpa_gqa(ctx, call):
         ctx.table.join(qh, ctx.dim_atoms(mask, mask.ndim - 3, call), ctx.reason(call, "mask heads"))
     if (qh >= 0).any():
         labs.append(Labeling((nd - 3,), qh))
-    qe, ke = ctx.dim_atoms(q, q.ndim - 1, call), ctx.dim_atoms(k, k.ndim - 1, call)
-    ctx.table.join(qe, ke, ctx.reason(call, "query/key features"))
-    ctx.table.mark_approx(np.concatenate([qe, ke]), ctx.reason(
-        call, "attention scale 1/sqrt(head_dim) changes with the pruned dims"))
-    ctx.table.join(ctx.dim_atoms(k, k.ndim - 2, call), ctx.dim_atoms(v, v.ndim - 2, call),
-                   ctx.reason(call, "keys and values"))
-    ql, ve = ctx.dim_atoms(q, q.ndim - 2, call), ctx.dim_atoms(v, v.ndim - 1, call)
-    for d, vec in ((nd - 2, ql), (nd - 1, ve)):
-        if (vec >= 0).any():
-            labs.append(Labeling((d,), vec))
+    sdpa_features(ctx, call, q, k, v, nd, labs)
     ctx.set(out, labs)
 

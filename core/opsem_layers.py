@@ -199,6 +199,13 @@ def sdpa(ctx, call):
                 continue
             vecs.append(ctx.dim_atoms(t, d, call))
         labs.extend(_combine(ctx, vecs, e, call))
+    sdpa_features(ctx, call, q, k, v, nd, labs)
+    ctx.set(out, labs)
+
+
+def sdpa_features(ctx, call, q, k, v, nd, labs):
+    """The last two dims of attention: q/k features are contracted (approximate: the scale
+    depends on their count), keys align with values, queries and value features pass through."""
     qe, ke = ctx.dim_atoms(q, q.ndim - 1, call), ctx.dim_atoms(k, k.ndim - 1, call)
     ctx.table.join(qe, ke, ctx.reason(call, "query/key features"))
     ctx.table.mark_approx(np.concatenate([qe, ke]), ctx.reason(
@@ -209,4 +216,3 @@ def sdpa(ctx, call):
     for d, vec in ((nd - 2, ql), (nd - 1, ve)):
         if (vec >= 0).any():
             labs.append(Labeling((d,), vec))
-    ctx.set(out, labs)
