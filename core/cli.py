@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -314,19 +313,9 @@ def _jsonable(o):
     return str(o)
 
 
-def _clean(o):
-    """NaN/inf are not JSON: turn them into null."""
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    return o
-
-
 def _write_json(path, data, force, sources=()):
     from .serialize import atomic_write
+    from .project import json_clean as _clean
     text = json.dumps(_clean(json.loads(json.dumps(data, default=_jsonable))), indent=1)
 
     def write(tmp):
@@ -369,7 +358,7 @@ def _out(msg=""):
 # ----------------------------------------------------------------------------- commands
 
 def cmd_prune(args, progress) -> int:
-    from .pipeline import analyze_model, device_of, prune_model
+    from .pipeline import device_of, prune_model
     from .serialize import (check_destination, check_hf_destination, export_onnx, is_hf_model,
                             save_hf_dir, save_portable, save_whole)
 
@@ -496,7 +485,7 @@ def cmd_prune(args, progress) -> int:
 
 
 def cmd_graph(args, progress) -> int:
-    from .pipeline import analyze_model, device_of
+    from .pipeline import device_of
     srcs = _sources(args)
     if args.json:
         from .serialize import check_destination
@@ -536,7 +525,7 @@ def cmd_graph(args, progress) -> int:
 
 
 def cmd_verify(args, progress) -> int:
-    from .pipeline import analyze_model, cost_model, device_of
+    from .pipeline import cost_model, device_of
     from .planner import make_plan
     from .serialize import check_destination
     from .verify import verify_plan

@@ -18,7 +18,7 @@ import torch
 
 from .atoms import Labeling
 from .opsem import OP_HANDLERS, _combine, register_op
-from .opsem_layers import sdpa_features
+from .opsem_layers import sdpa_batch_dims, sdpa_features
 
 
 def _param_role(ctx, t, role):
@@ -102,17 +102,7 @@ def sdpa_gqa(ctx, call):
     mask = _sdpa_arg(call, 3, "attn_mask")
     out = call.out_tensors[0]
     nd = out.ndim
-    labs = []
-    for e in range(nd - 3):  # batch dims
-        vecs = []
-        for t in (q, k, v, mask):
-            if not isinstance(t, torch.Tensor):
-                continue
-            d = e - (nd - t.ndim)
-            if d < 0 or (t.shape[d] == 1 and out.shape[e] != 1):
-                continue
-            vecs.append(ctx.dim_atoms(t, d, call))
-        labs.extend(_combine(ctx, vecs, e, call))
+    labs = sdpa_batch_dims(ctx, call, (q, k, v, mask), out, nd - 3)  # batch dims before heads
     hq, hk = int(q.shape[-3]), int(k.shape[-3])
     r = hq // hk
     qh, kh, vh = (ctx.dim_atoms(t, t.ndim - 3, call) for t in (q, k, v))

@@ -181,17 +181,25 @@ def embedding(ctx, call):
 
 @register_op("scaled_dot_product_attention")
 def sdpa(ctx, call):
-    from .opsem import _combine
-
     q, k, v = call.args[:3]
     mask = call.args[3] if len(call.args) > 3 else call.kwargs.get("attn_mask")
     out = call.out_tensors[0]
     nd = out.ndim
-    labs = []
     # batch dims (batch, heads): aligned across q, k, v and a mask, with broadcasting
-    for e in range(nd - 2):
+    labs = sdpa_batch_dims(ctx, call, (q, k, v, mask), out, nd - 2)
+    sdpa_features(ctx, call, q, k, v, nd, labs)
+    ctx.set(out, labs)
+
+
+def sdpa_batch_dims(ctx, call, tensors, out, n):
+    """Labelings of the first ``n`` output dims, aligned across ``tensors`` with broadcasting."""
+    from .opsem import _combine
+
+    nd = out.ndim
+    labs = []
+    for e in range(n):
         vecs = []
-        for t in (q, k, v, mask):
+        for t in tensors:
             if not isinstance(t, torch.Tensor):
                 continue
             d = e - (nd - t.ndim)
@@ -199,8 +207,7 @@ def sdpa(ctx, call):
                 continue
             vecs.append(ctx.dim_atoms(t, d, call))
         labs.extend(_combine(ctx, vecs, e, call))
-    sdpa_features(ctx, call, q, k, v, nd, labs)
-    ctx.set(out, labs)
+    return labs
 
 
 def sdpa_features(ctx, call, q, k, v, nd, labs):

@@ -114,13 +114,14 @@ class Project:
         return load_model(self.spec, trust=self.trust, weights=self.weights)
 
 
-def _clean(o):
+def json_clean(o):
+    """NaN/inf are not JSON: turn them into null (also used by the CLI's reports)."""
     if isinstance(o, float) and not math.isfinite(o):
         return None
     if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items()}
+        return {str(k): json_clean(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
+        return [json_clean(v) for v in o]
     return o
 
 
@@ -135,7 +136,7 @@ def _default(o):
 def save_project(path: str, project: Project, force: bool = False) -> None:
     """Write ``project`` as JSON atomically; an existing file needs ``force``."""
     from .serialize import atomic_write
-    text = json.dumps(_clean(json.loads(json.dumps(project.to_json(), default=_default))), indent=1)
+    text = json.dumps(json_clean(json.loads(json.dumps(project.to_json(), default=_default))), indent=1)
 
     def write(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
