@@ -20,7 +20,7 @@ from torch.utils._pytree import tree_flatten
 
 from . import attention, opsem_layers  # noqa: F401  (register the layer and attention ops)
 from . import opsem_extra, hf  # noqa: F401  (extra op semantics; Hugging Face attribute/config sync)
-from . import rnn  # noqa: F401  (register the recurrent ops)
+from . import rnn, opsem_scatter, pyg  # noqa: F401  (recurrent ops; message passing; PyG sizes)
 from .atoms import NO_ATOM, AtomTable, Labeling
 from .errors import Cancelled, TraceError
 from .opsem import IGNORED, lookup, normalise_name
