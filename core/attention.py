@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .atoms import Labeling
+from .attention_heads import couple_heads
 from .opsem import register_op
 from .prune import register_module_updater
 
@@ -42,9 +43,8 @@ def multi_head_attention(ctx, call):
     d = inner // heads
     rows = ctx.dim_atoms(w_in, 0, call, role="out")
     cols = ctx.dim_atoms(w_out, 1, call, role="in")
-    for h in range(heads):
-        sl = slice(h * d, (h + 1) * d)
-        ctx.table.join_all(np.concatenate([rows[sl], rows[inner:][sl], rows[2 * inner:][sl], cols[sl]]))
+    q_rows, k_rows, v_rows = rows.reshape(3, heads, d)
+    couple_heads(ctx, call, call.scope, q_rows, k_rows, v_rows, cols.reshape(heads, d))
     if b_in is not None:
         ctx.table.join(rows, ctx.dim_atoms(b_in, 0, call, role="out"), ctx.reason(call, "bias"))
     w_cols = ctx.dim_atoms(w_in, 1, call, role="in")
@@ -89,8 +89,10 @@ class PrunedMultiheadAttention(nn.MultiheadAttention):
         v = F.linear(value, wv, bv).view(n, s, -1, self.head_dim).transpose(1, 2)
         mask = _additive_mask(attn_mask, key_padding_mask, q)
         p = self.dropout if self.training else 0.0
+        # the scale of the original head width: head-dimension pruning stays exact
+        scale = getattr(self, "scale", None) or 1 / math.sqrt(self.head_dim)
         if need_weights:
-            scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
+            scores = q @ k.transpose(-2, -1) * scale
             if mask is not None:
                 scores = scores + mask
             elif is_causal:
@@ -101,7 +103,7 @@ class PrunedMultiheadAttention(nn.MultiheadAttention):
             weights = attn.mean(1) if average_attn_weights else attn
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
-                                                 is_causal=is_causal and mask is None)
+                                                 is_causal=is_causal and mask is None, scale=scale)
             weights = None
         out = F.linear(out.transpose(1, 2).reshape(n, length, -1), self.out_proj.weight,
                        self.out_proj.bias)
@@ -134,7 +136,10 @@ def _to_additive(m, dtype):
 
 @register_module_updater(nn.MultiheadAttention)
 def _mha(m, virtual):
+    if getattr(m, "scale", None) is None:
+        m.scale = m.head_dim ** -0.5  # still the original width here
     inner = m.in_proj_weight.shape[0] // 3
+    m.head_dim = virtual.get("head_dim", m.head_dim)
     m.num_heads = inner // m.head_dim
     m.embed_dim = m.kdim = m.vdim = m.in_proj_weight.shape[1]
     m._qkv_same_embed_dim = True

@@ -11,6 +11,7 @@ import torch
 from .errors import Cancelled, TraceError
 from .groups import Group, build_groups
 from .inputs import ExampleInputs, as_example_inputs
+from .attention_heads import MODES
 from .tracer import Trace, trace_model
 
 
@@ -55,11 +56,18 @@ class DependencyGraph:
         }
 
 
-def analyze(model: torch.nn.Module, inputs, should_stop=None) -> DependencyGraph:
-    """Trace ``model`` with example ``inputs`` and derive its coupled groups."""
+def analyze(model: torch.nn.Module, inputs, should_stop=None, options=None) -> DependencyGraph:
+    """Trace ``model`` with example ``inputs`` and derive its coupled groups.
+
+    ``options``: ``{"attention": "heads" | "head_dim"}`` — whether attention layers that support
+    both are pruned by whole heads (default) or by dimensions inside every head."""
     ex: ExampleInputs = as_example_inputs(inputs)
+    mode = (options or {}).get("attention", "heads")
+    if mode not in MODES:
+        raise ValueError(f"attention pruning must be one of {', '.join(MODES)}, not {mode!r}")
     try:
-        trace = trace_model(model, (ex.args, ex.kwargs), should_stop=should_stop)
+        trace = trace_model(model, (ex.args, ex.kwargs), should_stop=should_stop,
+                            options=options)
     except (TraceError, Cancelled):
         raise
     except Exception as e:  # the user's forward failed: say so with the original message

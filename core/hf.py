@@ -1,4 +1,4 @@
-"""Hugging Face (and timm) model families: static attributes and ``config`` follow the pruned shapes.
+"""Hugging Face model families: static attributes and ``config`` follow the pruned shapes.
 
 Pruning slices tensors; Hugging Face modules also keep sizes in Python attributes
 (``Conv1D.nf``, ``GPT2Attention.split_size``/``num_heads``, ``BertSelfAttention.all_head_size``...) and
@@ -91,7 +91,7 @@ _wrap("addmm", lambda call: call.args[1])
 
 
 # --------------------------------------------------------------------------------------------
-# module updaters: one dispatcher for transformers/timm classes (imported lazily)
+# module updaters: one dispatcher for transformers classes (imported lazily)
 
 
 def _next_updater(m):
@@ -112,20 +112,9 @@ def _dispatch(m, virtual):
         if isinstance(m, tf.PreTrainedModel):
             sync_hf(m)
             return
-    timm = sys.modules.get("timm")
-    if timm is not None:
-        from timm.models.vision_transformer import Attention
-        if isinstance(m, Attention):
-            _timm_attention(m)
-            return
     fn = _next_updater(m)
     if fn is not None:
         fn(m, virtual)
-
-
-def _timm_attention(m):
-    out = m.qkv.weight.shape[0] // 3
-    m.num_heads = out // m.head_dim
 
 
 def _rows(layer):

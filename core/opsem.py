@@ -44,6 +44,35 @@ def register_op(*names: str):
     return deco
 
 
+# Modules traced as one op: their forward reads channel counts from attributes in ways a trace
+# cannot follow (``C // num_heads``), so a handler states their channel semantics directly and a
+# module updater rewrites them after pruning. (class, op name, accepts(module) -> bool)
+LEAF_MODULES: list[tuple[type, str, object]] = []
+
+
+def register_leaf_module(module_type: type, op_name: str, accepts=None):
+    """Trace instances of ``module_type`` as a single op ``op_name`` (register its handler with
+    ``register_op(op_name)``); ``accepts(module)`` may decline an instance, which is then traced
+    through like any other module."""
+    LEAF_MODULES.insert(0, (module_type, op_name, accepts))
+
+
+def leaf_op(module) -> str | None:
+    """The op name ``module`` is traced as, or None. Only the exact registered class matches: a
+    user's subclass may have its own ``forward``."""
+    for typ, name, accepts in LEAF_MODULES:
+        if type(module) is typ:
+            return name if accepts is None or accepts(module) else None
+    return None
+
+
+def load_optional_families() -> None:
+    """Register the handlers of optional libraries the process has imported (timm)."""
+    import sys
+    if "timm" in sys.modules:
+        from . import attention_timm  # noqa: F401
+
+
 def normalise_name(func) -> str:
     n = getattr(func, "__name__", None) or str(func)
     if n == "__get__":

@@ -34,11 +34,11 @@ def _checker(should_stop):
 
 
 def analyze_model(model: nn.Module, inputs, probe: bool = True, progress=None,
-                  should_stop=None) -> DependencyGraph:
+                  should_stop=None, options=None) -> DependencyGraph:
     progress = progress or _noop
     check = _checker(should_stop)
     progress("trace", 0, 1, "tracing the model")
-    dg = analyze(model, inputs, should_stop=should_stop)
+    dg = analyze(model, inputs, should_stop=should_stop, options=options)
     check()
     if probe:
         t0 = time.perf_counter()

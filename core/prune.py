@@ -81,6 +81,8 @@ class PruningPlan:
 
 def apply_kept(model: nn.Module, kept: dict[str, dict[int, list[int]]], inplace: bool = False) -> nn.Module:
     """Slice every named tensor to its kept indices and update module attributes."""
+    from .opsem import load_optional_families
+    load_optional_families()  # updaters of optional libraries (timm) the model may come from
     if not inplace:
         model = copy.deepcopy(model)
     owners = _owners(model)
@@ -112,12 +114,29 @@ def apply_kept(model: nn.Module, kept: dict[str, dict[int, list[int]]], inplace:
             else:
                 mod._buffers[a] = new
             touched.add(_name_of(model, mod))
+    # A module whose children changed may keep sizes of its own (a head count): its ancestors are
+    # updated too. Parents run first, so an updater still sees its children's original attributes
+    # (e.g. the width before pruning) next to their already sliced tensors.
     mods = dict(model.named_modules())
+    ancestors = set()
     for mname in touched:
+        while mname:
+            mname = mname.rpartition(".")[0]
+            if mname not in touched and _specific_updater(mods.get(mname)) is not None:
+                ancestors.add(mname)
+    for mname in sorted(touched | ancestors, key=lambda n: (n.count(".") + bool(n), n)):
         m = mods.get(mname)
         if m is not None:
             update_module(m, virtual.get(mname, {}))
     return model
+
+
+def _specific_updater(m):
+    """The updater registered for ``m``'s own family (not a catch-all for every module)."""
+    for typ, fn in MODULE_UPDATERS:
+        if m is not None and typ is not nn.Module and isinstance(m, typ):
+            return fn
+    return None
 
 
 def _owners(model):

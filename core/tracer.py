@@ -21,9 +21,11 @@ from torch.utils._pytree import tree_flatten
 from . import attention, opsem_layers  # noqa: F401  (register the layer and attention ops)
 from . import opsem_extra, hf  # noqa: F401  (extra op semantics; Hugging Face attribute/config sync)
 from . import rnn, opsem_scatter, pyg  # noqa: F401  (recurrent ops; message passing; PyG sizes)
+from . import attention_vision  # noqa: F401  (Swin / MaxViT attention traced as leaf modules)
+from . import opsem_vision  # noqa: F401  (torchvision roi_align & co.)
 from .atoms import NO_ATOM, AtomTable, Labeling
 from .errors import Cancelled, TraceError
-from .opsem import IGNORED, lookup, normalise_name
+from .opsem import IGNORED, leaf_op, load_optional_families, lookup, normalise_name
 
 
 _SHAPE_READS = {"size", "shape", "numel", "nelement", "len"}
@@ -71,6 +73,8 @@ class _Tracer(TorchFunctionMode):
         self.unknown: dict[str, list] = {}
         self.param_labels: dict[int, list] = {}
         self._busy = False
+        self.leaf = None  # (module, op name, args) of the leaf module now running
+        self.options = {}  # analysis options handlers may read (e.g. attention="head_dim")
 
     # ---- tensor bookkeeping ------------------------------------------------------------------
     def _lookup(self, t):
@@ -176,14 +180,29 @@ class _Tracer(TorchFunctionMode):
 
     should_stop = None
 
-    def _record(self, name, func, args, kwargs, in_tensors, out_tensors):
+    def record_leaf(self, mod, op, args, out):
+        """One node for a whole leaf module: its inputs and parameters in, its outputs out."""
+        out_tensors = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
+        if not out_tensors:
+            return
+        in_tensors = [a for a in tree_flatten(args)[0] if isinstance(a, torch.Tensor)]
+        in_tensors += [p for p in mod.parameters() if id(p) in self.names]
+        self._busy = True
+        try:
+            self._record(op, mod, tuple(args), {}, in_tensors, out_tensors,
+                         module=self.modules.get(id(mod)))
+        finally:
+            self._busy = False
+
+    def _record(self, name, func, args, kwargs, in_tensors, out_tensors, module=None):
         node = self.graph.number_of_nodes()
         if self.should_stop is not None and node % 16 == 0 and self.should_stop():
             raise Cancelled("cancelled while tracing")  # unwinds the user's forward; hooks are removed
         scope = self.scope[-1] if self.scope else ""
         params = [self.names[id(t)][0] for t in in_tensors
                   if id(t) in self.names and self._lookup(t) is None]
-        module = params[0].rpartition(".")[0] if params else ""
+        if module is None:
+            module = params[0].rpartition(".")[0] if params else ""
         self.graph.add_node(node, op=name, module=module, scope=scope, params=params,
                             label=module or name, kind="layer" if params else "op",
                             shape=[tuple(o.shape) for o in out_tensors])
@@ -217,6 +236,7 @@ class _HandlerContext:
         self._t = tracer
         self.table = tracer.table
         self._prev = prev
+        self.options = tracer.options
 
     def labels(self, t):
         if isinstance(t, torch.Tensor) and id(t) in self._prev:
@@ -263,24 +283,37 @@ def run_model(model, inputs):
     return model(*args, **kwargs)
 
 
-def trace_model(model: torch.nn.Module, inputs, should_stop=None) -> Trace:
+def trace_model(model: torch.nn.Module, inputs, should_stop=None, options=None) -> Trace:
     """Run ``model`` once on ``inputs`` = (args, kwargs) and build its dependency graph.
 
     The model is put in eval mode for the run (so BatchNorm statistics are not updated) and every
     module's mode is restored afterwards; no parameter or buffer is modified.
     """
     t0 = time.perf_counter()
+    load_optional_families()
     modes = {m: m.training for m in model.modules()}
     tracer = _Tracer(model)
     tracer.should_stop = should_stop
+    tracer.options = dict(options or {})
     hooks = []
 
-    def pre(mod, _args):
+    def pre(mod, args):
         name = tracer.modules.get(id(mod))
         if name is not None:
             tracer.scope.append(name)
+            if tracer.leaf is None and not tracer._busy:
+                op = leaf_op(mod)
+                if op is not None:  # its inner ops are not recorded; post() records one node
+                    tracer.leaf = (mod, op, args)
+                    tracer._busy = True
 
-    def post(mod, _args, _out):
+    def post(mod, _args, out):
+        if tracer.leaf is not None and tracer.leaf[0] is mod:
+            _, op, args = tracer.leaf
+            tracer.leaf = None
+            tracer._busy = False
+            if out is not None:
+                tracer.record_leaf(mod, op, args, out)
         if tracer.modules.get(id(mod)) is not None and tracer.scope:
             tracer.scope.pop()
 
