@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--trust", action="store_true", help="allow loading pickled code from "
                         "model files (only for files you trust)")
         sp.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+        sp.add_argument("--attention", default="heads", choices=["heads", "head-dim"],
+                        help="prune attention by whole heads (default) or by dimensions inside "
+                        "every head (Swin, MaxViT, timm, nn.MultiheadAttention)")
 
     def target_args(sp):
         t = sp.add_mutually_exclusive_group()
@@ -267,10 +270,12 @@ def _check_ignore(model, names):
             raise PruneStudioError(f"--ignore: layer '{n}' does not exist in the model{hint}")
 
 
-def _analyze(model, ex, **kw):
+def _analyze(model, ex, args=None, **kw):
     """analyze_model, with a forward failure explained: which layer raised, dtype mismatches."""
     from .errors import TraceError
     from .pipeline import analyze_model
+    if args is not None and getattr(args, "attention", None):
+        kw["options"] = {"attention": args.attention.replace("-", "_")}
     try:
         return analyze_model(model, ex, **kw)
     except TraceError as e:
@@ -394,7 +399,7 @@ def cmd_prune(args, progress) -> int:
     _check_ignore(model, settings.ignore)
 
     t = time.perf_counter()
-    dg = _analyze(model, ex, progress=progress)
+    dg = _analyze(model, ex, args, progress=progress)
     t_analyze = time.perf_counter() - t
     result = prune_model(model, ex, dg, settings, latency=not args.no_latency,
                          verify=not args.no_verify, calibration=_calibration(settings, ex),
@@ -496,7 +501,7 @@ def cmd_graph(args, progress) -> int:
     if args.meta:
         ex = ex.to("meta")
     try:
-        dg = _analyze(model, ex, probe=not args.no_probe, progress=progress)
+        dg = _analyze(model, ex, args, probe=not args.no_probe, progress=progress)
     except PruneStudioError as e:
         if args.meta:
             raise PruneStudioError(f"{e} (on the meta device: a forward that needs real values "
@@ -537,7 +542,7 @@ def cmd_verify(args, progress) -> int:
     model, t_load = _load(args, device)
     ex = _inputs(args, device, model)
     _check_ignore(model, settings.ignore)
-    dg = _analyze(model, ex, progress=progress)
+    dg = _analyze(model, ex, args, progress=progress)
     progress("plan", 0, 2, "planning")
     plan = make_plan(dg, model, settings, cost=cost_model(dg, model, ex),
                      calibration=_calibration(settings, ex))

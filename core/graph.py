@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import networkx as nx
 import numpy as np
@@ -23,6 +23,7 @@ class DependencyGraph:
     atom_class: np.ndarray
     class_group: np.ndarray
     seconds: dict
+    options: dict = field(default_factory=dict)  # analysis options (attention structure)
 
     @property
     def prunable_groups(self) -> list[Group]:
@@ -76,4 +77,5 @@ def analyze(model: torch.nn.Module, inputs, should_stop=None, options=None) -> D
     t0 = time.perf_counter()
     groups, cls, cg = build_groups(trace)
     return DependencyGraph(trace.graph, groups, trace, cls, cg,
-                           {"trace": trace.seconds, "groups": time.perf_counter() - t0})
+                           {"trace": trace.seconds, "groups": time.perf_counter() - t0},
+                           {"attention": mode})

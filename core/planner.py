@@ -169,7 +169,8 @@ def plan_for_ratio(dg, scores: dict, ratio: float, settings: PlanSettings,
         s = np.where(g.prunable, scores[gid], np.inf)
         chosen = np.sort(np.argsort(s, kind="stable")[:n])
         removed[gid] = _keep_every_member(g, chosen, scores[gid]).tolist()
-    return PruningPlan(removed, settings.to_json())
+    # group ids depend on the analysis options: a saved plan records them
+    return PruningPlan(removed, {**settings.to_json(), "analysis": dict(getattr(dg, "options", {}))})
 
 
 def _keep_every_member(g, chosen: np.ndarray, score: np.ndarray) -> np.ndarray:

@@ -237,7 +237,9 @@ def restore(project: Project, progress=None, should_stop=None, verify: bool = Tr
                         f"weights differ); the saved plan may not fit it any more")
     from .loading import fit_inputs
     ex = fit_inputs(model, project.make_inputs(str(device)))
-    dg = analyze_model(model, ex, progress=progress, should_stop=should_stop)
+    options = ((project.plan or {}).get("settings") or {}).get("analysis") or \
+        (project.extra or {}).get("analysis")
+    dg = analyze_model(model, ex, progress=progress, should_stop=should_stop, options=options)
     result = None
     if project.plan:
         plan = PruningPlan.from_json(project.plan)

@@ -162,3 +162,30 @@ def test_torchvision_vit_stream_is_prunable():
     dg, res = check_oracle(model, (torch.randn(1, 3, 32, 32),), expect_exact=False)
     stream = [g for g in dg.prunable_groups if g.root == "conv_proj"]
     assert stream and res.model.hidden_dim == res.model.conv_proj.out_channels < 32
+
+
+def test_cli_head_dim_pruning_and_project_replay(tmp_path, capsys):
+    """``--attention head-dim`` reaches the analysis, and a project replays the plan with it."""
+    import main as entry
+    from core.project import load_project, restore
+
+    factory = tmp_path / "swin_small.py"
+    factory.write_text(
+        "import torch\nfrom torchvision.models import swin_transformer as swin\n"
+        "def make():\n    torch.manual_seed(0)\n"
+        "    return swin.SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], "
+        "num_heads=[2, 4], window_size=[4, 4], stochastic_depth_prob=0.0, num_classes=5)\n")
+    spec = f"{factory}:make"
+    out, proj = tmp_path / "p.pt", tmp_path / "p.psproj"
+    rc = entry.main(["prune", spec, "--input-shape", "1,3,32,32", "--attention", "head-dim",
+                     "--ratio", "0.5", "--no-latency", "--trust", "-o", str(out), "--project", str(proj)])
+    assert rc == 0, capsys.readouterr().err
+    pruned = torch.load(out, weights_only=False)
+    attn = [m for m in pruned.modules() if isinstance(m, swin.ShiftedWindowAttention)]
+    assert [m.num_heads for m in attn] == [2, 2, 4, 4]  # heads kept, each one narrower
+    assert all(m.qkv.out_features < 3 * 16 * (1 + (i >= 2)) for i, m in enumerate(attn))
+    _, _, dg, result = restore(load_project(str(proj)))
+    assert dg.options == {"attention": "head_dim"}
+    with torch.no_grad():
+        x = torch.randn(1, 3, 32, 32)
+        assert torch.equal(result.model.eval()(x), pruned.eval()(x))
