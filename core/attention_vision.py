@@ -1,4 +1,4 @@
-"""Head and head-dimension pruning for torchvision's Swin (v1, v2) and MaxViT attention.
+"""Head and head-dimension pruning for torchvision's Swin (v1, v2, 3-D video) and MaxViT attention.
 
 Both compute their head width from another tensor's channel count (``C // num_heads``, a final
 ``reshape(..., C)``) or from ``self.head_dim``, so they are traced as one op (see
@@ -13,6 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torchvision.models import maxvit, swin_transformer as swin, vision_transformer as tv_vit
+from torchvision.models.video import swin_transformer as swin3d
 
 from .attention_heads import couple_heads, emit_output, feed_input, qkv_rows
 from .opsem import register_leaf_module, register_op
@@ -21,34 +22,43 @@ from .prune import register_module_updater
 # ---- Swin ------------------------------------------------------------------------------------
 
 
-def _shift_mask(hp, wp, window, shift, like) -> torch.Tensor:
+def _partition(size, window):
+    """View shape and permutation that turn (B, *size, C) into (B, *windows, *window, C)."""
+    nd = len(size)
+    view = [n for s, w in zip(size, window) for n in (s // w, w)]
+    perm = [0] + [1 + 2 * i for i in range(nd)] + [2 + 2 * i for i in range(nd)] + [2 * nd + 1]
+    return view, perm
+
+
+def _shift_mask(size, window, shift, like) -> torch.Tensor:
     """Additive mask (windows, N, N) that keeps shifted windows from mixing wrapped regions."""
-
-    def regions(n, w, s):
-        r = torch.zeros(n, dtype=torch.long)
+    lab = torch.zeros(size, dtype=torch.long)
+    for d, (n, w, s) in enumerate(zip(size, window, shift)):
+        band = torch.zeros(n, dtype=torch.long)
         for i, sl in enumerate((slice(0, -w), slice(-w, -s), slice(-s, None))):
-            r[sl] = i  # the same three bands torchvision labels (later bands win)
-        return r
-
-    lab = regions(hp, window[0], shift[0])[:, None] * 3 + regions(wp, window[1], shift[1])[None, :]
-    nh, nw = hp // window[0], wp // window[1]
-    lab = lab.view(nh, window[0], nw, window[1]).transpose(1, 2).reshape(nh * nw, -1)
+            band[sl] = i  # the three bands torchvision labels, later bands winning
+        lab = lab * 3 + band.view([-1 if k == d else 1 for k in range(len(size))])
+    view, perm = _partition(size, window)
+    lab = lab.view(view).permute([p - 1 for p in perm[1:-1]]).reshape(-1, math.prod(window))
     differ = lab[:, None, :] != lab[:, :, None]
     return torch.zeros(differ.shape, dtype=like.dtype).masked_fill(differ, -100.0).to(like.device)
 
 
-def window_attention(m, x: torch.Tensor, rel_bias: torch.Tensor, logit_scale=None) -> torch.Tensor:
-    """Shifted-window attention with widths read from the weights (any heads, any head size)."""
-    b, h, w, c = x.shape
-    wh, ww = m.window_size
-    pad_b, pad_r = (-h) % wh, (-w) % ww
-    x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-    hp, wp = h + pad_b, w + pad_r
-    shift = (m.shift_size[0] if wh < hp else 0, m.shift_size[1] if ww < wp else 0)
+def window_attention(m, x: torch.Tensor, rel_bias: torch.Tensor, window, shift,
+                     logit_scale=None) -> torch.Tensor:
+    """(Shifted-)window attention over (B, *spatial, C), 2-D or 3-D, with the widths read from
+    the weights (any number of heads, any head size)."""
+    b, *size, c = x.shape
+    pads = [(-s) % w for s, w in zip(size, window)]
+    x = F.pad(x, [0, 0] + [v for p in reversed(pads) for v in (0, p)])
+    padded = [s + p for s, p in zip(size, pads)]
+    shift = [s if w < n else 0 for s, w, n in zip(shift, window, padded)]
+    dims = tuple(range(1, len(size) + 1))
     if any(shift):
-        x = torch.roll(x, (-shift[0], -shift[1]), (1, 2))
-    nh, nw = hp // wh, wp // ww
-    win = x.reshape(b, nh, wh, nw, ww, c).transpose(2, 3).reshape(b * nh * nw, wh * ww, c)
+        x = torch.roll(x, [-s for s in shift], dims)
+    view, perm = _partition(padded, window)
+    n = math.prod(window)
+    win = x.reshape(b, *view, c).permute(perm).reshape(-1, n, c)
     bias = m.qkv.bias
     if logit_scale is not None and bias is not None:  # v2 uses no key bias
         third = bias.numel() // 3
@@ -60,35 +70,48 @@ def window_attention(m, x: torch.Tensor, rel_bias: torch.Tensor, logit_scale=Non
     else:
         attn = (q * m.scale) @ k.transpose(-2, -1)
     attn = attn + rel_bias
-    n = wh * ww
     if any(shift):
-        mask = _shift_mask(hp, wp, m.window_size, shift, attn)
-        attn = (attn.view(b, nh * nw, m.num_heads, n, n) + mask[None, :, None]).view(-1, m.num_heads, n, n)
+        mask = _shift_mask(padded, window, shift, attn)
+        attn = (attn.view(b, -1, m.num_heads, n, n) + mask[None, :, None]).view(-1, m.num_heads, n, n)
     attn = F.dropout(attn.softmax(-1), m.attention_dropout, m.training)
-    y = (attn @ v).transpose(1, 2).reshape(b * nh * nw, n, -1)
+    y = (attn @ v).transpose(1, 2).reshape(-1, n, attn.shape[1] * v.shape[-1])
     y = F.dropout(F.linear(y, m.proj.weight, m.proj.bias), m.dropout, m.training)
-    y = y.view(b, nh, nw, wh, ww, -1).transpose(2, 3).reshape(b, hp, wp, -1)
+    windows = [p // w for p, w in zip(padded, window)]
+    inverse = sorted(range(len(perm)), key=perm.__getitem__)
+    y = y.view(b, *windows, *window, -1).permute(inverse).reshape(b, *padded, -1)
     if any(shift):
-        y = torch.roll(y, shift, (1, 2))
-    return y[:, :h, :w].contiguous()
+        y = torch.roll(y, shift, dims)
+    return y[(slice(None), *(slice(0, s) for s in size))].contiguous()
 
 
 class PrunedShiftedWindowAttention(swin.ShiftedWindowAttention):
     """``ShiftedWindowAttention`` after head / head-dimension pruning (``scale`` kept)."""
 
     def forward(self, x):
-        return window_attention(self, x, self.get_relative_position_bias())
+        return window_attention(self, x, self.get_relative_position_bias(), self.window_size,
+                                self.shift_size)
 
 
 class PrunedShiftedWindowAttentionV2(swin.ShiftedWindowAttentionV2):
     """``ShiftedWindowAttentionV2`` after head / head-dimension pruning."""
 
     def forward(self, x):
-        return window_attention(self, x, self.get_relative_position_bias(), self.logit_scale)
+        return window_attention(self, x, self.get_relative_position_bias(), self.window_size,
+                                self.shift_size, self.logit_scale)
+
+
+class PrunedShiftedWindowAttention3d(swin3d.ShiftedWindowAttention3d):
+    """Video Swin (Swin3D) attention after head / head-dimension pruning."""
+
+    def forward(self, x):
+        window, shift = swin3d._get_window_and_shift_size(
+            list(self.shift_size), list(x.shape[1:4]), list(self.window_size))
+        return window_attention(self, x, self.get_relative_position_bias(window), window, shift)
 
 
 _SWIN = (swin.ShiftedWindowAttention, PrunedShiftedWindowAttention,
-         swin.ShiftedWindowAttentionV2, PrunedShiftedWindowAttentionV2)
+         swin.ShiftedWindowAttentionV2, PrunedShiftedWindowAttentionV2,
+         swin3d.ShiftedWindowAttention3d, PrunedShiftedWindowAttention3d)
 for _cls in _SWIN:
     register_leaf_module(_cls, "swin_window_attention")
 
@@ -109,14 +132,23 @@ def _swin_op(ctx, call):
     emit_output(ctx, call, call.out_tensors[0], m.proj.weight, m.proj.bias)
 
 
-@register_module_updater(swin.ShiftedWindowAttention)
+_PRUNED_SWIN = {swin.ShiftedWindowAttention: PrunedShiftedWindowAttention,
+                swin.ShiftedWindowAttentionV2: PrunedShiftedWindowAttentionV2,
+                swin3d.ShiftedWindowAttention3d: PrunedShiftedWindowAttention3d}
+
+
 def _swin_update(m, virtual):
     # Updaters run parents first, so m.proj.in_features is still the original attention width.
     if not hasattr(m, "scale"):
         m.scale = (m.proj.in_features // m.num_heads) ** -0.5
     m.num_heads = virtual.get("num_heads", m.num_heads)
-    v2 = isinstance(m, swin.ShiftedWindowAttentionV2)
-    m.__class__ = PrunedShiftedWindowAttentionV2 if v2 else PrunedShiftedWindowAttention
+    for base, pruned in _PRUNED_SWIN.items():
+        if type(m) in (base, pruned):
+            m.__class__ = pruned
+
+
+for _cls in _PRUNED_SWIN:
+    register_module_updater(_cls)(_swin_update)
 
 
 # ---- MaxViT ----------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Head and head-dimension pruning of attention modules traced as one op (core.attention_heads):
-torchvision Swin v1/v2 and MaxViT, timm ``Attention``, ``nn.MultiheadAttention``; plus the
+torchvision Swin v1/v2/3-D and MaxViT, timm ``Attention``, ``nn.MultiheadAttention``; plus the
 torchvision ViT residual stream, whose patch reshape reads ``self.hidden_dim``.
 
 Each case prunes every other head (or head dimension) of every attention module and checks the
@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 from torchvision.models import maxvit, swin_transformer as swin, vision_transformer as tv_vit
+from torchvision.models.video import swin_transformer as swin3d
 
 from core.pipeline import analyze_model
 from core.prune import PruningPlan, apply_kept
@@ -28,6 +29,11 @@ def _swin(v2: bool):
     kw = dict(block=swin.SwinTransformerBlockV2, downsample_layer=swin.PatchMergingV2) if v2 else {}
     return swin.SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 4],
                                 window_size=[4, 4], stochastic_depth_prob=0.0, num_classes=5, **kw)
+
+
+def _swin3d():
+    return swin3d.SwinTransformer3d(patch_size=[2, 4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 4],
+                                    window_size=[2, 4, 4], stochastic_depth_prob=0.0, num_classes=5)
 
 
 def _maxvit():
@@ -57,6 +63,7 @@ class _MHA(nn.Module):
 CASES = {
     "swin_v1": (lambda: _swin(False), (2, 3, 36, 36), swin.ShiftedWindowAttention, "num_heads"),
     "swin_v2": (lambda: _swin(True), (2, 3, 36, 36), swin.ShiftedWindowAttentionV2, "num_heads"),
+    "swin3d": (_swin3d, (1, 3, 4, 36, 36), swin3d.ShiftedWindowAttention3d, "num_heads"),
     "maxvit": (_maxvit, (2, 3, 32, 32), maxvit.RelativePositionalMultiHeadAttention, "n_heads"),
     "timm_vit": (_timm, (2, 3, 32, 32), None, "num_heads"),
     "mha": (_MHA, (2, 7, 6), nn.MultiheadAttention, "num_heads"),
