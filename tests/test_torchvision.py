@@ -35,10 +35,9 @@ def test_torchvision_family(name):
     r = run_isolated("tv_cases", "tv_case", {"name": name, "size": SIZES[name]}, timeout=1200)
     f0, f1 = r["flops"]
     p0, p1 = r["params"]
-    # CNNs lose ~3/4 of their FLOPs at ratio 0.5; transformers whose forward derives head_dim
-    # from the embedding width (swin_t: reshape(B, N, 3, heads, C // heads)) keep those dims
-    # (blocked by the shape probe), so only their MLP hidden dims shrink
-    limit = 0.75 if name in EXACT else 0.9
+    # every family loses ~3/4 of its FLOPs at ratio 0.5: CNNs, and since attention modules are
+    # traced as one op (core.attention_vision) also ViT, Swin and MaxViT (heads + MLP + stream)
+    limit = 0.75
     assert f1 <= limit * f0, f"{name}: FLOPs only {f0:.3g} -> {f1:.3g} at ratio 0.5"
     assert p1 < p0
     assert r["prunable_groups"] > 0
