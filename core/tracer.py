@@ -22,6 +22,7 @@ from . import attention, opsem_layers  # noqa: F401  (register the layer and att
 from . import opsem_extra, hf  # noqa: F401  (extra op semantics; Hugging Face attribute/config sync)
 from . import rnn, opsem_scatter, pyg  # noqa: F401  (recurrent ops; message passing; PyG sizes)
 from . import attention_vision  # noqa: F401  (Swin / MaxViT attention traced as leaf modules)
+from . import opsem_vision  # noqa: F401  (torchvision roi_align & co.)
 from .atoms import NO_ATOM, AtomTable, Labeling
 from .errors import Cancelled, TraceError
 from .opsem import IGNORED, leaf_op, load_optional_families, lookup, normalise_name
