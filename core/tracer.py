@@ -150,6 +150,8 @@ class _Tracer(TorchFunctionMode):
                 self._shape_read(name, args)
             return out
         out_tensors = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
+        if name == "setitem" and args and isinstance(args[0], torch.Tensor):
+            out_tensors = [args[0]]  # x[idx] = y returns None but changes x in place
         if not out_tensors:
             return out
         in_tensors = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
