@@ -133,9 +133,14 @@ def _layers(model):
             hd = m.head_dim
             out.append(("attn", name, m, _rows(m.q_proj) // hd, _rows(m.k_proj) // hd, hd))
         elif cls.endswith("SelfAttention") and hasattr(m, "attention_head_size"):  # BERT-like
+            q = getattr(m, "query", None) or getattr(m, "q_lin", None)  # (DistilBERT: q_lin)
+            if q is None:
+                continue
             hd = m.attention_head_size
-            n = _rows(m.query) // hd
+            n = _rows(q) // hd
             m.num_attention_heads, m.all_head_size = n, n * hd
+            if hasattr(m, "n_heads"):
+                m.n_heads = n
             out.append(("attn", name, m, n, n, hd))
         elif hasattr(m, "c_attn") and hasattr(m, "split_size"):  # GPT-2
             hd = m.head_dim
@@ -168,7 +173,7 @@ def sync_hf(model) -> dict:
     mlp = [x for x in layers if x[0] == "mlp"]
     new = {}
     emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    if emb is not None:
+    if isinstance(emb, nn.Embedding):  # (vision models embed patches with a conv instead)
         new["hidden_size"] = emb.weight.shape[1]
     nq, nkv = _uniform([a[3] for a in attn]), _uniform([a[4] for a in attn])
     widths = _uniform([m[3] for m in mlp])
@@ -195,15 +200,42 @@ def sync_hf(model) -> dict:
     if widths is not None:
         new["n_inner" if kind == "gpt2" else "intermediate_size"] = widths
     if uniform:
+        absent = object()
+        amap = getattr(cfg, "attribute_map", {}) or {}
+        old = {amap.get(k, k): cfg.__dict__.get(amap.get(k, k), absent) for k in new}
         for k, v in new.items():
             setattr(cfg, k, v)
-        rec["uniform"] = True
-        rec.pop("shapes", None)
-    else:
+        if _config_describes(model, cfg):
+            rec["uniform"] = True
+            rec.pop("shapes", None)
+        else:  # a config field this family names differently (OPT's ffn_dim...): keep the sizes
+            for k, v in old.items():
+                if v is absent:
+                    cfg.__dict__.pop(k, None)
+                else:
+                    setattr(cfg, k, v)
+            uniform = False
+    if not uniform:
         rec["uniform"] = False
         rec["shapes"] = {n: list(p.shape) for n, p in model.state_dict().items()}
     cfg.prunestudio = rec
     return rec
+
+
+def _config_describes(model, cfg) -> bool:
+    """Whether ``type(model)(cfg)`` has exactly the pruned model's tensor shapes — the only
+    reliable test that ``from_pretrained`` will rebuild it. Built on the meta device: no memory."""
+    import copy
+    import warnings
+
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = type(model)(copy.deepcopy(cfg))
+    except Exception:  # noqa: BLE001 - a class that cannot be rebuilt from its config
+        return False
+    mine = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return {k: tuple(v.shape) for k, v in ref.state_dict().items()} == mine
 
 
 def load_pruned(model_cls, path, **kwargs):
@@ -242,6 +274,7 @@ def load_pruned(model_cls, path, **kwargs):
     sd = {}
     for f in sorted(glob.glob(os.path.join(path, "*.safetensors"))):
         sd.update(load_file(f))
+    sd = _checkpoint_names_to_model(model, sd)
     missing, unexpected = model.load_state_dict(sd, strict=False)
     tied = set(getattr(model, "_tied_weights_keys", None) or [])
     missing = [k for k in missing if k not in tied and not any(k.startswith(t) for t in tied)]
@@ -250,6 +283,24 @@ def load_pruned(model_cls, path, **kwargs):
     if hasattr(model, "tie_weights"):
         model.tie_weights()
     return model.eval()
+
+
+def _checkpoint_names_to_model(model, sd: dict) -> dict:
+    """``save_pretrained`` may rename weights on the way out (transformers' weight conversions,
+    e.g. ViT's ``layers.0.attention.q_proj`` is saved as ``encoder.layer.0.attention.attention.
+    query``); map the saved names back by asking transformers how it would save this model."""
+    try:
+        from transformers.modeling_utils import revert_weight_conversion
+    except ImportError:  # older transformers: names are saved as they are
+        return sd
+    mine = model.state_dict()
+    try:
+        saved = revert_weight_conversion(model, dict(mine))
+    except Exception:  # noqa: BLE001 - a conversion that is not a plain renaming
+        return sd
+    by_id = {id(t): k for k, t in mine.items()}
+    rename = {k: by_id[id(t)] for k, t in saved.items() if id(t) in by_id}
+    return {rename.get(k, k): v for k, v in sd.items()}
 
 
 class PrunedConfigError(RuntimeError):

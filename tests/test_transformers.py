@@ -151,3 +151,47 @@ def test_timm_vit():
     dg, res = check_oracle(m, x, PlanSettings(ratio=0.5), expect_exact=None)
     assert res.after.flops < 0.8 * res.before.flops
     assert not dg.blocked_ops
+
+
+# more Hugging Face families: the config is trusted only if it rebuilds the pruned shapes
+MORE = {
+    "qwen2": lambda: (transformers.Qwen2ForCausalLM(transformers.Qwen2Config(
+        vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)),
+        "model.embed_tokens", IDS, True),
+    "mistral": lambda: (transformers.MistralForCausalLM(transformers.MistralConfig(
+        vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        sliding_window=4)), "model.embed_tokens", IDS, True),
+    # configs that name the MLP width differently (hidden_dim, ffn_dim): reload via load_pruned
+    "distilbert": lambda: (transformers.DistilBertForSequenceClassification(
+        transformers.DistilBertConfig(vocab_size=100, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
+                                      max_position_embeddings=64, num_labels=3)),
+        "distilbert.embeddings.word_embeddings", IDS, False),
+    "opt": lambda: (transformers.OPTForCausalLM(transformers.OPTConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=2, ffn_dim=64, num_attention_heads=4,
+        max_position_embeddings=64, word_embed_proj_dim=32)), "model.decoder.embed_tokens", IDS,
+        False),
+    "vit": lambda: (transformers.ViTForImageClassification(transformers.ViTConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        image_size=32, patch_size=8, num_labels=3)), "vit.embeddings.patch_embeddings.projection",
+        torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)), False),
+}
+
+
+@pytest.mark.parametrize("name", list(MORE))
+def test_more_hf_families(name, tmp_path):
+    m, emb, x, uniform = MORE[name]()
+    m = randomize(m.eval()).double()
+    x = x.double() if x.is_floating_point() else x
+    dg, res = check_oracle(m, x, PlanSettings(ratio=0.5, ignore=[emb]), tol=1e-9, expect_exact=True)
+    assert res.after.flops < 0.9 * res.before.flops
+    assert res.model.config.prunestudio["uniform"] is uniform
+    res.model.save_pretrained(tmp_path)
+    with torch.no_grad():
+        want = res.model(x).logits
+        if uniform:  # the plain config describes the pruned model
+            back = type(m).from_pretrained(tmp_path).double().eval()
+        else:
+            back = hf.load_pruned(type(m), tmp_path).double().eval()
+        assert torch.equal(back(x).logits, want)
