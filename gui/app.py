@@ -17,6 +17,8 @@ def _args(argv):
     p.add_argument("--model", default="demo", help="model spec to open (default: the built-in demo)")
     p.add_argument("--input-shape", default=None, help="example input shape, e.g. 1,3,224,224")
     p.add_argument("--dtype", default="float32")
+    p.add_argument("--attention", choices=["heads", "head-dim"], default=None,
+                   help="prune attention by whole heads (default) or by dimensions inside every head")
     p.add_argument("--screenshot", metavar="PATH", help="render the window to PNG once loaded, then quit")
     return p.parse_known_args(argv)[0]  # leave Qt's own options (-style, ...) alone
 
@@ -42,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         win.taskFailed.connect(lambda _m: (code.update(rc=1), app.quit()))
         QTimer.singleShot(300_000, lambda: (code.update(rc=2), app.quit()))  # never hang a script
         win.headless = True  # errors go to the log and the exit code, never to a modal dialog
-    win.open_model(args.model, shape, args.dtype)
+    options = {"attention": args.attention.replace("-", "_")} if args.attention else None
+    win.open_model(args.model, shape, args.dtype, options=options)
     rc = app.exec()
     return code["rc"] or rc

@@ -39,6 +39,20 @@ def group_params(g, shapes: dict, is_param: set) -> int:
     return total
 
 
+def attention_unit(g) -> str | None:
+    """How an attention module's group is pruned: ``"heads"`` (whole heads) or ``"head_dim"``
+    (dimensions inside every head), from the analysis option ``attention``; None for other groups."""
+    for m in g.members:
+        if m.slot.virtual and m.slot.attr in ("num_heads", "head_dim"):
+            return "heads" if m.slot.attr == "num_heads" else "head_dim"
+    return None
+
+
+UNIT_TEXT = {"heads": ("{n} heads", "{n} attention heads: pruning removes whole heads"),
+             "head_dim": ("{n} per head", "{n} dimensions in every head: pruning keeps every head "
+                                          "and removes the same dimensions from each")}
+
+
 def group_rows(dg, model, criterion="l2") -> list[dict]:
     """Table rows, computed on a worker thread (importance touches every weight)."""
     shapes = {n: tuple(t.shape) for n, t in model.named_parameters()}
@@ -53,7 +67,7 @@ def group_rows(dg, model, criterion="l2") -> list[dict]:
         imp = float(np.mean(s[g.prunable])) if s is not None and g.prunable.any() else float("nan")
         rows.append({"id": g.id, "root": g.root, "channels": g.n_channels, "prunable": g.n_prunable,
                      "is_prunable": g.is_prunable, "params": group_params(g, shapes, is_param),
-                     "importance": imp})
+                     "importance": imp, "unit": attention_unit(g)})
     return rows
 
 
@@ -94,7 +108,11 @@ class GroupPanel(QWidget):
             t.setItem(i, 0, lock)
             t.setItem(i, 1, _Num(r["id"]))
             t.setItem(i, 2, QTableWidgetItem(r["root"]))
-            t.setItem(i, 3, _Num(r["channels"]))
+            unit = UNIT_TEXT.get(r.get("unit"))
+            ch = _Num(r["channels"], unit[0].format(n=r["channels"]) if unit else None)
+            if unit:
+                ch.setToolTip(unit[1].format(n=r["channels"]))
+            t.setItem(i, 3, ch)
             t.setItem(i, 4, _Num(r["prunable"], f"{r['prunable']}" if r["is_prunable"] else "no"))
             t.setItem(i, 5, _Num(r["params"], f"{r['params']:,}"))
             imp = r["importance"]

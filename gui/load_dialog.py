@@ -9,13 +9,15 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog
 
 from core.inputs import DTYPES
 
+from .targets_panel import attention_combo
+
 
 def zoo_names() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
 class LoadDialog(QDialog):
-    def __init__(self, parent=None, shape="1,3,224,224", dtype="float32"):
+    def __init__(self, parent=None, shape="1,3,224,224", dtype="float32", attention="heads"):
         super().__init__(parent)
         self.setWindowTitle("Open model")
         self.resize(520, 520)
@@ -56,6 +58,8 @@ class LoadDialog(QDialog):
         form = QFormLayout()
         form.addRow("input shape(s)", self.shape)
         form.addRow("dtype", self.dtype)
+        self.attention = attention_combo(attention)  # analysis option: how attention is grouped
+        form.addRow("attention", self.attention)
         bb = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
         bb.accepted.connect(self.accept)
         bb.rejected.connect(self.reject)
@@ -80,6 +84,10 @@ class LoadDialog(QDialog):
         path = QFileDialog.getExistingDirectory(self, "Hugging Face model directory")
         if path:
             self.path.setText(f"hf:{path}")
+
+    def options(self) -> dict:
+        """Analysis options for core.pipeline.analyze_model."""
+        return {"attention": self.attention.currentData()}
 
     def spec(self) -> str:
         if self.tabs.currentIndex() == 0:

@@ -20,10 +20,11 @@ from .graph_view import GraphView
 from .group_details import GroupDetails
 from .group_panel import GroupPanel
 from .load_dialog import LoadDialog
-from .targets_panel import TargetsPanel
+from .targets_panel import ATTENTION, TargetsPanel
 
 log = logging.getLogger("prunestudio.gui")
 MAX_RECENT = 8
+ATTENTION_TEXT = dict(ATTENTION)  # "heads" -> "Whole heads", "head_dim" -> "Dimensions in every head"
 
 
 class MainWindow(QMainWindow):
@@ -50,6 +51,7 @@ class MainWindow(QMainWindow):
         self._est_pending = False
         self.log_file = applog.setup_file_logging()
         self._pending = None
+        self._pending_options = None  # analysis options of the load in flight
         # accuracy: the dataset chosen for evaluation (a core.data spec or Data), sensitivity
         self.eval_data = None
         self.eval_max_batches: int | None = None  # None: the whole validation set
@@ -194,6 +196,7 @@ class MainWindow(QMainWindow):
         self.groups.groupsSelected.connect(self._on_groups_selected)
         self.groups.locksChanged.connect(self._on_locks)
         self.targets.settingsChanged.connect(self.update_estimate)
+        self.targets.attentionChanged.connect(self.set_attention)
         self.search.returnPressed.connect(self._find)
         self.sensitivity.useForRatios.connect(self.use_sensitivity_ratios)
         self.sensitivity.showOnGraph.connect(self.show_sensitivity_overlay)
@@ -216,6 +219,7 @@ class MainWindow(QMainWindow):
         self.a_evaluate.setEnabled(weights and not busy)
         self.sensitivity.use_btn.setEnabled(self.sensitivity_result is not None and ready)
         self.sensitivity.graph_btn.setEnabled(self.sensitivity_result is not None and ready)
+        self.targets.attention.setEnabled(not busy and (not ready or self.targets.attention_available))
         self.progress.setVisible(busy)
         self.cancel_btn.setVisible(busy)
 
@@ -281,7 +285,8 @@ class MainWindow(QMainWindow):
                 "(no weights are loaded: the graph and its groups are shown, pruning is off)",
                 QMessageBox.Yes | QMessageBox.No, QMessageBox.Yes)
             if ans == QMessageBox.Yes:
-                self.open_model(spec, shape, dtype, meta=True)
+                self.open_model(spec, shape, dtype, meta=True,
+                                options=self._pending_options)
 
     def _on_cancelled(self):
         self._on_task_done()
@@ -291,6 +296,7 @@ class MainWindow(QMainWindow):
 
     def _on_task_done(self):
         self.task, self._task_cb = None, None
+        self._sync_attention()  # a failed or cancelled re-analysis leaves the old choice shown
         self._update_actions()
 
     def cancel(self):
@@ -303,14 +309,21 @@ class MainWindow(QMainWindow):
 
     # ---------------------------------------------------------------------------------- loading
     def open_dialog(self):
-        dlg = LoadDialog(self, self.settings.value("lastShape", "1,3,224,224"))
+        dlg = LoadDialog(self, self.settings.value("lastShape", "1,3,224,224"),
+                         attention=self.targets.attention_mode())
         if dlg.exec() != LoadDialog.Accepted or not dlg.spec():
             return
         self.settings.setValue("lastShape", dlg.shape.text())
-        self.open_model(dlg.spec(), dlg.shape.text(), dlg.dtype.currentText())
+        self.open_model(dlg.spec(), dlg.shape.text(), dlg.dtype.currentText(), options=dlg.options())
 
     def open_model(self, spec: str, shape: str, dtype: str = "float32", model=None,
-                   meta: bool = False, trust: bool | None = None):
+                   meta: bool = False, trust: bool | None = None, options: dict | None = None):
+        """Load and analyse on the worker. ``options``: analysis options (``{"attention":
+        "heads" | "head_dim"}``); by default the targets panel's attention choice."""
+        if options is None:
+            options = {"attention": self.targets.attention_mode()}
+        elif self.task is None:
+            self.targets.set_attention(options.get("attention", "heads"), self.targets.attention_available)
         if trust is None:
             trust = False
         if model is None and not trust and model_io.needs_trust_prompt(spec):
@@ -322,9 +335,55 @@ class MainWindow(QMainWindow):
             trust = ans == QMessageBox.Yes
         self._load_started = time.perf_counter()
         self._pending = (spec, shape, dtype)
+        self._pending_options = dict(options)
         return self._run(f"loading {spec}", sess.load_and_analyse, spec, shape, dtype, trust, model,
-                         self.view.aspect(), meta=meta,
+                         self.view.aspect(), meta=meta, options=dict(options),
                          on_done=self._on_loaded)
+
+    # ---------------------------------------------------------------------------------- analysis
+    def set_attention(self, mode: str):
+        """Analyse the loaded model again with attention grouped by ``mode`` ("heads": whole
+        heads, "head_dim": dimensions inside every head) on the worker, like a load (progress,
+        Cancel, errors in a dialog). The graph, groups and table are replaced; a pruned result of
+        the old analysis is dropped, as its groups no longer exist. Without a model the choice
+        applies to the next load."""
+        s = self.session
+        if s is None or sess.attention_mode(s) == mode:
+            return None
+        if self.task is not None:
+            self.status_label.setText("busy: cancel the running task first")
+            self._sync_attention()
+            return None
+        self._pending = None  # not a new model: nothing to add to File > Open recent
+        t = self._run(f"analysing again ({ATTENTION_TEXT.get(mode, mode)})", sess.reanalyse, s,
+                      {"attention": mode}, self.view.aspect(),
+                      on_done=lambda new, old=s: self._on_reanalysed(old, new))
+        if t is None:
+            self._sync_attention()
+        return t
+
+    def _on_reanalysed(self, old: sess.Session, new: sess.Session):
+        if self.session is not old:
+            return
+        locked = set(self.targets.locked)  # group roots: module names survive the new analysis
+        self._on_loaded(new)
+        for g in new.dg.groups:
+            if g.root in locked:
+                self.groups.set_locked(g.id, True)
+        self.targets.locked = self.groups.locked_roots()
+        mode = sess.attention_mode(new)
+        msg = (f"attention pruned by {ATTENTION_TEXT.get(mode, mode).lower()}: "
+               f"{len(new.dg.prunable_groups)} prunable groups")
+        if old.result is not None:
+            msg += "; the pruned result of the previous analysis was dropped (prune again)"
+        self.log(msg)
+        self.status_label.setText(msg)
+
+    def _sync_attention(self):
+        """The targets panel shows the loaded model's attention analysis."""
+        s = self.session
+        if s is not None:
+            self.targets.set_attention(sess.attention_mode(s), s.n_attention > 0)
 
     def _on_loaded(self, s: sess.Session):
         t = time.perf_counter()
@@ -347,9 +406,14 @@ class MainWindow(QMainWindow):
             f"<b>{s.spec}</b><br>input {s.inputs.describe()}<br>{n_nodes} nodes, {len(s.dg.groups)} groups, "
             f"{n_groups} prunable<br>" + (f"<span style='color:#c1121f'>blocked ops: {', '.join(blocked)}</span>"
                                           if blocked else "no blocked ops"))
+        if s.n_attention:
+            mode = sess.attention_mode(s)
+            self.info.setText(self.info.text() + f"<br>attention: {s.n_attention} layer(s), pruned by "
+                              f"{ATTENTION_TEXT.get(mode, mode).lower()}")
         if s.meta:
             self.info.setText(self.info.text() + "<br><b>meta device: structure only, no weights; "
                               "pruning is off</b>")
+        self._sync_attention()
         self.setWindowTitle(f"PruneStudio — {s.spec}")
         self.log(f"loaded {s.spec}: {n_nodes} nodes, {n_groups} prunable groups "
                  f"({', '.join(f'{k} {v:.2f}s' for k, v in s.seconds.items())})")
@@ -626,7 +690,8 @@ class MainWindow(QMainWindow):
         return proj.project_from(
             s.spec, self.targets.settings(), result=s.result, shape=s.shape, dtype=s.dtype,
             trust=s.trust, device=self.targets.device_name(), model=s.model, dg=s.dg,
-            extra={"locked": list(self.targets.locked), "mode": self.targets.mode.currentData()})
+            extra={"locked": list(self.targets.locked), "mode": self.targets.mode.currentData(),
+                   "analysis": dict(s.dg.options)})
 
     def save_project_dialog(self):
         if self.session is None:
@@ -676,6 +741,7 @@ class MainWindow(QMainWindow):
             if ans != QMessageBox.Yes:
                 return None
         self._pending = (p.spec, p.shape, p.dtype)
+        self._pending_options = None
         self._project = p
         return self._run(f"opening project {os.path.basename(path)}", sess.restore_project, p,
                          self.view.aspect(), on_done=self._on_project_restored)

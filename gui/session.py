@@ -14,7 +14,7 @@ from core.inputs import make_inputs
 
 from . import model_io
 from .graph_layout import Layout, layout
-from .group_panel import group_rows
+from .group_panel import attention_unit, group_rows
 
 
 @dataclass
@@ -33,34 +33,49 @@ class Session:
     dtype: str = "float32"
     trust: bool = False
     meta: bool = False  # structure only (meta device): no weights, nothing to prune
+    n_attention: int = 0  # attention layers whose pruning the "attention" analysis option chooses
 
 
 def load_and_analyse(spec: str, shape: str, dtype: str = "float32", trust: bool = False, model=None,
-                     aspect: float = 1.8, progress=None, should_stop=None, meta: bool = False) -> Session:
-    """Load (on the meta device when ``meta``), analyse, lay out. A model too large for memory
+                     aspect: float = 1.8, progress=None, should_stop=None, meta: bool = False,
+                     options: dict | None = None) -> Session:
+    """Load (on the meta device when ``meta``), analyse with the analysis ``options``
+    (``{"attention": "heads" | "head_dim"}``), lay out. A model too large for memory
     raises :class:`core.loading.TooLargeError` before anything big is allocated."""
     from core import loading
-    from core.errors import TraceError
     secs = {}
     t = time.perf_counter()
     if progress:
         progress("load", 0, 1, f"loading {spec}")
     inputs = make_inputs(shape, dtype)
-    from core.loading import fit_inputs
-    inputs = fit_inputs(model, inputs)  # token ids folded into the model's vocabulary
     if model is None:
         if meta:
             model = loading.build_meta_model(spec, trust=trust)
         else:
             loading.check_memory(spec, input_hint=f"--input-shape {shape}")
             model = model_io.load_model(spec, trust=trust)
+    inputs = loading.fit_inputs(model, inputs)  # token ids folded into the model's vocabulary
     if meta:
         inputs = inputs.to("meta")
     model.eval()
     secs["load"] = time.perf_counter() - t
+    return analyse(spec, model, inputs, options, aspect=aspect, progress=progress,
+                   should_stop=should_stop, seconds=secs, shape=shape, dtype=dtype, trust=trust,
+                   meta=meta)
+
+
+def analyse(spec: str, model, inputs, options: dict | None = None, aspect: float = 1.8,
+            progress=None, should_stop=None, seconds: dict | None = None, **fields) -> Session:
+    """Analyse a loaded model on its example inputs, lay out the graph, count costs and fill the
+    group table: a new :class:`Session` (``fields``: shape, dtype, trust, meta)."""
+    from core import loading
+    from core.errors import TraceError
+    meta = bool(fields.get("meta"))
+    secs = dict(seconds or {})
     t = time.perf_counter()
     try:
-        dg = pipeline.analyze_model(model, inputs, progress=progress, should_stop=should_stop)
+        dg = pipeline.analyze_model(model, inputs, progress=progress, should_stop=should_stop,
+                                    options=options)
     except TraceError as e:
         if "forward failed" not in str(e) or meta:
             raise
@@ -84,8 +99,25 @@ def load_and_analyse(spec: str, shape: str, dtype: str = "float32", trust: bool 
     for g in dg.groups:
         for n in g.nodes:
             node_groups.setdefault(n, []).append(g.id)
-    return Session(spec, model, inputs, dg, cost, lay, rows, node_groups, secs, shape=shape,
-                   dtype=dtype, trust=trust, meta=meta)
+    n_attention = sum(1 for r in rows if r.get("unit"))
+    return Session(spec, model, inputs, dg, cost, lay, rows, node_groups, secs,
+                   n_attention=n_attention, **fields)
+
+
+def reanalyse(session: Session, options: dict, aspect: float = 1.8, progress=None,
+              should_stop=None) -> Session:
+    """The same model and inputs analysed again with other analysis options (e.g. attention by
+    head dimension): a new Session without a pruning result, since the old result's groups belong
+    to the old analysis. The given session is not modified."""
+    return analyse(session.spec, session.model, session.inputs, options, aspect=aspect,
+                   progress=progress, should_stop=should_stop, shape=session.shape,
+                   dtype=session.dtype, trust=session.trust, meta=session.meta)
+
+
+def attention_mode(session: Session | None) -> str:
+    """How the session's analysis groups attention: "heads" or "head_dim"."""
+    opts = getattr(session.dg, "options", None) if session is not None else None
+    return (opts or {}).get("attention", "heads")
 
 
 def group_rows_meta(dg, model) -> list[dict]:
@@ -93,7 +125,23 @@ def group_rows_meta(dg, model) -> list[dict]:
     shapes = {n: tuple(t.shape) for n, t in model.named_parameters()}
     return [{"id": g.id, "root": g.root, "channels": g.n_channels, "prunable": g.n_prunable,
              "is_prunable": g.is_prunable, "params": group_params(g, shapes, set(shapes)),
-             "importance": float("nan")} for g in dg.groups]
+             "importance": float("nan"), "unit": attention_unit(g)} for g in dg.groups]
+
+
+def project_analysis(project) -> dict | None:
+    """The analysis options a project was made with (as core.project.restore reads them: the
+    plan's, else the project's own); an attention structure this version does not know is a
+    LoadError."""
+    from core.attention_heads import MODES
+    from core.errors import LoadError
+    options = ((project.plan or {}).get("settings") or {}).get("analysis") or \
+        (project.extra or {}).get("analysis")
+    if options is None:
+        return None
+    if not isinstance(options, dict) or options.get("attention", "heads") not in MODES:
+        raise LoadError(f"the project's analysis options {options!r} are not understood by this "
+                        f"PruneStudio (attention: {' or '.join(MODES)})")
+    return dict(options)
 
 
 def restore_project(project, aspect: float = 1.8, progress=None, should_stop=None):
@@ -104,8 +152,9 @@ def restore_project(project, aspect: float = 1.8, progress=None, should_stop=Non
     from core.prune import PruningPlan
     if project.inputs_fn:
         raise LoadError("projects with an inputs function open in the CLI only (python main.py)")
+    options = project_analysis(project)
     s = load_and_analyse(project.spec, project.shape, project.dtype, project.trust,
-                         aspect=aspect, progress=progress, should_stop=should_stop)
+                         aspect=aspect, progress=progress, should_stop=should_stop, options=options)
     if project.model_fingerprint and proj.fingerprint(s.model) != project.model_fingerprint:
         raise LoadError(f"the model {project.spec} has changed since the project was saved (its "
                         f"weights differ); the saved plan may not fit it any more")

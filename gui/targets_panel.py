@@ -14,6 +14,29 @@ from core.importance import CRITERIA
 from core.planner import PlanSettings
 
 MODES = [("ratio", "channel ratio"), ("flops", "FLOPs target"), ("params", "params target")]
+# analysis option "attention" (core.pipeline.analyze_model(options=...)): how attention is grouped
+ATTENTION = [("heads", "Whole heads"), ("head_dim", "Dimensions in every head")]
+ATTENTION_TIP = (
+    "<p>How attention layers (nn.MultiheadAttention, torchvision Swin/MaxViT, timm Attention) "
+    "are pruned.</p>"
+    "<p><b>Whole heads</b>: remove entire heads; the heads that stay are unchanged.<br>"
+    "<b>Dimensions in every head</b>: keep every head and make each one narrower (the same "
+    "dimensions are removed from all heads).</p>"
+    "<p>Both are exact, because the pruned layer keeps the original attention scale "
+    "1/&radic;(head dim); only timm's qk_norm makes dimensions approximate.</p>"
+    "<p>Changing it analyses the model again: the groups change, and a pruned result made with "
+    "the other choice is dropped.</p>")
+
+
+def attention_combo(mode: str = "heads") -> QComboBox:
+    """The attention-structure choice (shared by the load dialog and the targets panel)."""
+    c = QComboBox()
+    for key, text in ATTENTION:
+        c.addItem(text, key)
+    c.setToolTip(ATTENTION_TIP)
+    i = c.findData(mode)
+    c.setCurrentIndex(max(i, 0))
+    return c
 
 
 def human(n: float) -> str:
@@ -25,6 +48,7 @@ def human(n: float) -> str:
 
 class TargetsPanel(QWidget):
     settingsChanged = Signal()  # debounced
+    attentionChanged = Signal(str)  # the user picked another attention structure ("heads"|"head_dim")
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -47,6 +71,10 @@ class TargetsPanel(QWidget):
         self.global_rank = QCheckBox("global ranking (else uniform per group)")
         self.round_to = QSpinBox()
         self.round_to.setRange(1, 256)
+        self.attention = attention_combo()
+        self.attention_available = True  # the loaded model has attention layers it applies to
+        self.attention.currentIndexChanged.connect(
+            lambda _i: self.attentionChanged.emit(self.attention_mode()))
         self.device = QComboBox()
         self.device.addItem("cpu")
         if torch.cuda.is_available():
@@ -74,6 +102,9 @@ class TargetsPanel(QWidget):
         form.addRow("importance", self.criterion)
         form.addRow("", self.global_rank)
         form.addRow("round to", self.round_to)
+        self.attention_label = QLabel("attention")
+        self.attention_label.setToolTip(ATTENTION_TIP)
+        form.addRow(self.attention_label, self.attention)
         form.addRow("device", self.device)
         form.addRow(self.overrides_row)
         form.addRow("estimate", self.estimate)
@@ -137,6 +168,22 @@ class TargetsPanel(QWidget):
         self.round_to.setValue(int(settings.round_to))
         self.locked = list(settings.ignore)
         self.set_overrides(dict(settings.overrides or {}), "the project")
+
+    def attention_mode(self) -> str:
+        return self.attention.currentData()
+
+    def set_attention(self, mode: str, available: bool = True):
+        """Show ``mode`` without emitting attentionChanged. ``available``: whether the loaded
+        model has attention layers the choice applies to (the tooltip says so when not)."""
+        i = self.attention.findData(mode)
+        self.attention.blockSignals(True)
+        self.attention.setCurrentIndex(max(i, 0))
+        self.attention.blockSignals(False)
+        self.attention_available = available
+        tip = ATTENTION_TIP if available else (
+            ATTENTION_TIP + "<p><i>The loaded model has no attention layers this applies to.</i></p>")
+        self.attention.setToolTip(tip)
+        self.attention_label.setToolTip(tip)
 
     def device_name(self) -> str:
         return self.device.currentText()

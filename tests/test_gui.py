@@ -232,3 +232,128 @@ def test_many_void_qt_calls_do_not_abort_python():
     for _ in range(100_000):
         p.setX(1.0)
     assert sys.getrefcount(None) > 100_000
+
+
+# ------------------------------------------------------------------ attention: heads or head dims
+MHA_SRC = '''
+import torch
+from torch import nn
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(8, 32)
+        self.attn = nn.MultiheadAttention(32, 4, batch_first=True)  # 4 heads of 8 dims
+        self.out = nn.Linear(32, 5)
+    def forward(self, x):
+        h = self.inp(x)
+        a, _ = self.attn(h, h, h, need_weights=False)
+        return self.out(a + h)
+def make():
+    torch.manual_seed(0)
+    return Net()
+'''
+
+
+@pytest.fixture
+def mha(qtbot, win, tmp_path):
+    """The window on a small model with one nn.MultiheadAttention (4 heads of 8 dimensions)."""
+    f = tmp_path / "mha.py"
+    f.write_text(MHA_SRC)
+    with qtbot.waitSignal(win.modelReady, timeout=TIMEOUT):
+        win.open_model(f"{f}:make", "1,6,8")
+    return win
+
+
+def _attention_row(w):
+    """(channels, text) of the attention group in the group table."""
+    t = w.groups.table
+    row = next(i for i in range(t.rowCount()) if t.item(i, 2).text() == "attn")
+    return t.item(row, 3).value, t.item(row, 3).text()
+
+
+def _switch_attention(qtbot, w, mode):
+    with qtbot.waitSignal(w.modelReady, timeout=TIMEOUT):
+        w.targets.attention.setCurrentIndex(w.targets.attention.findData(mode))
+
+
+def test_attention_choice_reanalyses_prunes_and_is_kept_in_the_project(qtbot, mha, errors, tmp_path):
+    w = mha
+    combo = w.targets.attention
+    assert combo.isEnabled() and w.targets.attention_mode() == "heads"
+    assert "Whole heads" in combo.toolTip() and "narrower" in combo.toolTip()
+    assert _attention_row(w) == (4, "4 heads")  # one channel per head
+    gid = next(g.id for g in w.session.dg.groups if g.root == "inp")
+    w.groups.set_locked(gid, True)  # a lock (by root layer) survives the new analysis
+    r_heads = _prune(qtbot, w)
+    assert r_heads.model.attn.num_heads < 4
+    old = w.session
+    _switch_attention(qtbot, w, "head_dim")
+    s = w.session
+    assert s is not old and s.model is old.model and s.dg.options == {"attention": "head_dim"}
+    # the old pruned result does not survive into the new groups
+    assert s.result is None and w.charts.values == {} and not w.a_undo.isEnabled()
+    assert _attention_row(w) == (8, "8 per head")  # one channel per dimension of every head
+    assert w.targets.locked == ["inp"] and "dimensions in every head" in w.info.text()
+    r = _prune(qtbot, w)
+    assert r.verify.passed and r.plan.settings["analysis"] == {"attention": "head_dim"}
+    attn = r.model.attn
+    assert attn.num_heads == 4 and attn.in_proj_weight.shape[0] == 3 * 4 * 4  # 4 heads, 4 dims each
+    # the project records the choice; opening it restores the control and the same pruned model
+    path = tmp_path / "attn.psproj"
+    assert w.save_project(str(path))
+    import json
+    assert json.loads(path.read_text())["extra"]["analysis"] == {"attention": "head_dim"}
+    _switch_attention(qtbot, w, "heads")
+    assert _attention_row(w) == (4, "4 heads")
+    with qtbot.waitSignal(w.projectRestored, timeout=TIMEOUT):
+        w.open_project(str(path))
+    assert w.targets.attention_mode() == "head_dim" and _attention_row(w) == (8, "8 per head")
+    assert w.session.result.plan.to_json() == r.plan.to_json()
+    for (k, v), (k2, v2) in zip(r.model.state_dict().items(),
+                                w.session.result.model.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2), k
+    assert not errors
+
+
+def test_attention_reanalysis_cancel_and_failure_keep_the_old_analysis(qtbot, mha, errors, monkeypatch):
+    from gui import session as sess, worker
+    w = mha
+    before = w.session
+    r = _prune(qtbot, w)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(worker.Task, "should_stop", lambda self: True)  # Cancel at the first poll
+        with qtbot.waitSignal(w.taskCancelled, timeout=TIMEOUT):
+            w.targets.attention.setCurrentIndex(w.targets.attention.findData("head_dim"))
+    assert w.session is before and before.result is r
+    assert w.targets.attention_mode() == "heads" and w.targets.attention.isEnabled()
+    from core.errors import TraceError
+
+    def boom(*a, **k):
+        raise TraceError("forward broke")
+    monkeypatch.setattr(sess, "reanalyse", boom)
+    with qtbot.waitSignal(w.taskFailed, timeout=TIMEOUT):
+        w.targets.attention.setCurrentIndex(w.targets.attention.findData("head_dim"))
+    assert errors[-1][1] == "forward broke"
+    assert w.session is before and w.targets.attention_mode() == "heads" and w.a_prune.isEnabled()
+
+
+def test_load_dialog_attention_choice_reaches_the_analysis(qtbot, win, tmp_path, monkeypatch):
+    from gui.load_dialog import LoadDialog
+    f = tmp_path / "mha.py"
+    f.write_text(MHA_SRC)
+    assert not win.targets.attention.isEnabled()  # the demo has no attention layers
+    assert "no attention layers" in win.targets.attention.toolTip()
+
+    def fill(dlg):
+        assert dlg.attention.currentData() == "heads"  # the current choice is the default
+        dlg.tabs.setCurrentIndex(1)
+        dlg.path.setText(f"{f}:make")
+        dlg.shape.setText("1,6,8")
+        dlg.attention.setCurrentIndex(dlg.attention.findData("head_dim"))
+        return LoadDialog.Accepted
+    monkeypatch.setattr(LoadDialog, "exec", fill)
+    with qtbot.waitSignal(win.modelReady, timeout=TIMEOUT):
+        win.open_dialog()
+    assert win.session.dg.options == {"attention": "head_dim"}
+    assert win.targets.attention_mode() == "head_dim" and win.targets.attention.isEnabled()
+    assert _attention_row(win) == (8, "8 per head")
