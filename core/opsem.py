@@ -215,7 +215,7 @@ def data_movement(ctx, call, channel_dims=None):
     results = fast(ctx, call) if fast is not None else None
     if results is None:
         results = replay(call.func, call.args, call.kwargs, ctx.labels, ctx.table,
-                         ctx.reason(call, ""), channel_dims)
+                         ctx.reason(call, ""), channel_dims, ctx.head_counts())
     if results is None:
         return
     for o, labs in zip(call.out_tensors, results):

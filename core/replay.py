@@ -30,7 +30,8 @@ def _index_tensor(shape, lab: Labeling, base: int) -> torch.Tensor:
     return flat.reshape([shape[d] for d in lab.dims]).reshape(view).expand(tuple(shape)).contiguous()
 
 
-def replay(func, args, kwargs, labelings_for, table, reason: str, channel_dims=None):
+def replay(func, args, kwargs, labelings_for, table, reason: str, channel_dims=None,
+           head_counts=()):
     """Run ``func`` on index tensors; return one list of Labeling per tensor output.
 
     ``labelings_for(t)`` gives the labelings of a floating-point tensor input; integer and bool
@@ -75,7 +76,8 @@ def replay(func, args, kwargs, labelings_for, table, reason: str, channel_dims=N
             if lab is None:
                 continue
             if len(lab.dims) > 1:
-                lab = collapse_split(lab, table, reason, dynamic_dims(func, args, kwargs, o))
+                dyn = prefer_heads(dynamic_dims(func, args, kwargs, o), lab, o.shape, head_counts)
+                lab = collapse_split(lab, table, reason, dyn)
             results[j].append(lab)
     return results
 
@@ -94,6 +96,16 @@ def dynamic_dims(func, args, kwargs, out) -> set:
         shape = list(shape[0])
     shape = shape or list(kwargs.get("shape", kwargs.get("size", ())))
     return {i for i, v in enumerate(shape) if isinstance(v, int) and v == -1}
+
+
+def prefer_heads(dynamic: set, lab: Labeling, shape, head_counts) -> set:
+    """With no inferred (-1) dim among a split's dims, a dim sized like the running module's head
+    count (``view(b, n, self.num_heads, self.head_dim)``) is the one that shrinks: the module's
+    updater (e.g. Hugging Face's) rewrites ``num_heads``. Only outer dims qualify, only one match."""
+    if not head_counts or any(d in dynamic for d in lab.dims):
+        return dynamic
+    match = [d for d in lab.dims[:-1] if shape[d] in head_counts]
+    return dynamic | {match[0]} if len(match) == 1 else dynamic
 
 
 def collapse_split(lab: Labeling, table, reason: str, dynamic: set) -> Labeling:

@@ -259,6 +259,20 @@ class _HandlerContext:
     def reason(self, call, text):
         return self._t.reason(call, text)
 
+    _HEAD_ATTRS = ("num_heads", "n_heads", "n_head", "num_attention_heads", "num_key_value_heads")
+
+    def head_counts(self) -> set:
+        """Head counts the running module keeps as attributes (heads mode only): a reshape that
+        splits channels into one of them shrinks that dim (see replay.prefer_heads)."""
+        if self.options.get("attention", "heads") != "heads" or not self._t.scope:
+            return set()
+        t = self._t
+        if getattr(t, "_by_name", None) is None:
+            t._by_name = dict(t.root.named_modules())
+        mod = t._by_name.get(t.scope[-1])
+        return {v for a in self._HEAD_ATTRS
+                if isinstance(v := getattr(mod, a, None), int) and not isinstance(v, bool) and v > 1}
+
     def block_inputs(self, call, text):
         for t in call.in_tensors:
             if id(t) in self._t.names and self._t._lookup(t) is None:
