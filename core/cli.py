@@ -467,6 +467,8 @@ def cmd_prune(args, progress) -> int:
              f"(x{b.latency_ms / a.latency_ms:.2f})")
     if result.verify is not None:
         _out(f"verify: {result.verify.message}")
+    for root, why in result.excluded.items():
+        _out(f"excluded group {root}: {why}")
     if onnx_diff is not None:
         _out(f"onnx: onnxruntime vs torch max abs difference {onnx_diff:.3g}")
     if out:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .diagnose import exclude_groups, mismatching_groups
 from .errors import Cancelled, VerificationError
 from .graph import DependencyGraph, analyze
 from .inputs import as_example_inputs
@@ -59,6 +60,7 @@ class PruneResult:
     verify: VerifyReport | None
     channels: dict  # layer -> [original, kept] output channels
     seconds: dict = field(default_factory=dict)
+    excluded: dict = field(default_factory=dict)  # group root -> why it was left out (oracle)
 
     def report(self, dg: DependencyGraph | None = None) -> dict:
         r = {
@@ -74,6 +76,7 @@ class PruneResult:
             "plan": self.plan.to_json(),
             "verify": self.verify.to_json() if self.verify else None,
             "seconds": self.seconds,
+            "excluded_groups": self.excluded,
         }
         if dg is not None:
             r["groups"] = len(dg.groups)
@@ -102,8 +105,14 @@ def cost_model(dg, model, inputs, base_flops: float | None = None) -> CostModel:
 
 def prune_model(model: nn.Module, inputs, dg: DependencyGraph, settings: PlanSettings,
                 latency: bool = True, verify: bool = True, latency_runs: int = 10, calibration=None,
-                progress=None, should_stop=None, before: Metrics | None = None) -> PruneResult:
-    """Plan, prune a copy, measure before/after and (by default) run the oracle."""
+                progress=None, should_stop=None, before: Metrics | None = None,
+                exclude_mismatches: bool = True) -> PruneResult:
+    """Plan, prune a copy, measure before/after and (by default) run the oracle.
+
+    If the oracle fails, the groups responsible are located (``core.diagnose``) and, with
+    ``exclude_mismatches``, blocked in ``dg`` and left out of a new plan; they are listed in
+    ``PruneResult.excluded``. Without it, or if no single group explains the mismatch, a
+    :class:`VerificationError` is raised."""
     progress = progress or _noop
     check = _checker(should_stop)
     ex = as_example_inputs(inputs)
@@ -114,36 +123,49 @@ def prune_model(model: nn.Module, inputs, dg: DependencyGraph, settings: PlanSet
         before = measure(model, ex, latency=latency, runs=latency_runs, should_stop=check)
     secs["measure_before"] = time.perf_counter() - t
     check()
-    t = time.perf_counter()
-    progress("plan", 1, 4, "scoring groups and choosing channels")
     cost = cost_model(dg, model, ex, before.flops)
-    plan = make_plan(dg, model, settings, cost=cost, calibration=calibration)
-    kept = plan.kept_indices(dg)
-    if settings.target_flops is not None:
-        plan, kept = _refine_flops_target(model, ex, dg, settings, cost, calibration, plan, kept,
-                                          before.flops)
-    secs["plan"] = time.perf_counter() - t
-    check()
-    t = time.perf_counter()
-    progress("prune", 2, 4, f"removing {plan.n_removed} channels")
-    pruned = apply_kept(model, kept)
-    secs["prune"] = time.perf_counter() - t
-    check()
-    report = None
-    if verify:
+    excluded: dict = {}
+    for attempt in range(3):
+        t = time.perf_counter()
+        progress("plan", 1, 4, "scoring groups and choosing channels")
+        plan = make_plan(dg, model, settings, cost=cost, calibration=calibration)
+        kept = plan.kept_indices(dg)
+        if settings.target_flops is not None:
+            plan, kept = _refine_flops_target(model, ex, dg, settings, cost, calibration, plan,
+                                              kept, before.flops)
+        secs["plan"] = secs.get("plan", 0.0) + time.perf_counter() - t
+        check()
+        t = time.perf_counter()
+        progress("prune", 2, 4, f"removing {plan.n_removed} channels")
+        pruned = apply_kept(model, kept)
+        secs["prune"] = secs.get("prune", 0.0) + time.perf_counter() - t
+        check()
+        report = None
+        if not verify:
+            break
         t = time.perf_counter()
         progress("verify", 3, 4, "checking the pruned model against the zeroed original")
         report = verify_plan(model, ex, dg, plan, pruned=pruned)
-        secs["verify"] = time.perf_counter() - t
-        if not report.passed:
-            raise VerificationError(f"pruning would change the model: {report.message}")
+        secs["verify"] = secs.get("verify", 0.0) + time.perf_counter() - t
         check()
+        if report.passed:
+            break
+        found = None
+        if exclude_mismatches and attempt < 2:
+            t = time.perf_counter()
+            found = mismatching_groups(model, ex, dg, plan, should_stop=should_stop,
+                                       progress=progress)
+            secs["diagnose"] = secs.get("diagnose", 0.0) + time.perf_counter() - t
+        if not found:
+            raise VerificationError(f"pruning would change the model: {report.message}")
+        excluded.update(exclude_groups(dg, found))
     t = time.perf_counter()
     progress("measure", 3, 4, "measuring the pruned model")
     after = measure(pruned, ex, latency=latency, runs=latency_runs, should_stop=check)
     secs["measure_after"] = time.perf_counter() - t
     progress("done", 4, 4, "done")
-    return PruneResult(pruned, plan, kept, before, after, report, channels_per_layer(dg, kept), secs)
+    return PruneResult(pruned, plan, kept, before, after, report, channels_per_layer(dg, kept), secs,
+                       excluded)
 
 
 def _refine_flops_target(model, ex, dg, settings, cost, calibration, plan, kept, base_flops):

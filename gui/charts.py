@@ -120,6 +120,10 @@ class ChartsPanel(QWidget):
         rows.append(("channels removed", f"{result.plan.n_removed:,}"))
         if result.verify is not None:
             rows.append(("verification", result.verify.message))
+        excluded = getattr(result, "excluded", {}) or {}
+        if excluded:
+            rows.append(("left unpruned", f"{len(excluded)} group(s) changed the output when "
+                                          f"removed: {', '.join(excluded)}"))
         rows.extend(evaluation_rows(*self.evaluation) if self.evaluation else [])
         rows.append(("time", f"{sum(result.seconds.values()):.2f} s"))
         self.summary.setRowCount(len(rows))

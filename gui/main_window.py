@@ -567,6 +567,8 @@ class MainWindow(QMainWindow):
         msg = (f"pruned: params {b.params:,} → {a.params:,}, FLOPs -{1 - a.flops / max(b.flops, 1):.0%}{sp}"
                f" — {result.verify.message if result.verify else 'not verified'}")
         self.log(msg)
+        for root, why in (getattr(result, "excluded", {}) or {}).items():
+            self.log(f"left unpruned: group {root} — {why}")
         self.status_label.setText(msg + "  (Ctrl+Z: back to the original)")
         self.overlay_legend.setText(self.status_overlay)
         self.overlay_legend.show()
