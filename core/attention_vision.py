@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torchvision.models import maxvit, swin_transformer as swin, vision_transformer as tv_vit
-from torchvision.models.video import swin_transformer as swin3d
+from torchvision.models.video import mvit, swin_transformer as swin3d
 
 from .attention_heads import couple_heads, emit_output, feed_input, qkv_rows
 from .opsem import register_leaf_module, register_op
@@ -194,3 +194,14 @@ def _maxvit_update(m, virtual):
 def _vit_update(m, virtual):
     # _process_input reshapes the patch embedding with self.hidden_dim
     m.hidden_dim = m.conv_proj.weight.shape[0]
+
+
+# ---- MViT (video) ----------------------------------------------------------------------------
+
+
+@register_module_updater(mvit.MultiscaleAttention)
+def _mvit_update(m, virtual):
+    # forward reshapes with self.num_heads / self.output_dim; its pooling layers work per head
+    # dimension, so heads (the dim sized like num_heads, see replay.prefer_heads) are what shrink
+    m.output_dim = m.project[0].weight.shape[1]
+    m.num_heads = m.output_dim // m.head_dim

@@ -196,3 +196,28 @@ def test_cli_head_dim_pruning_and_project_replay(tmp_path, capsys):
     with torch.no_grad():
         x = torch.randn(1, 3, 32, 32)
         assert torch.equal(result.model.eval()(x), pruned.eval()(x))
+
+
+def test_mvit_pooling_attention_heads():
+    """MViT-v2's MultiscaleAttention pools q/k/v per head dimension and reshapes with
+    ``self.num_heads``: its heads (the split dim sized like num_heads) are pruned exactly and the
+    updater rewrites ``num_heads`` / ``output_dim``."""
+    from torchvision.models.video import mvit
+
+    cfg = [mvit.MSBlockConfig(2, 16, 16, [3, 3, 3], [3, 3, 3], [1, 1, 1], [1, 2, 2]),
+           mvit.MSBlockConfig(2, 16, 32, [3, 3, 3], [3, 3, 3], [1, 2, 2], [1, 2, 2]),
+           mvit.MSBlockConfig(4, 32, 32, [3, 3, 3], [3, 3, 3], [1, 1, 1], [1, 1, 1])]
+    model = mvit.MViT(spatial_size=(32, 32), temporal_size=4, block_setting=cfg, residual_pool=True,
+                      residual_with_cls_embed=False, rel_pos_embed=True, proj_after_attn=True,
+                      dropout=0.0, num_classes=5)
+    model = randomize(model.eval(), seed=6).double()
+    x = torch.randn(1, 3, 4, 32, 32, dtype=torch.float64)
+    dg = analyze_model(model, (x,))
+    heads = [g for g in dg.prunable_groups if g.root.endswith("attn.qkv")]
+    assert [g.n_channels for g in heads] == [2, 2, 4]
+    plan = _every_other(heads)
+    rep = verify_plan(model, (x,), dg, plan)
+    assert rep.expected_exact and rep.max_rel_diff < 1e-10, rep.message
+    pruned = apply_kept(model, plan.kept_indices(dg))
+    assert [b.attn.num_heads for b in pruned.blocks] == [1, 1, 2]
+    assert [b.attn.output_dim for b in pruned.blocks] == [8, 16, 16]
