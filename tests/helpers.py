@@ -290,3 +290,17 @@ def to_jsonable(x):
     if isinstance(x, float) and not math.isfinite(x):
         return str(x)
     return x
+
+
+# ------------------------------------------------------------------------------------------------
+# small random graphs (message-passing tests)
+
+GRAPH_NODES, GRAPH_FEATURES = 12, 8
+
+
+def random_graph(seed=0, n=GRAPH_NODES, n_edges=36):
+    """(x (n, GRAPH_FEATURES) float64, edge_index (2, n_edges + 4)) with a few self loops."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, GRAPH_FEATURES, generator=g, dtype=torch.float64)
+    ei = torch.randint(0, n, (2, n_edges), generator=g)
+    return x, torch.cat([ei, torch.arange(4).repeat(2, 1)], dim=1)

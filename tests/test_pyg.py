@@ -22,18 +22,11 @@ pytest.importorskip("torch_geometric")  # a guard for installs without the test 
 from torch_geometric.nn import GATConv, GCNConv, GINConv, SAGEConv  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from helpers import check_oracle, randomize  # noqa: E402
+from helpers import GRAPH_FEATURES, check_oracle, randomize  # noqa: E402
+from helpers import random_graph as _graph  # noqa: E402
 from core.planner import PlanSettings  # noqa: E402
 
-N_NODES, C_IN = 12, 8
-
-
-def _graph(seed=0, n=N_NODES, n_edges=36):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, C_IN, generator=g, dtype=torch.float64)
-    ei = torch.randint(0, n, (2, n_edges), generator=g)
-    ei = torch.cat([ei, torch.arange(4).repeat(2, 1)], dim=1)  # a few self loops
-    return x, ei
+C_IN = GRAPH_FEATURES
 
 
 def _check(model, inputs, seed=0, ratio=0.5, max_flops=0.8):

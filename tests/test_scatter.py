@@ -11,18 +11,12 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from helpers import check_oracle, randomize  # noqa: E402
+from helpers import GRAPH_FEATURES, check_oracle, randomize  # noqa: E402
+from helpers import random_graph as _graph  # noqa: E402
 from core.pipeline import analyze_model  # noqa: E402
 from core.planner import PlanSettings  # noqa: E402
 
-N_NODES, C_IN = 12, 8
-
-
-def _graph(seed=0, n=N_NODES, n_edges=36):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, C_IN, generator=g, dtype=torch.float64)
-    ei = torch.randint(0, n, (2, n_edges), generator=g)
-    return x, torch.cat([ei, torch.arange(4).repeat(2, 1)], dim=1)  # a few self loops
+C_IN = GRAPH_FEATURES
 
 
 def _check(model, inputs, seed=0):
