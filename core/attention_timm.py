@@ -96,3 +96,6 @@ def _timm_update(m, virtual):
     if hasattr(m, "attn_dim"):
         m.attn_dim = m.num_heads * m.head_dim
     m.__class__ = PrunedTimmAttention
+
+
+from . import attention_timm_more  # noqa: E402,F401  (EVA, BEiT, Swin-V2, MaxViT, CaiT, XCiT, LeViT)

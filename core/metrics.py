@@ -57,8 +57,14 @@ class _Unfused(TorchFunctionMode):
 def count_flops(model: nn.Module, inputs) -> float:
     ex = as_example_inputs(inputs)
     mode = {m: m.training for m in model.modules()}
+    # FlopCounterMode's module tracker hooks every module input that requires grad; a view of a
+    # parameter made under no_grad (CaiT's ``cls_token.expand(B, -1, -1)`` passed to a block)
+    # requires grad but has no grad_fn, and the hook fails. Nothing here needs gradients.
+    frozen = [p for p in model.parameters() if p.requires_grad]
     try:
         model.eval()
+        for p in frozen:
+            p.requires_grad_(False)
         counter = FlopCounterMode(display=False)
         # The pass-through mode keeps fused fast paths (nn.MultiheadAttention's native kernel) out of
         # the way: their FLOPs are invisible to the counter, and the pruned model has none.
@@ -66,6 +72,8 @@ def count_flops(model: nn.Module, inputs) -> float:
             ex.call(model)
         return float(counter.get_total_flops())
     finally:
+        for p in frozen:
+            p.requires_grad_(True)
         for m, t in mode.items():
             m.training = t
 

@@ -71,6 +71,7 @@ def leaf_op(module) -> str | None:
 def load_optional_families() -> None:
     """Register the handlers of optional libraries the process has imported (timm)."""
     import sys
+    from . import opsem_more  # noqa: F401  (ops found by the timm sweep)
     if "timm" in sys.modules:
         from . import attention_timm  # noqa: F401
 

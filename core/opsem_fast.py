@@ -13,41 +13,36 @@ from .atoms import NO_ATOM, Labeling
 
 def _fast_cat(ctx, call):
     """cat of single-dim labelings, without materialising index tensors of the feature maps:
-    along the labelled dim the labels concatenate; along another dim the inputs' labels are
-    aligned position by position (what the replay derives in both cases)."""
+    along the concatenated dim the labels concatenate; along another dim the inputs' labels are
+    aligned position by position (what the replay derives in both cases). An input may carry
+    labels on several dims (a ``(1, tokens, C)`` parameter such as ViT register tokens, expanded):
+    each dim is mapped on its own, and an input not labelled on a dim is fixed along it."""
     tensors = call.args[0] if call.args else call.kwargs.get("tensors")
     dim = call.args[1] if len(call.args) > 1 else call.kwargs.get("dim", 0)
     if not isinstance(tensors, (list, tuple)) or not tensors:
         return None
     nd = tensors[0].ndim
     dim = dim % nd
-    labelled = set()
     per = []
     for t in tensors:
         if not isinstance(t, torch.Tensor) or t.ndim != nd or not t.is_floating_point():
             return None
         labs = ctx.labels(t)
-        if len(labs) > 1 or (labs and len(labs[0].dims) > 1):
+        if any(len(lab.dims) > 1 for lab in labs) or len({lab.dims for lab in labs}) != len(labs):
             return None
-        per.append(labs[0] if labs else None)
-        if labs:
-            labelled.add(labs[0].dims[0])
-    if labelled == {dim}:
-        parts = [lab.atoms if lab is not None else np.full(t.shape[dim], NO_ATOM, dtype=np.int64)
-                 for t, lab in zip(tensors, per)]
-        return [[Labeling((dim,), np.concatenate(parts))]]
-    if len(labelled) != 1:
-        return None
-    e = labelled.pop()
-    acc = None
-    for t, lab in zip(tensors, per):
-        v = lab.atoms if lab is not None else np.full(t.shape[e], NO_ATOM, dtype=np.int64)
-        if acc is None:
-            acc = v
+        per.append({lab.dims[0]: lab.atoms for lab in labs})
+    out = []
+    for e in sorted({d for p in per for d in p}):
+        parts = [p.get(e, np.full(t.shape[e], NO_ATOM, dtype=np.int64)) for t, p in zip(tensors, per)]
+        if e == dim:
+            out.append(Labeling((dim,), np.concatenate(parts)))
             continue
-        ctx.table.join(acc, v, ctx.reason(call, "channels aligned with a tensor that cannot be pruned"))
-        acc = np.where((acc >= 0) & (v >= 0), acc, NO_ATOM)
-    return [[Labeling((e,), acc)]]
+        acc = parts[0]
+        for v in parts[1:]:
+            ctx.table.join(acc, v, ctx.reason(call, "channels aligned with a tensor that cannot be pruned"))
+            acc = np.where((acc >= 0) & (v >= 0), acc, NO_ATOM)
+        out.append(Labeling((e,), acc))
+    return [out] if out else None
 
 
 def _single_dim_input(ctx, call):
