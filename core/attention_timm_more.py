@@ -23,8 +23,8 @@ scale, so pruning whole heads, or the same dimensions of every head, stays exact
   are three independent sets, each prunable exactly.
 - XCiT ``XCA`` and EdgeNeXt ``CrossCovarianceAttn`` (attention across the channels of each head,
   per-head temperature): whole heads exact, head dimensions approximate (the softmax runs over them).
-- LeViT ``Attention`` (linear mode): q/k/v of different widths per head behind a BatchNorm, per-head
-  attention biases.
+- LeViT ``Attention`` / ``AttentionDownsample`` (linear mode) and EfficientFormer ``Attention``: keys
+  and values of different widths per head (LeViT's behind a BatchNorm), per-head attention biases.
 
 Also here: timm layers outside attention whose channel-sized attributes must follow pruning
 (MetaFormer's ``Scale``).
@@ -40,7 +40,7 @@ from torch import nn
 
 from timm.layers import apply_rot_embed_cat
 from timm.layers import pos_embed_rel
-from timm.models import beit, cait, edgenext, eva, levit, maxxvit, metaformer, xcit
+from timm.models import beit, cait, edgenext, efficientformer, eva, levit, maxxvit, metaformer, xcit
 from timm.models import swin_transformer_v2 as swinv2
 
 from .attention_heads import attention_mode, couple_heads, emit_output, feed_input, qkv_rows
@@ -587,11 +587,12 @@ for _base in _XCA:
     register_module_updater(_base)(_xca_update)
 
 
-# ---- LeViT -----------------------------------------------------------------------------------
+# ---- LeViT / EfficientFormer ----------------------------------------------------------------
 
 
 class PrunedLevitAttention(levit.Attention):
-    """LeViT attention (linear mode) after head / head-dimension pruning."""
+    """LeViT attention (linear mode) after head / head-dimension pruning (the per-device bias
+    cache is not used: it would hold the unpruned biases)."""
 
     def forward(self, x):
         b, n, _ = x.shape
@@ -604,12 +605,20 @@ class PrunedLevitAttention(levit.Attention):
 
 
 def _levit_accepts(m) -> bool:
-    return (not m.use_conv and isinstance(m.qkv, levit.LinearNorm)
-            and isinstance(getattr(m.proj, "ln", None), levit.LinearNorm))
+    ok = not m.use_conv and isinstance(getattr(m.proj, "ln", None), levit.LinearNorm)
+    if isinstance(m, levit.AttentionDownsample):
+        return ok and isinstance(m.kv, levit.LinearNorm) and isinstance(getattr(m.q, "ln", None),
+                                                                        levit.LinearNorm)
+    return ok and isinstance(m.qkv, levit.LinearNorm)
 
 
-for _cls in (levit.Attention, PrunedLevitAttention):
-    register_leaf_module(_cls, "timm_levit_attention", _levit_accepts)
+def _efficientformer_accepts(m) -> bool:
+    return _linear(m.qkv) and _linear(m.proj)
+
+
+for _cls in (levit.Attention, PrunedLevitAttention, levit.AttentionDownsample):
+    register_leaf_module(_cls, "timm_key_value_attention", _levit_accepts)
+register_leaf_module(efficientformer.Attention, "timm_key_value_attention", _efficientformer_accepts)
 
 
 def _linear_norm_rows(ctx, call, ln):
@@ -620,18 +629,31 @@ def _linear_norm_rows(ctx, call, ln):
     return rows
 
 
-@register_op("timm_levit_attention")
-def _levit_op(ctx, call):
+@register_op("timm_key_value_attention")
+def _key_value_op(ctx, call):
+    """Attention whose heads have keys of ``key_dim`` and values of ``val_dim`` (``attn_ratio``)
+    and a learned bias per head and position: LeViT (``Attention``, ``AttentionDownsample``, with
+    BatchNorm'd projections) and EfficientFormer. In head-dimension mode key dimensions and value
+    dimensions are two sets."""
     m, x = call.func, call.args[0]
     heads, kd, vd = m.num_heads, m.key_dim, m.val_dim
-    rows = _linear_norm_rows(ctx, call, m.qkv).reshape(heads, 2 * kd + vd)
-    q, k, v = rows[:, :kd], rows[:, kd:2 * kd], rows[:, 2 * kd:]
-    ln = m.proj.ln
-    cols = ctx.dim_atoms(ln.linear.weight, 1, call, role="in").reshape(heads, vd)
-    per_head = [ctx.dim_atoms(m.attention_biases, 0, call, role="in")]
+    if isinstance(m, efficientformer.Attention):
+        rows = _rows(ctx, call, m.qkv).reshape(heads, 2 * kd + vd)
+        q, k, v = rows[:, :kd], rows[:, kd:2 * kd], rows[:, 2 * kd:]
+        feeds, proj = [m.qkv.weight], m.proj
+    elif isinstance(m, levit.AttentionDownsample):
+        kv = _linear_norm_rows(ctx, call, m.kv).reshape(heads, kd + vd)
+        k, v = kv[:, :kd], kv[:, kd:]
+        q = _linear_norm_rows(ctx, call, m.q.ln).reshape(heads, kd)
+        feeds, proj = [m.kv.linear.weight, m.q.ln.linear.weight], m.proj.ln.linear
+    else:
+        rows = _linear_norm_rows(ctx, call, m.qkv).reshape(heads, 2 * kd + vd)
+        q, k, v = rows[:, :kd], rows[:, kd:2 * kd], rows[:, 2 * kd:]
+        feeds, proj = [m.qkv.linear.weight], m.proj.ln.linear
+    cols = ctx.dim_atoms(proj.weight, 1, call, role="in").reshape(heads, vd)
+    bias = ctx.dim_atoms(m.attention_biases, 0, call, role="in")
+    name = call.scope
     if attention_mode(ctx) == "head_dim":
-        # q/k dimensions and v dimensions have different widths: two sets of per-head dims
-        name = call.scope
         s_k = ctx.table.virtual_slot(name, "key_dim", kd).atoms
         s_v = ctx.table.virtual_slot(name, "val_dim", vd).atoms
         for j in range(kd):
@@ -639,24 +661,31 @@ def _levit_op(ctx, call):
         for j in range(vd):
             ctx.table.join_all(np.concatenate([v[:, j], cols[:, j], s_v[j:j + 1]]))
     else:
-        slot = ctx.table.virtual_slot(call.scope, "num_heads", heads).atoms
+        slot = ctx.table.virtual_slot(name, "num_heads", heads).atoms
         for h in range(heads):
-            ctx.table.join_all(np.concatenate([q[h], k[h], v[h], cols[h], per_head[0][h:h + 1],
-                                               slot[h:h + 1]]))
-    feed_input(ctx, call, x, ctx.dim_atoms(m.qkv.linear.weight, 1, call, role="in"))
-    out = _linear_norm_rows(ctx, call, ln)
-    ctx.set(call.out_tensors[0], [Labeling((call.out_tensors[0].ndim - 1,), out)])
+            ctx.table.join_all(np.concatenate([q[h], k[h], v[h], cols[h], bias[h:h + 1], slot[h:h + 1]]))
+    for w in feeds:
+        feed_input(ctx, call, x, ctx.dim_atoms(w, 1, call, role="in"))
+    out = call.out_tensors[0]
+    if isinstance(m, efficientformer.Attention):
+        emit_output(ctx, call, out, m.proj.weight, m.proj.bias)
+    else:
+        ctx.set(out, [Labeling((out.ndim - 1,), _linear_norm_rows(ctx, call, m.proj.ln))])
 
 
-@register_module_updater(levit.Attention)
-def _levit_update(m, virtual):
+def _key_value_update(m, virtual):
+    proj = m.proj if isinstance(m, efficientformer.Attention) else m.proj.ln.linear
     m.num_heads = m.attention_biases.shape[0]
     m.key_dim = virtual.get("key_dim", m.key_dim)
-    m.val_dim = m.proj.ln.linear.weight.shape[1] // m.num_heads
+    m.val_dim = proj.weight.shape[1] // m.num_heads
     m.key_attn_dim = m.key_dim * m.num_heads
     m.val_attn_dim = m.val_dim * m.num_heads
-    m.attention_bias_cache = {}
+    m.attention_bias_cache = {}  # filled from the unpruned biases in eval mode
     _switch(m, levit.Attention, PrunedLevitAttention)
+
+
+for _cls in (levit.Attention, levit.AttentionDownsample, efficientformer.Attention):
+    register_module_updater(_cls)(_key_value_update)
 
 
 # ---- other timm layers with channel-sized attributes -------------------------------------------

@@ -3,7 +3,8 @@ in tiny configurations (each model a few ten thousand parameters, 28-64 px).
 
 - attention modules traced as one op (``core.attention_timm_more``): EVA, BEiT, Swin-V2, MaxViT /
   CoAtNet (three relative-position kinds, both qkv layouts, NCHW and channels-last), CaiT class and
-  talking-heads attention, XCiT and EdgeNeXt cross-covariance attention, LeViT. Each prunes every
+  talking-heads attention, XCiT and EdgeNeXt cross-covariance attention, LeViT (attention and
+  attention-downsample), EfficientFormer. Each prunes every
   other head (or head dimension) of every attention module; the oracle must agree in float64
   (exact, since the pruned modules keep the original softmax scale, unless the engine says why not),
   the modules must switch to their pruned classes, train, pickle and be analysable again;
@@ -29,7 +30,7 @@ import torch
 
 timm = pytest.importorskip("timm")
 
-from timm.models import beit, cait, edgenext, eva, levit, maxxvit, metaformer, xcit  # noqa: E402
+from timm.models import beit, cait, edgenext, efficientformer, eva, levit, maxxvit, metaformer, xcit  # noqa: E402,E501
 from timm.models import swin_transformer_v2 as swinv2  # noqa: E402
 from timm.models.vision_transformer import VisionTransformer  # noqa: E402
 
@@ -82,8 +83,13 @@ ATTENTION = {
                          heads=(4, 4, 4, 4), global_block_counts=(0, 1, 1, 1)),
                  edgenext.CrossCovarianceAttn, "num_heads"),
     "levit": (_create("levit_128s", 64, img_size=64, embed_dim=(32, 48), key_dim=8, depth=(1, 1),
-                      num_heads=(4, 4)), levit.Attention, "num_heads"),
+                      num_heads=(4, 4)), (levit.Attention, levit.AttentionDownsample), "num_heads"),
+    # (its attention biases are sized for 7x7 tokens: 224 px)
+    "efficientformer": (_create("efficientformer_l1", 224, depths=(1, 1, 1, 2),
+                                embed_dims=(16, 32, 48, 64), num_vit=1), efficientformer.Attention,
+                        "num_heads"),
 }
+SAME_CLASS = (levit.AttentionDownsample, efficientformer.Attention)
 # (case, mode) whose head-dimension removal the engine must flag (or block): why
 APPROX_DIMS = {"swinv2", "xcit", "edgenext"}  # cosine / cross-covariance attention
 
@@ -133,8 +139,9 @@ def test_attention_pruned(case, mode):
     pruned = apply_kept(model, plan.kept_indices(dg))
     after = _modules(pruned, classes)
     assert after.keys() == before.keys()
-    assert all(type(m).__name__.startswith("Pruned") for m in after.values()), \
-        {n: type(m).__name__ for n, m in after.items()}
+    # (LeViT's attention-downsample and EfficientFormer's attention only need their attributes)
+    assert all(type(m).__name__.startswith("Pruned") or type(m) in SAME_CLASS
+               for m in after.values()), {n: type(m).__name__ for n, m in after.items()}
     if mode == "heads":
         assert any(getattr(after[n], heads_attr) < getattr(m, heads_attr) for n, m in before.items())
     assert list(pruned.state_dict()) == list(model.state_dict())
@@ -153,7 +160,8 @@ def test_attention_pruned(case, mode):
 
 
 # whole tiny models at ratio 0.3, heads mode: stream, MLPs and heads together
-WHOLE = ["eva", "beit", "swinv2", "maxvit", "coatnet", "cait", "xcit", "edgenext", "levit"]
+WHOLE = ["eva", "beit", "swinv2", "maxvit", "coatnet", "cait", "xcit", "edgenext", "levit",
+         "efficientformer"]
 
 
 @pytest.mark.parametrize("case", WHOLE)
