@@ -42,9 +42,19 @@ def replay(func, args, kwargs, labelings_for, table, reason: str, channel_dims=N
     leaves, spec = tree_flatten((args, kwargs))
     tensor_pos = [i for i, x in enumerate(leaves) if isinstance(x, torch.Tensor)]
     labs = {i: labelings_for(leaves[i]) for i in tensor_pos if _is_data(leaves[i])}
-    rounds = max((len(v) for v in labs.values()), default=0)
+    # One round per set of labelled dims (counted from the last dim, as inputs broadcast): the
+    # labelings replayed together are those of the same dims, so channels of one input's dim 1 are
+    # never read as coupled to another input's dim 2 (a (1, tokens, C) parameter concatenated
+    # with (B, N, C) features). An input labelled elsewhere but not on this round's dims is fixed
+    # along them: it is replayed as foreign.
+    keys = []
+    for i, ls in labs.items():
+        for lab in ls:
+            k = _key(leaves[i], lab)
+            if k not in keys:
+                keys.append(k)
     results = None
-    for r in range(rounds):
+    for key in keys:
         new = list(leaves)
         table_atoms = []
         base = 0
@@ -54,16 +64,13 @@ def replay(func, args, kwargs, labelings_for, table, reason: str, channel_dims=N
                 new[i] = t.detach().to("cpu") if t.device.type != "meta" else torch.zeros(
                     t.shape, dtype=t.dtype)
                 continue
-            ls = labs[i]
-            if not ls:
+            lab = next((lab for lab in labs[i] if _key(t, lab) == key), None)
+            if lab is None:
                 new[i] = torch.full(tuple(t.shape), FOREIGN, dtype=torch.float64)
-            elif r < len(ls):
-                lab = ls[r]
+            else:
                 new[i] = _index_tensor(t.shape, lab, base)
                 table_atoms.append(lab.atoms.ravel())
                 base += lab.atoms.size
-            else:  # this input has no labeling in this round: it must not look foreign
-                new[i] = torch.zeros(tuple(t.shape), dtype=torch.float64)
         all_atoms = np.concatenate(table_atoms) if table_atoms else np.zeros(0, np.int64)
         bounds = np.cumsum([a.size for a in table_atoms])  # value ranges of each input
         a, k = tree_unflatten(new, spec)
@@ -80,6 +87,11 @@ def replay(func, args, kwargs, labelings_for, table, reason: str, channel_dims=N
                 lab = collapse_split(lab, table, reason, dyn)
             results[j].append(lab)
     return results
+
+
+def _key(t: torch.Tensor, lab: Labeling) -> tuple:
+    """The labelled dims of ``t``, counted from the last one."""
+    return tuple(d - t.ndim for d in lab.dims)
 
 
 def dynamic_dims(func, args, kwargs, out) -> set:

@@ -74,6 +74,9 @@ class _Tracer(TorchFunctionMode):
         self.param_labels: dict[int, list] = {}
         self._busy = False
         self.leaf = None  # (module, op name, args) of the leaf module now running
+        # labelled tensors the running leaf module reads besides its positional inputs and its own
+        # parameters (keyword arguments such as a shared relative position bias, attributes)
+        self.leaf_extra: dict[int, torch.Tensor] = {}
         self.options = {}  # analysis options handlers may read (e.g. attention="head_dim")
 
     # ---- tensor bookkeeping ------------------------------------------------------------------
@@ -143,6 +146,8 @@ class _Tracer(TorchFunctionMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         if self._busy:
+            if self.leaf is not None:
+                self._leaf_read(args, kwargs)
             return out
         name = normalise_name(func)
         if name in IGNORED:
@@ -182,8 +187,20 @@ class _Tracer(TorchFunctionMode):
 
     should_stop = None
 
+    def _leaf_read(self, args, kwargs):
+        """Note labelled tensors the running leaf module reads that its handler is not given."""
+        mod, _, largs = self.leaf
+        own = {id(t) for t in tree_flatten(largs)[0] if isinstance(t, torch.Tensor)}
+        for t in tree_flatten((args, kwargs))[0]:
+            if not isinstance(t, torch.Tensor) or id(t) in own or id(t) in self.leaf_extra:
+                continue
+            rec = self._lookup(t)
+            if rec is not None and rec[1]:
+                self.leaf_extra[id(t)] = t
+
     def record_leaf(self, mod, op, args, out):
         """One node for a whole leaf module: its inputs and parameters in, its outputs out."""
+        extra, self.leaf_extra = list(self.leaf_extra.values()), {}
         out_tensors = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
         if not out_tensors:
             return
@@ -193,8 +210,26 @@ class _Tracer(TorchFunctionMode):
         try:
             self._record(op, mod, tuple(args), {}, in_tensors, out_tensors,
                          module=self.modules.get(id(mod)))
+            if extra:
+                self._leaf_extra_inputs(mod, op, extra)
         finally:
             self._busy = False
+
+    def _leaf_extra_inputs(self, mod, op, extra):
+        """A leaf handler only sees positional inputs: channels of anything else the module read
+        (a keyword argument) cannot be followed and are blocked, and the module's own channels are
+        left to the shape probe, which blocks those whose removal no longer fits that tensor."""
+        name = self.modules.get(id(mod), "")
+        why = (f"{op} in {name}: read by the module besides its positional inputs (a keyword "
+               f"argument?); its channels cannot be followed")
+        for t in extra:
+            for lab in self.labels(t):
+                self.table.block(lab.atoms, why)
+        for p in mod.parameters():
+            for d in range(p.ndim):
+                slot = self.table._slot_by_key.get((id(p), d))
+                if slot is not None:
+                    self.table.shape_sensitive.append(slot.atoms)
 
     def _record(self, name, func, args, kwargs, in_tensors, out_tensors, module=None):
         node = self.graph.number_of_nodes()
