@@ -98,4 +98,4 @@ def _timm_update(m, virtual):
     m.__class__ = PrunedTimmAttention
 
 
-from . import attention_timm_more  # noqa: E402,F401  (EVA, BEiT, Swin-V2, MaxViT, CaiT, XCiT, LeViT)
+from . import attention_timm_vit, attention_timm_hybrid  # noqa: E402,F401  (EVA, BEiT, Swin-V2, MaxViT; CaiT, XCiT, LeViT)

@@ -23,6 +23,7 @@ from . import opsem_extra, hf  # noqa: F401  (extra op semantics; Hugging Face a
 from . import rnn, opsem_scatter, pyg  # noqa: F401  (recurrent ops; message passing; PyG sizes)
 from . import attention_vision  # noqa: F401  (Swin / MaxViT attention traced as leaf modules)
 from . import opsem_vision  # noqa: F401  (torchvision roi_align & co.)
+from . import opsem_setitem  # noqa: F401  (x[idx] = y)
 from .atoms import NO_ATOM, AtomTable, Labeling
 from .errors import Cancelled, TraceError
 from .opsem import IGNORED, leaf_op, load_optional_families, lookup, normalise_name

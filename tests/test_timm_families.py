@@ -1,7 +1,7 @@
 """timm families that the sweep (``benchmarks/bench_timm.py``) found broken or barely prunable,
 in tiny configurations (each model a few ten thousand parameters, 28-64 px).
 
-- attention modules traced as one op (``core.attention_timm_more``): EVA, BEiT, Swin-V2, MaxViT /
+- attention modules traced as one op (``core.attention_timm_vit`` and ``core.attention_timm_hybrid``): EVA, BEiT, Swin-V2, MaxViT /
   CoAtNet (three relative-position kinds, both qkv layouts, NCHW and channels-last), CaiT class and
   talking-heads attention, XCiT and EdgeNeXt cross-covariance attention, LeViT (attention and
   attention-downsample), EfficientFormer. Each prunes every
