@@ -54,7 +54,8 @@ class _Unfused(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def count_flops(model: nn.Module, inputs) -> float:
+def count_flops(model: nn.Module, inputs, per_module: bool = False):
+    """FLOPs of one forward; with ``per_module``, ``(total, {module name: FLOPs inside it})``."""
     ex = as_example_inputs(inputs)
     mode = {m: m.training for m in model.modules()}
     # FlopCounterMode's module tracker hooks every module input that requires grad; a view of a
@@ -70,7 +71,14 @@ def count_flops(model: nn.Module, inputs) -> float:
         # the way: their FLOPs are invisible to the counter, and the pruned model has none.
         with torch.no_grad(), _Unfused(), counter:
             ex.call(model)
-        return float(counter.get_total_flops())
+        total = float(counter.get_total_flops())
+        if not per_module:
+            return total
+        # the counter names modules "<RootClass>.<qualified name>"
+        prefix = type(model).__name__ + "."
+        counts = {k[len(prefix):]: float(sum(v.values()))
+                  for k, v in counter.get_flop_counts().items() if k.startswith(prefix)}
+        return total, counts
     finally:
         for p in frozen:
             p.requires_grad_(True)

@@ -99,8 +99,14 @@ def channels_per_layer(dg: DependencyGraph, kept: dict) -> dict:
 
 def cost_model(dg, model, inputs, base_flops: float | None = None) -> CostModel:
     ex = as_example_inputs(inputs)
-    return CostModel(dg, model, base_flops if base_flops is not None else count_flops(model, ex),
-                     count_params(model))
+    leaf_flops = None
+    if any(d.get("leaf") for _, d in dg.graph.nodes(data=True)):
+        # modules traced as one op: their FLOPs are attributed to their weights (one more forward)
+        counted, leaf_flops = count_flops(model, ex, per_module=True)
+        base_flops = counted if base_flops is None else base_flops
+    elif base_flops is None:
+        base_flops = count_flops(model, ex)
+    return CostModel(dg, model, base_flops, count_params(model), leaf_flops)
 
 
 def prune_model(model: nn.Module, inputs, dg: DependencyGraph, settings: PlanSettings,

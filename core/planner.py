@@ -53,7 +53,8 @@ class CostModel:
     everything else counted by torch's flop counter is taken as unchanged.
     """
 
-    def __init__(self, dg, model: nn.Module, base_flops: float, base_params: int):
+    def __init__(self, dg, model: nn.Module, base_flops: float, base_params: int,
+                 leaf_flops: dict | None = None):
         self.base_flops = base_flops
         self.base_params = base_params
         tensors = dict(model.named_parameters(remove_duplicate=False))
@@ -61,6 +62,7 @@ class CostModel:
         self.shapes = {n: tuple(t.shape) for n, t in tensors.items()}
         self.is_param = {n for n, _ in model.named_parameters()}
         self.macs_per_weight = {}  # weight name -> output positions per weight element
+        self.leaf_flops = leaf_flops or {}
         for _, d in dg.graph.nodes(data=True):
             if d["op"] in WEIGHT_OPS and d["params"]:
                 w = d["params"][0]
@@ -71,6 +73,8 @@ class CostModel:
                 out_ch = shp[1] if d["op"].startswith("conv_transpose") else shp[0]
                 groups_mult = 1
                 self.macs_per_weight[w] = self.macs_per_weight.get(w, 0) + out_numel / out_ch * groups_mult
+            elif d.get("leaf") and d["shape"] and d["params"]:
+                self._leaf_costs(d)
             elif d["op"] == "multi_head_attention_forward" and d["shape"]:
                 # projections cost one MAC per weight per token; the score and value products
                 # scale with the inner width, i.e. with the packed projection's rows
@@ -80,6 +84,24 @@ class CostModel:
                         self.macs_per_weight[name] = seq * batch * (1 + 2 * seq / (3 * width))
                     elif name.endswith("out_proj.weight"):
                         self.macs_per_weight[name] = seq * batch
+
+    def _leaf_costs(self, d) -> None:
+        """A module traced as one op (attention): the FLOPs the counter measured inside it are
+        spread over its matrix weights, so removing a share of their elements removes that share
+        (projections scale exactly so; the score and value products with the inner width, which
+        head pruning shrinks with them). Without a measurement: one MAC per element per token."""
+        weights = [w for w in d["params"] if len(self.shapes.get(w, ())) >= 2]
+        total = sum(math.prod(self.shapes[w]) for w in weights)
+        measured = self.leaf_flops.get(d["module"])
+        if measured:
+            per = measured / 2 / max(total, 1)
+        else:
+            out = d["shape"][0]
+            rows = {self.shapes[w][0] for w in weights}
+            chans = out[-1] if out and (out[-1] in rows or len(out) < 2) else out[1] if out else 1
+            per = math.prod(out) / max(chans, 1) if out else 0
+        for w in weights:
+            self.macs_per_weight[w] = self.macs_per_weight.get(w, 0) + per
 
     def estimate(self, kept: dict) -> tuple[int, float]:
         params, flops = self.base_params, self.base_flops

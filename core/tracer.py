@@ -211,6 +211,7 @@ class _Tracer(TorchFunctionMode):
         try:
             self._record(op, mod, tuple(args), {}, in_tensors, out_tensors,
                          module=self.modules.get(id(mod)))
+            self.graph.nodes[self.graph.number_of_nodes() - 1]["leaf"] = True
             if extra:
                 self._leaf_extra_inputs(mod, op, extra)
         finally:

@@ -221,3 +221,20 @@ def test_mvit_pooling_attention_heads():
     pruned = apply_kept(model, plan.kept_indices(dg))
     assert [b.attn.num_heads for b in pruned.blocks] == [1, 1, 2]
     assert [b.attn.output_dim for b in pruned.blocks] == [8, 16, 16]
+
+
+def test_cost_estimate_counts_attention_traced_as_one_op():
+    """The instant estimate (targets panel, FLOPs targets) spreads the FLOPs measured inside a
+    leaf attention module over its weights: it must track the real pruned FLOPs."""
+    from core.pipeline import cost_model, estimate, prune_model
+    from core.planner import PlanSettings
+
+    model = _swin(False).eval()
+    x = torch.randn(1, 3, 36, 36)
+    dg = analyze_model(model, (x,))
+    cost = cost_model(dg, model, (x,))
+    for ratio in (0.3, 0.5):
+        _, guess = estimate(dg, model, PlanSettings(ratio=ratio), cost)
+        real = prune_model(model, (x,), dg, PlanSettings(ratio=ratio), latency=False,
+                           verify=False).after.flops
+        assert abs(guess - real) < 0.1 * real, (ratio, guess, real)
