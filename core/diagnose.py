@@ -12,8 +12,9 @@ from .errors import Cancelled
 from .prune import PruningPlan
 from .verify import verify_plan
 
-REASON = ("removing its channels changed the model's output beyond rounding in the oracle "
-          "(the forward probably computes a value from this channel count)")
+REASON = ("removing its channels changed the model's output beyond rounding, or broke its "
+          "forward, in the oracle (the forward probably computes a value or an index from this "
+          "channel count)")
 
 
 def mismatching_groups(model, inputs, dg, plan, tolerance: float = 1e-4, should_stop=None,

@@ -210,6 +210,7 @@ def data_movement(ctx, call, channel_dims=None):
         return
     if not any(ctx.labels(t) for t in call.in_tensors if t.is_floating_point()):
         return
+    _block_fixed_index(ctx, call)
     fast = FAST_PATHS.get(call.name)
     results = fast(ctx, call) if fast is not None else None
     if results is None:
@@ -234,6 +235,45 @@ def data_movement(ctx, call, channel_dims=None):
                     if d % x.ndim in lab.dims:
                         ctx.table.block(lab.atoms, ctx.reason(call, "split into pieces of fixed or "
                                                                     "uneven size along channels"))
+
+
+def _indexed_dims(call) -> list[int]:
+    """Input dims that a constant integer index tensor (or list) selects along."""
+    x = call.args[0] if call.args else None
+    if not isinstance(x, torch.Tensor):
+        return []
+    if call.name in ("index_select", "gather", "take_along_dim"):
+        d = call.args[1] if len(call.args) > 1 else call.kwargs.get("dim")
+        return [d % x.ndim] if isinstance(d, int) and x.ndim else []
+    if call.name != "getitem" or len(call.args) < 2:
+        return []
+    idx = call.args[1] if isinstance(call.args[1], tuple) else (call.args[1],)
+    dims, d = [], 0
+    n_real = sum(1 for i in idx if i is not None and i is not Ellipsis)
+    for i in idx:
+        if i is None:
+            continue
+        if i is Ellipsis:
+            d += x.ndim - n_real
+            continue
+        if isinstance(i, list) or (isinstance(i, torch.Tensor) and not i.is_floating_point()
+                                   and i.dtype != torch.bool):
+            dims.append(d)
+        d += 1
+    return dims
+
+
+def _block_fixed_index(ctx, call):
+    """An index tensor fixed at trace time that selects along a channel dim names channel
+    positions: after pruning they would point at other channels (or past the end)."""
+    dims = _indexed_dims(call)
+    if not dims:
+        return
+    x = call.args[0]
+    for lab in ctx.labels(x):
+        if any(d in lab.dims for d in dims):
+            ctx.table.block(lab.atoms, ctx.reason(
+                call, "a fixed index tensor selects channels (their positions change after pruning)"))
 
 
 _EXPLICIT_SIZES = {"view", "reshape", "expand", "broadcast_to", "unflatten"}

@@ -82,3 +82,38 @@ def test_setitem_coupling_and_oracle(case):
     if hasattr(model, "b"):  # the written layer is in the same group
         assert "b" in grp.layers
     check_oracle(model, (x,), tol=1e-10, dg=dg)
+
+
+class FixedChannelIndex(nn.Module):
+    """A constant index tensor along channels names channel positions: the channels stay."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.c = nn.Conv2d(3, 4, 1), nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.c(h.index_select(1, torch.tensor([2, 0, 1, 3])) + h[:, [3, 2, 1, 0]])
+
+
+class FixedTokenIndex(nn.Module):
+    """The same along tokens leaves the channels prunable."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.c = nn.Linear(3, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.c(h[:, torch.tensor([4, 0, 1])] + h[..., [0, 1, 2], :])
+
+
+def test_fixed_index_tensors():
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    dg = analyze_model(randomize(FixedChannelIndex().eval()).double(), (x,))
+    (a,) = [g for g in dg.groups if g.root == "a"]
+    assert not a.prunable.any() and "fixed index" in a.blocked_reasons[0]
+    model = randomize(FixedTokenIndex().eval()).double()
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    dg, res = check_oracle(model, (x,), tol=1e-10)
+    assert not res.excluded and res.model.a.out_features == 4
