@@ -163,7 +163,12 @@ MORE = {
         vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
         sliding_window=4)), "model.embed_tokens", IDS, True),
-    # configs that name the MLP width differently (hidden_dim, ffn_dim): reload via load_pruned
+    # BERT-style head size (hidden // heads) or an MLP width named differently (hidden_dim,
+    # ffn_dim): the config cannot describe the pruned model, load_pruned reloads it
+    "roberta": lambda: (transformers.RobertaForSequenceClassification(transformers.RobertaConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=64, num_labels=3)),
+        "roberta.embeddings.word_embeddings", IDS, False),
     "distilbert": lambda: (transformers.DistilBertForSequenceClassification(
         transformers.DistilBertConfig(vocab_size=100, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
                                       max_position_embeddings=64, num_labels=3)),
