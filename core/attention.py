@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .atoms import Labeling
-from .attention_heads import couple_heads
+from .attention_heads import couple_heads, switch_class
 from .opsem import register_op
 from .prune import register_module_updater
 
@@ -143,4 +143,4 @@ def _mha(m, virtual):
     m.num_heads = inner // m.head_dim
     m.embed_dim = m.kdim = m.vdim = m.in_proj_weight.shape[1]
     m._qkv_same_embed_dim = True
-    m.__class__ = PrunedMultiheadAttention
+    switch_class(m, nn.MultiheadAttention, PrunedMultiheadAttention)

@@ -58,6 +58,14 @@ def couple_heads(ctx, call, module_name: str, q, k, v, out_cols, per_head=(), pe
         ctx.table.join_all(np.concatenate(parts))
 
 
+def switch_class(m, base: type, pruned: type) -> None:
+    """Switch an attention module of exactly ``base`` (or already ``pruned``) to its pruned
+    subclass. A user's subclass keeps its own class and ``forward``: it was traced through, not as
+    one op, and its sizes come from the updated attributes."""
+    if type(m) in (base, pruned):
+        m.__class__ = pruned
+
+
 def feed_input(ctx, call, x, weight_cols) -> None:
     """The module reads ``x``'s last dim through a projection's columns; other labelled dims of
     ``x`` cannot be followed through the leaf and are blocked."""

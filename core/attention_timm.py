@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import timm.layers
-from .attention_heads import couple_heads, emit_output, feed_input, qkv_rows
+from .attention_heads import couple_heads, emit_output, feed_input, qkv_rows, switch_class
 from .opsem import register_leaf_module, register_op
 from .prune import register_module_updater
 
@@ -95,7 +95,7 @@ def _timm_update(m, virtual):
     m.head_dim = m.proj.weight.shape[1] // m.num_heads
     if hasattr(m, "attn_dim"):
         m.attn_dim = m.num_heads * m.head_dim
-    m.__class__ = PrunedTimmAttention
+    switch_class(m, TimmAttention, PrunedTimmAttention)
 
 
 from . import attention_timm_vit, attention_timm_hybrid  # noqa: E402,F401  (EVA, BEiT, Swin-V2, MaxViT; CaiT, XCiT, LeViT)

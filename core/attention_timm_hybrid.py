@@ -19,9 +19,10 @@ import torch.nn.functional as F
 
 from timm.models import cait, edgenext, efficientformer, levit, metaformer, xcit
 
-from .attention_heads import attention_mode, couple_heads, emit_output, feed_input, qkv_rows
+from .attention_heads import (attention_mode, couple_heads, emit_output, feed_input, qkv_rows,
+                              switch_class)
 from .atoms import Labeling
-from .attention_timm_vit import _cols, _linear, _mark_dims_approx, _rows, _switch
+from .attention_timm_vit import _cols, _linear, _mark_dims_approx, _rows
 from .opsem import register_leaf_module, register_op
 from .prune import register_module_updater
 
@@ -63,7 +64,7 @@ def _class_attn_op(ctx, call):
 @register_module_updater(cait.ClassAttn)
 def _class_attn_update(m, virtual):
     m.num_heads = virtual.get("num_heads", m.num_heads)
-    _switch(m, cait.ClassAttn, PrunedClassAttn)
+    switch_class(m, cait.ClassAttn, PrunedClassAttn)
 
 
 # ---- CaiT talking-heads attention --------------------------------------------------------------
@@ -142,7 +143,7 @@ def _talking_op(ctx, call):
 @register_module_updater(cait.TalkingHeadAttn)
 def _talking_update(m, virtual):
     m.num_heads = m.proj_l.weight.shape[1]
-    _switch(m, cait.TalkingHeadAttn, PrunedTalkingHeadAttn)
+    switch_class(m, cait.TalkingHeadAttn, PrunedTalkingHeadAttn)
 
 
 # ---- XCiT / EdgeNeXt cross-covariance attention ------------------------------------------------
@@ -196,7 +197,7 @@ def _xca_op(ctx, call):
 def _xca_update(m, virtual):
     m.num_heads = virtual.get("num_heads", m.num_heads)
     for base, pruned in _XCA.items():
-        _switch(m, base, pruned)
+        switch_class(m, base, pruned)
 
 
 for _base in _XCA:
@@ -297,7 +298,7 @@ def _key_value_update(m, virtual):
     m.key_attn_dim = m.key_dim * m.num_heads
     m.val_attn_dim = m.val_dim * m.num_heads
     m.attention_bias_cache = {}  # filled from the unpruned biases in eval mode
-    _switch(m, levit.Attention, PrunedLevitAttention)
+    switch_class(m, levit.Attention, PrunedLevitAttention)
 
 
 for _cls in (levit.Attention, levit.AttentionDownsample, efficientformer.Attention):

@@ -34,7 +34,8 @@ from timm.layers import pos_embed_rel
 from timm.models import beit, eva, maxxvit
 from timm.models import swin_transformer_v2 as swinv2
 
-from .attention_heads import attention_mode, couple_heads, emit_output, feed_input, qkv_rows
+from .attention_heads import (attention_mode, couple_heads, emit_output, feed_input, qkv_rows,
+                              switch_class)
 from .atoms import Labeling
 from .attention_timm import _norm_weights
 from .opsem import register_leaf_module, register_op
@@ -74,6 +75,12 @@ def _fused_qkv(m, x):
     return F.linear(x, m.qkv.weight, bias)
 
 
+def _fused_heads(m, x):
+    """(q, k, v), each (batch, heads, tokens, head_dim), from a fused qkv of a (b, n, c) input."""
+    b, n, _ = x.shape
+    return _fused_qkv(m, x).reshape(b, n, 3, m.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+
+
 def _cols(ctx, call, lin, heads):
     """(heads, head_dim) atoms of an output projection's input columns."""
     return ctx.dim_atoms(lin.weight, 1, call, role="in").reshape(heads, -1)
@@ -83,19 +90,9 @@ def _linear(m) -> bool:
     return isinstance(m, nn.Linear)
 
 
-def _root(ctx):
-    t = getattr(ctx, "_t", None)
-    return getattr(t, "root", None)
-
-
 def _mark_dims_approx(ctx, call, q, k, why):
     if attention_mode(ctx) == "head_dim":
         ctx.table.mark_approx(np.concatenate([q.ravel(), k.ravel()]), ctx.reason(call, why))
-
-
-def _switch(m, base, pruned):
-    if type(m) in (base, pruned):
-        m.__class__ = pruned
 
 
 # ---- EVA -------------------------------------------------------------------------------------
@@ -108,7 +105,7 @@ class PrunedEvaAttention(eva.EvaAttention):
         b, n, _ = x.shape
         gate = self.gate(x).sigmoid() if self.gate is not None else None
         if self.qkv is not None:
-            q, k, v = _fused_qkv(self, x).reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+            q, k, v = _fused_heads(self, x)
         else:
             q, k, v = (p(x).reshape(b, n, self.num_heads, -1).transpose(1, 2)
                        for p in (self.q_proj, self.k_proj, self.v_proj))
@@ -162,7 +159,7 @@ def _eva_op(ctx, call):
                for t in _norm_weights(getattr(m, n))]
     couple_heads(ctx, call, call.scope, q, k, v, _cols(ctx, call, m.proj, heads), per_dim=per_dim,
                  also_out=also, approx_dim="q/k norms normalise over the head dimension")
-    if attention_mode(ctx) == "head_dim" and getattr(_root(ctx), "rope", True) is not None:
+    if attention_mode(ctx) == "head_dim" and getattr(ctx.root, "rope", True) is not None:
         ctx.table.block(np.concatenate([q.ravel(), k.ravel()]), ctx.reason(
             call, "rotary embeddings are computed outside the module for the original head width"))
     for p in ins:
@@ -174,7 +171,7 @@ def _eva_op(ctx, call):
 def _eva_update(m, virtual):
     m.num_heads = virtual.get("num_heads", m.num_heads)
     m.head_dim = m.proj.weight.shape[1] // m.num_heads
-    _switch(m, eva.EvaAttention, PrunedEvaAttention)
+    switch_class(m, eva.EvaAttention, PrunedEvaAttention)
 
 
 # ---- BEiT ------------------------------------------------------------------------------------
@@ -185,7 +182,7 @@ class PrunedBeitAttention(beit.Attention):
 
     def forward(self, x, shared_rel_pos_bias=None):
         b, n, _ = x.shape
-        q, k, v = _fused_qkv(self, x).reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = _fused_heads(self, x)
         bias = shared_rel_pos_bias
         if self.relative_position_bias_table is not None:
             bias = self._get_rel_pos_bias() + (bias if bias is not None else 0)
@@ -212,7 +209,7 @@ def _beit_op(ctx, call):
     if m.relative_position_bias_table is not None:
         per_head.append(ctx.dim_atoms(m.relative_position_bias_table, 1, call, role="in"))
     couple_heads(ctx, call, call.scope, q, k, v, _cols(ctx, call, m.proj, heads), per_head=per_head)
-    if attention_mode(ctx) == "heads" and getattr(_root(ctx), "rel_pos_bias", True) is not None:
+    if attention_mode(ctx) == "heads" and getattr(ctx.root, "rel_pos_bias", True) is not None:
         ctx.table.block(q.ravel(), ctx.reason(
             call, "a relative position bias shared by all blocks has one column per head"))
     feed_input(ctx, call, x, ctx.dim_atoms(m.qkv.weight, 1, call, role="in"))
@@ -222,7 +219,7 @@ def _beit_op(ctx, call):
 @register_module_updater(beit.Attention)
 def _beit_update(m, virtual):
     m.num_heads = virtual.get("num_heads", m.num_heads)
-    _switch(m, beit.Attention, PrunedBeitAttention)
+    switch_class(m, beit.Attention, PrunedBeitAttention)
 
 
 # ---- Swin-V2 ---------------------------------------------------------------------------------
@@ -233,7 +230,7 @@ class PrunedWindowAttentionV2(swinv2.WindowAttention):
 
     def forward(self, x, mask=None):
         b, n, _ = x.shape
-        q, k, v = _fused_qkv(self, x).reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = _fused_heads(self, x)
         attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
         attn = attn * torch.clamp(self.logit_scale, max=math.log(1.0 / 0.01)).exp()
         table = self.cpb_mlp(self.relative_coords_table).view(-1, self.num_heads)
@@ -276,7 +273,7 @@ def _swinv2_op(ctx, call):
 @register_module_updater(swinv2.WindowAttention)
 def _swinv2_update(m, virtual):
     m.num_heads = virtual.get("num_heads", m.num_heads)
-    _switch(m, swinv2.WindowAttention, PrunedWindowAttentionV2)
+    switch_class(m, swinv2.WindowAttention, PrunedWindowAttentionV2)
 
 
 # ---- MaxViT / CoAtNet (maxxvit) --------------------------------------------------------------
@@ -374,8 +371,8 @@ def _maxxvit_op(ctx, call):
 def _maxxvit_update(m, virtual):
     m.num_heads = virtual.get("num_heads", m.num_heads)
     m.dim_head = m.qkv.weight.shape[0] // (3 * m.num_heads)
-    _switch(m, maxxvit.AttentionCl, PrunedAttentionCl)
-    _switch(m, maxxvit.Attention2d, PrunedAttention2d)
+    switch_class(m, maxxvit.AttentionCl, PrunedAttentionCl)
+    switch_class(m, maxxvit.Attention2d, PrunedAttention2d)
 
 
 for _cls in (maxxvit.AttentionCl, maxxvit.Attention2d):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torchvision.models import maxvit, swin_transformer as swin, vision_transformer as tv_vit
 from torchvision.models.video import mvit, swin_transformer as swin3d
 
-from .attention_heads import couple_heads, emit_output, feed_input, qkv_rows
+from .attention_heads import couple_heads, emit_output, feed_input, qkv_rows, switch_class
 from .opsem import register_leaf_module, register_op
 from .prune import register_module_updater
 
@@ -143,8 +143,7 @@ def _swin_update(m, virtual):
         m.scale = (m.proj.in_features // m.num_heads) ** -0.5
     m.num_heads = virtual.get("num_heads", m.num_heads)
     for base, pruned in _PRUNED_SWIN.items():
-        if type(m) in (base, pruned):
-            m.__class__ = pruned
+        switch_class(m, base, pruned)
 
 
 for _cls in _PRUNED_SWIN:
@@ -184,7 +183,8 @@ def _maxvit_op(ctx, call):
 def _maxvit_update(m, virtual):
     m.n_heads = virtual.get("num_heads", m.n_heads)
     m.head_dim = m.merge.weight.shape[1] // m.n_heads
-    m.__class__ = PrunedRelativePositionalMultiHeadAttention
+    switch_class(m, maxvit.RelativePositionalMultiHeadAttention,
+                 PrunedRelativePositionalMultiHeadAttention)
 
 
 # ---- torchvision ViT -------------------------------------------------------------------------

@@ -276,6 +276,7 @@ class _HandlerContext:
         self.table = tracer.table
         self._prev = prev
         self.options = tracer.options
+        self.root = tracer.root  # the traced model (family handlers look at its type/attributes)
 
     def labels(self, t):
         if isinstance(t, torch.Tensor) and id(t) in self._prev:

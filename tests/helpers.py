@@ -304,3 +304,21 @@ def random_graph(seed=0, n=GRAPH_NODES, n_edges=36):
     x = torch.randn(n, GRAPH_FEATURES, generator=g, dtype=torch.float64)
     ei = torch.randint(0, n, (2, n_edges), generator=g)
     return x, torch.cat([ei, torch.arange(4).repeat(2, 1)], dim=1)
+
+
+# ------------------------------------------------------------------------------------------------
+# a model file whose forward fails on the usual example input (conv output does not fit fc)
+
+BAD_FORWARD_SRC = '''
+import torch
+from torch import nn
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.fc = nn.Linear(100, 10)
+    def forward(self, x):
+        return self.fc(self.conv(x).flatten(1))
+def make():
+    return Net()
+'''

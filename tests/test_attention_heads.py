@@ -238,3 +238,20 @@ def test_cost_estimate_counts_attention_traced_as_one_op():
         real = prune_model(model, (x,), dg, PlanSettings(ratio=ratio), latency=False,
                            verify=False).after.flops
         assert abs(guess - real) < 0.1 * real, (ratio, guess, real)
+
+
+def test_user_subclass_keeps_its_forward():
+    """Only the exact library classes are traced as one op and switched to a pruned subclass; a
+    user's subclass (own forward) keeps its class when its sizes are updated after pruning."""
+    from core.prune import update_module
+
+    class MyAttention(swin.ShiftedWindowAttention):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    mine = MyAttention(16, [4, 4], [0, 0], 2)
+    update_module(mine, {})
+    assert type(mine) is MyAttention
+    plain = swin.ShiftedWindowAttention(16, [4, 4], [0, 0], 2)
+    update_module(plain, {})
+    assert type(plain).__name__ == "PrunedShiftedWindowAttention"

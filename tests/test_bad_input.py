@@ -12,6 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import main as entry  # noqa: E402
+from helpers import BAD_FORWARD_SRC  # noqa: E402
 from core.demo import demo_model  # noqa: E402
 
 FACTORY = os.path.join(ROOT, "tests", "models", "demo_factory.py")
@@ -28,21 +29,6 @@ class _Evil:
 
     def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
-
-
-BAD_FORWARD_SRC = '''
-import torch
-from torch import nn
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3)
-        self.fc = nn.Linear(100, 10)
-    def forward(self, x):
-        return self.fc(self.conv(x).flatten(1))
-def make():
-    return Net()
-'''
 
 
 def _files(t):

@@ -15,24 +15,11 @@ pytest.importorskip("pytestqt")
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
 from core.demo import DEMO_INPUT_SHAPE, demo_model  # noqa: E402
+from helpers import BAD_FORWARD_SRC  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FACTORY = os.path.join(ROOT, "tests", "models", "demo_factory.py")
 TIMEOUT = 60_000
-
-BAD_FORWARD_SRC = '''
-import torch
-from torch import nn
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3)
-        self.fc = nn.Linear(100, 10)
-    def forward(self, x):
-        return self.fc(self.conv(x).flatten(1))
-def make():
-    return Net()
-'''
 
 
 class Dialogs:
