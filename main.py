@@ -11,7 +11,7 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and not argv[0].startswith("-") or argv[:1] in (["-h"], ["--help"]):
-        from core.cli import main as cli_main
+        from core.cli.main import main as cli_main
         return cli_main(argv)
     from gui.app import main as gui_main
     return gui_main(argv)

@@ -1,6 +1,6 @@
 """Accuracy of pruning on the built-in digits data set (real 8x8 handwritten digits, offline).
 
-A small CNN (core.tiny.DigitsCNN) is trained from scratch, then pruned to about half its FLOPs
+A small CNN (core.models.digits.DigitsCNN) is trained from scratch, then pruned to about half its FLOPs
 (PlanSettings(target_flops=0.5), same settings for every row):
 
 * unpruned            - the trained model
@@ -8,7 +8,7 @@ A small CNN (core.tiny.DigitsCNN) is trained from scratch, then pruned to about 
 * fine-tuned          - pruned, then FT_EPOCHS of fine-tuning
 * fine-tuned (longer) - pruned, then SPARSE_EPOCHS + FT_EPOCHS of fine-tuning (same training budget
                         as the sparse-learning row, for a fair comparison)
-* sparse + fine-tuned - SPARSE_EPOCHS of sparse learning (group regulariser, core.sparse), pruned,
+* sparse + fine-tuned - SPARSE_EPOCHS of sparse learning (group regulariser, core.train.sparse), pruned,
                         then FT_EPOCHS of fine-tuning
 
 Mean and spread over several seeds; writes benchmarks/accuracy_results.md.
@@ -26,13 +26,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from core.data import load_data  # noqa: E402
-from core.evaluate import evaluate  # noqa: E402
+from core.train.data import load_data  # noqa: E402
+from core.train.evaluate import evaluate  # noqa: E402
 from core.pipeline import analyze_model, prune_model  # noqa: E402
-from core.planner import PlanSettings  # noqa: E402
-from core.sparse import group_sparsity  # noqa: E402
-from core.tiny import digits_cnn  # noqa: E402
-from core.train import TrainConfig, sparse_train, train  # noqa: E402
+from core.plan.planner import PlanSettings  # noqa: E402
+from core.train.sparse import group_sparsity  # noqa: E402
+from core.models.digits import digits_cnn  # noqa: E402
+from core.train.loop import TrainConfig, sparse_train, train  # noqa: E402
 
 ROWS = ["unpruned", "pruned, no recovery", "fine-tuned", "fine-tuned (longer, same budget)",
         "sparse learning + fine-tuned"]

@@ -43,9 +43,9 @@ def bench_one(name: str, size: int = 224, ratio: float = 0.5, latency_runs: int 
 
     from core.errors import PruneStudioError
     from core.pipeline import analyze_model, prune_model
-    from core.planner import PlanSettings
-    from core.probe import probe_groups
-    from core.verify import verify_plan
+    from core.plan.planner import PlanSettings
+    from core.analysis.probe import probe_groups
+    from core.prune.verify import verify_plan
     from helpers import randomize
     from tv_cases import build
 
@@ -126,7 +126,7 @@ def scale_one(kind: str, arg: list, probe: bool = True) -> dict:
     an = time.perf_counter() - t0
     t0 = time.perf_counter()
     if probe:
-        from core.probe import probe_groups
+        from core.analysis.probe import probe_groups
         probe_groups(model, x, dg)
     pr = time.perf_counter() - t0
     return {"label": label, "nodes": dg.graph.number_of_nodes(), "groups": len(dg.groups),

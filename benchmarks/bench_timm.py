@@ -102,7 +102,7 @@ def bench_case(label: str, ratio: float = RATIO, threads: int = 1) -> dict:
     import torch
 
     from core.pipeline import analyze_model, prune_model
-    from core.planner import PlanSettings
+    from core.plan.planner import PlanSettings
     from helpers import to_jsonable
 
     torch.set_num_threads(threads)
@@ -133,7 +133,7 @@ def bench_case(label: str, ratio: float = RATIO, threads: int = 1) -> dict:
         r["max_rel_diff"] = float(v.max_rel_diff)
         r["approx_reasons"] = [str(s) for s in v.approximate_reasons[:3]]
         r["oracle"] = str(v.message)[:300]
-        # groups the oracle refuted and prune_model left out of a new plan (core.diagnose)
+        # groups the oracle refuted and prune_model left out of a new plan (core.prune.diagnose)
         r["excluded"] = {str(k): str(w)[:200] for k, w in getattr(res, "excluded", {}).items()}
         stage = "exact part"
         if not v.expected_exact:
@@ -163,8 +163,8 @@ def exact_part(model, x, dg, plan) -> dict:
     1e-6. An approximate verdict on the whole plan must not hide a wrong coupling elsewhere."""
     import copy
 
-    from core.prune import PruningPlan
-    from core.verify import verify_plan
+    from core.prune.apply import PruningPlan
+    from core.prune.verify import verify_plan
 
     part = {gid: [c for c in ch if dg.groups[gid].exact[c]] for gid, ch in plan.removed.items()}
     part = PruningPlan({g: ch for g, ch in part.items() if ch})

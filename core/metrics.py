@@ -12,7 +12,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from .inputs import as_example_inputs
+from core.trace.inputs import as_example_inputs
 
 
 @dataclass

@@ -12,15 +12,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .diagnose import exclude_groups, mismatching_groups
-from .errors import Cancelled, VerificationError
-from .graph import DependencyGraph, analyze
-from .inputs import as_example_inputs
-from .metrics import Metrics, count_flops, count_params, measure
-from .planner import CostModel, PlanSettings, make_plan
-from .probe import probe_groups
-from .prune import PruningPlan, apply_kept
-from .verify import VerifyReport, verify_plan
+from core.prune.diagnose import exclude_groups, mismatching_groups
+from core.errors import Cancelled, VerificationError
+from core.analysis.graph import DependencyGraph, analyze
+from core.trace.inputs import as_example_inputs
+from core.metrics import Metrics, count_flops, count_params, measure
+from core.plan.planner import CostModel, PlanSettings, make_plan
+from core.analysis.probe import probe_groups
+from core.prune.apply import PruningPlan, apply_kept
+from core.prune.verify import VerifyReport, verify_plan
 
 
 def _noop(*_a, **_k):
@@ -115,7 +115,7 @@ def prune_model(model: nn.Module, inputs, dg: DependencyGraph, settings: PlanSet
                 exclude_mismatches: bool = True) -> PruneResult:
     """Plan, prune a copy, measure before/after and (by default) run the oracle.
 
-    If the oracle fails, the groups responsible are located (``core.diagnose``) and, with
+    If the oracle fails, the groups responsible are located (``core.prune.diagnose``) and, with
     ``exclude_mismatches``, blocked in ``dg`` and left out of a new plan; they are listed in
     ``PruneResult.excluded``. Without it, or if no single group explains the mismatch, a
     :class:`VerificationError` is raised."""
@@ -179,7 +179,7 @@ def _refine_flops_target(model, ex, dg, settings, cost, calibration, plan, kept,
     measured error of a weightless (meta) prune until the real reduction is within 0.5 %."""
     from dataclasses import replace
 
-    from .probe import meta_copy
+    from core.analysis.probe import meta_copy
 
     target = settings.target_flops
     aim = target
@@ -213,7 +213,7 @@ def estimate(dg: DependencyGraph, model: nn.Module, settings: PlanSettings, cost
 
 
 def device_of(name: str) -> torch.device:
-    from .errors import PruneStudioError
+    from core.errors import PruneStudioError
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise PruneStudioError(f"device '{name}' was asked for, but no CUDA GPU is available here")
     return torch.device(name)

@@ -18,9 +18,9 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 def main(out: str) -> int:
     os.environ.setdefault("PRUNESTUDIO_SETTINGS_ORG", "prunestudio-screenshot")
     app = QApplication.instance() or QApplication([sys.argv[0]])
-    from core.data import load_data
-    from core.demo import DEMO_INPUT_SHAPE, demo_model
-    from core.train import TrainConfig, train
+    from core.train.data import load_data
+    from core.models.demo import DEMO_INPUT_SHAPE, demo_model
+    from core.train.loop import TrainConfig, train
     from gui.main_window import MainWindow
 
     data = load_data("digits@32x3", batch_size=64)

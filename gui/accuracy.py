@@ -3,7 +3,7 @@
 
 The worker-side functions (``run_sensitivity``, ``evaluate_models``) call core/ only and run on
 the window's background worker; :class:`SensitivityPanel` is the bottom-dock tab that shows a
-:class:`core.sensitivity.SensitivityResult`.
+:class:`core.train.sensitivity.SensitivityResult`.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def default_data_spec(session) -> str:
 
 def choose_data(parent, session, last: str | None = None) -> str | None:
     """Ask which data to use: the built-in digits, an image folder or file.py:factory.
-    Returns a core.data spec, or None when the user cancelled."""
+    Returns a core.train.data spec, or None when the user cancelled."""
     items = [DIGITS_CHOICE, FOLDER_CHOICE, FACTORY_CHOICE]
     if last and not last.startswith("digits"):
         items.insert(0, f"last used: {last}")
@@ -66,9 +66,9 @@ def choose_data(parent, session, last: str | None = None) -> str | None:
 
 
 def load_for(spec, session, batch_size: int = 64):
-    """core.data.Data for ``spec`` (a Data passes through); image folders are resized to the
+    """core.train.data.Data for ``spec`` (a Data passes through); image folders are resized to the
     model's input size."""
-    from core.data import Data, load_data
+    from core.train.data import Data, load_data
     if isinstance(spec, Data):
         return spec
     chw = input_chw(session)
@@ -85,10 +85,10 @@ def _device_of(model):
 
 def run_sensitivity(session, spec, ratios=(0.25, 0.5, 0.75), max_batches=None, importance="l2",
                     progress=None, should_stop=None):
-    """Worker: load the data, then core.sensitivity.group_sensitivity on the original model.
+    """Worker: load the data, then core.train.sensitivity.group_sensitivity on the original model.
     Returns ``(Data, SensitivityResult)``."""
     from core.errors import LoadError
-    from core.sensitivity import group_sensitivity
+    from core.train.sensitivity import group_sensitivity
     if progress:
         progress("data", 0, 1, f"loading {getattr(spec, 'name', spec)}")
     data = load_for(spec, session)
@@ -105,7 +105,7 @@ def evaluate_models(session, spec, pruned=None, max_batches=None, progress=None,
     """Worker: evaluate the original and (when given) the pruned model on the validation set.
     Returns ``(Data, EvalResult before, EvalResult after or None)``."""
     from core.errors import LoadError
-    from core.evaluate import evaluate
+    from core.train.evaluate import evaluate
     data = load_for(spec, session)
     loader = data.val_loader()
     if loader is None:

@@ -9,7 +9,7 @@ import sys
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
-from core.demo import DEMO_INPUT_SHAPE
+from core.models.demo import DEMO_INPUT_SHAPE
 
 
 def _args(argv):

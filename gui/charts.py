@@ -65,7 +65,7 @@ class ChartsPanel(QWidget):
         self.placeholder.show()
 
     def show_evaluation(self, data_name: str, before, after):
-        """Add top-1 / top-5 / loss rows (original → pruned, core.evaluate.EvalResult) to the
+        """Add top-1 / top-5 / loss rows (original → pruned, core.train.evaluate.EvalResult) to the
         summary, next to params, FLOPs and latency."""
         self.evaluation = (data_name, before, after)
         if self.result is not None:
@@ -136,7 +136,7 @@ class ChartsPanel(QWidget):
 
 
 def evaluation_rows(data_name: str, before, after) -> list[tuple[str, str]]:
-    """Summary rows for two core.evaluate.EvalResult (after may be None)."""
+    """Summary rows for two core.train.evaluate.EvalResult (after may be None)."""
     rows = []
     on = f" ({data_name}, {before.samples} samples)" if data_name else ""
     for key, label in (("top1", "top-1"), ("top5", "top-5")):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QLabel, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
 
-from core.groups import compress_index_map
+from core.analysis.groups import compress_index_map
 
 
 def format_index_map(index_map) -> str:
@@ -50,7 +50,7 @@ class GroupDetails(QWidget):
         if d.get("unknown"):
             text += ("<br><span style='color:#c1121f'>Blocked: the engine has no channel semantics for "
                      f"'{d.get('op')}', so every channel flowing through it is kept. Register it with "
-                     "core.opsem.register_op to prune around it.</span>")
+                     "core.ops.registry.register_op to prune around it.</span>")
         text += f"<br>{len(gids)} coupled group(s)" if gids else "<br>not part of any channel group"
         self.header.setText(text)
         self.show_groups(dg, [dg.groups[g] for g in gids], expand=len(gids) <= 2)

@@ -9,7 +9,7 @@ from PySide6.QtCore import QItemSelectionModel, Qt, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLineEdit, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
-from core.importance import group_scores
+from core.plan.criteria import group_scores
 
 COLUMNS = ["lock", "id", "root", "channels", "prunable", "params", "importance"]
 

@@ -7,7 +7,7 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog
                                QHBoxLayout, QLineEdit, QListWidget, QPushButton, QTabWidget,
                                QVBoxLayout, QWidget)
 
-from core.inputs import DTYPES
+from core.trace.inputs import DTYPES
 
 from .targets_panel import attention_combo
 

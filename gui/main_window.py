@@ -12,7 +12,7 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QLineEdit, QMai
                                QVBoxLayout, QWidget)
 
 from core import pipeline
-from core.demo import DEMO_INPUT_SHAPE
+from core.models.demo import DEMO_INPUT_SHAPE
 
 from . import accuracy, applog, model_io, session as sess, worker
 from .charts import ChartsPanel
@@ -35,7 +35,7 @@ class MainWindow(QMainWindow):
     estimateReady = Signal(object)  # (params, flops)
     exportFinished = Signal(str)  # message
     projectRestored = Signal()
-    sensitivityFinished = Signal(object)  # core.sensitivity.SensitivityResult
+    sensitivityFinished = Signal(object)  # core.train.sensitivity.SensitivityResult
     evaluationFinished = Signal(object)  # (data name, EvalResult original, EvalResult pruned or None)
 
     def __init__(self, settings_org: str | None = None):
@@ -52,7 +52,7 @@ class MainWindow(QMainWindow):
         self.log_file = applog.setup_file_logging()
         self._pending = None
         self._pending_options = None  # analysis options of the load in flight
-        # accuracy: the dataset chosen for evaluation (a core.data spec or Data), sensitivity
+        # accuracy: the dataset chosen for evaluation (a core.train.data spec or Data), sensitivity
         self.eval_data = None
         self.eval_max_batches: int | None = None  # None: the whole validation set
         self.sens_ratios = (0.25, 0.5, 0.75)
@@ -624,7 +624,7 @@ class MainWindow(QMainWindow):
         return True
 
     def _source_files(self):
-        from core.loading import spec_file
+        from core.io.sources import spec_file
         f = spec_file(self.session.spec) if self.session else None
         return [f] if f else []
 
@@ -684,8 +684,8 @@ class MainWindow(QMainWindow):
 
     # ---------------------------------------------------------------------------------- projects
     def project(self):
-        """The current work as a :class:`core.project.Project` (None without a model)."""
-        from core import project as proj
+        """The current work as a :class:`core.io.project.Project` (None without a model)."""
+        from core.io import project as proj
         s = self.session
         if s is None or s.meta:
             return None
@@ -707,7 +707,7 @@ class MainWindow(QMainWindow):
             self.save_project(path)
 
     def save_project(self, path: str) -> bool:
-        from core import project as proj
+        from core.io import project as proj
         p = self.project()
         if p is None:
             self.show_error("Save project", "nothing to save: open a model first")
@@ -728,7 +728,7 @@ class MainWindow(QMainWindow):
             self.open_project(path)
 
     def open_project(self, path: str):
-        from core import project as proj
+        from core.io import project as proj
         try:
             p = proj.load_project(path)
         except Exception as e:  # noqa: BLE001
@@ -796,7 +796,7 @@ class MainWindow(QMainWindow):
             self.run_sensitivity(spec)
 
     def run_sensitivity(self, data=None, ratios=None, max_batches: int | None = -1):
-        """Per-group sensitivity of the original model on ``data`` (a core.data spec or Data;
+        """Per-group sensitivity of the original model on ``data`` (a core.train.data spec or Data;
         default: the built-in digits at the model's input size) on the worker; the result goes to
         the Sensitivity tab and the graph, and ``data`` becomes the evaluation dataset."""
         s = self.session
@@ -843,7 +843,7 @@ class MainWindow(QMainWindow):
     def use_sensitivity_ratios(self, mean_ratio: float | None = None):
         """Per-group ratios from the sensitivity result into the targets panel: the least
         sensitive groups lose the most."""
-        from core.sensitivity import ratios_from_sensitivity
+        from core.train.sensitivity import ratios_from_sensitivity
         s, res = self.session, self.sensitivity_result
         if s is None or res is None:
             return {}

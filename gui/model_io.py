@@ -1,4 +1,4 @@
-"""The one place the GUI loads and saves models: core.loading / core.serialize when present,
+"""The one place the GUI loads and saves models: core.io.sources / core.io.formats when present,
 else a small torchvision/torch.save fallback (so the GUI works while those modules evolve)."""
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import torch
 from core.errors import LoadError, PruneStudioError
 
 try:
-    from core import loading as _loading
+    from core.io import sources as _loading
 except ImportError:  # pragma: no cover - engine without a loader
     _loading = None
 try:
-    from core import serialize as _serialize
+    from core.io import formats as _serialize
 except ImportError:  # pragma: no cover
     _serialize = None
 
@@ -31,7 +31,7 @@ def load_model(spec: str, trust: bool = False):
     if _loading is not None:
         return _loading.load_model(spec, trust=trust)
     if spec == "demo":
-        from core.demo import demo_model
+        from core.models.demo import demo_model
         return demo_model()
     if spec.startswith("torchvision:"):
         import torchvision
@@ -69,7 +69,7 @@ def save_pt(model, path: str, source=None, progress=None, should_stop=None):
 
 def save_portable(path: str, spec: str, result, source=None, progress=None, should_stop=None):
     if _serialize is None:
-        raise PruneStudioError("this engine has no portable format (core.serialize missing)")
+        raise PruneStudioError("this engine has no portable format (core.io.formats missing)")
     _serialize.save_portable(path, spec, result.kept, result.model.state_dict(), force=True,
                              plan=result.plan, trust=True, source=source, should_stop=should_stop)
 
@@ -81,7 +81,7 @@ def export_onnx(model, inputs, path: str, source=None, progress=None, should_sto
                                       should_stop=should_stop)
     import numpy as np
     import onnxruntime as ort
-    from core.inputs import as_example_inputs
+    from core.trace.inputs import as_example_inputs
     ex = as_example_inputs(inputs)
     _atomic(path, lambda tmp: torch.onnx.export(model, ex.args, tmp, dynamo=False))
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from core import pipeline
-from core.inputs import make_inputs
+from core.trace.inputs import make_inputs
 
 from . import model_io
 from .graph_layout import Layout, layout
@@ -41,8 +41,8 @@ def load_and_analyse(spec: str, shape: str, dtype: str = "float32", trust: bool 
                      options: dict | None = None) -> Session:
     """Load (on the meta device when ``meta``), analyse with the analysis ``options``
     (``{"attention": "heads" | "head_dim"}``), lay out. A model too large for memory
-    raises :class:`core.loading.TooLargeError` before anything big is allocated."""
-    from core import loading
+    raises :class:`core.io.sources.TooLargeError` before anything big is allocated."""
+    from core.io import sources as loading
     secs = {}
     t = time.perf_counter()
     if progress:
@@ -68,7 +68,7 @@ def analyse(spec: str, model, inputs, options: dict | None = None, aspect: float
             progress=None, should_stop=None, seconds: dict | None = None, **fields) -> Session:
     """Analyse a loaded model on its example inputs, lay out the graph, count costs and fill the
     group table: a new :class:`Session` (``fields``: shape, dtype, trust, meta)."""
-    from core import loading
+    from core.io import sources as loading
     from core.errors import TraceError
     meta = bool(fields.get("meta"))
     secs = dict(seconds or {})
@@ -129,10 +129,10 @@ def group_rows_meta(dg, model) -> list[dict]:
 
 
 def project_analysis(project) -> dict | None:
-    """The analysis options a project was made with (as core.project.restore reads them: the
+    """The analysis options a project was made with (as core.io.project.restore reads them: the
     plan's, else the project's own); an attention structure this version does not know is a
     LoadError."""
-    from core.attention_heads import MODES
+    from core.adapters.heads import MODES
     from core.errors import LoadError
     options = ((project.plan or {}).get("settings") or {}).get("analysis") or \
         (project.extra or {}).get("analysis")
@@ -147,9 +147,9 @@ def project_analysis(project) -> dict | None:
 def restore_project(project, aspect: float = 1.8, progress=None, should_stop=None):
     """Worker side of File > Open project: load and analyse as saved, re-apply the saved plan.
     Returns ``(Session, PruneResult or None)``; the model must be the one that was saved."""
-    from core import project as proj
+    from core.io import project as proj
     from core.errors import LoadError
-    from core.prune import PruningPlan
+    from core.prune.apply import PruningPlan
     if project.inputs_fn:
         raise LoadError("projects with an inputs function open in the CLI only (python main.py)")
     options = project_analysis(project)

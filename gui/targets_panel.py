@@ -1,6 +1,6 @@
 """Pruning targets: what to remove, how to rank channels, and an instant estimate.
 
-The panel only builds a core.planner.PlanSettings; the main window asks core.pipeline.estimate
+The panel only builds a core.plan.planner.PlanSettings; the main window asks core.pipeline.estimate
 for the numbers (debounced, since dragging the slider fires many changes).
 """
 from __future__ import annotations
@@ -10,8 +10,8 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel,
                                QPushButton, QSlider, QSpinBox, QWidget)
 
-from core.importance import CRITERIA
-from core.planner import PlanSettings
+from core.plan.criteria import CRITERIA
+from core.plan.planner import PlanSettings
 
 MODES = [("ratio", "channel ratio"), ("flops", "FLOPs target"), ("params", "params target")]
 # analysis option "attention" (core.pipeline.analyze_model(options=...)): how attention is grouped

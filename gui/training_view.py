@@ -1,11 +1,11 @@
 """Training view: sparse learning / fine-tuning with live curves, off the GUI thread.
 
 The main window hands over what to train with :meth:`TrainingView.set_inputs(model, dg, data)`
-(``data``: a :class:`core.data.Data`, or a spec such as ``"digits"``). The run happens in a
+(``data``: a :class:`core.train.data.Data`, or a spec such as ``"digits"``). The run happens in a
 ``QThread`` worker; batch losses are throttled to a few updates per second, epoch records
 (validation loss, accuracy, group sparsity) arrive once per epoch. Pause, resume and cancel are
 flags the core loop polls between batches. The original model is never modified; the trained
-copy is in :attr:`TrainingView.result` (a :class:`core.train.TrainResult`) once ``finished`` fires.
+copy is in :attr:`TrainingView.result` (a :class:`core.train.loop.TrainResult`) once ``finished`` fires.
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ class _Worker(QObject):
 
     @Slot()
     def run(self):
-        from core.train import train
+        from core.train.loop import train
         try:
             res = train(self.model, self.data, self.config, teacher=self.teacher, dg=self.dg,
                         should_stop=self._stop.is_set, paused=self._pause.is_set,
@@ -149,16 +149,16 @@ class TrainingView(QWidget):
     # ------------------------------------------------------------------ inputs
     def set_inputs(self, model, dg, data):
         """What to train: the model (never modified), its dependency graph (for sparse learning
-        and the sparsity curve) and a core.data.Data or a data spec ('digits', a folder, ...)."""
+        and the sparsity curve) and a core.train.data.Data or a data spec ('digits', a folder, ...)."""
         if isinstance(data, str):
-            from core.data import load_data
+            from core.train.data import load_data
             data = load_data(data, batch_size=self.batch.value())
         self.model, self.dg, self.data = model, dg, data
         self.status.setText(f"ready: {getattr(data, 'name', 'data')}")
         self._set_state("idle")
 
     def config(self):
-        from core.train import TrainConfig
+        from core.train.loop import TrainConfig
         sparse = self.mode.currentText() == "sparse learning"
         return TrainConfig(epochs=self.epochs.value(), lr=self.lr.value(),
                            sparse_lambda=self.lam.value() if sparse else 0.0,

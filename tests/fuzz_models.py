@@ -42,11 +42,11 @@ for _p in (ROOT, HERE):
 
 from helpers import _state, assert_unchanged, kept_params_equal, randomize  # noqa: E402
 
-from core.importance import CRITERIA  # noqa: E402
-from core.inputs import as_example_inputs  # noqa: E402
+from core.plan.criteria import CRITERIA  # noqa: E402
+from core.trace.inputs import as_example_inputs  # noqa: E402
 from core.pipeline import analyze_model, prune_model  # noqa: E402
-from core.planner import PlanSettings, _n_remove  # noqa: E402
-from core.tracer import flatten_outputs  # noqa: E402
+from core.plan.planner import PlanSettings, _n_remove  # noqa: E402
+from core.trace.tracer import flatten_outputs  # noqa: E402
 
 MAX_C = 32  # channel cap of any generated value (generated layers choose 2-16)
 MAX_HW = 16

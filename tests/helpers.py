@@ -23,10 +23,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from core.inputs import as_example_inputs  # noqa: E402
+from core.trace.inputs import as_example_inputs  # noqa: E402
 from core.pipeline import analyze_model, prune_model  # noqa: E402
-from core.planner import PlanSettings  # noqa: E402
-from core.tracer import flatten_outputs  # noqa: E402
+from core.plan.planner import PlanSettings  # noqa: E402
+from core.trace.tracer import flatten_outputs  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Head and head-dimension pruning of attention modules traced as one op (core.attention_heads):
+"""Head and head-dimension pruning of attention modules traced as one op (core.adapters.heads):
 torchvision Swin v1/v2/3-D and MaxViT, timm ``Attention``, ``nn.MultiheadAttention``; plus the
 torchvision ViT residual stream, whose patch reshape reads ``self.hidden_dim``.
 
@@ -18,8 +18,8 @@ from torchvision.models import maxvit, swin_transformer as swin, vision_transfor
 from torchvision.models.video import swin_transformer as swin3d
 
 from core.pipeline import analyze_model
-from core.prune import PruningPlan, apply_kept
-from core.verify import verify_plan
+from core.prune.apply import PruningPlan, apply_kept
+from core.prune.verify import verify_plan
 from helpers import check_oracle, randomize
 
 MODES = ["heads", "head_dim"]
@@ -174,7 +174,7 @@ def test_torchvision_vit_stream_is_prunable():
 def test_cli_head_dim_pruning_and_project_replay(tmp_path, capsys):
     """``--attention head-dim`` reaches the analysis, and a project replays the plan with it."""
     import main as entry
-    from core.project import load_project, restore
+    from core.io.project import load_project, restore
 
     factory = tmp_path / "swin_small.py"
     factory.write_text(
@@ -227,7 +227,7 @@ def test_cost_estimate_counts_attention_traced_as_one_op():
     """The instant estimate (targets panel, FLOPs targets) spreads the FLOPs measured inside a
     leaf attention module over its weights: it must track the real pruned FLOPs."""
     from core.pipeline import cost_model, estimate, prune_model
-    from core.planner import PlanSettings
+    from core.plan.planner import PlanSettings
 
     model = _swin(False).eval()
     x = torch.randn(1, 3, 36, 36)
@@ -243,7 +243,7 @@ def test_cost_estimate_counts_attention_traced_as_one_op():
 def test_user_subclass_keeps_its_forward():
     """Only the exact library classes are traced as one op and switched to a pruned subclass; a
     user's subclass (own forward) keeps its class when its sizes are updated after pruning."""
-    from core.prune import update_module
+    from core.prune.apply import update_module
 
     class MyAttention(swin.ShiftedWindowAttention):
         def forward(self, x):

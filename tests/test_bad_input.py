@@ -13,7 +13,7 @@ sys.path.insert(0, ROOT)
 
 import main as entry  # noqa: E402
 from helpers import BAD_FORWARD_SRC  # noqa: E402
-from core.demo import demo_model  # noqa: E402
+from core.models.demo import demo_model  # noqa: E402
 
 FACTORY = os.path.join(ROOT, "tests", "models", "demo_factory.py")
 SPEC = f"{FACTORY}:make"
@@ -95,7 +95,7 @@ CASES = {
                                         f"(trust=True)"),
     "pickled_model_untrusted": (lambda t: ["prune", str(t / "whole.pt"), *SHAPE],
                                 lambda t: f"error: {t / 'whole.pt'} contains pickled code (it "
-                                          f"references core.demo.DemoNet), which runs when "
+                                          f"references core.models.demo.DemoNet), which runs when "
                                           f"loaded; load it only if you trust its source: pass "
                                           f"--trust (trust=True)"),
     "factory_raises": (lambda t: ["prune", f"{FACTORY}:broken", *SHAPE],

@@ -11,8 +11,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import main as entry  # noqa: E402
-from core.demo import demo_model  # noqa: E402
-from core.loading import load_model  # noqa: E402
+from core.models.demo import demo_model  # noqa: E402
+from core.io.sources import load_model  # noqa: E402
 
 FACTORY = os.path.join(ROOT, "tests", "models", "demo_factory.py")
 SPEC = f"{FACTORY}:make"
@@ -78,7 +78,7 @@ def test_prune_to_portable_and_onnx(tmp_path, capsys):
     rc, out, err = run(["prune", SPEC, *SHAPE, "--target-flops", "0.4", "--global", "--round-to", "4",
                         "--no-latency", "-o", str(p)], capsys)
     assert rc == 0, err
-    from core.serialize import load_portable
+    from core.io.formats import load_portable
     m = load_portable(str(p))
     assert all(c.out_channels % 4 == 0 for c in m.modules() if isinstance(c, torch.nn.Conv2d)
                and c.groups == 1 and c.out_channels != 10)
@@ -107,7 +107,7 @@ def test_verify_passes_and_says_exact(capsys):
 
 
 def test_verify_mismatch_exits_nonzero(capsys, monkeypatch):
-    import core.verify as cv
+    import core.prune.verify as cv
     real = cv.verify_plan
 
     def tampered(*a, **k):

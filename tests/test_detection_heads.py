@@ -1,4 +1,4 @@
-"""torchvision region ops (``core/opsem_vision.py``) and two-stage detection heads, pruned exactly.
+"""torchvision region ops (``core/ops/roi.py``) and two-stage detection heads, pruned exactly.
 
 - ``roi_align`` / ``roi_pool`` keep channels 1:1; ``ps_roi_align`` / ``ps_roi_pool`` remove whole
   blocks of ``pooled_h * pooled_w`` input channels per output channel;
@@ -9,7 +9,7 @@
 - a CI-sized Faster R-CNN (mobilenet_v3 FPN): the FPN is pruned, and the oracle is exact. Its
   float32 outputs go through score sorting / NMS, where a rounding-level difference reorders boxes
   (the unpruned model itself differs by up to ~0.7 relative between float32 and float64), so the
-  oracle takes its verdict in float64 when float32 fails (``core/verify.py``); a real mismatch
+  oracle takes its verdict in float64 when float32 fails (``core/prune/verify.py``); a real mismatch
   still fails there.
 
 Models are float64 where the test compares outputs itself: exact means < 1e-9 relative.
@@ -31,9 +31,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from helpers import check_oracle, randomize  # noqa: E402
 
 from core.pipeline import analyze_model, prune_model  # noqa: E402
-from core.planner import PlanSettings  # noqa: E402
-from core.prune import apply_kept  # noqa: E402
-from core.verify import verify_plan  # noqa: E402
+from core.plan.planner import PlanSettings  # noqa: E402
+from core.prune.apply import apply_kept  # noqa: E402
+from core.prune.verify import verify_plan  # noqa: E402
 
 G = torch.Generator
 

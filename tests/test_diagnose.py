@@ -9,7 +9,7 @@ from torch import nn
 
 from core.errors import VerificationError
 from core.pipeline import analyze_model, prune_model
-from core.planner import PlanSettings
+from core.plan.planner import PlanSettings
 from helpers import randomize
 
 

@@ -20,9 +20,9 @@ def _worker(rank: int, world: int, port: int, out_dir: str):
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     import torch.distributed as dist
-    from core.data import load_data
-    from core.tiny import digits_cnn
-    from core.train import TrainConfig, train
+    from core.train.data import load_data
+    from core.models.digits import digits_cnn
+    from core.train.loop import TrainConfig, train
     data = load_data("digits", batch_size=32)
     # different initial weights per rank: DDP must broadcast rank 0's
     model = digits_cnn(8, seed=rank)
@@ -42,7 +42,7 @@ def test_ddp_two_processes_end_identical(tmp_path):
     for k in a["params"]:
         assert torch.equal(a["params"][k], b["params"][k]), k
     # trained: differs from rank 0's initial weights
-    from core.tiny import digits_cnn
+    from core.models.digits import digits_cnn
     init = dict(digits_cnn(8, seed=0).named_parameters())
     assert any(not torch.equal(init[k], a["params"][k]) for k in init)
     # only rank 0 wrote the checkpoint, and it is complete

@@ -13,7 +13,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from helpers import check_oracle, randomize  # noqa: E402
-from core.planner import PlanSettings  # noqa: E402
+from core.plan.planner import PlanSettings  # noqa: E402
 
 
 class GCN(nn.Module):
@@ -141,7 +141,7 @@ def _tv_seg(name):
 
 
 def _structure(out):
-    from core.tracer import flatten_outputs
+    from core.trace.tracer import flatten_outputs
     return [tuple(t.shape) for t in flatten_outputs(out)]
 
 
@@ -163,7 +163,7 @@ def test_torchvision_segmentation(name):
 def test_torchvision_detection_fasterrcnn():
     """Data-dependent control flow (proposal filtering, NMS) runs on real tensors; frozen BN."""
     import torchvision
-    from core.inputs import as_example_inputs
+    from core.trace.inputs import as_example_inputs
     from core.pipeline import analyze_model, prune_model
     m = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn(
         weights=None, weights_backbone=None, num_classes=3, min_size=128, max_size=128).eval()

@@ -16,7 +16,7 @@ Detection outputs go through score thresholds, top-k, sorting, NMS and (keypoint
 which are discontinuous: in float32 a rounding-level difference between the pruned model and the
 zeroed original reorders boxes or moves a keypoint to another heatmap peak (default thresholds,
 2 threads: relative differences 0.014 for Mask R-CNN, 0.47 for Keypoint R-CNN; the unpruned Faster
-R-CNN itself differs by 0.74 between float32 and float64). The oracle (``core.verify``) then
+R-CNN itself differs by 0.74 between float32 and float64). The oracle (``core.prune.verify``) then
 repeats the comparison in float64, where the same plans agree to ~1e-13 (a wrong coupling differs
 in any precision); ``oracle_f32_rel_diff`` records the float32 value.
 
@@ -145,9 +145,9 @@ def sweep_case(name: str) -> dict:
     oracle on, run both models forward; returns a JSON-able record (raises on any failure)."""
     import torch
     from helpers import randomize
-    from core.inputs import ExampleInputs
+    from core.trace.inputs import ExampleInputs
     from core.pipeline import analyze_model, prune_model
-    from core.planner import PlanSettings
+    from core.plan.planner import PlanSettings
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     kind, build = CASES[name]
@@ -196,7 +196,7 @@ def _record(r: dict) -> None:
 
 # torchvision RAFT's CorrBlock reads the feature encoder's channel count from a shape and uses it
 # as a value (corr / sqrt(num_channels)); no trace can follow that. The oracle catches it and the
-# pipeline leaves that group out by name (core.diagnose) instead of producing a rescaled model.
+# pipeline leaves that group out by name (core.prune.diagnose) instead of producing a rescaled model.
 EXPECTED_EXCLUDED = {"raft_small": "feature_encoder"}
 
 

@@ -31,7 +31,7 @@ def prepared(model, seed=0):
 # Found by test_random_network_prunes_exactly, shrunk to
 #     NetSpec(inputs: x0: img(c=2, h=4, w=4);  v1 = act(x0, fn='relu');  outputs: v1)
 #     ratio 0.5, criterion 'taylor'
-# core/importance.py _taylor_grads calls loss.backward() on a loss that requires no grad:
+# core/plan/criteria.py _taylor_grads calls loss.backward() on a loss that requires no grad:
 #     RuntimeError: element 0 of tensors does not require grad and does not have a grad_fn
 # A network without prunable groups must give an empty plan, not a torch error.
 

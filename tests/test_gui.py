@@ -11,7 +11,7 @@ import torch
 pytest.importorskip("pytestqt")
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
-from core.demo import DEMO_INPUT_SHAPE  # noqa: E402
+from core.models.demo import DEMO_INPUT_SHAPE  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
 
 TIMEOUT = 60_000

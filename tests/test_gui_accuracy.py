@@ -10,7 +10,7 @@ import torch
 pytest.importorskip("pytestqt")
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
-from core.demo import DEMO_INPUT_SHAPE  # noqa: E402
+from core.models.demo import DEMO_INPUT_SHAPE  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
 
 TIMEOUT = 120_000
@@ -18,7 +18,7 @@ TIMEOUT = 120_000
 
 @pytest.fixture(scope="module")
 def digits():
-    from core.data import load_data
+    from core.train.data import load_data
     return load_data("digits@32x3", batch_size=64)  # the demo model's input: 3 x 32 x 32
 
 

@@ -14,7 +14,7 @@ import torch
 pytest.importorskip("pytestqt")
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
-from core.demo import DEMO_INPUT_SHAPE, demo_model  # noqa: E402
+from core.models.demo import DEMO_INPUT_SHAPE, demo_model  # noqa: E402
 from helpers import BAD_FORWARD_SRC  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,7 +118,7 @@ LOAD_CASES = {
                                       f"file with --weights"),
     "pickle_not_trusted": (lambda d: (str(d / "whole.pt"), "1,3,32,32", "float32"),
                            lambda d: f"{d / 'whole.pt'} contains pickled code (it references "
-                                     f"core.demo.DemoNet), which runs when loaded; load it only "
+                                     f"core.models.demo.DemoNet), which runs when loaded; load it only "
                                      f"if you trust its source: pass --trust (trust=True)"),
     "factory_raises": (lambda d: (f"{FACTORY}:broken", "1,3,32,32", "float32"),
                        lambda d: f"{FACTORY}:broken() raised RuntimeError: factory exploded on "

@@ -1,6 +1,6 @@
 """Loading ``hf:DIR`` (local Hugging Face model directories) and ``timm:NAME[@pretrained]`` (never
 downloading), and exporting a pruned Hugging Face model as a ``save_pretrained`` directory
-(``core.serialize.save_hf_dir``, CLI ``-o OUTDIR/``). Tiny random models saved into tmp_path."""
+(``core.io.formats.save_hf_dir``, CLI ``-o OUTDIR/``). Tiny random models saved into tmp_path."""
 from __future__ import annotations
 
 import os
@@ -15,14 +15,14 @@ sys.path.insert(0, ROOT)
 transformers = pytest.importorskip("transformers")
 
 import main as entry  # noqa: E402
-from core.pipeline import analyze_model, prune_model  # noqa: E402  (before core.hf)
-from core import hf  # noqa: E402
+from core.pipeline import analyze_model, prune_model  # noqa: E402  (before core.adapters.hf)
+from core.adapters import hf  # noqa: E402
 from core.errors import LoadError, PruneStudioError  # noqa: E402
-from core.inputs import make_inputs  # noqa: E402
-from core.loading import (build_meta_model, estimate_bytes, fit_inputs, load_model,  # noqa: E402
+from core.trace.inputs import make_inputs  # noqa: E402
+from core.io.sources import (build_meta_model, estimate_bytes, fit_inputs, load_model,  # noqa: E402
                           normalize_spec, spec_kind)
-from core.planner import PlanSettings  # noqa: E402
-from core.serialize import OutputExistsError, load_hf_dir, save_hf_dir  # noqa: E402
+from core.plan.planner import PlanSettings  # noqa: E402
+from core.io.formats import OutputExistsError, load_hf_dir, save_hf_dir  # noqa: E402
 
 IDS = ["--input-dtype", "int64", "--input-shape", "1,12"]
 

@@ -16,9 +16,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from helpers import assert_unchanged, check_oracle, kept_params_equal, randomize, _state  # noqa: E402
 
 from core.errors import PlanError  # noqa: E402
-from core.importance import CRITERIA  # noqa: E402
+from core.plan.criteria import CRITERIA  # noqa: E402
 from core.pipeline import analyze_model, prune_model  # noqa: E402
-from core.planner import PlanSettings  # noqa: E402
+from core.plan.planner import PlanSettings  # noqa: E402
 
 
 def R(*shape, seed=1):

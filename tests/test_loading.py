@@ -1,4 +1,4 @@
-"""core.loading: model specs, the safe default for pickled files, state dicts, input functions."""
+"""core.io.sources: model specs, the safe default for pickled files, state dicts, input functions."""
 import os
 import sys
 
@@ -9,9 +9,9 @@ from torch import nn
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from core.demo import demo_model  # noqa: E402
+from core.models.demo import demo_model  # noqa: E402
 from core.errors import LoadError  # noqa: E402
-from core.loading import load_inputs, load_model  # noqa: E402
+from core.io.sources import load_inputs, load_model  # noqa: E402
 
 FACTORY = os.path.join(ROOT, "tests", "models", "demo_factory.py")
 

@@ -12,12 +12,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import main as entry  # noqa: E402
-from core import project as proj  # noqa: E402
+from core.io import project as proj  # noqa: E402
 from core.errors import Cancelled  # noqa: E402
-from core.inputs import make_inputs  # noqa: E402
+from core.trace.inputs import make_inputs  # noqa: E402
 from core.pipeline import analyze_model, prune_model  # noqa: E402
-from core.planner import PlanSettings  # noqa: E402
-from core.tiny import DigitsCNN  # noqa: E402
+from core.plan.planner import PlanSettings  # noqa: E402
+from core.models.digits import DigitsCNN  # noqa: E402
 
 FACTORY = os.path.join(ROOT, "tests", "models", "demo_factory.py")
 
@@ -119,7 +119,7 @@ def test_cancel_pruning_at_every_poll(analysed, settings):
 
 
 def test_cancel_restoring_a_plan_and_every_export(analysed, tmp_path):
-    from core import serialize
+    from core.io import formats as serialize
     m, dg = analysed
     snap = snapshot(m)
     r = prune_model(m, EX, dg, PlanSettings(ratio=0.5), latency=False)
@@ -191,7 +191,7 @@ def test_same_inputs_same_plan_and_channels(settings, tmp_path):
 
 
 def _plan(d):
-    from core.prune import PruningPlan
+    from core.prune.apply import PruningPlan
     return PruningPlan.from_json(d)
 
 

@@ -2,7 +2,7 @@
 SAGEConv (mean, max) and GINConv, pruned and checked with the zeroed-group oracle (plain-torch
 scatter/index_add message passing is in test_scatter.py).
 
-What the engine does with them (core/opsem_scatter.py): a scatter moves whole rows, so the
+What the engine does with them (core/ops/scatter.py): a scatter moves whole rows, so the
 feature dim maps 1:1 from the messages to the aggregated nodes and every reduction (sum, mean,
 max) is exact. GAT's ``lin(x).view(-1, H, C)`` keeps the head count and shrinks the per-head
 dim: channel j is removed from every head together (with ``att_src``/``att_dst`` column j), so
@@ -24,7 +24,7 @@ from torch_geometric.nn import GATConv, GCNConv, GINConv, SAGEConv  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from helpers import GRAPH_FEATURES, check_oracle, randomize  # noqa: E402
 from helpers import random_graph as _graph  # noqa: E402
-from core.planner import PlanSettings  # noqa: E402
+from core.plan.planner import PlanSettings  # noqa: E402
 
 C_IN = GRAPH_FEATURES
 

@@ -1,4 +1,4 @@
-"""Recurrent layers (core/rnn.py): hidden-size pruning of nn.LSTM / nn.GRU / nn.RNN through the
+"""Recurrent layers (core/adapters/rnn.py): hidden-size pruning of nn.LSTM / nn.GRU / nn.RNN through the
 zeroed-group oracle (max rel diff < 1e-5), plus initial states, h_n/c_n, PackedSequence, a tied
 LSTM language model, training and saving of the pruned module."""
 from __future__ import annotations
@@ -17,7 +17,7 @@ import helpers  # noqa: E402
 from helpers import check_oracle, randomize  # noqa: E402
 
 from core.pipeline import analyze_model  # noqa: E402
-from core.planner import PlanSettings  # noqa: E402
+from core.plan.planner import PlanSettings  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

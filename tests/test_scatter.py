@@ -1,4 +1,4 @@
-"""Scatter / index-add message passing on plain torch (core/opsem_scatter.py), pruned and checked
+"""Scatter / index-add message passing on plain torch (core/ops/scatter.py), pruned and checked
 with the zeroed-group oracle; torch_geometric's layers are in test_pyg.py."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from helpers import GRAPH_FEATURES, check_oracle, randomize  # noqa: E402
 from helpers import random_graph as _graph  # noqa: E402
 from core.pipeline import analyze_model  # noqa: E402
-from core.planner import PlanSettings  # noqa: E402
+from core.plan.planner import PlanSettings  # noqa: E402
 
 C_IN = GRAPH_FEATURES
 

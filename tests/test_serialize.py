@@ -1,4 +1,4 @@
-"""core.serialize: whole-model and portable round trips, ONNX export, atomic writes."""
+"""core.io.formats: whole-model and portable round trips, ONNX export, atomic writes."""
 import os
 import sys
 
@@ -8,13 +8,13 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from core.demo import demo_model  # noqa: E402
+from core.models.demo import demo_model  # noqa: E402
 from core.errors import LoadError, PruneStudioError  # noqa: E402
-from core.inputs import make_inputs  # noqa: E402
-from core.loading import load_model  # noqa: E402
+from core.trace.inputs import make_inputs  # noqa: E402
+from core.io.sources import load_model  # noqa: E402
 from core.pipeline import analyze_model, prune_model  # noqa: E402
-from core.planner import PlanSettings  # noqa: E402
-from core.serialize import (OutputExistsError, export_onnx, load_portable, read_portable,  # noqa: E402
+from core.plan.planner import PlanSettings  # noqa: E402
+from core.io.formats import (OutputExistsError, export_onnx, load_portable, read_portable,  # noqa: E402
                             save_portable, save_whole)
 
 FACTORY = os.path.join(ROOT, "tests", "models", "demo_factory.py")

@@ -1,7 +1,7 @@
 """timm families that the sweep (``benchmarks/bench_timm.py``) found broken or barely prunable,
 in tiny configurations (each model a few ten thousand parameters, 28-64 px).
 
-- attention modules traced as one op (``core.attention_timm_vit`` and ``core.attention_timm_hybrid``): EVA, BEiT, Swin-V2, MaxViT /
+- attention modules traced as one op (``core.adapters.timm_vit`` and ``core.adapters.timm_hybrid``): EVA, BEiT, Swin-V2, MaxViT /
   CoAtNet (three relative-position kinds, both qkv layouts, NCHW and channels-last), CaiT class and
   talking-heads attention, XCiT and EdgeNeXt cross-covariance attention, LeViT (attention and
   attention-downsample), EfficientFormer. Each prunes every
@@ -35,9 +35,9 @@ from timm.models import swin_transformer_v2 as swinv2  # noqa: E402
 from timm.models.vision_transformer import VisionTransformer  # noqa: E402
 
 from core.pipeline import analyze_model  # noqa: E402
-from core.planner import PlanSettings  # noqa: E402
-from core.prune import PruningPlan, apply_kept  # noqa: E402
-from core.verify import verify_plan  # noqa: E402
+from core.plan.planner import PlanSettings  # noqa: E402
+from core.prune.apply import PruningPlan, apply_kept  # noqa: E402
+from core.prune.verify import verify_plan  # noqa: E402
 from helpers import check_oracle, randomize, run_isolated  # noqa: E402
 
 

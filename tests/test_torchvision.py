@@ -36,7 +36,7 @@ def test_torchvision_family(name):
     f0, f1 = r["flops"]
     p0, p1 = r["params"]
     # every family loses ~3/4 of its FLOPs at ratio 0.5: CNNs, and since attention modules are
-    # traced as one op (core.attention_vision) also ViT, Swin and MaxViT (heads + MLP + stream)
+    # traced as one op (core.adapters.torchvision_attention) also ViT, Swin and MaxViT (heads + MLP + stream)
     limit = 0.75
     assert f1 <= limit * f0, f"{name}: FLOPs only {f0:.3g} -> {f1:.3g} at ratio 0.5"
     assert p1 < p0

@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from core.data import load_data
+from core.train.data import load_data
 from core.errors import Cancelled, LoadError
-from core.evaluate import evaluate, load_loss_fn
+from core.train.evaluate import evaluate, load_loss_fn
 from core.pipeline import analyze_model, prune_model
-from core.planner import PlanSettings, make_plan
-from core.sensitivity import group_sensitivity, ratios_from_sensitivity
-from core.sparse import GroupSparsity
-from core.tiny import digits_cnn
-from core.train import TrainConfig, iterative_prune, sparse_train, train
+from core.plan.planner import PlanSettings, make_plan
+from core.train.sensitivity import group_sensitivity, ratios_from_sensitivity
+from core.train.sparse import GroupSparsity
+from core.models.digits import digits_cnn
+from core.train.loop import TrainConfig, iterative_prune, sparse_train, train
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -207,9 +207,9 @@ def test_iterative_pruning_reaches_target(trained, data):
 
 
 def test_cli_training_commands(tmp_path, capsys):
-    from core.cli_train import main
+    from core.cli.train import main
     f = tmp_path / "net.py"
-    f.write_text("from core.tiny import digits_cnn\ndef make():\n    return digits_cnn(8)\n")
+    f.write_text("from core.models.digits import digits_cnn\ndef make():\n    return digits_cnn(8)\n")
     out = tmp_path / "ft.pt"
     rc = main(["finetune", f"{f}:make", "--data", "digits", "--epochs", "1", "--max-batches", "3",
                "--target-flops", "0.4", "--distill", "-o", str(out), "--report", str(tmp_path / "r.json")])
@@ -220,7 +220,7 @@ def test_cli_training_commands(tmp_path, capsys):
                "--finetune-epochs", "1", "--ratio", "0.3", "-o", str(tmp_path / "sp.pstudio")])
     assert rc == 0, capsys.readouterr().err
     assert (tmp_path / "sp.pstudio").exists()
-    from core.serialize import load_portable
+    from core.io.formats import load_portable
     m = load_portable(str(tmp_path / "sp.pstudio"))
     assert m(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
     capsys.readouterr()

@@ -6,10 +6,10 @@ import torch
 
 pytest.importorskip("pytestqt")
 
-from core.data import load_data  # noqa: E402
+from core.train.data import load_data  # noqa: E402
 from core.pipeline import analyze_model  # noqa: E402
-from core.tiny import digits_cnn  # noqa: E402
-from core.train import TrainConfig  # noqa: E402
+from core.models.digits import digits_cnn  # noqa: E402
+from core.train.loop import TrainConfig  # noqa: E402
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ What is pruned: attention heads (q/k/v rows with the output projection's columns
 key/value head with its query heads), the MLP intermediate width (gated: gate/up/down together) and
 the hidden size (embeddings, every LayerNorm/RMSNorm, the heads). Heads and MLP widths are exact;
 the hidden size is approximate by design (LayerNorm/RMSNorm statistics over the pruned channels).
-Static attributes and the config follow (core/hf.py); uniform pruning round-trips through
-save_pretrained/from_pretrained, non-uniform pruning through core.hf.load_pruned.
+Static attributes and the config follow (core/adapters/hf.py); uniform pruning round-trips through
+save_pretrained/from_pretrained, non-uniform pruning through core.adapters.hf.load_pruned.
 """
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from helpers import check_oracle, randomize  # noqa: E402
 
 transformers = pytest.importorskip("transformers")
-from core import hf  # noqa: E402
+from core.adapters import hf  # noqa: E402
 from core.pipeline import analyze_model  # noqa: E402
-from core.planner import PlanSettings  # noqa: E402
+from core.plan.planner import PlanSettings  # noqa: E402
 
 IDS = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(0))
 
@@ -64,7 +64,7 @@ def _logits(m, ids=IDS):
 def test_heads_and_mlp_exact(name, tmp_path):
     """Hidden size kept (embedding ignored): heads + MLP widths are pruned exactly. Llama's config
     has an explicit head_dim, so it describes the result; BERT/GPT-2 derive the head size from
-    hidden_size // num_attention_heads, so their config cannot: core.hf.load_pruned reloads."""
+    hidden_size // num_attention_heads, so their config cannot: core.adapters.hf.load_pruned reloads."""
     m, emb = _build(name)
     dg, res = check_oracle(m, IDS, PlanSettings(ratio=0.5, ignore=[emb]), tol=1e-9,
                            expect_exact=True)

@@ -7,9 +7,9 @@ import torch
 import torchvision
 
 from helpers import check_oracle, randomize, to_jsonable
-from core.inputs import as_example_inputs
+from core.trace.inputs import as_example_inputs
 from core.pipeline import analyze_model
-from core.planner import PlanSettings
+from core.plan.planner import PlanSettings
 
 # name -> smallest comfortable input side for the correctness tests
 SIZES = {

@@ -1,7 +1,7 @@
 """Factories for the CLI tests: ``tests/models/demo_factory.py:make`` etc."""
 import torch
 
-from core.demo import demo_model
+from core.models.demo import demo_model
 
 
 def make():

@@ -1,0 +1,39 @@
+"""Helpers shared by op-semantics modules."""
+from __future__ import annotations
+
+import numpy as np
+
+from core.ops.atoms import NO_ATOM, Labeling
+
+
+def combine(ctx, vecs, e, call):
+    if not vecs:
+        return []
+    acc = vecs[0]
+    fixed = acc < 0
+    for v in vecs[1:]:
+        ctx.table.join(acc, v, ctx.reason(call, "element-wise with a tensor that cannot be pruned"))
+        fixed |= v < 0
+        acc = np.where(acc >= 0, acc, v)
+    # a position aligned with an operand that cannot shrink is fixed: its atoms are blocked by the
+    # join above, and carrying them further would only repeat that
+    acc = np.where(fixed, NO_ATOM, acc)
+    return [Labeling((e,), acc)] if (acc >= 0).any() else []
+
+
+
+def lead_labels(ctx, x, call, last):
+    """Labelings of x on dims before ``last``, which a layer passes through unchanged."""
+    keep = []
+    for lab in ctx.labels(x):
+        if all(d < last for d in lab.dims):
+            keep.append(lab)
+    return keep
+
+
+
+def arg(call, i, name, default=None):
+    if len(call.args) > i:
+        return call.args[i]
+    return call.kwargs.get(name, default)
+

@@ -1,0 +1,190 @@
+"""Physically remove channels: slice parameters and buffers, then fix module attributes.
+
+A :class:`PruningPlan` names the removed channels of each group. It resolves to *kept indices per
+tensor and dim*, which is all that is needed to rebuild the pruned architecture from the original
+model definition later (see serialize.py).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from core import families
+from core.errors import PlanError
+
+MODULE_UPDATERS: list[tuple[type, Callable]] = []
+
+
+def register_module_updater(module_type: type):
+    """Decorator: ``fn(module, virtual)`` refreshes channel-sized attributes of ``module_type``
+    after its tensors were sliced (``virtual`` holds kept counts of attribute-only slots)."""
+
+    def deco(fn):
+        MODULE_UPDATERS.insert(0, (module_type, fn))
+        return fn
+
+    return deco
+
+
+@dataclass
+class PruningPlan:
+    """Channels removed per group (group id -> sorted local channel indices)."""
+
+    removed: dict[int, list[int]] = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def n_removed(self) -> int:
+        return sum(len(v) for v in self.removed.values())
+
+    def kept_indices(self, dg) -> dict[str, dict[int, list[int]]]:
+        """tensor name -> dim -> kept indices (only tensors that change)."""
+        out: dict[str, dict[int, list[int]]] = {}
+        for gid, chans in self.removed.items():
+            if not chans:
+                continue
+            grp = dg.groups[gid]
+            rm = np.asarray(chans, dtype=np.int64)
+            if not grp.prunable[rm].all():
+                bad = [int(c) for c in rm if not grp.prunable[c]][:5]
+                raise PlanError(f"group {gid} ({grp.root}): channels {bad} are blocked "
+                                f"({'; '.join(grp.blocked_reasons[:2]) or 'no producing layer'})")
+            for m in grp.members:
+                drop = np.isin(m.index_map, rm)
+                if drop.any():
+                    prev = out.setdefault(m.slot.tensor_name, {}).get(m.slot.dim)
+                    keep = ~drop
+                    if prev is not None:  # a slot shared by two groups: intersect
+                        mask = np.zeros(m.slot.size, bool)
+                        mask[prev] = True
+                        keep &= mask
+                    out[m.slot.tensor_name][m.slot.dim] = np.nonzero(keep)[0].tolist()
+        for name, dims in out.items():
+            for d, keep in dims.items():
+                if not keep:
+                    raise PlanError(f"the plan removes every channel of {name} (dim {d}); "
+                                    f"at least one must stay")
+        return out
+
+    def to_json(self) -> dict:
+        return {"removed": {str(k): list(map(int, v)) for k, v in self.removed.items() if v},
+                "settings": self.settings}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "PruningPlan":
+        return cls({int(k): list(v) for k, v in d.get("removed", {}).items()}, d.get("settings", {}))
+
+
+def apply_kept(model: nn.Module, kept: dict[str, dict[int, list[int]]], inplace: bool = False) -> nn.Module:
+    """Slice every named tensor to its kept indices and update module attributes."""
+    families.load()  # updaters of optional libraries (timm) the model may come from
+    if not inplace:
+        model = copy.deepcopy(model)
+    owners = _owners(model)
+    virtual: dict[str, dict[str, int]] = {}
+    touched = set()
+    for name, dims in kept.items():
+        if name.endswith(">") and "<" in name:  # attribute-only slot: "module.<attr>"
+            mod_name, _, attr = name[:-1].rpartition("<")
+            mod_name = mod_name[:-1] if mod_name.endswith(".") else mod_name
+            virtual.setdefault(mod_name, {})[attr] = len(dims[0])
+            touched.add(mod_name)
+            continue
+        if name not in owners:
+            raise PlanError(f"the plan names '{name}', which this model does not have")
+        holders = owners[name]
+        mod0, attr0 = holders[0]
+        t = getattr(mod0, attr0)
+        new = t.detach()
+        for d, keep in sorted(dims.items()):
+            if d >= new.ndim or (len(keep) and max(keep) >= new.shape[d]):
+                raise PlanError(f"the plan's indices for {name} dim {d} do not fit its shape "
+                                f"{tuple(t.shape)}")
+            new = new.index_select(d, torch.as_tensor(keep, dtype=torch.long, device=new.device))
+        new = new.contiguous()
+        for mod, a in holders:
+            if isinstance(t, nn.Parameter):
+                mod._parameters[a] = nn.Parameter(new, requires_grad=t.requires_grad) \
+                    if (mod, a) == holders[0] else mod0._parameters[attr0]
+            else:
+                mod._buffers[a] = new
+            touched.add(_name_of(model, mod))
+    # A module whose children changed may keep sizes of its own (a head count): its ancestors are
+    # updated too. Parents run first, so an updater still sees its children's original attributes
+    # (e.g. the width before pruning) next to their already sliced tensors.
+    mods = dict(model.named_modules())
+    ancestors = set()
+    for mname in touched:
+        while mname:
+            mname = mname.rpartition(".")[0]
+            if mname not in touched and updater_for(mods.get(mname)) is not None:
+                ancestors.add(mname)
+    for mname in sorted(touched | ancestors, key=lambda n: (n.count(".") + bool(n), n)):
+        m = mods.get(mname)
+        if m is not None:
+            update_module(m, virtual.get(mname, {}))
+    return model
+
+
+def updater_for(m):
+    """The updater registered for ``m``'s own family (not a catch-all for every module)."""
+    for typ, fn in MODULE_UPDATERS:
+        if m is not None and typ is not nn.Module and isinstance(m, typ):
+            return fn
+    return None
+
+
+def _owners(model):
+    """tensor qualified name -> every (module, attr) holding it (tied weights have several)."""
+    by_id: dict[int, list] = {}
+    first: dict[int, str] = {}
+    for mname, mod in model.named_modules(remove_duplicate=False):
+        for a, p in list(mod._parameters.items()) + list(mod._buffers.items()):
+            if p is None:
+                continue
+            by_id.setdefault(id(p), [])
+            if (mod, a) not in by_id[id(p)]:
+                by_id[id(p)].append((mod, a))
+            first.setdefault(id(p), f"{mname}.{a}" if mname else a)
+    out = {}
+    for mname, mod in model.named_modules(remove_duplicate=False):
+        for a, p in list(mod._parameters.items()) + list(mod._buffers.items()):
+            if p is not None:
+                out[f"{mname}.{a}" if mname else a] = by_id[id(p)]
+    return out
+
+
+def _name_of(model, mod):
+    for n, m in model.named_modules():
+        if m is mod:
+            return n
+    return ""
+
+
+def update_module(m: nn.Module, virtual: dict) -> None:
+    for typ, fn in MODULE_UPDATERS:
+        if isinstance(m, typ):
+            fn(m, virtual)
+            return
+
+
+def zero_channels(model: nn.Module, kept: dict[str, dict[int, list[int]]]) -> nn.Module:
+    """A copy of ``model`` with every removed slice of every *parameter* set to zero (the oracle)."""
+    model = copy.deepcopy(model)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    with torch.no_grad():
+        for name, dims in kept.items():
+            p = params.get(name)
+            if p is None:
+                continue  # buffers and attribute-only slots keep their values
+            for d, keep in dims.items():
+                mask = torch.ones(p.shape[d], dtype=torch.bool, device=p.device)
+                mask[torch.as_tensor(keep, dtype=torch.long, device=p.device)] = False
+                idx = torch.nonzero(mask).flatten()
+                p.index_fill_(d, idx, 0.0)
+    return model

@@ -1,0 +1,124 @@
+"""The zeroed-group oracle: prove that a pruning plan is structurally exact on the user's model.
+
+Zero every parameter slice the plan removes in a copy of the original, prune another copy, run both
+on the same inputs: if the engine coupled the right slices, the outputs are equal up to float error.
+Where the plan removes channels that the math cannot keep exact (normalisation statistics across
+channels, attention scaling), the difference is reported as an approximation, not a failure.
+
+Outputs that pass through data-dependent selections (score thresholds, top-k, NMS, sorting,
+``argmax``: detection models) can differ by far more than float32 rounding when a rounding-level
+difference flips a selection: boxes are reordered, a keypoint jumps to another heatmap peak. The
+unpruned model itself then differs that much between float32 and float64. So a float32 comparison
+that fails is repeated in float64 (copies of both models and the inputs), where rounding stays
+~1e-13 and flips do not happen; the verdict is taken there and both results are reported. A real
+coupling error differs in any precision, so this never hides one.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch.utils._pytree import tree_map
+
+from core.trace.inputs import as_example_inputs
+from core.prune.apply import apply_kept, zero_channels
+from core.trace.tracer import flatten_outputs
+
+
+@dataclass
+class VerifyReport:
+    max_abs_diff: float
+    max_rel_diff: float  # max_abs_diff / max |reference output|
+    shapes_equal: bool
+    expected_exact: bool
+    passed: bool
+    tolerance: float
+    approximate_reasons: list[str] = field(default_factory=list)
+    message: str = ""
+    # set when the comparison in the model's own dtype (float32 usually) failed and the verdict
+    # was taken in float64 (see above): the differences in that dtype (inf where shapes differed)
+    float32_abs_diff: float | None = None
+    float32_rel_diff: float | None = None
+
+    def to_json(self):
+        return asdict(self)
+
+
+def compare_outputs(a, b) -> tuple[float, float, bool]:
+    ta, tb = flatten_outputs(a), flatten_outputs(b)
+    if len(ta) != len(tb) or any(x.shape != y.shape for x, y in zip(ta, tb)):
+        return float("inf"), float("inf"), False
+    diff, scale = 0.0, 0.0
+    for x, y in zip(ta, tb):
+        if x.numel() == 0:
+            continue
+        x, y = x.detach().double(), y.detach().double()
+        diff = max(diff, (x - y).abs().max().item())
+        scale = max(scale, x.abs().max().item())
+    return diff, diff / max(scale, 1e-12), True
+
+
+def verify_plan(model, inputs, dg, plan, tolerance: float = 1e-4, pruned=None) -> VerifyReport:
+    """Run the oracle. ``tolerance`` applies to the relative difference."""
+    ex = as_example_inputs(inputs)
+    kept = plan.kept_indices(dg)
+    zeroed = zero_channels(model, kept)
+    if pruned is None:
+        pruned = apply_kept(model, kept)
+    approx = sorted({r for gid, chans in plan.removed.items() if chans
+                     for r in dg.groups[gid].approx_reasons
+                     if not dg.groups[gid].exact[chans].all()})
+    expected_exact = not approx
+    with torch.no_grad():
+        zeroed.eval()
+        pruned.eval()
+        try:
+            y0 = ex.call(zeroed)
+            y1 = ex.call(pruned)
+        except Exception as e:
+            return VerifyReport(float("inf"), float("inf"), False, expected_exact, False, tolerance,
+                                approx, f"the pruned model failed to run: {type(e).__name__}: {e}")
+    abs_d, rel_d, same = compare_outputs(y0, y1)
+    f32 = None
+    if expected_exact and not (same and rel_d <= tolerance):
+        r64 = _float64_outputs(zeroed, pruned, ex)
+        if r64 is not None:
+            f32 = (abs_d, rel_d)
+            abs_d, rel_d, same = compare_outputs(*r64)
+    if not same:
+        return VerifyReport(abs_d, rel_d, False, expected_exact, False, tolerance, approx,
+                            "the pruned model's output shapes differ from the original's")
+    passed = rel_d <= tolerance or not expected_exact
+    msg = (f"exact: max difference {abs_d:.3g} (relative {rel_d:.3g})" if expected_exact else
+           f"approximate by design ({len(approx)} reason(s)): max difference {abs_d:.3g} "
+           f"(relative {rel_d:.3g})")
+    if expected_exact and not passed:
+        msg = (f"MISMATCH: max difference {abs_d:.3g} (relative {rel_d:.3g}) exceeds {tolerance:g}; "
+               f"the engine coupled the wrong slices")
+    if f32 is not None and passed:
+        msg += (f" in float64; in float32 the relative difference is {f32[1]:.3g} (rounding flips "
+                f"data-dependent selections: thresholds, sorting, NMS, argmax)")
+    elif f32 is not None:
+        msg += f" in float64 too (float32: relative {f32[1]:.3g})"
+    return VerifyReport(abs_d, rel_d, True, expected_exact, passed, tolerance, approx, msg,
+                        *(f32 or (None, None)))
+
+
+def _float64_outputs(zeroed, pruned, ex):
+    """Outputs of both models in float64 (``zeroed`` is converted in place, ``pruned`` copied),
+    or None when the models already are float64 or cannot run in it."""
+    params = [p for m in (zeroed, pruned) for p in list(m.parameters()) + list(m.buffers())]
+    if not any(p.is_floating_point() and p.dtype != torch.float64 for p in params):
+        return None
+
+    def up(t):
+        return t.double() if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+
+    try:
+        z64, p64 = zeroed.double(), copy.deepcopy(pruned).double()
+        args, kwargs = tree_map(up, (ex.args, ex.kwargs))
+        with torch.no_grad():
+            return z64(*args, **kwargs), p64(*args, **kwargs)
+    except Exception:  # noqa: BLE001 - no float64 kernels, out of memory: keep float32's verdict
+        return None

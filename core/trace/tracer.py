@@ -1,0 +1,406 @@
+"""Trace a model into a dependency graph by running it once with example inputs.
+
+A ``TorchFunctionMode`` sees every torch function the real ``forward`` calls (so Python control
+flow, dataclass outputs and meta tensors all work), and global module hooks record which module is
+running so nodes can be collapsed by hierarchy. Each call is handed to its entry in ``opsem``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+
+from core import families
+from core.ops.atoms import NO_ATOM, AtomTable, Labeling
+from core.errors import Cancelled, TraceError
+from core.ops.registry import IGNORED, leaf_op, lookup, normalise_name
+
+
+_SHAPE_READS = {"size", "shape", "numel", "nelement", "len"}
+
+
+@dataclass
+class Call:
+    name: str
+    func: Any
+    args: tuple
+    kwargs: dict
+    in_tensors: list
+    out_tensors: list
+    node: int
+    scope: str
+
+
+@dataclass
+class Trace:
+    """Raw result of tracing: the graph, the atom table and per-node atom samples."""
+
+    graph: nx.DiGraph
+    table: AtomTable
+    node_atoms: dict  # node id -> np.ndarray of atoms touched by the node's outputs/params
+    unknown_ops: dict  # op name -> list of node ids where it blocked channels
+    output_atoms: np.ndarray
+    seconds: float
+
+
+class _Tracer(TorchFunctionMode):
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.table = AtomTable()
+        self.root = model  # family handlers (core/adapters/hf.py) look at the traced model's type
+        self.names = {}
+        for n, p in model.named_parameters(remove_duplicate=True):
+            self.names[id(p)] = (n, False)
+        for n, b in model.named_buffers(remove_duplicate=True):
+            self.names.setdefault(id(b), (n, True))
+        self.modules = {id(m): n for n, m in model.named_modules()}
+        self.scope: list[str] = []
+        self.info: dict[int, tuple] = {}  # id(tensor) -> (weakref, labelings, node)
+        self.graph = nx.DiGraph()
+        self.node_atoms: dict[int, list] = {}
+        self.unknown: dict[str, list] = {}
+        self.param_labels: dict[int, list] = {}
+        self._busy = False
+        self.leaf = None  # (module, op name, args) of the leaf module now running
+        # labelled tensors the running leaf module reads besides its positional inputs and its own
+        # parameters (keyword arguments such as a shared relative position bias, attributes)
+        self.leaf_extra: dict[int, torch.Tensor] = {}
+        self.options = {}  # analysis options handlers may read (e.g. attention="head_dim")
+
+    # ---- tensor bookkeeping ------------------------------------------------------------------
+    def _lookup(self, t):
+        rec = self.info.get(id(t))
+        if rec is not None and rec[0]() is t:
+            return rec
+        return None
+
+    def labels(self, t) -> list[Labeling]:
+        if not isinstance(t, torch.Tensor):
+            return []
+        rec = self._lookup(t)
+        if rec is not None:
+            return rec[1]
+        if id(t) in self.names:  # a bare parameter or buffer used directly in forward
+            labs = self.param_labels.get(id(t))
+            if labs is None:
+                labs = [Labeling((d,), self.table.slot(t, d, self.names, "pass").atoms)
+                        for d in range(t.ndim) if t.shape[d] > 1]
+                self.param_labels[id(t)] = labs
+            return labs
+        return []
+
+    def dim_atoms(self, t, d: int, call: Call, role: str = "pass") -> np.ndarray:
+        """Atoms of tensor t along dim d (-1 where none)."""
+        if not isinstance(t, torch.Tensor):
+            return np.full(t.shape[d], NO_ATOM, dtype=np.int64)
+        if id(t) in self.names and self._lookup(t) is None:
+            atoms = self.table.slot(t, d, self.names, role).atoms
+            if self._current_node is not None:
+                self.node_atoms.setdefault(self._current_node, []).append(atoms)
+            return atoms
+        for lab in self.labels(t):
+            if d in lab.dims:
+                if len(lab.dims) == 1:
+                    if role == "out":  # a weight derived from parameters (chunk, transpose, ...)
+                        self.table.producers.append(lab.atoms[lab.atoms >= 0])
+                    return lab.atoms
+                self.table.block(lab.atoms, self.reason(
+                    call, f"channels split across dims {lab.dims} by {lab.joint} reach this op"))
+        return np.full(int(t.shape[d]), NO_ATOM, dtype=np.int64)
+
+    def set(self, t, labs: list[Labeling]):
+        if not isinstance(t, torch.Tensor):
+            return
+        labs = [lab for lab in labs if (lab.atoms >= 0).any()]
+        rec = self._lookup(t)
+        node = rec[2] if rec else self._current_node
+        self.info[id(t)] = (weakref.ref(t), labs, node)
+        if labs and self._current_node is not None:
+            self.node_atoms.setdefault(self._current_node, []).extend(lab.atoms.ravel() for lab in labs)
+
+    def reason(self, call: Call, text: str) -> str:
+        where = f"{call.name}" + (f" in {call.scope}" if call.scope else "")
+        return f"{where}: {text}" if text else where
+
+    def block_inputs(self, call: Call, text: str):
+        for t in call.in_tensors:
+            if id(t) in self.names and self._lookup(t) is None:
+                continue  # a parameter the op consumes: it simply never becomes prunable
+            for lab in self.labels(t):
+                self.table.block(lab.atoms, self.reason(call, text))
+
+    # ---- interception ------------------------------------------------------------------------
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self._busy:
+            if self.leaf is not None:
+                self._leaf_read(args, kwargs)
+            return out
+        name = normalise_name(func)
+        if name in IGNORED:
+            if name in _SHAPE_READS and args and isinstance(args[0], torch.Tensor):
+                self._shape_read(name, args)
+            return out
+        out_tensors = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
+        if name == "setitem" and args and isinstance(args[0], torch.Tensor):
+            out_tensors = [args[0]]  # x[idx] = y returns None but changes x in place
+        if not out_tensors:
+            return out
+        in_tensors = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
+        known = [t for t in in_tensors if self._lookup(t) is not None or id(t) in self.names]
+        if not known:
+            return out  # a constant created in forward: it carries no channels
+        self._busy = True
+        try:
+            self._record(name, func, args, kwargs, in_tensors, out_tensors)
+        finally:
+            self._busy = False
+        return out
+
+    _current_node = None
+
+    def _shape_read(self, name, args):
+        """Python read the size of labelled dims: that number may end up in a reshape."""
+        t = args[0]
+        rec = self._lookup(t)
+        if rec is None or not rec[1]:
+            return
+        dim = args[1] if name == "size" and len(args) > 1 and isinstance(args[1], int) else None
+        if name == "len":
+            dim = 0
+        for lab in rec[1]:
+            if dim is None or dim % max(t.ndim, 1) in lab.dims:
+                self.table.shape_sensitive.append(lab.atoms[lab.atoms >= 0])
+
+    should_stop = None
+
+    def _leaf_read(self, args, kwargs):
+        """Note labelled tensors the running leaf module reads that its handler is not given."""
+        mod, _, largs = self.leaf
+        own = {id(t) for t in tree_flatten(largs)[0] if isinstance(t, torch.Tensor)}
+        for t in tree_flatten((args, kwargs))[0]:
+            if not isinstance(t, torch.Tensor) or id(t) in own or id(t) in self.leaf_extra:
+                continue
+            rec = self._lookup(t)
+            if rec is not None and rec[1]:
+                self.leaf_extra[id(t)] = t
+
+    def record_leaf(self, mod, op, args, out):
+        """One node for a whole leaf module: its inputs and parameters in, its outputs out."""
+        extra, self.leaf_extra = list(self.leaf_extra.values()), {}
+        out_tensors = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
+        if not out_tensors:
+            return
+        in_tensors = [a for a in tree_flatten(args)[0] if isinstance(a, torch.Tensor)]
+        in_tensors += [p for p in mod.parameters() if id(p) in self.names]
+        self._busy = True
+        try:
+            self._record(op, mod, tuple(args), {}, in_tensors, out_tensors,
+                         module=self.modules.get(id(mod)))
+            self.graph.nodes[self.graph.number_of_nodes() - 1]["leaf"] = True
+            if extra:
+                self._leaf_extra_inputs(mod, op, extra)
+        finally:
+            self._busy = False
+
+    def _leaf_extra_inputs(self, mod, op, extra):
+        """A leaf handler only sees positional inputs: channels of anything else the module read
+        (a keyword argument) cannot be followed and are blocked, and the module's own channels are
+        left to the shape probe, which blocks those whose removal no longer fits that tensor."""
+        name = self.modules.get(id(mod), "")
+        why = (f"{op} in {name}: read by the module besides its positional inputs (a keyword "
+               f"argument?); its channels cannot be followed")
+        for t in extra:
+            for lab in self.labels(t):
+                self.table.block(lab.atoms, why)
+        for p in mod.parameters():
+            for d in range(p.ndim):
+                slot = self.table._slot_by_key.get((id(p), d))
+                if slot is not None:
+                    self.table.shape_sensitive.append(slot.atoms)
+
+    def _record(self, name, func, args, kwargs, in_tensors, out_tensors, module=None):
+        node = self.graph.number_of_nodes()
+        if self.should_stop is not None and node % 16 == 0 and self.should_stop():
+            raise Cancelled("cancelled while tracing")  # unwinds the user's forward; hooks are removed
+        scope = self.scope[-1] if self.scope else ""
+        params = [self.names[id(t)][0] for t in in_tensors
+                  if id(t) in self.names and self._lookup(t) is None]
+        if module is None:
+            module = params[0].rpartition(".")[0] if params else ""
+        self.graph.add_node(node, op=name, module=module, scope=scope, params=params,
+                            label=module or name, kind="layer" if params else "op",
+                            shape=[tuple(o.shape) for o in out_tensors])
+        for t in in_tensors:
+            rec = self._lookup(t)
+            if rec is not None and rec[2] is not None:
+                self.graph.add_edge(rec[2], node, shape=tuple(t.shape))
+        call = Call(name, func, args, kwargs, in_tensors, out_tensors, node, scope)
+        self._current_node = node
+        # in-place ops return their input: keep its labels visible to the handler
+        prev = {id(o): self.labels(o) for o in out_tensors if any(o is i for i in in_tensors)}
+        for o in out_tensors:  # default: the output carries no channels until the handler says so
+            self.info[id(o)] = (weakref.ref(o), [], node)
+        handler = lookup(name)
+        if handler is None:
+            blocked_before = len(self.table.blocked)
+            self.block_inputs(call, f"unknown op '{name}' (its channel semantics are not registered)")
+            self.graph.nodes[node]["unknown"] = True
+            if len(self.table.blocked) > blocked_before:
+                self.unknown.setdefault(name, []).append(node)
+        else:
+            # in-place ops return their input: read its labels before they are reset
+            handler(_HandlerContext(self, prev), call)
+        self._current_node = None
+
+
+class _HandlerContext:
+    """The context handed to op handlers: the tracer, with in-place inputs' labels preserved."""
+
+    def __init__(self, tracer, prev):
+        self._t = tracer
+        self.table = tracer.table
+        self._prev = prev
+        self.options = tracer.options
+        self.root = tracer.root  # the traced model (family handlers look at its type/attributes)
+
+    def labels(self, t):
+        if isinstance(t, torch.Tensor) and id(t) in self._prev:
+            return self._prev[id(t)]
+        return self._t.labels(t)
+
+    def dim_atoms(self, t, d, call, role="pass"):
+        if isinstance(t, torch.Tensor) and id(t) in self._prev:
+            for lab in self._prev[id(t)]:
+                if lab.dims == (d,):
+                    return lab.atoms
+            return np.full(int(t.shape[d]), NO_ATOM, dtype=np.int64)
+        return self._t.dim_atoms(t, d, call, role)
+
+    def set(self, t, labs):
+        self._t.set(t, labs)
+
+    def reason(self, call, text):
+        return self._t.reason(call, text)
+
+    _HEAD_ATTRS = ("num_heads", "n_heads", "n_head", "num_attention_heads", "num_key_value_heads")
+
+    def head_counts(self) -> set:
+        """Head counts the running module keeps as attributes (heads mode only): a reshape that
+        splits channels into one of them shrinks that dim (see replay.prefer_heads)."""
+        if self.options.get("attention", "heads") != "heads" or not self._t.scope:
+            return set()
+        t = self._t
+        if getattr(t, "_by_name", None) is None:
+            t._by_name = dict(t.root.named_modules())
+        mod = t._by_name.get(t.scope[-1])
+        return {v for a in self._HEAD_ATTRS
+                if isinstance(v := getattr(mod, a, None), int) and not isinstance(v, bool) and v > 1}
+
+    def block_inputs(self, call, text):
+        for t in call.in_tensors:
+            if id(t) in self._t.names and self._t._lookup(t) is None:
+                continue
+            for lab in self.labels(t):
+                self.table.block(lab.atoms, self.reason(call, text))
+
+
+def flatten_outputs(out) -> list[torch.Tensor]:
+    """Tensors of a model output: tensor, tuple/list/dict, dataclass or Hugging Face output."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if dataclasses.is_dataclass(out) and not isinstance(out, type):
+        return [t for f in dataclasses.fields(out) for t in flatten_outputs(getattr(out, f.name))]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in flatten_outputs(v)]
+    if isinstance(out, (list, tuple)):
+        return [t for v in out for t in flatten_outputs(v)]
+    return []
+
+
+def run_model(model, inputs):
+    args, kwargs = inputs
+    return model(*args, **kwargs)
+
+
+def trace_model(model: torch.nn.Module, inputs, should_stop=None, options=None) -> Trace:
+    """Run ``model`` once on ``inputs`` = (args, kwargs) and build its dependency graph.
+
+    The model is put in eval mode for the run (so BatchNorm statistics are not updated) and every
+    module's mode is restored afterwards; no parameter or buffer is modified.
+    """
+    t0 = time.perf_counter()
+    families.load()
+    modes = {m: m.training for m in model.modules()}
+    tracer = _Tracer(model)
+    tracer.should_stop = should_stop
+    tracer.options = dict(options or {})
+    hooks = []
+
+    def pre(mod, args):
+        name = tracer.modules.get(id(mod))
+        if name is not None:
+            tracer.scope.append(name)
+            if tracer.leaf is None and not tracer._busy:
+                op = leaf_op(mod)
+                if op is not None:  # its inner ops are not recorded; post() records one node
+                    tracer.leaf = (mod, op, args)
+                    tracer._busy = True
+
+    def post(mod, _args, out):
+        if tracer.leaf is not None and tracer.leaf[0] is mod:
+            _, op, args = tracer.leaf
+            tracer.leaf = None
+            tracer._busy = False
+            if out is not None:
+                tracer.record_leaf(mod, op, args, out)
+        if tracer.modules.get(id(mod)) is not None and tracer.scope:
+            tracer.scope.pop()
+
+    hooks.append(torch.nn.modules.module.register_module_forward_pre_hook(pre))
+    hooks.append(torch.nn.modules.module.register_module_forward_hook(post, always_call=True))
+    in_node = None
+    try:
+        model.eval()
+        args, kwargs = inputs
+        graph = tracer.graph
+        leaves = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        for i, t in enumerate(leaves):
+            in_node = graph.number_of_nodes()
+            graph.add_node(in_node, op="input", module="", scope="", params=[], label=f"input {i}",
+                           kind="input", shape=[tuple(t.shape)])
+            tracer.info[id(t)] = (weakref.ref(t), [], in_node)
+        with torch.no_grad(), tracer:
+            out = model(*args, **kwargs)
+        outs = flatten_outputs(out)
+        if not outs:
+            raise TraceError(f"the model returned {type(out).__name__}, which holds no tensor")
+        out_atoms = []
+        for i, t in enumerate(outs):
+            node = graph.number_of_nodes()
+            graph.add_node(node, op="output", module="", scope="", params=[], label=f"output {i}",
+                           kind="output", shape=[tuple(t.shape)])
+            rec = tracer._lookup(t)
+            if rec is not None and rec[2] is not None:
+                graph.add_edge(rec[2], node, shape=tuple(t.shape))
+            for lab in tracer.labels(t) if rec is not None else []:
+                out_atoms.append(lab.atoms.ravel())
+                tracer.table.block(lab.atoms, f"output {i} of the model (its shape must not change)")
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, mode in modes.items():
+            m.training = mode
+    node_atoms = {n: np.unique(np.concatenate(v)) for n, v in tracer.node_atoms.items()}
+    return Trace(graph, tracer.table, node_atoms, tracer.unknown,
+                 np.concatenate(out_atoms) if out_atoms else np.zeros(0, np.int64),
+                 time.perf_counter() - t0)
