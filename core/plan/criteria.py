@@ -12,8 +12,98 @@ import torch
 from torch import nn
 
 from core.errors import PlanError
+from core.registry import Registry
 
-CRITERIA = ("l1", "l2", "random", "bn_scale", "taylor", "lamp")
+CRITERIA: Registry[type["Criterion"]] = Registry("importance criterion")
+
+
+class Criterion:
+    """One way to score channels. A criterion scores each member slice of a group
+    (:meth:`slice_scores`: one value per index of that tensor dim); the group's score is the sum
+    over its members, so a channel counts everywhere its removal reaches (DepGraph's group-level
+    importance). Subclasses override :meth:`slice_scores`, or :meth:`group_scores` for criteria
+    that are not sums over slices."""
+
+    needs_gradients = False
+
+    def __init__(self, model: nn.Module, grads: dict | None, rng: np.random.Generator):
+        self.tensors = dict(model.named_parameters(remove_duplicate=False))
+        self.modules = dict(model.named_modules())
+        self.grads = grads or {}
+        self.rng = rng
+
+    def slice_scores(self, t: torch.Tensor, member) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def group_scores(self, g) -> np.ndarray:
+        s = np.zeros(g.n_channels)
+        for m in g.members:
+            t = self.tensors.get(m.slot.tensor_name)
+            if t is None:
+                continue  # buffers (running stats) and attribute-only slots carry no importance
+            vals = self.slice_scores(t, m)
+            if vals is not None:
+                _scatter(g, m, vals, s)
+        return s
+
+
+@CRITERIA.register("l1")
+class L1(Criterion):
+    """Sum of absolute weights of every slice a channel owns."""
+
+    def slice_scores(self, t, member):
+        return _per_index(t, member.slot.dim, 1)
+
+
+@CRITERIA.register("l2")
+class L2(Criterion):
+    """Sum of squared weights of every slice a channel owns (DepGraph's default group norm)."""
+
+    def slice_scores(self, t, member):
+        return _per_index(t, member.slot.dim, 2)
+
+
+@CRITERIA.register("random")
+class Random(Criterion):
+    """Uniform random scores (seeded): the baseline every criterion should beat."""
+
+    def group_scores(self, g):
+        return self.rng.random(g.n_channels)
+
+
+@CRITERIA.register("bn_scale")
+class BNScale(Criterion):
+    """|gamma| of the normalisation layers in the group (network slimming); groups without one
+    fall back to L2."""
+
+    def slice_scores(self, t, member):
+        mod = self.modules.get(member.slot.module_name)
+        if isinstance(mod, (nn.modules.batchnorm._NormBase, nn.GroupNorm)) and member.slot.attr == "weight":
+            return _per_index(t, member.slot.dim, 1)
+        return None
+
+    def group_scores(self, g):
+        s = super().group_scores(g)
+        return s if s.any() else L2.group_scores(self, g)  # no norm layer in this group
+
+
+@CRITERIA.register("taylor")
+class Taylor(Criterion):
+    """First-order Taylor expansion |w * dL/dw| on a calibration batch."""
+
+    needs_gradients = True
+
+    def slice_scores(self, t, member):
+        gr = self.grads.get(member.slot.tensor_name)
+        return None if gr is None else _per_index(t.detach() * gr, member.slot.dim, 1)
+
+
+@CRITERIA.register("lamp")
+class LAMP(Criterion):
+    """Layer-adaptive magnitude (Lee et al., ICLR 2021) applied per slice."""
+
+    def slice_scores(self, t, member):
+        return _lamp(_per_index(t, member.slot.dim, 2))
 
 
 def _per_index(t: torch.Tensor, dim: int, p: float) -> np.ndarray:
@@ -33,41 +123,12 @@ def group_scores(dg, model: nn.Module, criterion: str = "l2", calibration: Calla
     """Channel scores of every prunable group (higher = more important)."""
     if criterion not in CRITERIA:
         raise PlanError(f"unknown importance criterion '{criterion}' (choose from {', '.join(CRITERIA)})")
-    tensors = dict(model.named_parameters(remove_duplicate=False))
-    modules = dict(model.named_modules())
-    grads = _taylor_grads(model, calibration) if criterion == "taylor" else None
-    rng = np.random.default_rng(seed)
+    cls = CRITERIA.get(criterion)
+    grads = _taylor_grads(model, calibration) if cls.needs_gradients else None
+    scorer = cls(model, grads, np.random.default_rng(seed))
     scores = {}
     for g in dg.prunable_groups:
-        s = np.zeros(g.n_channels)
-        if criterion == "random":
-            s = rng.random(g.n_channels)
-        else:
-            for m in g.members:
-                t = tensors.get(m.slot.tensor_name)
-                if t is None:
-                    continue  # buffers (running stats) and attribute-only slots carry no importance
-                if criterion == "bn_scale":
-                    mod = modules.get(m.slot.module_name)
-                    if not (isinstance(mod, (nn.modules.batchnorm._NormBase, nn.GroupNorm))
-                            and m.slot.attr == "weight"):
-                        continue
-                    vals = _per_index(t, m.slot.dim, 1)
-                elif criterion == "taylor":
-                    gr = grads.get(m.slot.tensor_name)
-                    if gr is None:
-                        continue
-                    vals = _per_index(t.detach() * gr, m.slot.dim, 1)
-                elif criterion == "lamp":
-                    vals = _lamp(_per_index(t, m.slot.dim, 2))
-                else:
-                    vals = _per_index(t, m.slot.dim, 1 if criterion == "l1" else 2)
-                _scatter(g, m, vals, s)
-            if criterion == "bn_scale" and not s.any():  # no norm layer in this group: fall back
-                for m in g.members:
-                    t = tensors.get(m.slot.tensor_name)
-                    if t is not None:
-                        _scatter(g, m, _per_index(t, m.slot.dim, 2), s)
+        s = scorer.group_scores(g)
         if normalise:
             mean = s[g.prunable].mean() if g.prunable.any() else 0.0
             s = s / mean if mean > 0 else s
