@@ -55,9 +55,11 @@ def elementwise(ctx, call):
 
 
 
-# Tensors created from scratch by a method of another tensor (x.new_zeros(3, 4)): their sizes are
-# given explicitly, so they carry no channels and couple nothing by themselves.
-@register_op("new_zeros", "new_ones", "new_full", "new_empty", "new_tensor", "zeros", "ones", "full",
-             "empty", "arange", "eye", "tensor", "as_tensor", "randn", "rand", "randint", "linspace")
+# Tensors created from scratch by a method of another tensor (x.new_zeros(3, 4)), or from a traced
+# scalar (torch.full(size, x.mean())): their sizes are given explicitly, so they carry no channels
+# and couple nothing by themselves. (torch.zeros(3, 4) and the like take no tensor at all: the
+# tracer never sees them, so they need no entry.)
+@register_op("new_zeros", "new_ones", "new_full", "new_tensor", "full", "arange",
+             "tensor", "as_tensor")
 def constant(ctx, call):
     return None

@@ -21,7 +21,7 @@ def _channel_dim(x, weight_ndim):
     return 1 if x.ndim == weight_ndim else 0
 
 
-@register_op("conv1d", "conv2d", "conv3d", "conv_tbc")
+@register_op("conv1d", "conv2d", "conv3d")
 def conv(ctx, call):
     x, w, b = call.args[0], arg(call, 1, "weight"), arg(call, 2, "bias")
     groups = int(arg(call, 6, "groups", 1))
@@ -40,6 +40,22 @@ def conv(ctx, call):
     labs = [lab for lab in lead_labels(ctx, x, call, cd)]
     labs.append(Labeling((cd,), w_out))
     ctx.set(out, labs)
+
+
+@register_op("conv_tbc")
+def conv_tbc(ctx, call):
+    """1-D conv in (time, batch, channel) layout with weight (kernel, in, out): not conv1d's."""
+    x, w, b = call.args[0], arg(call, 1, "weight"), arg(call, 2, "bias")
+    for lab in ctx.labels(x):
+        if 0 in lab.dims:
+            ctx.table.block(lab.atoms, ctx.reason(call, "channels on the time dimension"))
+    w_out = ctx.dim_atoms(w, 2, call, role="out")
+    ctx.table.join(ctx.dim_atoms(x, 2, call), ctx.dim_atoms(w, 1, call, role="in"),
+                   ctx.reason(call, "input channels that cannot be pruned"))
+    if b is not None:
+        ctx.table.join(w_out, ctx.dim_atoms(b, 0, call, role="out"), ctx.reason(call, "bias"))
+    labs = [lab for lab in ctx.labels(x) if lab.dims == (1,)]
+    ctx.set(call.out_tensors[0], labs + [Labeling((2,), w_out)])
 
 
 def _couple_groups(ctx, call, x_in, out_atoms, groups):

@@ -39,7 +39,7 @@ from core.ops.registry import OP_HANDLERS, register_op
 # --------------------------------------------------------------------------------------------
 # tensors created in forward from explicit sizes (x.new_zeros(size), torch.zeros(...) & co.)
 
-_FRESH_OPS = ("new_zeros", "new_ones", "new_full", "new_empty", "zeros", "ones", "full", "empty")
+_FRESH_OPS = ("new_zeros", "new_ones", "new_full", "full")  # (torch.zeros: untraced; new_empty: IGNORED)
 _FRESH: dict[int, weakref.ref] = {}
 
 
