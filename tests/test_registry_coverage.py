@@ -38,7 +38,8 @@ from core.pipeline import analyze_model, prune_model  # noqa: E402
 from core.plan.criteria import CRITERIA  # noqa: E402
 from core.plan.planner import PlanSettings  # noqa: E402
 from core.ops.registry import LEAF_MODULES, OP_HANDLERS, leaf_op  # noqa: E402
-from core.prune.apply import MODULE_UPDATERS  # noqa: E402
+from core.prune import apply as prune_apply  # noqa: E402
+from core.prune.apply import MODULE_UPDATERS, update_module  # noqa: E402
 from core.trace.inputs import as_example_inputs  # noqa: E402
 
 families.load()  # timm, transformers and torch_geometric are imported: every family registers
@@ -88,14 +89,21 @@ def _recording(hits: dict):
             m = frame.f_locals.get(frame.f_code.co_varnames[0])
             hits["updaters"].update(_qualname(t) for t in by_code[frame.f_code] if isinstance(m, t))
 
+    def watched_update(m, virtual):  # profile only while updaters run: it slows every call
+        old = sys.getprofile()
+        sys.setprofile(profile)
+        try:
+            return update_module(m, virtual)
+        finally:
+            sys.setprofile(old)
+
     wrapped = {id(fn): wrap_op(fn) for fn in saved_ops.values()}
     OP_HANDLERS.update({n: wrapped[id(fn)] for n, fn in saved_ops.items()})
-    old_profile = sys.getprofile()
-    sys.setprofile(profile)
+    prune_apply.update_module = watched_update
     try:
         yield
     finally:
-        sys.setprofile(old_profile)
+        prune_apply.update_module = update_module
         OP_HANDLERS.clear()
         OP_HANDLERS.update(saved_ops)
 
