@@ -78,7 +78,7 @@ def test_prune_to_portable_and_onnx(tmp_path, capsys):
     rc, out, err = run(["prune", SPEC, *SHAPE, "--target-flops", "0.4", "--global", "--round-to", "4",
                         "--no-latency", "-o", str(p)], capsys)
     assert rc == 0, err
-    from core.io.formats import load_portable
+    from core.io.portable import load_portable
     m = load_portable(str(p))
     assert all(c.out_channels % 4 == 0 for c in m.modules() if isinstance(c, torch.nn.Conv2d)
                and c.groups == 1 and c.out_channels != 10)
