@@ -78,8 +78,9 @@ def _check_outputs(run: _Run) -> None:
             raise UsageError("--report and -o name the same file")
         check_destination(args.report, args.force, srcs)
     if args.project:
-        if not args.project.lower().endswith(".psproj"):
-            raise UsageError(f"--project {args.project}: the project file must end in .psproj")
+        from core.io.project import PROJECT_SUFFIX
+        if not args.project.lower().endswith(PROJECT_SUFFIX):
+            raise UsageError(f"--project {args.project}: the project file must end in {PROJECT_SUFFIX}")
         if os.path.abspath(args.project) in {os.path.abspath(f) for f in (o, args.report) if f}:
             raise UsageError("--project names the same file as -o or --report")
         check_destination(args.project, args.force, srcs)
