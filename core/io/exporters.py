@@ -148,7 +148,9 @@ class HuggingFaceDir(Exporter):
                    "save_pretrained\ndirectory; reload with from_pretrained (uniform pruning) or "
                    "core.adapters.hf.load_pruned,\nor use it as MODEL: hf:DIR")
 
-    label = "DIR/"
+    @property
+    def label(self):
+        return "DIR/"
 
     def choices(self):
         return ["a directory DIR/ (Hugging Face models)"]
