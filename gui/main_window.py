@@ -602,7 +602,7 @@ class MainWindow(QMainWindow):
             return
         path, _ = QFileDialog.getSaveFileName(
             self, "Export model", "pruned.pt",
-            "PyTorch whole model (*.pt);;Portable PruneStudio (*.pstudio);;ONNX (*.onnx)",
+            model_io.file_filter(),
             options=QFileDialog.DontConfirmOverwrite)  # export_model asks, also when scripted
         if path:
             self.export_model(path)
@@ -624,7 +624,7 @@ class MainWindow(QMainWindow):
         return True
 
     def _source_files(self):
-        from core.io.sources import spec_file
+        from core.io.specs import spec_file
         f = spec_file(self.session.spec) if self.session else None
         return [f] if f else []
 
@@ -633,20 +633,16 @@ class MainWindow(QMainWindow):
         if s is None or s.meta:
             return None
         model = self.current_model()
-        if path.endswith(".pstudio") and s.result is None:
-            self.show_error("Export", "the portable form stores a pruning plan: prune first")
+        exp = model_io.exporter_for(path)
+        if exp.needs_plan and s.result is None:
+            self.show_error("Export", f"{exp.needs_plan}: prune first")
             return None
         if not self.confirm_overwrite(path):
             return None
         src = self._source_files()
-        if path.endswith(".onnx"):
-            return self._run("ONNX export", model_io.export_onnx, model, s.inputs, path, source=src,
-                             on_done=lambda d: self._exported(f"exported {path} (onnxruntime max |diff| {d:.2e})"))
-        if path.endswith(".pstudio"):
-            return self._run("export", model_io.save_portable, path, s.spec, s.result, source=src,
-                             on_done=lambda _r: self._exported(f"exported {path}"))
-        return self._run("export", model_io.save_pt, model, path, source=src,
-                         on_done=lambda _r: self._exported(f"exported {path}"))
+        return self._run(exp.task, model_io.export_model, path, model, s.inputs, s.spec, s.result, source=src,
+                         on_done=lambda d: self._exported(f"exported {path}" if d is None else
+                                                          f"exported {path} ({exp.checked_by} max |diff| {d:.2e})"))
 
     def _exported(self, msg):
         self.log(msg)

@@ -1,5 +1,6 @@
-"""The one place the GUI loads and saves models: core.io.sources / core.io.formats when present,
-else a small torchvision/torch.save fallback (so the GUI works while those modules evolve)."""
+"""The one place the GUI loads and saves models: core.io.sources when present, else a small
+torchvision/torch.load fallback (so the GUI works while that module evolves); exports go through
+the core.io.exporters registry (the form is chosen by the file's suffix)."""
 from __future__ import annotations
 
 import json
@@ -8,16 +9,12 @@ import tempfile
 
 import torch
 
-from core.errors import LoadError, PruneStudioError
+from core.errors import LoadError
 
 try:
     from core.io import sources as _loading
 except ImportError:  # pragma: no cover - engine without a loader
     _loading = None
-try:
-    from core.io import formats as _serialize
-except ImportError:  # pragma: no cover
-    _serialize = None
 
 TRUST_SUFFIXES = (".pt", ".pth", ".pkl", ".bin", ".ckpt", ".pstudio")
 
@@ -58,37 +55,28 @@ def _atomic(path: str, write):
         raise
 
 
-def save_pt(model, path: str, source=None, progress=None, should_stop=None):
-    """Whole-model pickle; the window already asked about overwriting (``source``, the input
-    model file, is never written over). A cancel (``should_stop``) leaves no file."""
-    if _serialize is not None:
-        return _serialize.save_whole(model, path, force=True, source=source,
-                                     should_stop=should_stop)
-    _atomic(path, lambda tmp: torch.save(model, tmp))
+def file_filter() -> str:
+    """The export dialog's filter: every form a file dialog can choose."""
+    from core.io.exporters import file_filter
+    return file_filter()
 
 
-def save_portable(path: str, spec: str, result, source=None, progress=None, should_stop=None):
-    if _serialize is None:
-        raise PruneStudioError("this engine has no portable format (core.io.formats missing)")
-    _serialize.save_portable(path, spec, result.kept, result.model.state_dict(), force=True,
-                             plan=result.plan, trust=True, source=source, should_stop=should_stop)
+def exporter_for(path: str):
+    """The export form ``path`` asks for; an unknown suffix exports the whole model (.pt)."""
+    from core.io.exporters import EXPORTERS, exporter_for
+    return exporter_for(path) or EXPORTERS.get(".pt")
 
 
-def export_onnx(model, inputs, path: str, source=None, progress=None, should_stop=None) -> float:
-    """Returns onnxruntime's max abs difference to torch's outputs."""
-    if _serialize is not None:
-        return _serialize.export_onnx(model, inputs, path, force=True, source=source,
-                                      should_stop=should_stop)
-    import numpy as np
-    import onnxruntime as ort
-    from core.trace.inputs import as_example_inputs
-    ex = as_example_inputs(inputs)
-    _atomic(path, lambda tmp: torch.onnx.export(model, ex.args, tmp, dynamo=False))
-    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    outs = sess.run(None, {i.name: a.numpy() for i, a in zip(sess.get_inputs(), ex.args)})
-    with torch.no_grad():
-        ref = ex.call(model)
-    return float(np.abs(outs[0] - ref.numpy()).max())
+def export_model(path: str, model, inputs=None, spec=None, result=None, source=None, progress=None,
+                 should_stop=None):
+    """Write ``model`` in the form of ``path``; the window already asked about overwriting
+    (``source``, the input model file, is never written over). ``result`` (the PruneResult) gives
+    the plan the portable form stores. A cancel (``should_stop``) leaves no file. Returns the
+    difference found by the form's check against torch (ONNX: onnxruntime), else None."""
+    return exporter_for(path).write(
+        model, path, inputs=inputs, force=True, source=source, should_stop=should_stop, spec=spec,
+        kept=result.kept if result is not None else None,
+        plan=result.plan if result is not None else None, trust=True)
 
 
 def save_report(report: dict, path: str):

@@ -41,8 +41,8 @@ def load_and_analyse(spec: str, shape: str, dtype: str = "float32", trust: bool 
                      options: dict | None = None) -> Session:
     """Load (on the meta device when ``meta``), analyse with the analysis ``options``
     (``{"attention": "heads" | "head_dim"}``), lay out. A model too large for memory
-    raises :class:`core.io.sources.TooLargeError` before anything big is allocated."""
-    from core.io import sources as loading
+    raises :class:`core.io.memory.TooLargeError` before anything big is allocated."""
+    from core.io import inputs as loading_inputs, memory, sources
     secs = {}
     t = time.perf_counter()
     if progress:
@@ -50,11 +50,11 @@ def load_and_analyse(spec: str, shape: str, dtype: str = "float32", trust: bool 
     inputs = make_inputs(shape, dtype)
     if model is None:
         if meta:
-            model = loading.build_meta_model(spec, trust=trust)
+            model = sources.build_meta_model(spec, trust=trust)
         else:
-            loading.check_memory(spec, input_hint=f"--input-shape {shape}")
+            memory.check_memory(spec, input_hint=f"--input-shape {shape}")
             model = model_io.load_model(spec, trust=trust)
-    inputs = loading.fit_inputs(model, inputs)  # token ids folded into the model's vocabulary
+    inputs = loading_inputs.fit_inputs(model, inputs)  # token ids folded into the model's vocabulary
     if meta:
         inputs = inputs.to("meta")
     model.eval()
@@ -68,7 +68,7 @@ def analyse(spec: str, model, inputs, options: dict | None = None, aspect: float
             progress=None, should_stop=None, seconds: dict | None = None, **fields) -> Session:
     """Analyse a loaded model on its example inputs, lay out the graph, count costs and fill the
     group table: a new :class:`Session` (``fields``: shape, dtype, trust, meta)."""
-    from core.io import sources as loading
+    from core.io import inputs as loading
     from core.errors import TraceError
     meta = bool(fields.get("meta"))
     secs = dict(seconds or {})

@@ -78,7 +78,7 @@ def test_prune_to_portable_and_onnx(tmp_path, capsys):
     rc, out, err = run(["prune", SPEC, *SHAPE, "--target-flops", "0.4", "--global", "--round-to", "4",
                         "--no-latency", "-o", str(p)], capsys)
     assert rc == 0, err
-    from core.io.formats import load_portable
+    from core.io.portable import load_portable
     m = load_portable(str(p))
     assert all(c.out_channels % 4 == 0 for c in m.modules() if isinstance(c, torch.nn.Conv2d)
                and c.groups == 1 and c.out_channels != 10)
@@ -233,3 +233,15 @@ def test_subprocess_error_and_help(tmp_path):
     assert os.listdir(tmp_path) == []
     h = _pyproc(["--help"], tmp_path)
     assert h.returncode == 0 and "usage:" in h.stdout and "--ratio" not in h.stderr
+
+
+def test_help_and_usage_errors_answer_before_torch_is_imported(tmp_path):
+    """Parsing and help import no torch (seconds to load): only a running command does."""
+    code = ("import sys, main\n"
+            "rc = [main.main(['--help']), main.main(['frobnicate'])]\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n"
+            "sys.exit(0 if rc == [0, 2] else 1)\n")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "output (-o) by suffix:" in p.stdout and "invalid choice" in p.stderr

@@ -1,6 +1,6 @@
 """Loading ``hf:DIR`` (local Hugging Face model directories) and ``timm:NAME[@pretrained]`` (never
 downloading), and exporting a pruned Hugging Face model as a ``save_pretrained`` directory
-(``core.io.formats.save_hf_dir``, CLI ``-o OUTDIR/``). Tiny random models saved into tmp_path."""
+(``core.io.hf_dir.save_hf_dir``, CLI ``-o OUTDIR/``). Tiny random models saved into tmp_path."""
 from __future__ import annotations
 
 import os
@@ -19,10 +19,13 @@ from core.pipeline import analyze_model, prune_model  # noqa: E402  (before core
 from core.adapters import hf  # noqa: E402
 from core.errors import LoadError, PruneStudioError  # noqa: E402
 from core.trace.inputs import make_inputs  # noqa: E402
-from core.io.sources import (build_meta_model, estimate_bytes, fit_inputs, load_model,  # noqa: E402
-                          normalize_spec, spec_kind)
+from core.io.inputs import fit_inputs  # noqa: E402
+from core.io.memory import estimate_bytes  # noqa: E402
+from core.io.sources import build_meta_model, load_model  # noqa: E402
+from core.io.specs import normalize_spec, spec_kind  # noqa: E402
 from core.plan.planner import PlanSettings  # noqa: E402
-from core.io.formats import OutputExistsError, load_hf_dir, save_hf_dir  # noqa: E402
+from core.io.atomic import OutputExistsError  # noqa: E402
+from core.io.hf_dir import load_hf_dir, save_hf_dir  # noqa: E402
 
 IDS = ["--input-dtype", "int64", "--input-shape", "1,12"]
 

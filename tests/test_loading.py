@@ -1,4 +1,5 @@
-"""core.io.sources: model specs, the safe default for pickled files, state dicts, input functions."""
+"""core.io.sources / core.io.inputs: model specs, the safe default for pickled files, state dicts,
+input functions."""
 import os
 import sys
 
@@ -11,7 +12,8 @@ sys.path.insert(0, ROOT)
 
 from core.models.demo import demo_model  # noqa: E402
 from core.errors import LoadError  # noqa: E402
-from core.io.sources import load_inputs, load_model  # noqa: E402
+from core.io.inputs import load_inputs  # noqa: E402
+from core.io.sources import load_model  # noqa: E402
 
 FACTORY = os.path.join(ROOT, "tests", "models", "demo_factory.py")
 

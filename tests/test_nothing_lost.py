@@ -119,7 +119,9 @@ def test_cancel_pruning_at_every_poll(analysed, settings):
 
 
 def test_cancel_restoring_a_plan_and_every_export(analysed, tmp_path):
-    from core.io import formats as serialize
+    from core.io.onnx import export_onnx
+    from core.io.portable import save_portable
+    from core.io.torchfile import save_whole
     m, dg = analysed
     snap = snapshot(m)
     r = prune_model(m, EX, dg, PlanSettings(ratio=0.5), latency=False)
@@ -131,11 +133,11 @@ def test_cancel_restoring_a_plan_and_every_export(analysed, tmp_path):
             proj.apply_plan(m, EX, dg, r.plan, latency=True, should_stop=StopAfter(n))
         assert_same(m, snap)
     writers = {
-        "pt": lambda p, s: serialize.save_whole(r.model, p, should_stop=s),
-        "pstudio": lambda p, s: serialize.save_portable(p, f"{FACTORY}:make", r.kept,
-                                                        r.model.state_dict(), should_stop=s,
-                                                        rebuild_check=False),
-        "onnx": lambda p, s: serialize.export_onnx(r.model, EX, p, should_stop=s),
+        "pt": lambda p, s: save_whole(r.model, p, should_stop=s),
+        "pstudio": lambda p, s: save_portable(p, f"{FACTORY}:make", r.kept,
+                                              r.model.state_dict(), should_stop=s,
+                                              rebuild_check=False),
+        "onnx": lambda p, s: export_onnx(r.model, EX, p, should_stop=s),
     }
     for suffix, write in writers.items():
         path = str(tmp_path / f"out.{suffix}")

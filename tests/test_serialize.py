@@ -1,4 +1,5 @@
-"""core.io.formats: whole-model and portable round trips, ONNX export, atomic writes."""
+"""core.io writers (torchfile, portable, onnx, atomic): whole-model and portable round trips, ONNX
+export, atomic writes."""
 import os
 import sys
 
@@ -14,8 +15,10 @@ from core.trace.inputs import make_inputs  # noqa: E402
 from core.io.sources import load_model  # noqa: E402
 from core.pipeline import analyze_model, prune_model  # noqa: E402
 from core.plan.planner import PlanSettings  # noqa: E402
-from core.io.formats import (OutputExistsError, export_onnx, load_portable, read_portable,  # noqa: E402
-                            save_portable, save_whole)
+from core.io.atomic import OutputExistsError  # noqa: E402
+from core.io.onnx import export_onnx  # noqa: E402
+from core.io.portable import load_portable, read_portable, save_portable  # noqa: E402
+from core.io.torchfile import save_whole  # noqa: E402
 
 FACTORY = os.path.join(ROOT, "tests", "models", "demo_factory.py")
 SPEC = f"{FACTORY}:make"

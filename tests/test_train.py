@@ -220,7 +220,7 @@ def test_cli_training_commands(tmp_path, capsys):
                "--finetune-epochs", "1", "--ratio", "0.3", "-o", str(tmp_path / "sp.pstudio")])
     assert rc == 0, capsys.readouterr().err
     assert (tmp_path / "sp.pstudio").exists()
-    from core.io.formats import load_portable
+    from core.io.portable import load_portable
     m = load_portable(str(tmp_path / "sp.pstudio"))
     assert m(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
     capsys.readouterr()

@@ -1,8 +1,8 @@
 """Training subcommands: ``finetune``, ``sparse-train``, ``sensitivity``, ``evaluate``.
 
 Hooked into core/cli/main.py with ``register(sub)`` (adds the subparsers, each with
-``set_defaults(train_command=True)``) and ``run(args) -> int`` (dispatch). ``main(argv)`` runs them
-standalone (``python -m core.cli.train finetune ...``), which is also what torchrun launches:
+``set_defaults(train_command=True)``) and ``run(args) -> int`` (dispatch); this module never imports
+core/cli/main.py. ``main(argv)`` runs them standalone (``python -m core.cli.train finetune ...``), which is also what torchrun launches:
 
     torchrun --nproc_per_node=4 -m core.cli.train finetune MODEL --data DIR --epochs 30 -o out.pt
 
@@ -16,23 +16,11 @@ import os
 import sys
 import time
 
-from core.cli.main import UsageError, _Parser  # one parser behaviour for every subcommand
-from core.cli.main import _fraction as _float
-from core.cli.main import _positive_int as _pos_int
+from core.cli.args import Parser, UsageError, fraction, nonneg_int, positive_int
 from core.errors import PruneStudioError
 
 COMMANDS = ("finetune", "sparse-train", "sensitivity", "evaluate")
 OUTPUT_SUFFIXES = (".pt", ".pth", ".pstudio")
-
-
-def _nonneg_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
-    return v
 
 
 def _model_args(sp):
@@ -42,51 +30,51 @@ def _model_args(sp):
     sp.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: each rank's GPU)")
     sp.add_argument("--data", required=True, metavar="DATA",
                     help="digits | digits@SIZE[xCH] | image folder (class per sub-folder) | file.py:factory")
-    sp.add_argument("--batch-size", type=_pos_int, default=64)
-    sp.add_argument("--workers", type=_nonneg_int, default=0, help="data loader workers")
-    sp.add_argument("--val-fraction", type=_float, default=0.2, help="validation split (default 0.2)")
-    sp.add_argument("--image-size", type=_pos_int, default=32, help="image folder resize (default 32)")
+    sp.add_argument("--batch-size", type=positive_int, default=64)
+    sp.add_argument("--workers", type=nonneg_int, default=0, help="data loader workers")
+    sp.add_argument("--val-fraction", type=fraction, default=0.2, help="validation split (default 0.2)")
+    sp.add_argument("--image-size", type=positive_int, default=32, help="image folder resize (default 32)")
     sp.add_argument("--loss", metavar="FILE.py:FN", help="loss function (default cross-entropy)")
-    sp.add_argument("--max-batches", type=_pos_int, help="batches per epoch / evaluation (quick runs)")
+    sp.add_argument("--max-batches", type=positive_int, help="batches per epoch / evaluation (quick runs)")
     sp.add_argument("--seed", type=int, default=0)
 
 
 def _train_args(sp, sparse: bool):
-    sp.add_argument("--epochs", type=_nonneg_int, default=3)
-    sp.add_argument("--lr", type=_float, default=0.01 if not sparse else 0.05)
-    sp.add_argument("--momentum", type=_float, default=0.9)
-    sp.add_argument("--weight-decay", type=_float, default=5e-4)
+    sp.add_argument("--epochs", type=nonneg_int, default=3)
+    sp.add_argument("--lr", type=fraction, default=0.01 if not sparse else 0.05)
+    sp.add_argument("--momentum", type=fraction, default=0.9)
+    sp.add_argument("--weight-decay", type=fraction, default=5e-4)
     sp.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
     sp.add_argument("--schedule", choices=("cosine", "constant"), default="cosine")
     sp.add_argument("--no-amp", action="store_true", help="no mixed precision on GPU")
     sp.add_argument("--distill", action="store_true", help="distil from the original model")
-    sp.add_argument("--distill-alpha", type=_float, default=0.5)
-    sp.add_argument("--temperature", type=_float, default=4.0)
+    sp.add_argument("--distill-alpha", type=fraction, default=0.5)
+    sp.add_argument("--temperature", type=fraction, default=4.0)
     sp.add_argument("--checkpoint", metavar="DIR", help="save a checkpoint every epoch here")
     sp.add_argument("--resume", action="store_true", help="resume from --checkpoint DIR")
     # pruning target (like `prune`); without one, finetune trains the model as it is
     t = sp.add_mutually_exclusive_group()
-    t.add_argument("--ratio", type=_float, help="fraction of prunable channels to remove")
-    t.add_argument("--target-flops", type=_float, metavar="F", help="fraction of FLOPs to remove")
-    t.add_argument("--target-params", type=_float, metavar="P", help="fraction of parameters to remove")
+    t.add_argument("--ratio", type=fraction, help="fraction of prunable channels to remove")
+    t.add_argument("--target-flops", type=fraction, metavar="F", help="fraction of FLOPs to remove")
+    t.add_argument("--target-params", type=fraction, metavar="P", help="fraction of parameters to remove")
     sp.add_argument("--importance", default="l2")
     sp.add_argument("--global", dest="global_ranking", action="store_true")
-    sp.add_argument("--round-to", type=_pos_int, default=1)
+    sp.add_argument("--round-to", type=positive_int, default=1)
     sp.add_argument("--ignore", action="append", default=[], metavar="NAME")
-    sp.add_argument("--max-group-ratio", type=_float, default=0.95)
+    sp.add_argument("--max-group-ratio", type=fraction, default=0.95)
     sp.add_argument("--input-shape", metavar="SHAPE", help="example input (default: one data sample)")
-    sp.add_argument("--iterative", type=_pos_int, default=1, metavar="N",
+    sp.add_argument("--iterative", type=positive_int, default=1, metavar="N",
                     help="prune in N steps with fine-tuning between them")
     sp.add_argument("-o", "--output", metavar="OUT", help="trained model: .pt/.pth (whole) or .pstudio")
     sp.add_argument("--report", metavar="REPORT.json", help="write history and results as JSON")
     sp.add_argument("--force", action="store_true", help="overwrite existing output files")
     if sparse:
-        sp.add_argument("--sparse-lambda", type=_float, default=3e-3, help="regulariser strength")
-        sp.add_argument("--sparse-alpha", type=_float, default=4.0, help="gamma exponent (paper: 4)")
+        sp.add_argument("--sparse-lambda", type=fraction, default=3e-3, help="regulariser strength")
+        sp.add_argument("--sparse-alpha", type=fraction, default=4.0, help="gamma exponent (paper: 4)")
         sp.add_argument("--sparse-schedule", choices=("constant", "linear", "exp"), default="linear")
-        sp.add_argument("--sparse-warmup", type=_float, default=0.5,
+        sp.add_argument("--sparse-warmup", type=fraction, default=0.5,
                         help="fraction of training over which the strength grows")
-        sp.add_argument("--finetune-epochs", type=_nonneg_int, default=3,
+        sp.add_argument("--finetune-epochs", type=nonneg_int, default=3,
                         help="after pruning to the target (default 3)")
 
 
@@ -107,7 +95,7 @@ def register(subparsers) -> None:
     se.add_argument("--ratios", default="0.25,0.5,0.75", help="comma-separated ratios")
     se.add_argument("--importance", default="l2")
     se.add_argument("--input-shape", metavar="SHAPE")
-    se.add_argument("--mean-ratio", type=_float, default=0.5, help="for the suggested overrides")
+    se.add_argument("--mean-ratio", type=fraction, default=0.5, help="for the suggested overrides")
     se.add_argument("--json", metavar="FILE", help="write results and suggested overrides")
     se.add_argument("--force", action="store_true")
     ev = subparsers.add_parser("evaluate", help="top-1/top-5 accuracy and loss on data", **kw)
@@ -188,7 +176,7 @@ class _Progress:
 
 
 def _check_outputs(args):
-    from core.io.formats import check_destination
+    from core.io.atomic import check_destination
     srcs = [f for f in (args.weights,) if f]
     if args.output:
         if not args.output.lower().endswith(OUTPUT_SUFFIXES):
@@ -199,7 +187,8 @@ def _check_outputs(args):
 
 
 def _save(args, model, kept, meta):
-    from core.io.formats import save_portable, save_whole
+    from core.io.portable import save_portable
+    from core.io.torchfile import save_whole
     if not args.output or not _rank0():
         return
     if args.output.lower().endswith(".pstudio"):
@@ -213,7 +202,7 @@ def _save(args, model, kept, meta):
 
 
 def _write_json(path, data, force):
-    from core.io.formats import atomic_write
+    from core.io.atomic import atomic_write
     text = json.dumps(data, indent=1, default=str)
 
     def write(tmp):
@@ -252,7 +241,7 @@ def cmd_sensitivity(args, progress) -> int:
     except ValueError:
         raise UsageError(f"--ratios: '{args.ratios}' is not a comma-separated list of numbers") from None
     if args.json:
-        from core.io.formats import check_destination
+        from core.io.atomic import check_destination
         check_destination(args.json, args.force)
     device = device_of(args.device)
     data = _data(args)
@@ -367,8 +356,8 @@ def run(args) -> int:
 
 
 def build_parser():
-    p = _Parser(prog="prunestudio-train")
-    sub = p.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}", parser_class=_Parser)
+    p = Parser(prog="prunestudio-train")
+    sub = p.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}", parser_class=Parser)
     register(sub)
     return p
 

@@ -102,7 +102,7 @@ class Project:
 
     def make_inputs(self, device: str = "cpu"):
         from core.trace.inputs import make_inputs
-        from core.io.sources import load_inputs
+        from core.io.inputs import load_inputs
         if self.inputs_fn:
             return load_inputs(self.inputs_fn).to(device)
         if not self.shape:
@@ -135,7 +135,7 @@ def _default(o):
 
 def save_project(path: str, project: Project, force: bool = False) -> None:
     """Write ``project`` as JSON atomically; an existing file needs ``force``."""
-    from core.io.formats import atomic_write
+    from core.io.atomic import atomic_write
     text = json.dumps(json_clean(json.loads(json.dumps(project.to_json(), default=_default))), indent=1)
 
     def write(tmp):
@@ -146,7 +146,7 @@ def save_project(path: str, project: Project, force: bool = False) -> None:
         with open(tmp, encoding="utf-8") as f:
             Project.from_json(json.load(f), path)
 
-    from core.io.sources import spec_file
+    from core.io.specs import spec_file
     atomic_write(path, write, check, force,
                  [f for f in (spec_file(project.spec), project.weights) if f])
 
@@ -167,7 +167,7 @@ def project_from(spec: str, settings, plan=None, result=None, shape: str | None 
                  trust: bool = False, device: str = "cpu", model=None, dg=None,
                  extra: dict | None = None) -> Project:
     """A project describing the current work (``result`` is a PruneResult or None)."""
-    from core.io.sources import normalize_spec
+    from core.io.specs import normalize_spec
     if result is not None and plan is None:
         plan = result.plan
     ex_desc = None
@@ -235,7 +235,7 @@ def restore(project: Project, progress=None, should_stop=None, verify: bool = Tr
             fingerprint(model) != project.model_fingerprint:
         raise LoadError(f"the model {project.spec} has changed since the project was saved (its "
                         f"weights differ); the saved plan may not fit it any more")
-    from core.io.sources import fit_inputs
+    from core.io.inputs import fit_inputs
     ex = fit_inputs(model, project.make_inputs(str(device)))
     options = ((project.plan or {}).get("settings") or {}).get("analysis") or \
         (project.extra or {}).get("analysis")

@@ -154,7 +154,7 @@ def load_data(spec: str, batch_size: int = 64, workers: int = 0, val_fraction: f
         ds = digits_dataset(size, ch)
         tr, va = split_dataset(ds, val_fraction, seed)
         return Data(spec, tr, va, batch_size, workers, 10, (ch, size, size))
-    from core.io.sources import split_factory_spec
+    from core.io.specs import split_factory_spec
     fs = split_factory_spec(spec)
     if fs:
         return _from_factory(spec, fs[0], fs[1], batch_size, workers, val_fraction, seed)
@@ -201,8 +201,8 @@ def _rgb_loader(p):
 
 
 def _from_factory(spec, path, name, batch_size, workers, val_fraction, seed) -> Data:
-    from core.io.sources import _call_factory
-    obj = _call_factory(path, name, "the dataset")
+    from core.io.pyfile import call_factory
+    obj = call_factory(path, name, "the dataset")
 
     def check(o, what):
         if isinstance(o, (Dataset, DataLoader)):

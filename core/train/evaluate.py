@@ -43,11 +43,12 @@ def load_loss_fn(spec: str | None):
         return F.mse_loss
     if spec == "l1":
         return F.l1_loss
-    from core.io.sources import _import_file, split_factory_spec
+    from core.io.pyfile import import_file
+    from core.io.specs import split_factory_spec
     fs = split_factory_spec(spec)
     if not fs:
         raise LoadError(f"loss '{spec}': give {', '.join(BUILTIN_LOSSES)} or file.py:function")
-    module = _import_file(fs[0])
+    module = import_file(fs[0])
     fn = getattr(module, fs[1], None)
     if fn is None or not callable(fn):
         raise LoadError(f"{fs[0]} has no loss function '{fs[1]}'")

@@ -1,0 +1,121 @@
+"""Argument parsing shared by every subcommand: one-line usage errors (exit code 2), number types,
+and the MODEL and pruning-target options.
+
+Nothing here imports torch when the module is imported: a subcommand's arguments are added the
+first time that subcommand is parsed or its help is printed (``Parser(fill=...)``), so that
+``main.py --help`` answers before torch (seconds to import) is loaded.
+"""
+from __future__ import annotations
+
+import argparse
+
+from core.errors import PruneStudioError
+
+
+class UsageError(PruneStudioError):
+    """Bad command-line usage: one ``error: ...`` line, exit code 2, like every other error."""
+
+
+class Parser(argparse.ArgumentParser):
+    """One-line errors instead of argparse's usage-and-exit; ``fill(parser)`` adds the arguments
+    on first use (parsing or help) - subcommands whose options need torch stay cheap until then."""
+
+    def __init__(self, *args, fill=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._fill = fill
+
+    def _filled(self) -> None:
+        fill, self._fill = self._fill, None
+        if fill is not None:
+            fill(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._filled()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self):
+        self._filled()
+        return super().format_help()
+
+    def format_usage(self):
+        self._filled()
+        return super().format_usage()
+
+    def error(self, message):
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def fraction(text: str) -> float:
+    """A number (range checks belong to the setting that reads it)."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
+    return v
+
+
+def nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
+    return v
+
+
+def model_args(sp) -> None:
+    """MODEL, its example inputs and how it is loaded (prune, graph, verify)."""
+    from core.trace.inputs import DTYPES
+
+    sp.add_argument("model", metavar="MODEL", help="torchvision:NAME | hf:DIR | timm:NAME | "
+                    "file.py:factory | demo | saved model file")
+    sp.add_argument("--input-shape", metavar="SHAPE", help="example input shape, e.g. "
+                    "1,3,224,224 (several inputs separated by ';')")
+    sp.add_argument("--input-dtype", default="float32", choices=sorted(DTYPES),
+                    metavar="DTYPE", help="dtype of the random example input (default float32)")
+    sp.add_argument("--inputs", metavar="FILE.py:FN", help="function returning example inputs "
+                    "(tensor, tuple or dict) instead of --input-shape")
+    sp.add_argument("--weights", metavar="FILE", help="state dict to load into MODEL")
+    sp.add_argument("--trust", action="store_true", help="allow loading pickled code from "
+                    "model files (only for files you trust)")
+    sp.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    sp.add_argument("--attention", default="heads", choices=["heads", "head-dim"],
+                    help="prune attention by whole heads (default) or by dimensions inside "
+                    "every head (Swin, MaxViT, timm, nn.MultiheadAttention)")
+
+
+def target_args(sp) -> None:
+    """The pruning target and how channels are ranked (prune, verify)."""
+    from core.plan.criteria import CRITERIA
+
+    t = sp.add_mutually_exclusive_group()
+    t.add_argument("--ratio", type=fraction, help="fraction of prunable channels to remove "
+                   "(default 0.5)")
+    t.add_argument("--target-flops", type=fraction, metavar="F",
+                   help="fraction of FLOPs to remove (0.5 halves FLOPs)")
+    t.add_argument("--target-params", type=fraction, metavar="P",
+                   help="fraction of parameters to remove")
+    sp.add_argument("--importance", default="l2", choices=list(CRITERIA),
+                    help="channel importance criterion (default l2)")
+    r = sp.add_mutually_exclusive_group()
+    r.add_argument("--global", dest="global_ranking", action="store_true",
+                   help="rank channels across all groups")
+    r.add_argument("--uniform", dest="global_ranking", action="store_false",
+                   help="same ratio in every group (default)")
+    sp.add_argument("--round-to", type=positive_int, default=1, metavar="N",
+                    help="keep channel counts a multiple of N")
+    sp.add_argument("--ignore", action="append", default=[], metavar="NAME",
+                    help="module whose output channels are kept (repeatable)")
+    sp.add_argument("--max-group-ratio", type=fraction, default=0.95, metavar="R",
+                    help="never remove more than this fraction of one group (default 0.95)")
+    sp.add_argument("--seed", type=int, default=0, help="seed for the random criterion")

@@ -1,0 +1,193 @@
+"""Steps shared by the ``prune``, ``graph`` and ``verify`` commands: settings, loading, example
+inputs, analysis, JSON output, progress bars. Heavy modules (torch and the engine) are imported
+inside the functions, when a command runs."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from core.cli.args import UsageError
+from core.errors import PruneStudioError
+
+
+def out(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+def human(x, unit: str = "") -> str:
+    if x is None:
+        return "n/a"
+    for div, suf in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.2f}{suf}{unit}"
+    return f"{x:.0f}{unit}" if isinstance(x, (int, float)) else str(x)
+
+
+class Progress:
+    """tqdm bars on stderr when it is a terminal; silent otherwise."""
+
+    FORMAT = "{desc:<8} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}]{postfix}"
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar = None
+        self.stage = None
+        self.probe = False
+
+    def __call__(self, stage, done, total, message=""):
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+        family = "analyze" if stage in ("trace", "probe") else "prune"
+        total = max(int(total), 1)
+        if self.bar is None or family != self.stage or (stage == "probe") != self.probe:
+            self.close()
+            self.stage, self.probe = family, stage == "probe"
+            self.bar = tqdm(total=total, file=sys.stderr, leave=False, dynamic_ncols=True,
+                            bar_format=self.FORMAT)
+        self.bar.set_description_str(stage, refresh=False)
+        self.bar.total = total
+        self.bar.n = min(int(done), total)
+        self.bar.set_postfix_str(str(message)[:60], refresh=False)
+        self.bar.refresh()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def plan_settings(args):
+    """PlanSettings from the target options (``--ratio 0.5`` when no target is given)."""
+    from core.plan.planner import PlanSettings
+    ratio = args.ratio
+    if ratio is None and args.target_flops is None and args.target_params is None:
+        ratio = 0.5
+    s = PlanSettings(ratio=ratio, target_flops=args.target_flops, target_params=args.target_params,
+                     importance=args.importance, global_ranking=bool(args.global_ranking),
+                     round_to=args.round_to, ignore=list(args.ignore),
+                     max_group_ratio=args.max_group_ratio, seed=args.seed)
+    s.validate()
+    if not 0.0 < s.max_group_ratio < 1.0:
+        raise UsageError(f"--max-group-ratio must be in (0, 1), got {s.max_group_ratio}")
+    return s
+
+
+def example_inputs(args, device, model=None):
+    """The example inputs of ``--inputs`` or ``--input-shape`` (the demo's own shape for ``demo``)."""
+    from core.io.inputs import fit_inputs, load_inputs
+    from core.trace.inputs import make_inputs
+    if args.inputs and args.input_shape:
+        raise UsageError("give either --input-shape or --inputs, not both")
+    if args.inputs:
+        return load_inputs(args.inputs).to(device)
+    if not args.input_shape:
+        if args.model == "demo":
+            from core.models.demo import DEMO_INPUT_SHAPE
+            return make_inputs(DEMO_INPUT_SHAPE, args.input_dtype, str(device))
+        raise UsageError("the example input is missing: give --input-shape (e.g. 1,3,224,224) or "
+                         "--inputs file.py:function")
+    ex = make_inputs(args.input_shape, args.input_dtype, str(device))
+    # random integer inputs are drawn in [0, 100): keep token ids inside a smaller vocabulary
+    return fit_inputs(model, ex) if model is not None else ex
+
+
+def input_hint(args) -> str:
+    """The input options as typed, for the meta-analysis command a too-large error suggests."""
+    if getattr(args, "inputs", None):
+        return f"--inputs {args.inputs}"
+    if getattr(args, "input_shape", None):
+        return f"--input-shape {args.input_shape}"
+    return ""
+
+
+def load(args, device):
+    """``(model, seconds)``: on the meta device with ``--meta``, else after the memory check."""
+    from core.io.memory import check_memory
+    from core.io.sources import build_meta_model, load_model
+    t = time.perf_counter()
+    if getattr(args, "meta", False):
+        if args.weights:
+            raise UsageError("--meta analyses the structure only: --weights is not used with it")
+        return build_meta_model(args.model, trust=args.trust), time.perf_counter() - t
+    check_memory(args.model, args.weights, input_hint(args))
+    model = load_model(args.model, trust=args.trust, weights=args.weights)
+    try:
+        model = model.to(device)
+    except Exception as e:  # noqa: BLE001
+        raise PruneStudioError(f"moving the model to {device} failed: {type(e).__name__}: {e}") from None
+    return model, time.perf_counter() - t
+
+
+def check_ignore(model, names) -> None:
+    mods = dict(model.named_modules())
+    for n in names:
+        if n not in mods:
+            import difflib
+            close = difflib.get_close_matches(n, [m for m in mods if m], n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise PruneStudioError(f"--ignore: layer '{n}' does not exist in the model{hint}")
+
+
+def analyze(model, ex, args=None, **kw):
+    """analyze_model, with a forward failure explained: which layer raised, dtype mismatches."""
+    from core.errors import TraceError
+    from core.pipeline import analyze_model
+    if args is not None and getattr(args, "attention", None):
+        kw["options"] = {"attention": args.attention.replace("-", "_")}
+    try:
+        return analyze_model(model, ex, **kw)
+    except TraceError as e:
+        if "forward failed" not in str(e):
+            raise
+        from core.io.inputs import explain_forward_failure
+        raise explain_forward_failure(model, ex, e) from None
+
+
+def input_paths(args) -> list[str]:
+    """The files and folders the model is read from: outputs must never be written over them."""
+    from core.io.specs import spec_dir, spec_file
+    return [f for f in (spec_file(args.model), spec_dir(args.model), args.weights) if f]
+
+
+def calibration(settings, ex):
+    """The data gradient criteria need (the example inputs), None for the others."""
+    if settings.importance == "taylor":
+        return lambda: (ex, None)
+    return None
+
+
+def _jsonable(o):
+    import numpy as np
+    import torch
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (set, frozenset)):
+        return sorted(o, key=str)
+    if isinstance(o, torch.Size):
+        return list(o)
+    if isinstance(o, (torch.dtype, torch.device)):
+        return str(o)
+    return str(o)
+
+
+def write_json(path, data, force, sources=()) -> None:
+    """Write ``data`` as JSON atomically (NaN/inf as null)."""
+    from core.io.atomic import atomic_write
+    from core.io.project import json_clean
+    text = json.dumps(json_clean(json.loads(json.dumps(data, default=_jsonable))), indent=1)
+
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    def check(tmp):
+        with open(tmp, encoding="utf-8") as f:
+            json.load(f)
+
+    atomic_write(path, write, check, force, list(sources))

@@ -1,0 +1,197 @@
+"""``prune``: load a model, analyse it, plan and prune to a target, write the outputs (``-o`` in any
+form of :data:`core.io.exporters.EXPORTERS`, ``--report``, ``--project``) and print a summary.
+
+Every output is checked *before* the work starts (suffix, folder, overwrite, not the input file),
+and the outputs are all or nothing: if one fails, those already written are removed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import dataclass, field
+
+from core.cli.args import UsageError, model_args, target_args
+from core.cli.common import (analyze, calibration, check_ignore, example_inputs, human, input_paths,
+                             load, out, plan_settings, write_json)
+
+
+def register(subparsers, epilog: str) -> None:
+    from core.io.exporters import output_help
+
+    def fill(pr):
+        model_args(pr)
+        target_args(pr)
+        pr.add_argument("-o", "--output", metavar="OUT", help=output_help())
+        pr.add_argument("--report", metavar="REPORT.json", help="write a JSON report")
+        pr.add_argument("--project", metavar="OUT.psproj", help="save the work (model, input, "
+                        "settings, plan, results) as a project file the GUI can open")
+        pr.add_argument("--force", action="store_true", help="overwrite existing output files")
+        pr.add_argument("--no-verify", action="store_true", help="skip the zeroed-group oracle")
+        pr.add_argument("--no-latency", action="store_true", help="skip latency measurements")
+
+    pr = subparsers.add_parser("prune", help="prune a model and save it", epilog=epilog,
+                               formatter_class=argparse.RawDescriptionHelpFormatter, fill=fill)
+    pr.set_defaults(run=cmd_prune)
+
+
+@dataclass
+class _Run:
+    """What one ``prune`` run has gathered so far, handed from step to step."""
+    args: argparse.Namespace
+    settings: object = None
+    sources: list = field(default_factory=list)
+    exporter: object = None  # the Exporter of -o, None without -o
+    device: object = None
+    model: object = None
+    inputs: object = None
+    dg: object = None
+    result: object = None
+    report: dict = field(default_factory=dict)
+    check_diff: float | None = None  # the exporter's check against torch (ONNX: onnxruntime)
+    seconds: dict = field(default_factory=dict)
+
+
+def cmd_prune(args, progress) -> int:
+    t_start = time.perf_counter()
+    run = _Run(args, settings=plan_settings(args), sources=input_paths(args))
+    _check_outputs(run)
+    _load(run)
+    _prune(run, progress)
+    _write_outputs(run, t_start)
+    _print_summary(run)
+    return 0
+
+
+def _check_outputs(run: _Run) -> None:
+    """Refuse bad output names before anything is loaded."""
+    from core.io.atomic import check_destination
+    from core.io.exporters import exporter_for, suffix_choices
+    args, srcs, o = run.args, run.sources, run.args.output
+    if o:
+        run.exporter = exporter_for(o)
+        if run.exporter is None:
+            raise UsageError(f"output {o}: unknown suffix; use {suffix_choices()}")
+        run.exporter.check_destination(o, args.force, srcs)
+    if args.report:
+        if o and os.path.abspath(args.report) == os.path.abspath(o):
+            raise UsageError("--report and -o name the same file")
+        check_destination(args.report, args.force, srcs)
+    if args.project:
+        from core.io.project import PROJECT_SUFFIX
+        if not args.project.lower().endswith(PROJECT_SUFFIX):
+            raise UsageError(f"--project {args.project}: the project file must end in {PROJECT_SUFFIX}")
+        if os.path.abspath(args.project) in {os.path.abspath(f) for f in (o, args.report) if f}:
+            raise UsageError("--project names the same file as -o or --report")
+        check_destination(args.project, args.force, srcs)
+
+
+def _load(run: _Run) -> None:
+    """The model (refused early when the output form cannot hold it) and its example inputs."""
+    from core.pipeline import device_of
+    run.device = device_of(run.args.device)
+    run.model, run.seconds["load"] = load(run.args, run.device)
+    why = run.exporter.unsuitable(run.model) if run.exporter is not None else None
+    if why:
+        raise UsageError(f"output {run.args.output}: {why}")
+    run.inputs = example_inputs(run.args, run.device, run.model)
+    check_ignore(run.model, run.settings.ignore)
+
+
+def _prune(run: _Run, progress) -> None:
+    from core.pipeline import prune_model
+    t = time.perf_counter()
+    run.dg = analyze(run.model, run.inputs, run.args, progress=progress)
+    run.seconds["analyze"] = time.perf_counter() - t
+    run.result = prune_model(run.model, run.inputs, run.dg, run.settings,
+                             latency=not run.args.no_latency, verify=not run.args.no_verify,
+                             calibration=calibration(run.settings, run.inputs), progress=progress)
+    progress.close()
+
+
+def _check_fields(run: _Run) -> dict:
+    """The report's field of every checking output form: the difference found, or None."""
+    from core.io.exporters import EXPORTERS
+    fields = {e.report_key: None for _, e in EXPORTERS.items() if e.report_key}
+    if run.exporter is not None and run.exporter.report_key:
+        fields[run.exporter.report_key] = run.check_diff
+    return fields
+
+
+def _write_outputs(run: _Run, t_start: float) -> None:
+    """-o, --report and --project; all or nothing."""
+    args, result, ex, srcs = run.args, run.result, run.inputs, run.sources
+    written = []
+    try:
+        if args.output:
+            t = time.perf_counter()
+            run.check_diff = run.exporter.write(
+                result.model, args.output, inputs=ex, force=args.force, source=srcs,
+                spec=args.model, kept=result.kept, plan=result.plan, trust=args.trust,
+                meta={"input": ex.describe(), "settings": run.settings.to_json()})
+            written.append(args.output)
+            run.seconds["save"] = time.perf_counter() - t
+        run.seconds["total"] = time.perf_counter() - t_start
+        report = result.report(run.dg)
+        report["seconds"] = {**report.get("seconds", {}), **run.seconds}
+        report.update({"model": args.model, "weights": args.weights, "input": ex.describe(),
+                       "device": str(run.device), "settings": run.settings.to_json(),
+                       "output": args.output, **_check_fields(run)})
+        run.report = report
+        if args.report:
+            write_json(args.report, report, args.force, srcs)
+            written.append(args.report)
+        if args.project:
+            _save_project(run)
+            written.append(args.project)
+    except BaseException:
+        for f in written:
+            try:
+                if os.path.isdir(f):
+                    import shutil
+                    shutil.rmtree(f)
+                else:
+                    os.remove(f)
+            except OSError:
+                pass
+        raise
+
+
+def _save_project(run: _Run) -> None:
+    from core.io.project import project_from, save_project
+    args = run.args
+    proj = project_from(args.model, run.settings, result=run.result, shape=args.input_shape,
+                        dtype=args.input_dtype, inputs_fn=args.inputs, weights=args.weights,
+                        trust=args.trust, device=args.device, model=run.model, dg=run.dg)
+    proj.describe = run.inputs.describe()
+    save_project(args.project, proj, force=args.force)
+
+
+def _print_summary(run: _Run) -> None:
+    args, result, dg, report = run.args, run.result, run.dg, run.report
+    b, a = result.before, result.after
+    out(f"model: {args.model}  input: {run.inputs.describe()}  device: {run.device}")
+    out(f"groups: {len(dg.groups)} ({len(dg.prunable_groups)} prunable), "
+        f"{result.plan.n_removed} channels removed")
+    out(f"params: {human(b.params)} -> {human(a.params)} (-{report['reduction']['params']:.1%})")
+    out(f"FLOPs:  {human(b.flops)} -> {human(a.flops)} (-{report['reduction']['flops']:.1%})")
+    if b.latency_ms and a.latency_ms:
+        out(f"latency: {b.latency_ms:.2f} ms -> {a.latency_ms:.2f} ms "
+            f"(x{b.latency_ms / a.latency_ms:.2f})")
+    if result.verify is not None:
+        out(f"verify: {result.verify.message}")
+    for root, why in result.excluded.items():
+        out(f"excluded group {root}: {why}")
+    exp = run.exporter
+    if run.check_diff is not None:
+        out(f"{exp.suffixes[0].lstrip('.') if exp.suffixes else 'output'}: {exp.checked_by} vs "
+            f"torch max abs difference {run.check_diff:.3g}")
+    if args.output:
+        out(f"saved: {args.output}")
+        for line in exp.notes(result.model, args.output):
+            out(line)
+    if args.report:
+        out(f"report: {args.report}")
+    if args.project:
+        out(f"project: {args.project}")
+    out(f"time: {run.seconds['total']:.2f} s")

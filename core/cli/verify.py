@@ -1,0 +1,63 @@
+"""``verify``: plan a pruning and check it with the zeroed-group oracle (exit code 1 on a
+mismatch), without pruning or writing the model."""
+from __future__ import annotations
+
+import sys
+
+from core.cli.args import model_args, target_args
+from core.cli.common import (analyze, calibration, check_ignore, example_inputs, input_paths, load,
+                             out, plan_settings, write_json)
+
+
+def register(subparsers) -> None:
+    def fill(ve):
+        model_args(ve)
+        target_args(ve)
+        ve.add_argument("--tolerance", type=float, default=1e-4, help="relative tolerance "
+                        "(default 1e-4)")
+        ve.add_argument("--report", metavar="REPORT.json", help="write the verification as JSON")
+        ve.add_argument("--force", action="store_true", help="overwrite an existing report")
+
+    ve = subparsers.add_parser("verify", help="check a pruning plan with the zeroed-group oracle",
+                               fill=fill)
+    ve.set_defaults(run=cmd_verify)
+
+
+def cmd_verify(args, progress) -> int:
+    from core.io.atomic import check_destination
+    from core.pipeline import cost_model, device_of
+    from core.plan.planner import make_plan
+    from core.prune.verify import verify_plan
+    settings = plan_settings(args)
+    srcs = input_paths(args)
+    if args.report:
+        check_destination(args.report, args.force, srcs)
+    device = device_of(args.device)
+    model, _ = load(args, device)
+    ex = example_inputs(args, device, model)
+    check_ignore(model, settings.ignore)
+    dg = analyze(model, ex, args, progress=progress)
+    progress("plan", 0, 2, "planning")
+    plan = make_plan(dg, model, settings, cost=cost_model(dg, model, ex),
+                     calibration=calibration(settings, ex))
+    progress("verify", 1, 2, "zeroed-group oracle")
+    rep = verify_plan(model, ex, dg, plan, tolerance=args.tolerance)
+    progress.close()
+    if args.report:
+        write_json(args.report, {"model": args.model, "input": ex.describe(),
+                                 "settings": settings.to_json(), "plan": plan.to_json(),
+                                 "verify": rep.to_json()}, args.force, srcs)
+    kind = "exact" if rep.expected_exact else "approximate by design"
+    out(f"model: {args.model}  input: {ex.describe()}")
+    out(f"plan: {plan.n_removed} channels removed in "
+        f"{sum(1 for v in plan.removed.values() if v)} of {len(dg.prunable_groups)} prunable groups")
+    out(f"max abs difference: {rep.max_abs_diff:.3g} (relative {rep.max_rel_diff:.3g}, "
+        f"tolerance {rep.tolerance:g})")
+    out(f"expected: {kind}")
+    for r in rep.approximate_reasons[:10]:
+        out(f"  approximate: {r}")
+    out(f"result: {'PASS' if rep.passed else 'MISMATCH'}: {rep.message}")
+    if not rep.passed:
+        print(f"error: verification failed: {rep.message}", file=sys.stderr, flush=True)
+        return 1
+    return 0
