@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: PLC2701 (torch documents this mode API)
 from torch.utils.flop_counter import FlopCounterMode
 
 from core.trace.inputs import as_example_inputs

@@ -23,7 +23,6 @@ and benchmarks/fuzz_long.py).
 """
 from __future__ import annotations
 
-import copy
 import math
 import os
 import sys

@@ -23,7 +23,6 @@ from core.io.specs import spec_kind  # noqa: E402
 from core.models.demo import DEMO_INPUT_SHAPE, demo_model  # noqa: E402
 from core.pipeline import analyze_model, prune_model  # noqa: E402
 from core.plan.planner import PlanSettings  # noqa: E402
-from core.trace.inputs import make_inputs  # noqa: E402
 
 FACTORY_SRC = """\
 import torch

@@ -17,7 +17,6 @@ import helpers  # noqa: E402
 from helpers import check_oracle, randomize  # noqa: E402
 
 from core.pipeline import analyze_model  # noqa: E402
-from core.plan.planner import PlanSettings  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,6 @@ import torch
 import torchvision
 
 from helpers import check_oracle, randomize, to_jsonable
-from core.trace.inputs import as_example_inputs
 from core.pipeline import analyze_model
 from core.plan.planner import PlanSettings
 

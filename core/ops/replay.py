@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils._pytree import tree_flatten, tree_unflatten
+from torch.utils._pytree import tree_flatten, tree_unflatten  # noqa: PLC2701 (torch's pytree: no public alias)
 
 from core.ops.atoms import NO_ATOM, Labeling
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten  # noqa: PLC2701 (torch's pytree: no public alias)
 
 from core.ops.movement import data_movement
 from core.ops.registry import register_op

@@ -19,7 +19,7 @@ import copy
 from dataclasses import asdict, dataclass, field
 
 import torch
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_map  # noqa: PLC2701 (torch's pytree: no public alias)
 
 from core.trace.inputs import as_example_inputs
 from core.prune.apply import apply_kept, zero_channels
