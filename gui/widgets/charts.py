@@ -96,6 +96,7 @@ class ChartsPanel(QWidget):
         self.placeholder.hide()
         b, a = result.before, result.after
         before, after = self.theme.color("charts.before"), self.theme.color("charts.after")
+        pen = pg.mkPen(self.theme.color("charts.outline"))
         self.values = {"params": (b.params, a.params), "flops": (b.flops, a.flops),
                        "latency": (b.latency_ms, a.latency_ms)}
         for k, (vb, va) in self.values.items():
@@ -103,7 +104,8 @@ class ChartsPanel(QWidget):
             if vb is None or va is None:
                 set_title(p, f"{k}: not measured", self.theme)
                 continue
-            p.addItem(pg.BarGraphItem(x=[0, 1], height=[vb, va], width=0.6, brushes=[before, after]))
+            p.addItem(pg.BarGraphItem(x=[0, 1], height=[vb, va], width=0.6, brushes=[before, after],
+                                      pen=pen))
             if k == "latency":
                 title = f"latency ms: {vb / va:.2f}× faster" if va else "latency ms"
             else:
@@ -119,9 +121,12 @@ class ChartsPanel(QWidget):
         orig = [channels[n][0] for n in names]
         kept = [channels[n][1] for n in names]
         before, after = self.theme.color("charts.before"), self.theme.color("charts.after")
+        pen = pg.mkPen(self.theme.color("charts.outline"))
         # horizontal bars: one row per layer, names readable on the left axis
-        self.layers.addItem(pg.BarGraphItem(x0=0, y=ys, height=0.8, width=orig, brush=before, name="original"))
-        self.layers.addItem(pg.BarGraphItem(x0=0, y=ys, height=0.5, width=kept, brush=after, name="kept"))
+        self.layers.addItem(pg.BarGraphItem(x0=0, y=ys, height=0.8, width=orig, brush=before, pen=pen,
+                                            name="original"))
+        self.layers.addItem(pg.BarGraphItem(x0=0, y=ys, height=0.5, width=kept, brush=after, pen=pen,
+                                            name="kept"))
         self.layers.getAxis("left").setTicks([[(i, n) for i, n in enumerate(names)]])
         self.layers.getViewBox().invertY(True)
         self.layers.getViewBox().setLimits(yMin=-1, yMax=max(len(names), 1))
@@ -129,8 +134,8 @@ class ChartsPanel(QWidget):
         leg = self.layers.plotItem.legend
         if leg is not None:
             leg.clear()
-            leg.addItem(pg.BarGraphItem(x=[0], height=[0], width=1, brush=before), "original")
-            leg.addItem(pg.BarGraphItem(x=[0], height=[0], width=1, brush=after), "kept")
+            leg.addItem(pg.BarGraphItem(x=[0], height=[0], width=1, brush=before, pen=pen), "original")
+            leg.addItem(pg.BarGraphItem(x=[0], height=[0], width=1, brush=after, pen=pen), "kept")
 
     def _summary(self, result):
         b, a = result.before, result.after
