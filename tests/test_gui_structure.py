@@ -162,7 +162,7 @@ def pg_brush(b):
     return pg.mkBrush(b).color()
 
 
-def test_resources_load_through_importlib_and_ship_in_the_wheel():
+def test_resources_load_through_importlib_and_ship_in_the_wheel(qapp):  # icons need a QApplication
     pkg = resources.files("resources")
     light = json.loads(pkg.joinpath("themes", "light.json").read_text(encoding="utf-8"))
     dark = json.loads(pkg.joinpath("themes", "dark.json").read_text(encoding="utf-8"))
