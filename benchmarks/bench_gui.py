@@ -24,8 +24,8 @@ app = QApplication.instance() or QApplication([])
 
 from core import pipeline  # noqa: E402
 from core.trace.inputs import make_inputs  # noqa: E402
-from gui.graph_layout import layout  # noqa: E402
-from gui.graph_view import GraphView  # noqa: E402
+from gui.jobs.graph_layout import layout  # noqa: E402
+from gui.widgets.graph_view import GraphView  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
 
 

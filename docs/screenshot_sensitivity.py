@@ -32,6 +32,7 @@ def main(out: str) -> int:
     win.resize(1600, 1000)
     win.show()
     win.settings.clear()
+    win.set_theme("light")  # whatever View > Theme was last: the README shots are light
     code = {"rc": 0}
 
     def fail(msg):

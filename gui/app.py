@@ -11,6 +11,8 @@ from PySide6.QtWidgets import QApplication
 
 from core.models.demo import DEMO_INPUT_SHAPE
 
+from .theme import THEMES
+
 
 def _args(argv):
     p = argparse.ArgumentParser(prog="prunestudio", description="PruneStudio desktop application")
@@ -19,6 +21,8 @@ def _args(argv):
     p.add_argument("--dtype", default="float32")
     p.add_argument("--attention", choices=["heads", "head-dim"], default=None,
                    help="prune attention by whole heads (default) or by dimensions inside every head")
+    p.add_argument("--theme", choices=THEMES, default=None,
+                   help="colour theme (default: the last one chosen in View > Theme)")
     p.add_argument("--screenshot", metavar="PATH", help="render the window to PNG once loaded, then quit")
     return p.parse_known_args(argv)[0]  # leave Qt's own options (-style, ...) alone
 
@@ -32,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     app.setOrganizationName(os.environ.get("PRUNESTUDIO_SETTINGS_ORG", "PruneStudio"))
     from .main_window import MainWindow  # after QApplication: pyqtgraph needs it
     win = MainWindow()
+    if args.theme:
+        win.set_theme(args.theme)
     win.show()
     shape = args.input_shape or (DEMO_INPUT_SHAPE if args.model == "demo" else "1,3,224,224")
     code = {"rc": 0}

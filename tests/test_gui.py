@@ -191,7 +191,7 @@ def test_app_main_screenshot(tmp_path):
 
 
 def test_worker_throttles_progress_and_reports_errors(qtbot):
-    from gui import worker
+    from gui.jobs import worker
 
     def busy(progress, should_stop):
         for i in range(2000):
@@ -223,7 +223,7 @@ def test_shortcuts(win):
 
 
 def test_many_void_qt_calls_do_not_abort_python():
-    # PySide6 6.12 on Python 3.11 drops a reference to None per void call; gui._compat guards it
+    # PySide6 6.12 on Python 3.11 drops a reference to None per void call; gui.compat guards it
     import sys
 
     import gui  # noqa: F401
@@ -316,7 +316,7 @@ def test_attention_choice_reanalyses_prunes_and_is_kept_in_the_project(qtbot, mh
 
 
 def test_attention_reanalysis_cancel_and_failure_keep_the_old_analysis(qtbot, mha, errors, monkeypatch):
-    from gui import session as sess, worker
+    from gui.jobs import session as sess, worker
     w = mha
     before = w.session
     r = _prune(qtbot, w)
@@ -338,7 +338,7 @@ def test_attention_reanalysis_cancel_and_failure_keep_the_old_analysis(qtbot, mh
 
 
 def test_load_dialog_attention_choice_reaches_the_analysis(qtbot, win, tmp_path, monkeypatch):
-    from gui.load_dialog import LoadDialog
+    from gui.widgets.load_dialog import LoadDialog
     f = tmp_path / "mha.py"
     f.write_text(MHA_SRC)
     assert not win.targets.attention.isEnabled()  # the demo has no attention layers

@@ -54,7 +54,7 @@ def _sensitivity(qtbot, w, data):
 
 
 def test_default_data_is_digits_at_the_models_input(win):
-    from gui.accuracy import default_data_spec
+    from gui.jobs.accuracy import default_data_spec
     assert default_data_spec(win.session) == "digits@32x3"
 
 
@@ -74,8 +74,8 @@ def test_sensitivity_chart_overlay_and_ratios(qtbot, win, digits):
     # the overlay: every node of every measured group is coloured by its sensitivity
     view = win.view
     assert view.overlay_kind == "sensitivity"
-    from gui.accuracy import group_scores
-    from gui.graph_view import removed_colour
+    from gui.jobs.accuracy import group_scores
+    from gui.widgets.graph_view import removed_colour
     norm = group_scores(res)
     most = max(norm, key=norm.get)
     least = min(norm, key=norm.get)
@@ -132,7 +132,7 @@ def test_evaluation_rows_after_pruning(qtbot, win, digits):
 
 
 def test_evaluate_on_data_action_uses_the_chosen_dataset(qtbot, win, monkeypatch, digits):
-    import gui.accuracy as acc
+    import gui.widgets.data_choice as acc
     monkeypatch.setattr(acc, "choose_data", lambda *a, **k: digits)
     with qtbot.waitSignal(win.pruneFinished, timeout=TIMEOUT):
         win.prune()

@@ -223,7 +223,7 @@ def test_bad_settings_show_a_dialog_and_keep_the_model(case, win, env, qtbot):
 
 
 def test_worker_crash_is_reported_logged_and_the_window_survives(win, env, qtbot, monkeypatch):
-    from gui import session as sess
+    from gui.jobs import session as sess
     d, dialogs = env
     before = win.session
 
@@ -258,7 +258,7 @@ def _same(model, snap):
 
 def _stop_after(monkeypatch, n):
     """Every worker task answers should_stop() True from its n-th poll on."""
-    from gui import worker
+    from gui.jobs import worker
     polls = {}
 
     def should_stop(self):

@@ -14,9 +14,9 @@ from core.train.loop import TrainConfig  # noqa: E402
 
 @pytest.fixture
 def view(qtbot):
-    from gui._compat import guard_none_refcount
+    from gui.compat import guard_none_refcount
     guard_none_refcount()
-    from gui.training_view import TrainingView
+    from gui.widgets.training_view import TrainingView
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     v = TrainingView()

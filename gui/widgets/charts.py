@@ -6,14 +6,16 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QGridLayout, QHeaderView, QLabel, QTableWidget, QTableWidgetItem,
                                QWidget)
 
+from .. import theme as themes
+from .plots import set_title, style_plot
 from .targets_panel import human
 
-pg.setConfigOptions(background="w", foreground="#343a40", antialias=True)
-BEFORE, AFTER = "#adb5bd", "#2a9d8f"
+TITLES = {"params": "parameters", "flops": "FLOPs", "latency": "latency (ms)"}
+LAYERS_TITLE = "output channels per layer: original vs kept"
 
 
-def _bar_plot(title: str) -> pg.PlotWidget:
-    w = pg.PlotWidget(title=title)
+def _bar_plot() -> pg.PlotWidget:
+    w = pg.PlotWidget()
     w.setMenuEnabled(False)
     w.setMouseEnabled(False, False)
     w.hideButtons()
@@ -25,12 +27,13 @@ def _bar_plot(title: str) -> pg.PlotWidget:
 class ChartsPanel(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.plots = {k: _bar_plot(t) for k, t in
-                      (("params", "parameters"), ("flops", "FLOPs"), ("latency", "latency (ms)"))}
-        self.layers = pg.PlotWidget(title="output channels per layer: original vs kept")
+        self.theme = themes.current()
+        self.plots = {k: _bar_plot() for k in TITLES}
+        self.layers = pg.PlotWidget()
         self.layers.setMenuEnabled(False)
         self.layers.hideButtons()
         self.layers.addLegend(offset=(-10, 10))
+        self._style()
         self.summary = QTableWidget(0, 2)
         self.summary.setHorizontalHeaderLabels(["metric", "value"])
         self.summary.verticalHeader().setVisible(False)
@@ -56,9 +59,25 @@ class ChartsPanel(QWidget):
         self.result = None
         self.evaluation = None  # (data name, EvalResult before, EvalResult after)
 
+    def _style(self):
+        for k, w in self.plots.items():
+            style_plot(w, self.theme, TITLES[k])
+        style_plot(self.layers, self.theme, LAYERS_TITLE)
+
+    def apply_theme(self, theme):
+        """Restyle the plots and redraw the result in the new colours (evaluation rows kept)."""
+        self.theme = theme
+        result, evaluation = self.result, self.evaluation
+        self._style()
+        if result is not None:
+            self.show_result(result)
+            if evaluation:
+                self.show_evaluation(*evaluation)
+
     def clear(self):
         for w in (*self.plots.values(), self.layers):
             w.clear()
+        self._style()
         self.summary.setRowCount(0)
         self.values, self.channels = {}, {}
         self.result, self.evaluation = None, None
@@ -76,18 +95,22 @@ class ChartsPanel(QWidget):
         self.result = result
         self.placeholder.hide()
         b, a = result.before, result.after
+        before, after = self.theme.color("charts.before"), self.theme.color("charts.after")
+        pen = pg.mkPen(self.theme.color("charts.outline"))
         self.values = {"params": (b.params, a.params), "flops": (b.flops, a.flops),
                        "latency": (b.latency_ms, a.latency_ms)}
         for k, (vb, va) in self.values.items():
             p = self.plots[k]
             if vb is None or va is None:
-                p.setTitle(f"{k}: not measured")
+                set_title(p, f"{k}: not measured", self.theme)
                 continue
-            p.addItem(pg.BarGraphItem(x=[0, 1], height=[vb, va], width=0.6, brushes=[BEFORE, AFTER]))
+            p.addItem(pg.BarGraphItem(x=[0, 1], height=[vb, va], width=0.6, brushes=[before, after],
+                                      pen=pen))
             if k == "latency":
-                p.setTitle(f"latency ms: {vb / va:.2f}× faster" if va else "latency ms", size="9pt")
+                title = f"latency ms: {vb / va:.2f}× faster" if va else "latency ms"
             else:
-                p.setTitle(f"{'params' if k == 'params' else 'FLOPs'} {human(vb)} → {human(va)}", size="9pt")
+                title = f"{'params' if k == 'params' else 'FLOPs'} {human(vb)} → {human(va)}"
+            set_title(p, title, self.theme, size="9pt")
         self._layers(result.channels)
         self._summary(result)
 
@@ -97,9 +120,13 @@ class ChartsPanel(QWidget):
         ys = list(range(len(names)))
         orig = [channels[n][0] for n in names]
         kept = [channels[n][1] for n in names]
+        before, after = self.theme.color("charts.before"), self.theme.color("charts.after")
+        pen = pg.mkPen(self.theme.color("charts.outline"))
         # horizontal bars: one row per layer, names readable on the left axis
-        self.layers.addItem(pg.BarGraphItem(x0=0, y=ys, height=0.8, width=orig, brush=BEFORE, name="original"))
-        self.layers.addItem(pg.BarGraphItem(x0=0, y=ys, height=0.5, width=kept, brush=AFTER, name="kept"))
+        self.layers.addItem(pg.BarGraphItem(x0=0, y=ys, height=0.8, width=orig, brush=before, pen=pen,
+                                            name="original"))
+        self.layers.addItem(pg.BarGraphItem(x0=0, y=ys, height=0.5, width=kept, brush=after, pen=pen,
+                                            name="kept"))
         self.layers.getAxis("left").setTicks([[(i, n) for i, n in enumerate(names)]])
         self.layers.getViewBox().invertY(True)
         self.layers.getViewBox().setLimits(yMin=-1, yMax=max(len(names), 1))
@@ -107,8 +134,8 @@ class ChartsPanel(QWidget):
         leg = self.layers.plotItem.legend
         if leg is not None:
             leg.clear()
-            leg.addItem(pg.BarGraphItem(x=[0], height=[0], width=1, brush=BEFORE), "original")
-            leg.addItem(pg.BarGraphItem(x=[0], height=[0], width=1, brush=AFTER), "kept")
+            leg.addItem(pg.BarGraphItem(x=[0], height=[0], width=1, brush=before, pen=pen), "original")
+            leg.addItem(pg.BarGraphItem(x=[0], height=[0], width=1, brush=after, pen=pen), "kept")
 
     def _summary(self, result):
         b, a = result.before, result.after

@@ -6,41 +6,35 @@ single QPainterPath item so a 20k-node graph stays cheap to build and to repaint
 from __future__ import annotations
 
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import (QBrush, QColor, QFont, QImage, QPainter, QPainterPath, QPen,
-                           QWheelEvent)
+from PySide6.QtGui import QFont, QImage, QPainter, QPainterPath, QPen, QWheelEvent
 from PySide6.QtWidgets import (QGraphicsItem, QGraphicsPathItem, QGraphicsScene, QGraphicsView,
                                QStyleOptionGraphicsItem)
 
-from .graph_layout import NODE_H, NODE_W, Layout, place
+from .. import theme as themes
+from ..jobs.graph_layout import NODE_H, NODE_W, Layout, place
 
-KIND_COLOURS = {"input": "#8ecae6", "output": "#ffb703", "op": "#e9ecef"}
-OP_COLOURS = {"conv": "#b9d7f0", "linear": "#d9c8ef", "norm": "#c9e8c4", "embedding": "#f5d6c6"}
-LAYER_COLOUR = "#d8e2dc"
-HILITE = QColor("#f77f00")
-PRIMARY = QColor("#d62828")
-BLOCKED = QColor("#c1121f")
 OVERVIEW_LOD = 0.12  # below this zoom plain nodes are drawn by one path item, not one by one
 FAR_LOD = 0.3  # below this zoom: straight edges, no antialiasing
+PAINT_KEYS = ("outline", "label", "sublabel", "label_on_dark", "sublabel_on_dark", "selected",
+              "group", "blocked")
 
 
-def node_colour(d: dict) -> QColor:
-    if d.get("kind") != "layer":
-        return QColor(KIND_COLOURS.get(d.get("kind"), "#e9ecef"))
-    op = d.get("op", "")
-    for key, c in OP_COLOURS.items():
-        if key in op:
-            return QColor(c)
-    return QColor(LAYER_COLOUR)
+def node_colour(d: dict, theme=None):
+    """A node's fill by kind and op family, from ``theme`` (default: the current one)."""
+    return (theme or themes.current()).node_colour(d)
 
 
-def removed_colour(frac: float) -> QColor:
-    """0 (nothing removed) -> pale green, 0.5 -> amber, 1 (everything) -> red."""
-    f = max(0.0, min(1.0, frac))
-    stops = [QColor("#d8f3dc"), QColor("#ffd166"), QColor("#e63946")]
-    lo, hi = (stops[0], stops[1]) if f <= 0.5 else (stops[1], stops[2])
-    t = f * 2 if f <= 0.5 else f * 2 - 1
-    return QColor(int(lo.red() + (hi.red() - lo.red()) * t), int(lo.green() + (hi.green() - lo.green()) * t),
-                  int(lo.blue() + (hi.blue() - lo.blue()) * t))
+def removed_colour(frac: float, theme=None):
+    """0 (nothing removed) -> low end of the theme's scale (green), 0.5 -> amber, 1 -> red."""
+    return (theme or themes.current()).scale_colour(frac)
+
+
+class PaintColours:
+    """The graph colours NodeItem.paint needs, as QColors made once per theme (paint is hot)."""
+
+    def __init__(self, theme):
+        for k in PAINT_KEYS:
+            setattr(self, k, theme.qcolor(f"graph.{k}"))
 
 
 class NodeItem(QGraphicsItem):
@@ -51,7 +45,7 @@ class NodeItem(QGraphicsItem):
     def __init__(self, node, data: dict, view: "GraphView"):
         super().__init__()
         self.node, self.data, self.view = node, data, view
-        self.base = node_colour(data)
+        self.base = view.theme.node_colour(data)
         self.fill = self.base
         self.highlight = 0  # 0 none, 1 member of the highlighted group(s), 2 the chosen node
         self.unknown = bool(data.get("unknown"))
@@ -72,19 +66,20 @@ class NodeItem(QGraphicsItem):
     def paint(self, p: QPainter, opt: QStyleOptionGraphicsItem, widget=None):
         lod = QStyleOptionGraphicsItem.levelOfDetailFromTransform(p.worldTransform())
         sel = self.isSelected()
+        c = self.view.colours
         if lod < OVERVIEW_LOD and not (self.highlight or sel or self.fill != self.base or self.unknown):
             return  # far out: the one overview path shows plain nodes much faster
         if self.highlight == 2 or sel:
-            pen = QPen(PRIMARY, 3)
+            pen = QPen(c.selected, 3)
         elif self.highlight == 1:
-            pen = QPen(HILITE, 3)
+            pen = QPen(c.group, 3)
         elif self.unknown:
-            pen = QPen(BLOCKED, 2, Qt.DashLine)
+            pen = QPen(c.blocked, 2, Qt.DashLine)
         else:
-            pen = QPen(QColor("#6c757d"), 1)
+            pen = QPen(c.outline, 1)
         pen.setCosmetic(lod < 0.3)  # keep outlines visible when far out
         p.setPen(pen)
-        fill = QColor(self.fill)
+        fill = self.fill
         if self.highlight:
             fill = fill.darker(112)
         p.setBrush(fill)
@@ -96,7 +91,7 @@ class NodeItem(QGraphicsItem):
             return
         # dark fills (the red end of an overlay): light text, else the labels drown
         dark = 0.299 * fill.red() + 0.587 * fill.green() + 0.114 * fill.blue() < 150
-        p.setPen(QColor("#ffffff" if dark else "#212529"))
+        p.setPen(c.label_on_dark if dark else c.label)
         p.setFont(self.FONT)
         label = self.data.get("label", "")
         fm = p.fontMetrics()
@@ -106,9 +101,9 @@ class NodeItem(QGraphicsItem):
         op = self.data.get("op", "")
         if self.unknown:
             op = "⚠ blocked: " + op
-            p.setPen(BLOCKED)
+            p.setPen(c.blocked)
         elif self.data.get("kind") == "op" or label != op:
-            p.setPen(QColor("#f1f3f5" if dark else "#495057"))
+            p.setPen(c.sublabel_on_dark if dark else c.sublabel)
         shp = self.data.get("shape") or []
         if shp and shp[0]:
             op += "  " + "×".join(str(s) for s in shp[0][1:])
@@ -124,10 +119,9 @@ class NodeItem(QGraphicsItem):
 class EdgesItem(QGraphicsPathItem):
     """All edges in one item: curves when close, straight lines (far cheaper) when far out."""
 
-    def __init__(self, curved: QPainterPath, straight: QPainterPath, pen: QPen):
+    def __init__(self, curved: QPainterPath, straight: QPainterPath):
         super().__init__(curved)
         self.straight = straight
-        self.setPen(pen)
 
     def paint(self, p, opt, widget=None):
         if QStyleOptionGraphicsItem.levelOfDetailFromTransform(p.worldTransform()) < FAR_LOD:
@@ -148,7 +142,9 @@ class GraphView(QGraphicsView):
         self.setDragMode(QGraphicsView.ScrollHandDrag)  # drag the background to pan
         self.setTransformationAnchor(QGraphicsView.AnchorUnderMouse)
         self.setViewportUpdateMode(QGraphicsView.SmartViewportUpdate)
-        self.setBackgroundBrush(QColor("#fbfbfd"))
+        self.theme = themes.current()
+        self.colours = PaintColours(self.theme)
+        self.setBackgroundBrush(self.theme.qcolor("graph.background"))
         self.items_by_node: dict = {}
         self._edges = None
         self._overview = None
@@ -159,7 +155,29 @@ class GraphView(QGraphicsView):
         self.graph = None
         self.overlay_kind: str | None = None  # None, "removed" or "sensitivity"
         self.overlay_values: dict = {}
+        self._overlay_colour = None  # None: the theme's scale
         self.scene().selectionChanged.connect(self._on_selection)
+
+    def apply_theme(self, theme):
+        """Recolour background, edges, nodes and the overlay (its values are kept)."""
+        self.theme, self.colours = theme, PaintColours(theme)
+        self.setBackgroundBrush(theme.qcolor("graph.background"))
+        for it in self.items_by_node.values():
+            it.base = theme.node_colour(it.data)
+        if self._edges is not None:
+            self._style_items()
+        self.set_overlay(self.overlay_values if self.overlay_kind else None, self._overlay_colour,
+                         self.overlay_kind or "removed")
+        self.viewport().update()
+
+    def _style_items(self):
+        pen = QPen(self.theme.qcolor("graph.edge"), 1.2)
+        pen.setCosmetic(True)
+        self._edges.setPen(pen)
+        self._overview.setBrush(self.theme.qcolor("graph.overview"))
+        hpen = QPen(self.theme.qcolor("graph.group"), 2.5)
+        hpen.setCosmetic(True)
+        self._hi_edges.setPen(hpen)
 
     # building -----------------------------------------------------------------------------
     def set_graph(self, graph, lay: Layout, wrap_to_view: bool = True):
@@ -178,26 +196,21 @@ class GraphView(QGraphicsView):
             it.setPos(x, y)
             sc.addItem(it)
             self.items_by_node[n] = it
-        pen = QPen(QColor("#8d99ae"), 1.2)
-        pen.setCosmetic(True)
         self._edges = EdgesItem(self._edge_path(graph.edges(), lay.pos),
-                                self._edge_path(graph.edges(), lay.pos, straight=True), pen)
+                                self._edge_path(graph.edges(), lay.pos, straight=True))
         self._edges.setZValue(-1)
         sc.addItem(self._edges)
         over = QPainterPath()
         for x, y in lay.pos.values():
             over.addRect(x, y, NODE_W, NODE_H)
         self._overview = QGraphicsPathItem(over)
-        self._overview.setBrush(QColor("#ced4da"))
         self._overview.setPen(Qt.NoPen)
         self._overview.setZValue(-0.8)
         sc.addItem(self._overview)
         self._apply_lod()
         self._hi_edges = QGraphicsPathItem()
-        hpen = QPen(HILITE, 2.5)
-        hpen.setCosmetic(True)
-        self._hi_edges.setPen(hpen)
         self._hi_edges.setZValue(-0.5)
+        self._style_items()
         sc.addItem(self._hi_edges)
         sc.setSceneRect(QRectF(-40, -40, lay.width + 80, lay.height + 80))
 
@@ -239,19 +252,23 @@ class GraphView(QGraphicsView):
     def highlighted(self) -> set:
         return {n for n, it in self.items_by_node.items() if it.highlight}
 
-    def set_overlay(self, removed: dict | None, colour=removed_colour, kind: str = "removed"):
+    def set_overlay(self, removed: dict | None, colour=None, kind: str = "removed"):
         """Colour nodes by a value in [0, 1] ({node: value}; by default the fraction of channels
         removed, or e.g. a group's normalised sensitivity with ``kind="sensitivity"``) through
-        ``colour``; nodes without a value turn pale grey. None restores the kind colours."""
+        ``colour`` (default: the theme's scale); nodes without a value turn the theme's
+        no-value colour. None restores the kind colours."""
         self.overlay_kind = None if removed is None else kind
         self.overlay_values = dict(removed) if removed is not None else {}
+        self._overlay_colour = colour
+        paint = colour or self.theme.scale_colour
+        none = self.theme.qcolor("graph.no_value")
         for n, it in self.items_by_node.items():
             if removed is None:
                 it.fill = it.base
             elif n in removed:
-                it.fill = colour(removed[n])
+                it.fill = paint(removed[n])
             else:
-                it.fill = QColor("#f1f3f5")
+                it.fill = none
             it.update()
 
     # navigation -----------------------------------------------------------------------------
@@ -334,7 +351,7 @@ class GraphView(QGraphicsView):
         r = self.scene().sceneRect()
         k = min(1.0, max_side / max(r.width(), r.height(), 1))
         img = QImage(QSize(int(r.width() * k), int(r.height() * k)), QImage.Format_ARGB32)
-        img.fill(QColor("white"))
+        img.fill(self.theme.qcolor("graph.export_background"))
         p = QPainter(img)
         p.setRenderHints(QPainter.Antialiasing | QPainter.TextAntialiasing)
         self.scene().render(p, QRectF(img.rect()), r)

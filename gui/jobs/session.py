@@ -14,7 +14,7 @@ from core.trace.inputs import make_inputs
 
 from . import model_io
 from .graph_layout import Layout, layout
-from .group_panel import attention_unit, group_rows
+from .group_rows import group_rows, group_rows_meta
 
 
 @dataclass
@@ -118,14 +118,6 @@ def attention_mode(session: Session | None) -> str:
     """How the session's analysis groups attention: "heads" or "head_dim"."""
     opts = getattr(session.dg, "options", None) if session is not None else None
     return (opts or {}).get("attention", "heads")
-
-
-def group_rows_meta(dg, model) -> list[dict]:
-    from .group_panel import group_params
-    shapes = {n: tuple(t.shape) for n, t in model.named_parameters()}
-    return [{"id": g.id, "root": g.root, "channels": g.n_channels, "prunable": g.n_prunable,
-             "is_prunable": g.is_prunable, "params": group_params(g, shapes, set(shapes)),
-             "importance": float("nan"), "unit": attention_unit(g)} for g in dg.groups]
 
 
 def project_analysis(project) -> dict | None:

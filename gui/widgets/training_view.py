@@ -2,70 +2,26 @@
 
 The main window hands over what to train with :meth:`TrainingView.set_inputs(model, dg, data)`
 (``data``: a :class:`core.train.data.Data`, or a spec such as ``"digits"``). The run happens in a
-``QThread`` worker; batch losses are throttled to a few updates per second, epoch records
-(validation loss, accuracy, group sparsity) arrive once per epoch. Pause, resume and cancel are
+``QThread`` worker (gui/jobs/training.py); batch losses are throttled to a few updates per
+second, epoch records (validation loss, accuracy, group sparsity) arrive once per epoch. Pause, resume and cancel are
 flags the core loop polls between batches. The original model is never modified; the trained
 copy is in :attr:`TrainingView.result` (a :class:`core.train.loop.TrainResult`) once ``finished`` fires.
 """
 from __future__ import annotations
 
-import threading
-import time
-import traceback
-
 import pyqtgraph as pg
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QThread, Signal, Slot
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout,
                                QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
-from core.errors import Cancelled
+from .. import theme as themes
+from ..jobs.training import TrainWorker
+from .plots import style_plot
 
-UPDATE_INTERVAL_S = 0.25  # batch-loss updates reaching the GUI: at most ~4 per second
-
-
-class _Worker(QObject):
-    batch = Signal(int, int, float)  # step, total steps, loss
-    epoch = Signal(dict)
-    progress = Signal(str, int, int, str)
-    finished = Signal(object)
-    failed = Signal(str)
-    cancelled = Signal()
-
-    def __init__(self, model, data, config, dg, teacher):
-        super().__init__()
-        self.model, self.data, self.config, self.dg, self.teacher = model, data, config, dg, teacher
-        self._stop = threading.Event()
-        self._pause = threading.Event()
-        self._last = 0.0
-
-    def cancel(self):
-        self._stop.set()
-
-    def set_paused(self, on: bool):
-        (self._pause.set if on else self._pause.clear)()
-
-    def _on_batch(self, step, total, loss):
-        now = time.monotonic()
-        if now - self._last >= UPDATE_INTERVAL_S or step == total:
-            self._last = now
-            self.batch.emit(step, total, loss)
-
-    @Slot()
-    def run(self):
-        from core.train.loop import train
-        try:
-            res = train(self.model, self.data, self.config, teacher=self.teacher, dg=self.dg,
-                        should_stop=self._stop.is_set, paused=self._pause.is_set,
-                        on_epoch=self.epoch.emit, on_batch=self._on_batch,
-                        progress=lambda s, d, t, m="": None)
-            self.finished.emit(res)
-        except Cancelled:
-            self.cancelled.emit()
-        except Exception as e:  # noqa: BLE001
-            from core.errors import PruneStudioError
-            msg = " ".join(str(e).split()) or type(e).__name__
-            self.failed.emit(msg if isinstance(e, PruneStudioError) else f"{type(e).__name__}: {msg}")
-            traceback.print_exc()
+# curve (also its colour key in the theme's "charts") -> (line width, drawn with markers)
+CURVES = {"batch_loss": (1, False), "train_loss": (2, True), "val_loss": (2, True),
+          "top1": (2, True), "top5": (2, True), "sparsity": (2, True)}
+PLOT_TITLES = {"loss_plot": "loss", "acc_plot": "validation accuracy", "sp_plot": "group sparsity"}
 
 
 class TrainingView(QWidget):
@@ -79,7 +35,7 @@ class TrainingView(QWidget):
         self.model = self.dg = self.data = None
         self.result = None
         self.thread: QThread | None = None
-        self.worker: _Worker | None = None
+        self.worker: TrainWorker | None = None
         self.state = "idle"
         self._build()
         self._set_state("idle")
@@ -116,27 +72,24 @@ class TrainingView(QWidget):
         left.addWidget(self.status)
         left.addStretch(1)
 
-        self.loss_plot = pg.PlotWidget(title="loss")
+        self.loss_plot = pg.PlotWidget()
         self.loss_plot.addLegend(offset=(-10, 10))
-        self.acc_plot = pg.PlotWidget(title="validation accuracy")
+        self.acc_plot = pg.PlotWidget()
         self.acc_plot.addLegend(offset=(-10, 10))
-        self.sp_plot = pg.PlotWidget(title="group sparsity")
+        self.sp_plot = pg.PlotWidget()
         for p, lab in ((self.loss_plot, "epoch"), (self.acc_plot, "epoch"), (self.sp_plot, "epoch")):
             p.setLabel("bottom", lab)
             p.showGrid(x=True, y=True, alpha=0.3)
+        marks = {"symbol": "o", "symbolSize": 5}
         self.curves = {
-            "batch_loss": self.loss_plot.plot(pen=pg.mkPen((150, 150, 150)), name="batch"),
-            "train_loss": self.loss_plot.plot(pen=pg.mkPen((30, 120, 220), width=2), symbol="o",
-                                              symbolSize=5, name="train"),
-            "val_loss": self.loss_plot.plot(pen=pg.mkPen((230, 120, 20), width=2), symbol="o",
-                                            symbolSize=5, name="val"),
-            "top1": self.acc_plot.plot(pen=pg.mkPen((40, 160, 60), width=2), symbol="o",
-                                       symbolSize=5, name="top-1"),
-            "top5": self.acc_plot.plot(pen=pg.mkPen((120, 80, 200), width=2), symbol="o",
-                                       symbolSize=5, name="top-5"),
-            "sparsity": self.sp_plot.plot(pen=pg.mkPen((200, 40, 40), width=2), symbol="o",
-                                          symbolSize=5),
+            "batch_loss": self.loss_plot.plot(name="batch"),
+            "train_loss": self.loss_plot.plot(name="train", **marks),
+            "val_loss": self.loss_plot.plot(name="val", **marks),
+            "top1": self.acc_plot.plot(name="top-1", **marks),
+            "top5": self.acc_plot.plot(name="top-5", **marks),
+            "sparsity": self.sp_plot.plot(**marks),
         }
+        self.apply_theme(themes.current())
         self.points = {k: ([], []) for k in self.curves}
         grid = QGridLayout()
         grid.addWidget(self.loss_plot, 0, 0)
@@ -145,6 +98,16 @@ class TrainingView(QWidget):
         lay = QHBoxLayout(self)
         lay.addLayout(left, 0)
         lay.addLayout(grid, 1)
+
+    def apply_theme(self, theme):
+        for attr, title in PLOT_TITLES.items():
+            style_plot(getattr(self, attr), theme, title)
+        for key, (width, marked) in CURVES.items():
+            colour = theme.color(f"charts.{key}")
+            self.curves[key].setPen(pg.mkPen(colour, width=width))
+            if marked:
+                self.curves[key].setSymbolBrush(colour)
+                self.curves[key].setSymbolPen(colour)
 
     # ------------------------------------------------------------------ inputs
     def set_inputs(self, model, dg, data):
@@ -190,7 +153,7 @@ class TrainingView(QWidget):
         self.result = None
         teacher = self.model if self.distill.isChecked() else None
         self.thread = QThread()
-        self.worker = _Worker(self.model, self.data, cfg, self.dg, teacher)
+        self.worker = TrainWorker(self.model, self.data, cfg, self.dg, teacher)
         self.worker.moveToThread(self.thread)
         self.thread.started.connect(self.worker.run)
         self.worker.batch.connect(self._on_batch)

@@ -1,15 +1,13 @@
-"""Sortable table of coupled groups; picking rows highlights them in the graph, and a lock
-box per group keeps its channels (fed to PlanSettings.ignore as the group's root module)."""
+"""Sortable table of coupled groups (rows from gui/jobs/group_rows.py); picking rows highlights
+them in the graph, and a lock box per group keeps its channels (fed to PlanSettings.ignore as the
+group's root module)."""
 from __future__ import annotations
 
-import math
-
-import numpy as np
 from PySide6.QtCore import QItemSelectionModel, Qt, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLineEdit, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
-from core.plan.criteria import group_scores
+from .. import theme as themes
 
 COLUMNS = ["lock", "id", "root", "channels", "prunable", "params", "importance"]
 
@@ -26,49 +24,9 @@ class _Num(QTableWidgetItem):
         return self.value < getattr(other, "value", 0)
 
 
-def group_params(g, shapes: dict, is_param: set) -> int:
-    """Parameters that belong to the group's channels (view-side bookkeeping, no pruning)."""
-    total = 0
-    for m in g.members:
-        name = m.slot.tensor_name
-        if name not in is_param or name not in shapes:
-            continue
-        shp = shapes[name]
-        per_index = math.prod(shp) // max(shp[m.slot.dim], 1)
-        total += per_index * int((m.index_map >= 0).sum())
-    return total
-
-
-def attention_unit(g) -> str | None:
-    """How an attention module's group is pruned: ``"heads"`` (whole heads) or ``"head_dim"``
-    (dimensions inside every head), from the analysis option ``attention``; None for other groups."""
-    for m in g.members:
-        if m.slot.virtual and m.slot.attr in ("num_heads", "head_dim"):
-            return "heads" if m.slot.attr == "num_heads" else "head_dim"
-    return None
-
-
 UNIT_TEXT = {"heads": ("{n} heads", "{n} attention heads: pruning removes whole heads"),
              "head_dim": ("{n} per head", "{n} dimensions in every head: pruning keeps every head "
                                           "and removes the same dimensions from each")}
-
-
-def group_rows(dg, model, criterion="l2") -> list[dict]:
-    """Table rows, computed on a worker thread (importance touches every weight)."""
-    shapes = {n: tuple(t.shape) for n, t in model.named_parameters()}
-    is_param = set(shapes)
-    try:
-        scores = group_scores(dg, model, criterion, normalise=False) if criterion != "taylor" else {}
-    except Exception:  # noqa: BLE001 - importance is informative only; the table works without it
-        scores = {}
-    rows = []
-    for g in dg.groups:
-        s = scores.get(g.id)
-        imp = float(np.mean(s[g.prunable])) if s is not None and g.prunable.any() else float("nan")
-        rows.append({"id": g.id, "root": g.root, "channels": g.n_channels, "prunable": g.n_prunable,
-                     "is_prunable": g.is_prunable, "params": group_params(g, shapes, is_param),
-                     "importance": imp, "unit": attention_unit(g)})
-    return rows
 
 
 class GroupPanel(QWidget):
@@ -77,6 +35,7 @@ class GroupPanel(QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
+        self.theme = themes.current()
         self.filter = QLineEdit(placeholderText="filter groups by root layer…")
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
@@ -106,7 +65,9 @@ class GroupPanel(QWidget):
             lock.setCheckState(Qt.Unchecked)
             lock.setData(Qt.UserRole, r["root"])
             t.setItem(i, 0, lock)
-            t.setItem(i, 1, _Num(r["id"]))
+            gid = _Num(r["id"])
+            gid.setIcon(self.theme.group_swatch(r["id"]))
+            t.setItem(i, 1, gid)
             t.setItem(i, 2, QTableWidgetItem(r["root"]))
             unit = UNIT_TEXT.get(r.get("unit"))
             ch = _Num(r["channels"], unit[0].format(n=r["channels"]) if unit else None)
@@ -126,6 +87,12 @@ class GroupPanel(QWidget):
 
     def clear(self):
         self.table.setRowCount(0)
+
+    def apply_theme(self, theme):
+        self.theme = theme
+        for i in range(self.table.rowCount()):
+            it = self.table.item(i, 1)
+            it.setIcon(theme.group_swatch(it.value))
 
     def locked_roots(self) -> list[str]:
         t = self.table

@@ -13,6 +13,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, Q
 from core.plan.criteria import CRITERIA
 from core.plan.planner import PlanSettings
 
+from .. import theme as themes
+
 MODES = [("ratio", "channel ratio"), ("flops", "FLOPs target"), ("params", "params target")]
 # analysis option "attention" (core.pipeline.analyze_model(options=...)): how attention is grouped
 ATTENTION = [("heads", "Whole heads"), ("head_dim", "Dimensions in every head")]
@@ -194,4 +196,5 @@ class TargetsPanel(QWidget):
             f"FLOPs {human(base_flops)} → <b>{human(flops)}</b> ({1 - flops / max(base_flops, 1):.0%} less)")
 
     def show_estimate_error(self, msg: str):
-        self.estimate.setText(f"<span style='color:#c1121f'>{msg}</span>")
+        colour = themes.current().color("ui.error")
+        self.estimate.setText(f"<span style='color:{colour}'>{msg}</span>")

@@ -1,0 +1,188 @@
+"""Loading and analysis: open a model (dialog, demo, recent files), analyse it on the worker,
+analyse it again with another attention structure, and show the result in every panel."""
+from __future__ import annotations
+
+import os
+import time
+
+from PySide6.QtCore import QObject
+
+from core.models.demo import DEMO_INPUT_SHAPE
+
+from ..jobs import model_io, session as sess
+from ..widgets.load_dialog import LoadDialog
+from ..widgets.targets_panel import ATTENTION
+
+MAX_RECENT = 8
+ATTENTION_TEXT = dict(ATTENTION)  # "heads" -> "Whole heads", "head_dim" -> "Dimensions in every head"
+
+
+class ModelController(QObject):
+    def __init__(self, ctx, parent=None):
+        super().__init__(parent)
+        self.ctx = ctx
+        self.pending = None  # (spec, shape, dtype) of the load in flight: for File > Open recent
+        self.pending_options = None  # analysis options of the load in flight
+        self.recent_menu = None
+        ctx.ui.targets.attentionChanged.connect(self.set_attention)
+        ctx.tasks.idle.connect(self.sync_attention)  # a failed or cancelled re-analysis: old choice
+        ctx.stateChanged.connect(self._refresh)
+
+    def _refresh(self):
+        ctx, targets = self.ctx, self.ctx.ui.targets
+        ready = ctx.session is not None
+        targets.attention.setEnabled(not ctx.busy and (not ready or targets.attention_available))
+
+    # ---------------------------------------------------------------------- loading
+    def open_dialog(self):
+        ctx = self.ctx
+        dlg = LoadDialog(ctx.ui.window, ctx.settings.value("lastShape", "1,3,224,224"),
+                         attention=ctx.ui.targets.attention_mode())
+        if dlg.exec() != LoadDialog.Accepted or not dlg.spec():
+            return
+        ctx.settings.setValue("lastShape", dlg.shape.text())
+        self.open_model(dlg.spec(), dlg.shape.text(), dlg.dtype.currentText(), options=dlg.options())
+
+    def open_demo(self):
+        self.open_model("demo", DEMO_INPUT_SHAPE)
+
+    def open_model(self, spec: str, shape: str, dtype: str = "float32", model=None,
+                   meta: bool = False, trust: bool | None = None, options: dict | None = None):
+        """Load and analyse on the worker. ``options``: analysis options (``{"attention":
+        "heads" | "head_dim"}``); by default the targets panel's attention choice."""
+        ctx, targets = self.ctx, self.ctx.ui.targets
+        if options is None:
+            options = {"attention": targets.attention_mode()}
+        elif not ctx.busy:
+            targets.set_attention(options.get("attention", "heads"), targets.attention_available)
+        if trust is None:
+            trust = False
+        if model is None and not trust and model_io.needs_trust_prompt(spec):
+            trust = ctx.ask(
+                "Trust this file?",
+                f"{os.path.basename(spec)} may contain pickled Python code, which runs when it is "
+                "loaded. Load it only if you trust where it came from.\n\nTrust and load it?")
+        self.load_started = time.perf_counter()
+        self.pending = (spec, shape, dtype)
+        self.pending_options = dict(options)
+        return ctx.tasks.run(f"loading {spec}", sess.load_and_analyse, spec, shape, dtype, trust,
+                             model, ctx.ui.view.aspect(), meta=meta, options=dict(options),
+                             on_done=self.show_session, on_failed=self.offer_meta)
+
+    def offer_meta(self, task):
+        """A model too large for memory: offer its structure alone (meta device, no weights)."""
+        if getattr(task, "error_type", None) != "TooLargeError" or not self.pending or self.ctx.headless:
+            return
+        spec, shape, dtype = self.pending
+        if self.ctx.ask("Analyse without weights?",
+                        f"{spec} does not fit in memory. Analyse its structure on the meta device "
+                        "instead? (no weights are loaded: the graph and its groups are shown, "
+                        "pruning is off)", default_yes=True):
+            self.open_model(spec, shape, dtype, meta=True, options=self.pending_options)
+
+    # ---------------------------------------------------------------------- attention
+    def set_attention(self, mode: str):
+        """Analyse the loaded model again with attention grouped by ``mode`` ("heads": whole
+        heads, "head_dim": dimensions inside every head) on the worker, like a load (progress,
+        Cancel, errors in a dialog). The graph, groups and table are replaced; a pruned result of
+        the old analysis is dropped, as its groups no longer exist. Without a model the choice
+        applies to the next load."""
+        ctx, s = self.ctx, self.ctx.session
+        if s is None or sess.attention_mode(s) == mode:
+            return None
+        if ctx.busy:
+            ctx.status("busy: cancel the running task first")
+            self.sync_attention()
+            return None
+        self.pending = None  # not a new model: nothing to add to File > Open recent
+        t = ctx.tasks.run(f"analysing again ({ATTENTION_TEXT.get(mode, mode)})", sess.reanalyse, s,
+                          {"attention": mode}, ctx.ui.view.aspect(),
+                          on_done=lambda new, old=s: self._on_reanalysed(old, new))
+        if t is None:
+            self.sync_attention()
+        return t
+
+    def _on_reanalysed(self, old, new):
+        ctx, ui = self.ctx, self.ctx.ui
+        if ctx.session is not old:
+            return
+        locked = set(ui.targets.locked)  # group roots: module names survive the new analysis
+        self.show_session(new)
+        for g in new.dg.groups:
+            if g.root in locked:
+                ui.groups.set_locked(g.id, True)
+        ui.targets.locked = ui.groups.locked_roots()
+        mode = sess.attention_mode(new)
+        msg = (f"attention pruned by {ATTENTION_TEXT.get(mode, mode).lower()}: "
+               f"{len(new.dg.prunable_groups)} prunable groups")
+        if old.result is not None:
+            msg += "; the pruned result of the previous analysis was dropped (prune again)"
+        ctx.log(msg)
+        ctx.status(msg)
+
+    def sync_attention(self):
+        """The targets panel shows the loaded model's attention analysis."""
+        s = self.ctx.session
+        if s is not None:
+            self.ctx.ui.targets.set_attention(sess.attention_mode(s), s.n_attention > 0)
+
+    # ---------------------------------------------------------------------- showing
+    def show_session(self, s):
+        """Make ``s`` (a gui.jobs.session.Session) the window's model: graph, tables, info."""
+        ctx, ui = self.ctx, self.ctx.ui
+        t = time.perf_counter()
+        ctx.session = s
+        ui.view.set_graph(s.dg.graph, s.layout)
+        ui.view.fit()
+        s.seconds["draw"] = time.perf_counter() - t
+        ui.groups.set_rows(s.rows)
+        ui.details.show_node(None, None)
+        ui.targets.locked = []
+        ui.targets.clear_overrides()  # module names of the previous model
+        n_nodes, n_groups = s.dg.graph.number_of_nodes(), len(s.dg.prunable_groups)
+        blocked = s.dg.blocked_ops
+        lines = [(f"input {s.inputs.describe()}", ""),
+                 (f"{n_nodes} nodes, {len(s.dg.groups)} groups, {n_groups} prunable", ""),
+                 (f"blocked ops: {', '.join(blocked)}", "error") if blocked else ("no blocked ops", "")]
+        if s.n_attention:
+            mode = sess.attention_mode(s)
+            lines.append((f"attention: {s.n_attention} layer(s), pruned by "
+                          f"{ATTENTION_TEXT.get(mode, mode).lower()}", ""))
+        if s.meta:
+            lines.append(("meta device: structure only, no weights; pruning is off", "bold"))
+        ui.side.show_info(s.spec, lines)
+        self.sync_attention()
+        ui.window.setWindowTitle(f"PruneStudio — {s.spec}")
+        ctx.log(f"loaded {s.spec}: {n_nodes} nodes, {n_groups} prunable groups "
+                f"({', '.join(f'{k} {v:.2f}s' for k, v in s.seconds.items())})")
+        ctx.status(f"{s.spec}: {n_nodes} nodes, {n_groups} prunable groups")
+        if s.spec not in ("demo",) and not s.meta and self.pending:
+            self.add_recent(s.spec, self.pending[1], self.pending[2])
+        ctx.sessionChanged.emit(s)
+        ctx.changed()
+        ctx.modelReady.emit()
+
+    # ---------------------------------------------------------------------- recent files
+    def recent(self) -> list:
+        r = self.ctx.settings.value("recent", [])
+        return [r] if isinstance(r, str) else list(r or [])
+
+    def add_recent(self, spec, shape, dtype):
+        item = f"{spec}|{shape}|{dtype}"
+        r = [item] + [x for x in self.recent() if x != item]
+        self.ctx.settings.setValue("recent", r[:MAX_RECENT])
+        self.fill_recent()
+
+    def set_recent_menu(self, menu):
+        self.recent_menu = menu
+        self.fill_recent()
+
+    def fill_recent(self):
+        if self.recent_menu is None:
+            return
+        self.recent_menu.clear()
+        for item in self.recent():
+            spec, shape, dtype = (item.split("|") + ["", "", ""])[:3]
+            self.recent_menu.addAction(f"{spec}  [{shape}]",
+                                       lambda s=spec, sh=shape, d=dtype: self.open_model(s, sh, d or "float32"))
+        self.recent_menu.setEnabled(bool(self.recent()))

@@ -1,0 +1,131 @@
+"""Pruning: the live estimate of the targets, Prune on the worker (progress, Cancel), the result
+on the graph and in the charts, and Undo back to the original model. The pruning itself is
+core's (gui.jobs.session.prune calls core.pipeline.prune_model)."""
+from __future__ import annotations
+
+from PySide6.QtCore import QObject
+
+from core import pipeline
+
+from ..jobs import session as sess, worker
+
+REMOVED_LEGEND = "graph colours: fraction of channels removed (green 0% · amber 50% · red 100%)"
+
+
+class PruneController(QObject):
+    def __init__(self, ctx, parent=None):
+        super().__init__(parent)
+        self.ctx = ctx
+        self.latency_runs = 10
+        self._est_task: worker.Task | None = None
+        self._est_pending = False
+        self._est_session = None
+        ui = ctx.ui
+        ui.side.prune_btn.clicked.connect(self.prune)
+        ui.targets.settingsChanged.connect(self.update_estimate)
+        ui.groups.locksChanged.connect(self._on_locks)
+        ctx.sessionChanged.connect(self._on_session)
+        ctx.stateChanged.connect(self._refresh)
+
+    def _refresh(self):
+        s = self.ctx.session
+        self.ctx.ui.side.prune_btn.setEnabled(s is not None and not s.meta and not self.ctx.busy)
+
+    def _on_session(self, _s):
+        self.ctx.ui.charts.clear()
+        self.ctx.ui.side.hide_legend()
+        self.update_estimate()
+
+    def _on_locks(self):
+        ui = self.ctx.ui
+        ui.targets.locked = ui.groups.locked_roots()
+        self.update_estimate()
+
+    # ---------------------------------------------------------------------- estimate
+    def update_estimate(self):
+        """Estimate params/FLOPs of the current settings with core.pipeline.estimate on a worker
+        (it plans the whole model: ~0.1-0.5 s on big nets). One runs at a time; the last
+        setting wins and stale answers are dropped."""
+        s = self.ctx.session
+        if s is None or s.meta or s.cost is None:
+            return
+        if self._est_task is not None:
+            self._est_pending = True
+            return
+        t = worker.Task("estimate", pipeline.estimate, s.dg, s.model, self.ctx.ui.targets.settings(),
+                        s.cost, with_callbacks=False)
+        # bound slots (not lambdas): Qt drops them if the window is gone before the answer
+        t.finished.connect(self._on_estimate)
+        t.failed.connect(self._on_estimate_failed)
+        t.done.connect(self._on_estimate_done)
+        self._est_task, self._est_session = t, s
+        worker.start(t)
+
+    def _on_estimate(self, pf):
+        s = self._est_session
+        if s is not self.ctx.session or self._est_pending:
+            return  # computed for an older model or setting
+        self.ctx.ui.targets.show_estimate(s.cost.base_params, s.cost.base_flops, *pf)
+        self.ctx.estimateReady.emit(pf)
+
+    def _on_estimate_failed(self, msg, _tb):
+        if not self._est_pending:
+            self.ctx.ui.targets.show_estimate_error(msg)
+
+    def _on_estimate_done(self):
+        self._est_task = None
+        if self._est_pending:
+            self._est_pending = False
+            self.update_estimate()
+
+    # ---------------------------------------------------------------------- pruning
+    def prune(self):
+        ctx, s = self.ctx, self.ctx.session
+        if s is None or ctx.busy:
+            return None
+        if s.meta:
+            ctx.show_error("Prune", "this model was analysed on the meta device (structure only, "
+                           "no weights): load it with its weights to prune it")
+            return None
+        targets = ctx.ui.targets
+        settings = targets.settings()
+        ctx.log(f"pruning with {settings.to_json()}")
+        return ctx.tasks.run("pruning", sess.prune, s, settings, targets.device_name(),
+                             self.latency_runs, on_done=self.show_result)
+
+    def show_result(self, result):
+        """``result`` (a PruneResult of the current session) on the graph, charts and status."""
+        ctx, ui, s = self.ctx, self.ctx.ui, self.ctx.session
+        s.result = result
+        ui.view.set_overlay(sess.removed_fractions(s, result))
+        ui.charts.show_result(result)
+        ui.tabs.setCurrentWidget(ui.charts)
+        b, a = result.before, result.after
+        sp = f", {b.latency_ms / a.latency_ms:.2f}× faster" if b.latency_ms and a.latency_ms else ""
+        msg = (f"pruned: params {b.params:,} → {a.params:,}, FLOPs -{1 - a.flops / max(b.flops, 1):.0%}{sp}"
+               f" — {result.verify.message if result.verify else 'not verified'}")
+        ctx.log(msg)
+        for root, why in (getattr(result, "excluded", {}) or {}).items():
+            ctx.log(f"left unpruned: group {root} — {why}")
+        ctx.status(msg + "  (Ctrl+Z: back to the original)")
+        ui.side.show_legend(REMOVED_LEGEND)
+        ctx.changed()
+        ctx.pruneFinished.emit(result)
+        ctx.resultChanged.emit(result)
+
+    def undo(self):
+        ctx, ui, s = self.ctx, self.ctx.ui, self.ctx.session
+        if s is None or s.result is None:
+            return
+        s.result = None
+        ui.view.set_overlay(None)
+        ui.side.hide_legend()
+        ui.charts.clear()
+        ctx.resultChanged.emit(None)  # the accuracy controller drops its evaluation, shows its overlay
+        ctx.log("back to the original model")
+        ctx.status("original model")
+        ctx.changed()
+
+    def shutdown(self):
+        if self._est_task is not None:
+            self._est_task.cancel()

@@ -1,0 +1,101 @@
+"""The window's one cancellable background task (load, analysis, pruning, export, sensitivity):
+progress in the status bar, Cancel, and every failure reported in a dialog and the log file.
+
+Only one runs at a time, so a user's model is never touched by two jobs at once; the estimate
+and the evaluation run beside it as their own small tasks (see the prune and accuracy
+controllers)."""
+from __future__ import annotations
+
+import logging
+import time
+
+from PySide6.QtCore import QObject, Signal
+
+from .. import applog
+from ..jobs import worker
+
+log = logging.getLogger("prunestudio.gui")
+
+
+class TaskRunner(QObject):
+    idle = Signal()  # the task ended (any outcome), before its result is handled
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.ctx = ctx
+        self.task: worker.Task | None = None
+        self._on_done = None
+        self._on_failed = None
+
+    def run(self, name, fn, *args, on_done, on_failed=None, with_callbacks=True,
+            **kwargs) -> worker.Task | None:
+        """Start ``fn(*args, **kwargs)`` on the worker; ``on_done(result)`` runs on the GUI thread,
+        ``on_failed(task)`` after the error was shown. None when another task is running."""
+        ui = self.ctx.ui
+        if self.task is not None:
+            self.ctx.status("busy: cancel the running task first")
+            return None
+        t = worker.Task(name, fn, *args, with_callbacks=with_callbacks, **kwargs)
+        t.progress.connect(self._on_progress)
+        t.finished.connect(self._on_finished)
+        t.failed.connect(self._on_failed_task)
+        t.cancelled.connect(self._on_cancelled)
+        self.task, self._on_done, self._on_failed = t, on_done, on_failed
+        ui.progress.setRange(0, 0)
+        ui.progress.setVisible(True)
+        ui.cancel_btn.setVisible(True)
+        self.ctx.status(f"{name}…")
+        self.ctx.changed()
+        worker.start(t)
+        return t
+
+    def cancel(self) -> bool:
+        """Ask the running task to stop; False when none runs."""
+        if self.task is None:
+            return False
+        self.ctx.log(f"cancelling {self.task.name}…")
+        self.task.cancel()
+        return True
+
+    def _on_progress(self, stage, done, total, message):
+        ui = self.ctx.ui
+        if total > 0:
+            ui.progress.setRange(0, total)
+            ui.progress.setValue(done)
+        self.ctx.status(f"{stage}: {message}" if message else stage)
+        if message:
+            ui.logbox.appendPlainText(time.strftime("%H:%M:%S  ") + f"[{stage}] {message}")
+
+    def _finish(self):
+        ui = self.ctx.ui
+        self.task, self._on_done, self._on_failed = None, None, None
+        ui.progress.setVisible(False)
+        ui.cancel_btn.setVisible(False)
+        self.idle.emit()
+        self.ctx.changed()
+
+    def _on_finished(self, result):
+        cb = self._on_done
+        self._finish()  # free the window first: the callback's listeners may start the next task
+        cb(result)
+
+    def _on_failed_task(self, msg, tb):
+        t, hook = self.task, self._on_failed
+        name = t.name if t else "task"
+        internal = bool(getattr(t, "internal", False))
+        self._finish()
+        if internal:  # a crash, not bad input: the traceback goes to the log file
+            log.error("%s crashed: %s\n%s", name, msg, tb)
+            applog.flush()
+            where = self.ctx.log_file or "the log"
+            msg = f"internal error: {msg}\n\nThe details were written to {where}."
+        self.ctx.taskFailed.emit(msg)
+        self.ctx.show_error(f"{name} failed", msg)
+        if hook is not None and t is not None:
+            hook(t)
+
+    def _on_cancelled(self):
+        self._finish()
+        self.ctx.log("cancelled; the original model is unchanged")
+        self.ctx.status("cancelled")
+        self.ctx.taskCancelled.emit()
