@@ -27,7 +27,8 @@ _PUBLIC = {
     "register_op": "core.ops.registry", "register_leaf_module": "core.ops.registry",
     "make_inputs": "core.trace.inputs", "ExampleInputs": "core.trace.inputs",
     "measure": "core.metrics", "count_flops": "core.metrics", "count_params": "core.metrics",
-    "load_model": "core.io.sources", "load_inputs": "core.io.sources",
+    "load_model": "core.io.sources", "load_inputs": "core.io.inputs", "EXPORTERS": "core.io.exporters",
+    "SOURCES": "core.io.sources",
     "PruneStudioError": "core.errors", "Cancelled": "core.errors",
 }
 

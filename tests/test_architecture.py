@@ -112,3 +112,12 @@ def test_registering_modules_are_listed_once(name, path):
     if _registers(path):
         assert name in listed, f"{name} registers handlers but is not listed in core/families.py"
     assert listed.count(name) <= 1
+
+
+def test_public_api_resolves_without_importing_torch_up_front():
+    """Every name core/__init__ promises exists; importing core alone stays cheap."""
+    code = ("import sys, core; assert 'torch' not in sys.modules, 'import core pulled in torch'\n"
+            "missing = [n for n in core.__all__ if getattr(core, n, None) is None]\n"
+            "assert not missing, missing")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
