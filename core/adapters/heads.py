@@ -4,7 +4,8 @@ Vision attention modules (torchvision Swin/MaxViT, timm) compute sizes such as `
 or read ``self.head_dim`` inside ``forward``, which a trace cannot follow. They are therefore traced
 as *leaf modules* (``register_leaf_module``): a handler states their channel semantics with
 :func:`couple_heads`, and after pruning an updater rewrites the attributes and switches the module to
-a pruned subclass whose ``forward`` infers its sizes from the weights.
+a pruned subclass whose ``forward`` infers its sizes from the weights. Adapters declare both with an
+``AttentionSpec`` (``core.adapters.attention_spec``); this module holds the atom-level pieces.
 
 Two structures are offered (analysis option ``attention``):
 
@@ -37,9 +38,10 @@ def couple_heads(ctx, call, module_name: str, q, k, v, out_cols, per_head=(), pe
     ``q``, ``k``, ``v``: (heads, head_dim) atoms of the projection rows; ``out_cols``: (heads,
     head_dim) atoms of the output projection's columns; ``also_out``: more arrays laid out like the
     attention output (a gate's rows, a norm's weight); ``per_head``: (heads,) atom arrays of
-    per-head parameters; ``per_dim``: (head_dim,) atom arrays of parameters shared by all heads (a q/k norm), which make
-    head-dimension pruning approximate (``approx_dim`` says why). A virtual slot per module
-    (``num_heads`` / ``head_dim``) carries the kept count to the module's updater.
+    per-head parameters; ``per_dim``: (head_dim,) atom arrays of parameters shared by all heads (a
+    q/k norm). ``approx_dim`` says why removing head dimensions is approximate (a normalisation or
+    a softmax over them), if it is. A virtual slot per module (``num_heads`` / ``head_dim``)
+    carries the kept count to the module's updater.
     """
     heads, dim = q.shape
     outs = [out_cols, *also_out]
@@ -49,7 +51,7 @@ def couple_heads(ctx, call, module_name: str, q, k, v, out_cols, per_head=(), pe
             parts = [q[:, j], k[:, j], v[:, j], slot[j:j + 1]] + [o[:, j] for o in outs]
             parts += [p[j:j + 1] for p in per_dim]
             ctx.table.join_all(np.concatenate(parts))
-        if per_dim and approx_dim:
+        if approx_dim:
             ctx.table.mark_approx(np.concatenate([q.ravel(), k.ravel()]), ctx.reason(call, approx_dim))
         return
     slot = ctx.table.virtual_slot(module_name, "num_heads", heads).atoms
@@ -67,33 +69,21 @@ def switch_class(m, base: type, pruned: type) -> None:
         m.__class__ = pruned
 
 
-def feed_input(ctx, call, x, weight_cols) -> None:
-    """The module reads ``x``'s last dim through a projection's columns; other labelled dims of
-    ``x`` cannot be followed through the leaf and are blocked."""
-    last = x.ndim - 1
+def feed_input(ctx, call, x, weight_cols, dim: int | None = None) -> None:
+    """The module reads ``x``'s channel dim (``dim``, default the last) through a projection's
+    columns; other labelled dims of ``x`` cannot be followed through the leaf and are blocked."""
+    dim = x.ndim - 1 if dim is None else dim
     for lab in ctx.labels(x):
-        if lab.dims != (last,):
+        if lab.dims != (dim,):
             ctx.table.block(lab.atoms, ctx.reason(call, "channels on a dim the attention module "
                                                   "treats as tokens"))
-    ctx.table.join(ctx.dim_atoms(x, last, call), weight_cols,
+    ctx.table.join(ctx.dim_atoms(x, dim, call), weight_cols,
                    ctx.reason(call, "attention input features"))
 
 
-def emit_output(ctx, call, out, proj_weight, proj_bias) -> None:
-    """The output's last dim is the output projection's rows (and bias)."""
-    rows = ctx.dim_atoms(proj_weight, 0, call, role="out")
-    if proj_bias is not None:
-        ctx.table.join(rows, ctx.dim_atoms(proj_bias, 0, call, role="out"), ctx.reason(call, "bias"))
-    ctx.set(out, [Labeling((out.ndim - 1,), rows)])
-
-
-def qkv_rows(ctx, call, weight, bias, heads: int):
-    """(q, k, v) atoms, each (heads, head_dim), of a packed ``[q; k; v]`` projection."""
-    rows = ctx.dim_atoms(weight, 0, call, role="out")
-    if bias is not None:
-        ctx.table.join(rows, ctx.dim_atoms(bias, 0, call, role="out"), ctx.reason(call, "bias"))
-    q, k, v = rows.reshape(3, heads, -1)
-    return q, k, v
+def emit_output(ctx, out, rows, dim: int | None = None) -> None:
+    """The output's channel dim (``dim``, default the last) is the output projection's ``rows``."""
+    ctx.set(out, [Labeling((out.ndim - 1 if dim is None else dim,), rows)])
 
 
 def norm_weights(mod):
@@ -104,10 +94,10 @@ def norm_weights(mod):
     return ts if all(t.ndim == 1 for t in ts) else None
 
 
-def proj_rows(ctx, call, lin, bias=None):
-    """Atoms of a projection's output rows, joined with its bias (``lin.bias`` or ``bias``)."""
+def proj_rows(ctx, call, lin):
+    """Atoms of a projection's output rows, joined with its bias."""
     rows = ctx.dim_atoms(lin.weight, 0, call, role="out")
-    b = bias if bias is not None else getattr(lin, "bias", None)
+    b = getattr(lin, "bias", None)
     if b is not None:
         ctx.table.join(rows, ctx.dim_atoms(b, 0, call, role="out"), ctx.reason(call, "bias"))
     return rows
@@ -120,9 +110,3 @@ def proj_cols(ctx, call, lin, heads):
 
 def is_linear(m) -> bool:
     return isinstance(m, nn.Linear)
-
-
-def mark_dims_approx(ctx, call, q, k, why):
-    if attention_mode(ctx) == "head_dim":
-        ctx.table.mark_approx(np.concatenate([q.ravel(), k.ravel()]), ctx.reason(call, why))
-

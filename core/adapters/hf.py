@@ -41,7 +41,7 @@ def _tf():
 
 def _hf_root(ctx):
     """The traced model when it is a Hugging Face ``PreTrainedModel`` (cached per trace), else None."""
-    t = getattr(ctx, "_t", None)
+    t = getattr(ctx, "tracer", None)
     if t is None:
         return None
     cached = t.__dict__.get("_ps_hf_root", _MISSING)
@@ -63,7 +63,7 @@ def _trigger(ctx, call, x):
     d = x.ndim - 1
     for lab in ctx.labels(x):
         if lab.dims == (d,):
-            seen = ctx._t.__dict__["_ps_hf_seen"]
+            seen = ctx.tracer.__dict__["_ps_hf_seen"]
             if any(a is lab.atoms for a in seen):
                 return
             seen.append(lab.atoms)

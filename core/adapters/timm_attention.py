@@ -13,11 +13,24 @@ import torch.nn.functional as F
 from torch import nn
 
 import timm.layers
-from core.adapters.heads import couple_heads, emit_output, feed_input, norm_weights, qkv_rows, switch_class
-from core.ops.registry import register_leaf_module, register_op
-from core.prune.apply import register_module_updater
+from core.adapters.attention_spec import AttentionSpec, HeadParts, fused, register_attention
+from core.adapters.heads import norm_weights, proj_rows
 
 TimmAttention = timm.layers.Attention
+
+
+def attend(m, x, q, k, v, attn_mask=None, is_causal=False):
+    """What timm's ``Attention`` and ``EvaAttention`` do once q, k and v are ready (normed,
+    rotated), with the widths read off the tensors: fused attention at the original scale, output
+    norm, gate, output projection."""
+    y = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=attn_mask, is_causal=is_causal,
+        dropout_p=m.attn_drop.p if m.training else 0.0, scale=m.scale)
+    b, n = x.shape[:2]
+    y = m.norm(y.transpose(1, 2).reshape(b, n, -1))
+    if getattr(m, "gate", None) is not None:
+        y = y * m.gate(x).sigmoid()
+    return m.proj_drop(m.proj(y))
 
 
 class PrunedTimmAttention(TimmAttention):
@@ -25,18 +38,34 @@ class PrunedTimmAttention(TimmAttention):
 
     def forward(self, x, attn_mask=None, is_causal=False):
         b, n, _ = x.shape
-        gate = getattr(self, "gate", None)
-        gate = gate(x).sigmoid() if gate is not None else None
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        q, k = self.q_norm(q), self.k_norm(k)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, is_causal=is_causal and attn_mask is None,
-            dropout_p=self.attn_drop.p if self.training else 0.0, scale=self.scale)
-        y = self.norm(y.transpose(1, 2).reshape(b, n, -1))
-        if gate is not None:
-            y = y * gate
-        return self.proj_drop(self.proj(y))
+        return attend(self, x, self.q_norm(q), self.k_norm(k), v, attn_mask, is_causal and attn_mask is None)
 
+
+def gate_and_norms(ctx, call, m, rows) -> HeadParts:
+    """timm's optional gate (a linear of the input, one row per attention channel), output norm
+    (``scale_norm``: per channel, but normalising across all heads) and q/k norms (per head
+    dimension, shared by every head)."""
+    heads = rows.q.shape[0]
+    parts = HeadParts()
+    gate = getattr(m, "gate", None)
+    if gate is not None:
+        parts.also_out.append(proj_rows(ctx, call, gate).reshape(heads, -1))
+        parts.feeds.append(gate.weight)
+    norm = norm_weights(m.norm)
+    parts.also_out += [ctx.dim_atoms(t, 0, call, role="in").reshape(heads, -1) for t in norm]
+    if norm:
+        ctx.table.mark_approx(np.concatenate([rows.q.ravel(), rows.k.ravel(), rows.v.ravel()]), ctx.reason(
+            call, "the output norm (scale_norm) normalises across all heads"))
+    parts.per_dim = [ctx.dim_atoms(t, 0, call, role="in") for n in ("q_norm", "k_norm")
+                     for t in norm_weights(getattr(m, n))]
+    if parts.per_dim:
+        parts.dim_approx = "q/k norms normalise over the head dimension"
+    return parts
+
+
+def norms_known(m) -> bool:
+    return all(norm_weights(getattr(m, n)) is not None for n in ("q_norm", "k_norm", "norm"))
 
 
 def _accepts(m) -> bool:
@@ -46,50 +75,14 @@ def _accepts(m) -> bool:
           and m.qkv.out_features == 3 * m.num_heads * m.head_dim
           and m.proj.in_features == m.num_heads * m.head_dim)
     gate = getattr(m, "gate", None)
-    return ok and (gate is None or isinstance(gate, nn.Linear)) and all(
-        norm_weights(getattr(m, n, nn.Identity())) is not None for n in ("q_norm", "k_norm", "norm"))
+    return ok and (gate is None or isinstance(gate, nn.Linear)) and norms_known(m)
 
 
-for _cls in (TimmAttention, PrunedTimmAttention):
-    register_leaf_module(_cls, "timm_attention", _accepts)
-
-
-@register_op("timm_attention")
-def _timm_op(ctx, call):
-    m, x = call.func, call.args[0]
-    heads = m.num_heads
-    q, k, v = qkv_rows(ctx, call, m.qkv.weight, m.qkv.bias, heads)
-    cols = ctx.dim_atoms(m.proj.weight, 1, call, role="in").reshape(heads, -1)
-    also = []
-    gate = getattr(m, "gate", None)
-    if gate is not None:
-        also.append(ctx.dim_atoms(gate.weight, 0, call, role="in").reshape(heads, -1))
-        if gate.bias is not None:
-            also.append(ctx.dim_atoms(gate.bias, 0, call, role="in").reshape(heads, -1))
-    norm = norm_weights(m.norm)
-    for t in norm:
-        also.append(ctx.dim_atoms(t, 0, call, role="in").reshape(heads, -1))
-    if norm:
-        ctx.table.mark_approx(np.concatenate([q.ravel(), k.ravel(), v.ravel()]), ctx.reason(
-            call, "the output norm (scale_norm) normalises across all heads"))
-    per_dim = [ctx.dim_atoms(t, 0, call, role="in") for n in ("q_norm", "k_norm")
-               for t in norm_weights(getattr(m, n))]
-    couple_heads(ctx, call, call.scope, q, k, v, cols, per_dim=per_dim, also_out=also,
-                 approx_dim="q/k norms normalise over the head dimension")
-    feed_input(ctx, call, x, ctx.dim_atoms(m.qkv.weight, 1, call, role="in"))
-    if gate is not None:
-        feed_input(ctx, call, x, ctx.dim_atoms(gate.weight, 1, call, role="in"))
-    emit_output(ctx, call, call.out_tensors[0], m.proj.weight, m.proj.bias)
-
-
-@register_module_updater(TimmAttention)
-def _timm_update(m, virtual):
-    m.num_heads = virtual.get("num_heads", m.num_heads)
-    m.head_dim = m.proj.weight.shape[1] // m.num_heads
+def _attn_dim(m, virtual):
     if hasattr(m, "attn_dim"):
         m.attn_dim = m.num_heads * m.head_dim
-    switch_class(m, TimmAttention, PrunedTimmAttention)
 
 
-
-
+register_attention(AttentionSpec(
+    classes={TimmAttention: PrunedTimmAttention}, op="timm_attention", qkv=fused("qkv"),
+    accepts=_accepts, parts=gate_and_norms, head_dim="head_dim", update=_attn_dim))

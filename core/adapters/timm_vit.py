@@ -3,10 +3,11 @@ the ViT-family ones. ``core.adapters.timm_hybrid`` has the hybrid/class-attentio
 
 Like timm's ``Attention`` (``core.adapters.timm_attention``), these modules reshape with ``self.num_heads``,
 ``C // num_heads`` or the *input* width ``C`` (``x.transpose(1, 2).reshape(B, N, C)``), which ties
-the residual stream to the attention width and hides both from a trace. Each is traced as one op
-(``core.adapters.heads``); once pruned it switches to a subclass (same parameters, same
-state-dict keys) whose ``forward`` reads the widths from its weights and keeps the original softmax
-scale, so pruning whole heads, or the same dimensions of every head, stays exact.
+the residual stream to the attention width and hides both from a trace. Each is declared as an
+``AttentionSpec`` (``core.adapters.attention_spec``): traced as one op and, once pruned, switched to
+a subclass (same parameters, same state-dict keys) whose ``forward`` reads the widths from its
+weights and keeps the original softmax scale, so pruning whole heads, or the same dimensions of
+every head, stays exact.
 
 - ``EvaAttention`` (EVA, EVA-02 and the models built on it): fused or separate q/k/v, ``q_bias`` /
   ``k_bias`` / ``v_bias``, rotary embeddings, q/k norms, output norm, gate. Rotary embeddings are
@@ -34,45 +35,27 @@ from timm.layers import pos_embed_rel
 from timm.models import beit, eva, maxxvit
 from timm.models import swin_transformer_v2 as swinv2
 
-from core.adapters.heads import (norm_weights, proj_rows, proj_cols, is_linear, mark_dims_approx, attention_mode, couple_heads, emit_output, feed_input, qkv_rows,
-                              switch_class)
-from core.ops.atoms import Labeling
-from core.ops.registry import register_leaf_module, register_op
+from core.adapters.attention_spec import AttentionSpec, fused, register_attention, separate
+from core.adapters.heads import attention_mode, is_linear
+from core.adapters.timm_attention import attend, gate_and_norms, norms_known
 from core.prune.apply import register_module_updater
-
-# ---- shared pieces ---------------------------------------------------------------------------
-
-
-
-def _split_biases(ctx, call, m, q, k, v):
-    """``q_bias`` / ``k_bias`` (a buffer of zeros) / ``v_bias`` of a bias-free fused qkv."""
-    for name, rows in (("q_bias", q), ("k_bias", k), ("v_bias", v)):
-        t = getattr(m, name, None)
-        if t is not None:
-            ctx.table.join(rows.ravel(), ctx.dim_atoms(t, 0, call, role="out"), ctx.reason(call, "bias"))
-
-
-def _fused_bias(m):
-    return None if getattr(m, "q_bias", None) is None else torch.cat((m.q_bias, m.k_bias, m.v_bias))
-
-
-def _fused_qkv(m, x):
-    """timm's fused qkv with separate q/k/v biases, as its modules compute it."""
-    bias = _fused_bias(m)
-    if bias is None:
-        return m.qkv(x)
-    if getattr(m, "qkv_bias_separate", False):
-        return m.qkv(x) + bias
-    return F.linear(x, m.qkv.weight, bias)
 
 
 def _fused_heads(m, x):
-    """(q, k, v), each (batch, heads, tokens, head_dim), from a fused qkv of a (b, n, c) input."""
+    """(q, k, v), each (batch, heads, tokens, head_dim), of timm's fused qkv with optional separate
+    q/k/v biases, as its modules compute it."""
     b, n, _ = x.shape
-    return _fused_qkv(m, x).reshape(b, n, 3, m.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+    bias = None if getattr(m, "q_bias", None) is None else torch.cat((m.q_bias, m.k_bias, m.v_bias))
+    if bias is None:
+        qkv = m.qkv(x)
+    elif getattr(m, "qkv_bias_separate", False):
+        qkv = m.qkv(x) + bias
+    else:
+        qkv = F.linear(x, m.qkv.weight, bias)
+    return qkv.reshape(b, n, 3, m.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
 
 
-
+TIMM_QKV = fused("qkv", split_bias=True)
 
 
 # ---- EVA -------------------------------------------------------------------------------------
@@ -83,7 +66,6 @@ class PrunedEvaAttention(eva.EvaAttention):
 
     def forward(self, x, rope=None, attn_mask=None, is_causal=False):
         b, n, _ = x.shape
-        gate = self.gate(x).sigmoid() if self.gate is not None else None
         if self.qkv is not None:
             q, k, v = _fused_heads(self, x)
         else:
@@ -94,64 +76,31 @@ class PrunedEvaAttention(eva.EvaAttention):
             npt, half = self.num_prefix_tokens, getattr(self, "rotate_half", False)
             q = torch.cat([q[:, :, :npt], apply_rot_embed_cat(q[:, :, npt:], rope, half=half)], 2).type_as(v)
             k = torch.cat([k[:, :, :npt], apply_rot_embed_cat(k[:, :, npt:], rope, half=half)], 2).type_as(v)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, is_causal=is_causal,
-            dropout_p=self.attn_drop.p if self.training else 0.0, scale=self.scale)
-        y = self.norm(y.transpose(1, 2).reshape(b, n, -1))
-        if gate is not None:
-            y = y * gate
-        return self.proj_drop(self.proj(y))
+        return attend(self, x, q, k, v, attn_mask, is_causal)
 
 
 def _eva_accepts(m) -> bool:
     projs = [m.qkv] if m.qkv is not None else [m.q_proj, m.k_proj, m.v_proj]
     return (all(is_linear(p) for p in projs) and is_linear(m.proj)
-            and (m.gate is None or is_linear(m.gate))
-            and all(norm_weights(getattr(m, n)) is not None for n in ("q_norm", "k_norm", "norm")))
+            and (m.gate is None or is_linear(m.gate)) and norms_known(m))
 
 
-for _cls in (eva.EvaAttention, PrunedEvaAttention):
-    register_leaf_module(_cls, "timm_eva_attention", _eva_accepts)
+_EVA_SEPARATE = separate("q_proj", "k_proj", "v_proj")
 
 
-@register_op("timm_eva_attention")
-def _eva_op(ctx, call):
-    m, x = call.func, call.args[0]
-    heads = m.num_heads
-    if m.qkv is not None:
-        q, k, v = qkv_rows(ctx, call, m.qkv.weight, m.qkv.bias, heads)
-        _split_biases(ctx, call, m, q, k, v)
-        ins = [m.qkv]
-    else:
-        q, k, v = (proj_rows(ctx, call, p).reshape(heads, -1) for p in (m.q_proj, m.k_proj, m.v_proj))
-        ins = [m.q_proj, m.k_proj, m.v_proj]
-    also = []
-    if m.gate is not None:
-        also.append(proj_rows(ctx, call, m.gate).reshape(heads, -1))
-        ins.append(m.gate)
-    norm = norm_weights(m.norm)
-    for t in norm:
-        also.append(ctx.dim_atoms(t, 0, call, role="in").reshape(heads, -1))
-    if norm:
-        ctx.table.mark_approx(np.concatenate([q.ravel(), k.ravel(), v.ravel()]), ctx.reason(
-            call, "the output norm (scale_norm) normalises across all heads"))
-    per_dim = [ctx.dim_atoms(t, 0, call, role="in") for n in ("q_norm", "k_norm")
-               for t in norm_weights(getattr(m, n))]
-    couple_heads(ctx, call, call.scope, q, k, v, proj_cols(ctx, call, m.proj, heads), per_dim=per_dim,
-                 also_out=also, approx_dim="q/k norms normalise over the head dimension")
+def _eva_qkv(ctx, call, m, heads):
+    return (TIMM_QKV if m.qkv is not None else _EVA_SEPARATE)(ctx, call, m, heads)
+
+
+def _rope_rule(ctx, call, m, rows):
     if attention_mode(ctx) == "head_dim" and getattr(ctx.root, "rope", True) is not None:
-        ctx.table.block(np.concatenate([q.ravel(), k.ravel()]), ctx.reason(
+        ctx.table.block(np.concatenate([rows.q.ravel(), rows.k.ravel()]), ctx.reason(
             call, "rotary embeddings are computed outside the module for the original head width"))
-    for p in ins:
-        feed_input(ctx, call, x, ctx.dim_atoms(p.weight, 1, call, role="in"))
-    emit_output(ctx, call, call.out_tensors[0], m.proj.weight, m.proj.bias)
 
 
-@register_module_updater(eva.EvaAttention)
-def _eva_update(m, virtual):
-    m.num_heads = virtual.get("num_heads", m.num_heads)
-    m.head_dim = m.proj.weight.shape[1] // m.num_heads
-    switch_class(m, eva.EvaAttention, PrunedEvaAttention)
+register_attention(AttentionSpec(
+    classes={eva.EvaAttention: PrunedEvaAttention}, op="timm_eva_attention", qkv=_eva_qkv,
+    accepts=_eva_accepts, parts=gate_and_norms, rules=_rope_rule, head_dim="head_dim"))
 
 
 # ---- BEiT ------------------------------------------------------------------------------------
@@ -171,35 +120,20 @@ class PrunedBeitAttention(beit.Attention):
         return self.proj_drop(self.proj(y.transpose(1, 2).reshape(b, n, -1)))
 
 
-def _beit_accepts(m) -> bool:
+def _qkv_proj_linear(m) -> bool:
     return is_linear(m.qkv) and is_linear(m.proj)
 
 
-for _cls in (beit.Attention, PrunedBeitAttention):
-    register_leaf_module(_cls, "timm_beit_attention", _beit_accepts)
-
-
-@register_op("timm_beit_attention")
-def _beit_op(ctx, call):
-    m, x = call.func, call.args[0]
-    heads = m.num_heads
-    q, k, v = qkv_rows(ctx, call, m.qkv.weight, m.qkv.bias, heads)
-    _split_biases(ctx, call, m, q, k, v)
-    per_head = []
-    if m.relative_position_bias_table is not None:
-        per_head.append(ctx.dim_atoms(m.relative_position_bias_table, 1, call, role="in"))
-    couple_heads(ctx, call, call.scope, q, k, v, proj_cols(ctx, call, m.proj, heads), per_head=per_head)
+def _shared_bias_rule(ctx, call, m, rows):
     if attention_mode(ctx) == "heads" and getattr(ctx.root, "rel_pos_bias", True) is not None:
-        ctx.table.block(q.ravel(), ctx.reason(
+        ctx.table.block(rows.q.ravel(), ctx.reason(
             call, "a relative position bias shared by all blocks has one column per head"))
-    feed_input(ctx, call, x, ctx.dim_atoms(m.qkv.weight, 1, call, role="in"))
-    emit_output(ctx, call, call.out_tensors[0], m.proj.weight, m.proj.bias)
 
 
-@register_module_updater(beit.Attention)
-def _beit_update(m, virtual):
-    m.num_heads = virtual.get("num_heads", m.num_heads)
-    switch_class(m, beit.Attention, PrunedBeitAttention)
+register_attention(AttentionSpec(
+    classes={beit.Attention: PrunedBeitAttention}, op="timm_beit_attention", qkv=TIMM_QKV,
+    accepts=_qkv_proj_linear, per_head=lambda m: [(m.relative_position_bias_table, 1)],
+    rules=_shared_bias_rule))
 
 
 # ---- Swin-V2 ---------------------------------------------------------------------------------
@@ -225,35 +159,11 @@ class PrunedWindowAttentionV2(swinv2.WindowAttention):
         return self.proj_drop(self.proj((attn @ v).transpose(1, 2).reshape(b, n, -1)))
 
 
-def _swinv2_accepts(m) -> bool:
-    return is_linear(m.qkv) and is_linear(m.proj) and is_linear(m.cpb_mlp[-1])
-
-
-for _cls in (swinv2.WindowAttention, PrunedWindowAttentionV2):
-    register_leaf_module(_cls, "timm_swinv2_attention", _swinv2_accepts)
-
-
-@register_op("timm_swinv2_attention")
-def _swinv2_op(ctx, call):
-    m, x = call.func, call.args[0]
-    heads = m.num_heads
-    q, k, v = qkv_rows(ctx, call, m.qkv.weight, m.qkv.bias, heads)
-    _split_biases(ctx, call, m, q, k, v)
-    last = m.cpb_mlp[-1]
-    per_head = [ctx.dim_atoms(last.weight, 0, call, role="in"),
-                ctx.dim_atoms(m.logit_scale, 0, call, role="in")]
-    if last.bias is not None:
-        per_head.append(ctx.dim_atoms(last.bias, 0, call, role="in"))
-    couple_heads(ctx, call, call.scope, q, k, v, proj_cols(ctx, call, m.proj, heads), per_head=per_head)
-    mark_dims_approx(ctx, call, q, k, "cosine attention normalises q and k over the head dimension")
-    feed_input(ctx, call, x, ctx.dim_atoms(m.qkv.weight, 1, call, role="in"))
-    emit_output(ctx, call, call.out_tensors[0], m.proj.weight, m.proj.bias)
-
-
-@register_module_updater(swinv2.WindowAttention)
-def _swinv2_update(m, virtual):
-    m.num_heads = virtual.get("num_heads", m.num_heads)
-    switch_class(m, swinv2.WindowAttention, PrunedWindowAttentionV2)
+register_attention(AttentionSpec(
+    classes={swinv2.WindowAttention: PrunedWindowAttentionV2}, op="timm_swinv2_attention",
+    qkv=TIMM_QKV, accepts=lambda m: _qkv_proj_linear(m) and is_linear(m.cpb_mlp[-1]),
+    per_head=lambda m: [(m.cpb_mlp[-1].weight, 0), (m.logit_scale, 0), (m.cpb_mlp[-1].bias, 0)],
+    dim_approx="cosine attention normalises q and k over the head dimension"))
 
 
 # ---- MaxViT / CoAtNet (maxxvit) --------------------------------------------------------------
@@ -261,21 +171,17 @@ def _swinv2_update(m, virtual):
 _REL_POS = (pos_embed_rel.RelPosBias, pos_embed_rel.RelPosBiasTf, pos_embed_rel.RelPosMlp)
 
 
-def _rel_pos_heads(ctx, call, rel):
-    """Per-head parameters of a maxxvit relative position module (None: unknown kind)."""
-    if rel is None:
-        return []
+def _rel_pos_params(m):
+    """Per-head tensors of a maxxvit relative position module: a bias table (a column or a row
+    per head) or the last layer of a bias MLP."""
+    rel = m.rel_pos
     if type(rel) is pos_embed_rel.RelPosBias:
-        return [ctx.dim_atoms(rel.relative_position_bias_table, 1, call, role="in")]
+        return [(rel.relative_position_bias_table, 1)]
     if type(rel) is pos_embed_rel.RelPosBiasTf:
-        return [ctx.dim_atoms(rel.relative_position_bias_table, 0, call, role="in")]
-    if type(rel) is pos_embed_rel.RelPosMlp and is_linear(rel.mlp.fc2):
-        fc2 = rel.mlp.fc2
-        out = [ctx.dim_atoms(fc2.weight, 0, call, role="in")]
-        if fc2.bias is not None:
-            out.append(ctx.dim_atoms(fc2.bias, 0, call, role="in"))
-        return out
-    return None
+        return [(rel.relative_position_bias_table, 0)]
+    if type(rel) is pos_embed_rel.RelPosMlp:
+        return [(rel.mlp.fc2.weight, 0), (rel.mlp.fc2.bias, 0)]
+    return []
 
 
 def _maxxvit_sdpa(m, q, k, v, shared_rel_pos):
@@ -311,52 +217,25 @@ class PrunedAttention2d(maxxvit.Attention2d):
         return self.proj_drop(self.proj(y))
 
 
+def _conv(m) -> bool:
+    return isinstance(m.qkv, nn.Conv2d)
+
+
 def _maxxvit_accepts(m) -> bool:
     conv = type(m) in (maxxvit.Attention2d, PrunedAttention2d)
     kind = nn.Conv2d if conv else nn.Linear
     ok = isinstance(m.qkv, kind) and isinstance(m.proj, kind)
     if conv:
         ok = ok and all(c.kernel_size == (1, 1) and c.groups == 1 for c in (m.qkv, m.proj))
-    return ok and (m.rel_pos is None or type(m.rel_pos) in _REL_POS)
+    rel = m.rel_pos
+    return ok and (rel is None or type(rel) in _REL_POS) and (
+        type(rel) is not pos_embed_rel.RelPosMlp or is_linear(rel.mlp.fc2))
 
 
-for _cls in (maxxvit.AttentionCl, PrunedAttentionCl, maxxvit.Attention2d, PrunedAttention2d):
-    register_leaf_module(_cls, "timm_maxxvit_attention", _maxxvit_accepts)
-
-
-@register_op("timm_maxxvit_attention")
-def _maxxvit_op(ctx, call):
-    m, x = call.func, call.args[0]
-    heads = m.num_heads
-    rows = proj_rows(ctx, call, m.qkv)
-    if m.head_first:  # (heads, q|k|v, dim) rows
-        q, k, v = np.moveaxis(rows.reshape(heads, 3, -1), 1, 0)
-    else:
-        q, k, v = rows.reshape(3, heads, -1)
-    per_head = _rel_pos_heads(ctx, call, m.rel_pos)
-    couple_heads(ctx, call, call.scope, q, k, v, proj_cols(ctx, call, m.proj, heads), per_head=per_head)
-    conv = isinstance(m.qkv, nn.Conv2d)
-    cd = 1 if conv else x.ndim - 1
-    for lab in ctx.labels(x):
-        if lab.dims != (cd,):
-            ctx.table.block(lab.atoms, ctx.reason(call, "channels on a dim the attention module "
-                                                        "treats as tokens"))
-    ctx.table.join(ctx.dim_atoms(x, cd, call), ctx.dim_atoms(m.qkv.weight, 1, call, role="in"),
-                   ctx.reason(call, "attention input features"))
-    out = call.out_tensors[0]
-    out_rows = proj_rows(ctx, call, m.proj)
-    ctx.set(out, [Labeling((1 if conv else out.ndim - 1,), out_rows)])
-
-
-def _maxxvit_update(m, virtual):
-    m.num_heads = virtual.get("num_heads", m.num_heads)
-    m.dim_head = m.qkv.weight.shape[0] // (3 * m.num_heads)
-    switch_class(m, maxxvit.AttentionCl, PrunedAttentionCl)
-    switch_class(m, maxxvit.Attention2d, PrunedAttention2d)
-
-
-for _cls in (maxxvit.AttentionCl, maxxvit.Attention2d):
-    register_module_updater(_cls)(_maxxvit_update)
+register_attention(AttentionSpec(
+    classes={maxxvit.AttentionCl: PrunedAttentionCl, maxxvit.Attention2d: PrunedAttention2d},
+    op="timm_maxxvit_attention", qkv=fused("qkv", heads_first=lambda m: m.head_first),
+    accepts=_maxxvit_accepts, per_head=_rel_pos_params, channels_first=_conv, head_dim="dim_head"))
 
 
 @register_module_updater(pos_embed_rel.RelPosBias)

@@ -14,58 +14,64 @@ from __future__ import annotations
 
 import inspect
 import math
+from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.ops.atoms import Labeling
-from core.adapters.heads import couple_heads, switch_class
-from core.ops.registry import register_op
-from core.prune.apply import register_module_updater
+from core.adapters.attention_spec import AttentionSpec, fused, register_attention
 
 _MHA_SIG = inspect.signature(F.multi_head_attention_forward)
 
 
-@register_op("multi_head_attention_forward")
-def multi_head_attention(ctx, call):
+@dataclass
+class _MhaArgs:
+    """The functional op's arguments, shaped like a module for the spec (``in_proj``, ``out_proj``)."""
+
+    in_proj: SimpleNamespace
+    out_proj: SimpleNamespace
+    num_heads: int
+    inputs: list  # query, key and value, each once
+    args: dict
+
+
+def _mha_args(call) -> _MhaArgs:
     a = _MHA_SIG.bind(*call.args, **call.kwargs).arguments
-    q, k, v = a["query"], a["key"], a["value"]
-    w_in, b_in = a["in_proj_weight"], a.get("in_proj_bias")
-    w_out, b_out = a["out_proj_weight"], a.get("out_proj_bias")
+    inputs = []
+    for t in (a["query"], a["key"], a["value"]):
+        if not any(t is s for s in inputs):
+            inputs.append(t)
+    return _MhaArgs(SimpleNamespace(weight=a["in_proj_weight"], bias=a.get("in_proj_bias")),
+                    SimpleNamespace(weight=a["out_proj_weight"], bias=a.get("out_proj_bias")),
+                    int(a["num_heads"]), inputs, a)
+
+
+def _unsupported(m: _MhaArgs) -> str | None:
+    a = m.args
     if (a.get("use_separate_proj_weight") or a.get("bias_k") is not None or a.get("add_zero_attn")
-            or a.get("static_k") is not None or a.get("static_v") is not None or w_in is None):
-        return ctx.block_inputs(call, "attention with separate projections, bias_k/v or zero "
-                                "attention is not supported")
-    heads = int(a["num_heads"])
-    inner = w_in.shape[0] // 3
-    d = inner // heads
-    rows = ctx.dim_atoms(w_in, 0, call, role="out")
-    cols = ctx.dim_atoms(w_out, 1, call, role="in")
-    q_rows, k_rows, v_rows = rows.reshape(3, heads, d)
-    couple_heads(ctx, call, call.scope, q_rows, k_rows, v_rows, cols.reshape(heads, d))
-    if b_in is not None:
-        ctx.table.join(rows, ctx.dim_atoms(b_in, 0, call, role="out"), ctx.reason(call, "bias"))
-    w_cols = ctx.dim_atoms(w_in, 1, call, role="in")
-    seen = []
-    for t in (q, k, v):  # the packed projection reads the same features from q, k and v
-        if any(t is s for s in seen):
-            continue
-        seen.append(t)
+            or a.get("static_k") is not None or a.get("static_v") is not None or m.in_proj.weight is None):
+        return "attention with separate projections, bias_k/v or zero attention is not supported"
+    return None
+
+
+def _feed(ctx, call, m: _MhaArgs, feeds):
+    # the packed projection reads the same features from query, key and value
+    w_cols = ctx.dim_atoms(feeds[0], 1, call, role="in")
+    for t in m.inputs:
         ctx.table.join(ctx.dim_atoms(t, t.ndim - 1, call), w_cols,
                        ctx.reason(call, "attention input features that cannot be pruned"))
-    out_rows = ctx.dim_atoms(w_out, 0, call, role="out")
-    if b_out is not None:
-        ctx.table.join(out_rows, ctx.dim_atoms(b_out, 0, call, role="out"), ctx.reason(call, "bias"))
-    outs = call.out_tensors
-    if outs:
-        ctx.set(outs[0], [Labeling((outs[0].ndim - 1,), out_rows)])
-    if len(outs) > 1 and not a.get("average_attn_weights", True):
+
+
+def _returned_weights(ctx, call, m: _MhaArgs, rows):
+    qkv = np.concatenate([rows.q.ravel(), rows.k.ravel(), rows.v.ravel()])
+    if len(call.out_tensors) > 1 and not m.args.get("average_attn_weights", True):
         # per-head weights are returned: their head dimension would shrink
-        ctx.table.block(rows, ctx.reason(call, "per-head attention weights are returned"))
-    elif len(outs) > 1:
-        ctx.table.mark_approx(rows, ctx.reason(call, "returned attention weights average the heads"))
+        ctx.table.block(qkv, ctx.reason(call, "per-head attention weights are returned"))
+    elif len(call.out_tensors) > 1:
+        ctx.table.mark_approx(qkv, ctx.reason(call, "returned attention weights average the heads"))
 
 
 class PrunedMultiheadAttention(nn.MultiheadAttention):
@@ -134,13 +140,19 @@ def _to_additive(m, dtype):
     return m.to(dtype)
 
 
-@register_module_updater(nn.MultiheadAttention)
-def _mha(m, virtual):
-    if getattr(m, "scale", None) is None:
-        m.scale = m.head_dim ** -0.5  # still the original width here
-    inner = m.in_proj_weight.shape[0] // 3
-    m.head_dim = virtual.get("head_dim", m.head_dim)
-    m.num_heads = inner // m.head_dim
+def _kept_heads(m, virtual):
+    # heads follow the packed rows: a pruned module is traced through (its heads are the inferred
+    # dim of a view), so a later round changes the rows without a virtual slot
+    return m.in_proj_weight.shape[0] // 3 // virtual.get("head_dim", m.head_dim)
+
+
+def _stream(m, virtual):
     m.embed_dim = m.kdim = m.vdim = m.in_proj_weight.shape[1]
     m._qkv_same_embed_dim = True
-    switch_class(m, nn.MultiheadAttention, PrunedMultiheadAttention)
+
+
+register_attention(AttentionSpec(
+    classes={nn.MultiheadAttention: PrunedMultiheadAttention}, op="multi_head_attention_forward",
+    leaf=False, module=_mha_args, reject=_unsupported, qkv=fused("in_proj"), out="out_proj",
+    feed=_feed, rules=_returned_weights, freeze_scale=True, kept_heads=_kept_heads,
+    head_dim="head_dim", update=_stream))

@@ -15,8 +15,7 @@ import torch.nn.functional as F
 from torchvision.models import maxvit, swin_transformer as swin, vision_transformer as tv_vit
 from torchvision.models.video import mvit, swin_transformer as swin3d
 
-from core.adapters.heads import couple_heads, emit_output, feed_input, qkv_rows, switch_class
-from core.ops.registry import register_leaf_module, register_op
+from core.adapters.attention_spec import AttentionSpec, fused, register_attention
 from core.prune.apply import register_module_updater
 
 # ---- Swin ------------------------------------------------------------------------------------
@@ -109,45 +108,18 @@ class PrunedShiftedWindowAttention3d(swin3d.ShiftedWindowAttention3d):
         return window_attention(self, x, self.get_relative_position_bias(window), window, shift)
 
 
-_SWIN = (swin.ShiftedWindowAttention, PrunedShiftedWindowAttention,
-         swin.ShiftedWindowAttentionV2, PrunedShiftedWindowAttentionV2,
-         swin3d.ShiftedWindowAttention3d, PrunedShiftedWindowAttention3d)
-for _cls in _SWIN:
-    register_leaf_module(_cls, "swin_window_attention")
+def _swin_per_head(m):
+    if isinstance(m, swin.ShiftedWindowAttentionV2):  # continuous position bias, cosine temperature
+        return [(m.cpb_mlp[-1].weight, 0), (m.logit_scale, 0)]
+    return [(m.relative_position_bias_table, 1)]
 
 
-@register_op("swin_window_attention")
-def _swin_op(ctx, call):
-    m, x = call.func, call.args[0]
-    heads = m.num_heads
-    q, k, v = qkv_rows(ctx, call, m.qkv.weight, m.qkv.bias, heads)
-    cols = ctx.dim_atoms(m.proj.weight, 1, call, role="in").reshape(heads, -1)
-    if isinstance(m, swin.ShiftedWindowAttentionV2):
-        per_head = [ctx.dim_atoms(m.cpb_mlp[-1].weight, 0, call, role="in"),
-                    ctx.dim_atoms(m.logit_scale, 0, call, role="in")]
-    else:
-        per_head = [ctx.dim_atoms(m.relative_position_bias_table, 1, call, role="in")]
-    couple_heads(ctx, call, call.scope, q, k, v, cols, per_head=per_head)
-    feed_input(ctx, call, x, ctx.dim_atoms(m.qkv.weight, 1, call, role="in"))
-    emit_output(ctx, call, call.out_tensors[0], m.proj.weight, m.proj.bias)
-
-
-_PRUNED_SWIN = {swin.ShiftedWindowAttention: PrunedShiftedWindowAttention,
-                swin.ShiftedWindowAttentionV2: PrunedShiftedWindowAttentionV2,
-                swin3d.ShiftedWindowAttention3d: PrunedShiftedWindowAttention3d}
-
-
-def _swin_update(m, virtual):
-    # Updaters run parents first, so m.proj.in_features is still the original attention width.
-    if not hasattr(m, "scale"):
-        m.scale = (m.proj.in_features // m.num_heads) ** -0.5
-    m.num_heads = virtual.get("num_heads", m.num_heads)
-    for base, pruned in _PRUNED_SWIN.items():
-        switch_class(m, base, pruned)
-
-
-for _cls in _PRUNED_SWIN:
-    register_module_updater(_cls)(_swin_update)
+# the library derives the softmax scale from the (pruned) width: freeze_scale keeps the original
+register_attention(AttentionSpec(
+    classes={swin.ShiftedWindowAttention: PrunedShiftedWindowAttention,
+             swin.ShiftedWindowAttentionV2: PrunedShiftedWindowAttentionV2,
+             swin3d.ShiftedWindowAttention3d: PrunedShiftedWindowAttention3d},
+    op="swin_window_attention", qkv=fused("qkv"), per_head=_swin_per_head, freeze_scale=True))
 
 
 # ---- MaxViT ----------------------------------------------------------------------------------
@@ -164,27 +136,10 @@ class PrunedRelativePositionalMultiHeadAttention(maxvit.RelativePositionalMultiH
         return self.merge(out)
 
 
-for _cls in (maxvit.RelativePositionalMultiHeadAttention, PrunedRelativePositionalMultiHeadAttention):
-    register_leaf_module(_cls, "maxvit_attention")
-
-
-@register_op("maxvit_attention")
-def _maxvit_op(ctx, call):
-    m, x = call.func, call.args[0]
-    q, k, v = qkv_rows(ctx, call, m.to_qkv.weight, m.to_qkv.bias, m.n_heads)
-    cols = ctx.dim_atoms(m.merge.weight, 1, call, role="in").reshape(m.n_heads, -1)
-    per_head = [ctx.dim_atoms(m.relative_position_bias_table, 1, call, role="in")]
-    couple_heads(ctx, call, call.scope, q, k, v, cols, per_head=per_head)
-    feed_input(ctx, call, x, ctx.dim_atoms(m.to_qkv.weight, 1, call, role="in"))
-    emit_output(ctx, call, call.out_tensors[0], m.merge.weight, m.merge.bias)
-
-
-@register_module_updater(maxvit.RelativePositionalMultiHeadAttention)
-def _maxvit_update(m, virtual):
-    m.n_heads = virtual.get("num_heads", m.n_heads)
-    m.head_dim = m.merge.weight.shape[1] // m.n_heads
-    switch_class(m, maxvit.RelativePositionalMultiHeadAttention,
-                 PrunedRelativePositionalMultiHeadAttention)
+register_attention(AttentionSpec(
+    classes={maxvit.RelativePositionalMultiHeadAttention: PrunedRelativePositionalMultiHeadAttention},
+    op="maxvit_attention", qkv=fused("to_qkv"), out="merge", heads="n_heads", head_dim="head_dim",
+    per_head=lambda m: [(m.relative_position_bias_table, 1)]))
 
 
 # ---- torchvision ViT -------------------------------------------------------------------------

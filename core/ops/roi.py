@@ -101,7 +101,7 @@ def ps_roi_pooling(ctx, call):
 
 def _in_multilevel_pooler(ctx, call) -> bool:
     """The op runs inside a MultiScaleRoIAlign over several levels that is traced through."""
-    root = getattr(getattr(ctx, "_t", None), "root", None)
+    root = getattr(ctx, "root", None)
     if root is None or not call.scope:
         return False
     try:

@@ -64,8 +64,8 @@ def _created_in_forward(ctx, call, t) -> bool:
     r = _FRESH.get(id(t))
     if r is not None and r() is t:
         return True
-    tracer = getattr(ctx, "_t", None)
-    lookup = getattr(tracer, "_lookup", None)
+    tracer = getattr(ctx, "tracer", None)
+    lookup = getattr(tracer, "lookup", None)
     graph = getattr(tracer, "graph", None)
     names = getattr(tracer, "names", None)
     if lookup is None or graph is None or names is None or id(t) in names:

@@ -2,7 +2,47 @@
 
 A ``TorchFunctionMode`` sees every torch function the real ``forward`` calls (so Python control
 flow, dataclass outputs and meta tensors all work), and global module hooks record which module is
-running so nodes can be collapsed by hierarchy. Each call is handed to its entry in ``opsem``.
+running so nodes can be collapsed by hierarchy. Each call becomes a graph node and is handed to the
+handler registered for its name (``core.ops.registry``); handlers see it through a
+``HandlerContext`` (``core.trace.context``, which also holds the tensors' channel labels).
+
+Who calls what::
+
+    trace_model(model, (args, kwargs))
+    ├─ pre(mod)            module pre-hook: push the scope; a leaf module (register_leaf_module)
+    │                      starts: the calls inside it run but are not recorded
+    ├─ model(*args)
+    │   └─ every torch function f ──> _Tracer.__torch_function__(f, types, args, kwargs)
+    │       ├─ out = f(*args, **kwargs)       the real computation, always
+    │       ├─ size / shape reads             _shape_read: those channels are shape-sensitive
+    │       └─ _record(name, f, args, out)    a graph node and a Call
+    │           └─ handler(HandlerContext, call)   register_op(name); none: block_inputs
+    │               reads ctx.labels / ctx.dim_atoms, writes ctx.set and ctx.table.join / block
+    ├─ post(mod, out)      module post-hook: a leaf ends -> record_leaf -> _record(op, mod, ...)
+    │                      -> its handler, as above; pop the scope
+    └─ flatten_outputs(out)  output nodes; the output's channels are blocked
+    => Trace(graph, table, node_atoms, unknown_ops, output_atoms, seconds)
+
+The extension points are the registries, not subclasses of the tracer. A handler that watches
+every ``relu`` and then defers to the registered one::
+
+    >>> import torch
+    >>> from core import families
+    >>> from core.ops.registry import lookup, register_op
+    >>> from core.trace.tracer import trace_model
+    >>> families.load()
+    >>> relu, seen = lookup("relu"), []
+    >>> def spy(ctx, call):
+    ...     seen.append((call.name, call.scope, tuple(call.out_tensors[0].shape)))
+    ...     relu(ctx, call)
+    >>> _ = register_op("relu")(spy)
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    >>> trace = trace_model(net, ((torch.randn(1, 4),), {}))
+    >>> _ = register_op("relu")(relu)
+    >>> seen
+    [('relu', '1', (1, 8))]
+    >>> [op for _, op in trace.graph.nodes(data="op")]
+    ['input', 'linear', 'relu', 'linear', 'output']
 """
 from __future__ import annotations
 
@@ -10,7 +50,6 @@ import dataclasses
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -19,24 +58,12 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from core import families
-from core.ops.atoms import NO_ATOM, AtomTable, Labeling
 from core.errors import Cancelled, TraceError
+from core.ops.atoms import AtomTable
 from core.ops.registry import IGNORED, leaf_op, lookup, normalise_name
-
+from core.trace.context import Call, HandlerContext, TensorLabels
 
 _SHAPE_READS = {"size", "shape", "numel", "nelement", "len"}
-
-
-@dataclass
-class Call:
-    name: str
-    func: Any
-    args: tuple
-    kwargs: dict
-    in_tensors: list
-    out_tensors: list
-    node: int
-    scope: str
 
 
 @dataclass
@@ -51,93 +78,32 @@ class Trace:
     seconds: float
 
 
-class _Tracer(TorchFunctionMode):
+class _Tracer(TensorLabels, TorchFunctionMode):
+    """Intercepts torch functions (``TorchFunctionMode``) and records each as a graph node whose
+    handler updates the labels (``TensorLabels``)."""
+
     def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.table = AtomTable()
+        TensorLabels.__init__(self, model)
+        TorchFunctionMode.__init__(self)
         self.root = model  # family handlers (core/adapters/hf.py) look at the traced model's type
-        self.names = {}
-        for n, p in model.named_parameters(remove_duplicate=True):
-            self.names[id(p)] = (n, False)
-        for n, b in model.named_buffers(remove_duplicate=True):
-            self.names.setdefault(id(b), (n, True))
         self.modules = {id(m): n for n, m in model.named_modules()}
+        self._by_name = None
         self.scope: list[str] = []
-        self.info: dict[int, tuple] = {}  # id(tensor) -> (weakref, labelings, node)
         self.graph = nx.DiGraph()
-        self.node_atoms: dict[int, list] = {}
         self.unknown: dict[str, list] = {}
-        self.param_labels: dict[int, list] = {}
         self._busy = False
         self.leaf = None  # (module, op name, args) of the leaf module now running
         # labelled tensors the running leaf module reads besides its positional inputs and its own
         # parameters (keyword arguments such as a shared relative position bias, attributes)
         self.leaf_extra: dict[int, torch.Tensor] = {}
         self.options = {}  # analysis options handlers may read (e.g. attention="head_dim")
+        self.should_stop = None  # polled every 16 nodes: cancel
 
-    # ---- tensor bookkeeping ------------------------------------------------------------------
-    def _lookup(self, t):
-        rec = self.info.get(id(t))
-        if rec is not None and rec[0]() is t:
-            return rec
-        return None
+    def module_named(self, name: str):
+        if self._by_name is None:
+            self._by_name = dict(self.root.named_modules())
+        return self._by_name.get(name)
 
-    def labels(self, t) -> list[Labeling]:
-        if not isinstance(t, torch.Tensor):
-            return []
-        rec = self._lookup(t)
-        if rec is not None:
-            return rec[1]
-        if id(t) in self.names:  # a bare parameter or buffer used directly in forward
-            labs = self.param_labels.get(id(t))
-            if labs is None:
-                labs = [Labeling((d,), self.table.slot(t, d, self.names, "pass").atoms)
-                        for d in range(t.ndim) if t.shape[d] > 1]
-                self.param_labels[id(t)] = labs
-            return labs
-        return []
-
-    def dim_atoms(self, t, d: int, call: Call, role: str = "pass") -> np.ndarray:
-        """Atoms of tensor t along dim d (-1 where none)."""
-        if not isinstance(t, torch.Tensor):
-            return np.full(t.shape[d], NO_ATOM, dtype=np.int64)
-        if id(t) in self.names and self._lookup(t) is None:
-            atoms = self.table.slot(t, d, self.names, role).atoms
-            if self._current_node is not None:
-                self.node_atoms.setdefault(self._current_node, []).append(atoms)
-            return atoms
-        for lab in self.labels(t):
-            if d in lab.dims:
-                if len(lab.dims) == 1:
-                    if role == "out":  # a weight derived from parameters (chunk, transpose, ...)
-                        self.table.producers.append(lab.atoms[lab.atoms >= 0])
-                    return lab.atoms
-                self.table.block(lab.atoms, self.reason(
-                    call, f"channels split across dims {lab.dims} by {lab.joint} reach this op"))
-        return np.full(int(t.shape[d]), NO_ATOM, dtype=np.int64)
-
-    def set(self, t, labs: list[Labeling]):
-        if not isinstance(t, torch.Tensor):
-            return
-        labs = [lab for lab in labs if (lab.atoms >= 0).any()]
-        rec = self._lookup(t)
-        node = rec[2] if rec else self._current_node
-        self.info[id(t)] = (weakref.ref(t), labs, node)
-        if labs and self._current_node is not None:
-            self.node_atoms.setdefault(self._current_node, []).extend(lab.atoms.ravel() for lab in labs)
-
-    def reason(self, call: Call, text: str) -> str:
-        where = f"{call.name}" + (f" in {call.scope}" if call.scope else "")
-        return f"{where}: {text}" if text else where
-
-    def block_inputs(self, call: Call, text: str):
-        for t in call.in_tensors:
-            if id(t) in self.names and self._lookup(t) is None:
-                continue  # a parameter the op consumes: it simply never becomes prunable
-            for lab in self.labels(t):
-                self.table.block(lab.atoms, self.reason(call, text))
-
-    # ---- interception ------------------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
@@ -156,7 +122,7 @@ class _Tracer(TorchFunctionMode):
         if not out_tensors:
             return out
         in_tensors = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
-        known = [t for t in in_tensors if self._lookup(t) is not None or id(t) in self.names]
+        known = [t for t in in_tensors if self.lookup(t) is not None or id(t) in self.names]
         if not known:
             return out  # a constant created in forward: it carries no channels
         self._busy = True
@@ -166,12 +132,10 @@ class _Tracer(TorchFunctionMode):
             self._busy = False
         return out
 
-    _current_node = None
-
     def _shape_read(self, name, args):
         """Python read the size of labelled dims: that number may end up in a reshape."""
         t = args[0]
-        rec = self._lookup(t)
+        rec = self.lookup(t)
         if rec is None or not rec[1]:
             return
         dim = args[1] if name == "size" and len(args) > 1 and isinstance(args[1], int) else None
@@ -181,8 +145,6 @@ class _Tracer(TorchFunctionMode):
             if dim is None or dim % max(t.ndim, 1) in lab.dims:
                 self.table.shape_sensitive.append(lab.atoms[lab.atoms >= 0])
 
-    should_stop = None
-
     def _leaf_read(self, args, kwargs):
         """Note labelled tensors the running leaf module reads that its handler is not given."""
         mod, _, largs = self.leaf
@@ -190,7 +152,7 @@ class _Tracer(TorchFunctionMode):
         for t in tree_flatten((args, kwargs))[0]:
             if not isinstance(t, torch.Tensor) or id(t) in own or id(t) in self.leaf_extra:
                 continue
-            rec = self._lookup(t)
+            rec = self.lookup(t)
             if rec is not None and rec[1]:
                 self.leaf_extra[id(t)] = t
 
@@ -234,18 +196,18 @@ class _Tracer(TorchFunctionMode):
             raise Cancelled("cancelled while tracing")  # unwinds the user's forward; hooks are removed
         scope = self.scope[-1] if self.scope else ""
         params = [self.names[id(t)][0] for t in in_tensors
-                  if id(t) in self.names and self._lookup(t) is None]
+                  if id(t) in self.names and self.lookup(t) is None]
         if module is None:
             module = params[0].rpartition(".")[0] if params else ""
         self.graph.add_node(node, op=name, module=module, scope=scope, params=params,
                             label=module or name, kind="layer" if params else "op",
                             shape=[tuple(o.shape) for o in out_tensors])
         for t in in_tensors:
-            rec = self._lookup(t)
+            rec = self.lookup(t)
             if rec is not None and rec[2] is not None:
                 self.graph.add_edge(rec[2], node, shape=tuple(t.shape))
         call = Call(name, func, args, kwargs, in_tensors, out_tensors, node, scope)
-        self._current_node = node
+        self.current_node = node
         # in-place ops return their input: keep its labels visible to the handler
         prev = {id(o): self.labels(o) for o in out_tensors if any(o is i for i in in_tensors)}
         for o in out_tensors:  # default: the output carries no channels until the handler says so
@@ -259,59 +221,8 @@ class _Tracer(TorchFunctionMode):
                 self.unknown.setdefault(name, []).append(node)
         else:
             # in-place ops return their input: read its labels before they are reset
-            handler(_HandlerContext(self, prev), call)
-        self._current_node = None
-
-
-class _HandlerContext:
-    """The context handed to op handlers: the tracer, with in-place inputs' labels preserved."""
-
-    def __init__(self, tracer, prev):
-        self._t = tracer
-        self.table = tracer.table
-        self._prev = prev
-        self.options = tracer.options
-        self.root = tracer.root  # the traced model (family handlers look at its type/attributes)
-
-    def labels(self, t):
-        if isinstance(t, torch.Tensor) and id(t) in self._prev:
-            return self._prev[id(t)]
-        return self._t.labels(t)
-
-    def dim_atoms(self, t, d, call, role="pass"):
-        if isinstance(t, torch.Tensor) and id(t) in self._prev:
-            for lab in self._prev[id(t)]:
-                if lab.dims == (d,):
-                    return lab.atoms
-            return np.full(int(t.shape[d]), NO_ATOM, dtype=np.int64)
-        return self._t.dim_atoms(t, d, call, role)
-
-    def set(self, t, labs):
-        self._t.set(t, labs)
-
-    def reason(self, call, text):
-        return self._t.reason(call, text)
-
-    _HEAD_ATTRS = ("num_heads", "n_heads", "n_head", "num_attention_heads", "num_key_value_heads")
-
-    def head_counts(self) -> set:
-        """Head counts the running module keeps as attributes (heads mode only): a reshape that
-        splits channels into one of them shrinks that dim (see replay.prefer_heads)."""
-        if self.options.get("attention", "heads") != "heads" or not self._t.scope:
-            return set()
-        t = self._t
-        if getattr(t, "_by_name", None) is None:
-            t._by_name = dict(t.root.named_modules())
-        mod = t._by_name.get(t.scope[-1])
-        return {v for a in self._HEAD_ATTRS
-                if isinstance(v := getattr(mod, a, None), int) and not isinstance(v, bool) and v > 1}
-
-    def block_inputs(self, call, text):
-        for t in call.in_tensors:
-            if id(t) in self._t.names and self._t._lookup(t) is None:
-                continue
-            for lab in self.labels(t):
-                self.table.block(lab.atoms, self.reason(call, text))
+            handler(HandlerContext(self, prev), call)
+        self.current_node = None
 
 
 def flatten_outputs(out) -> list[torch.Tensor]:
@@ -389,7 +300,7 @@ def trace_model(model: torch.nn.Module, inputs, should_stop=None, options=None) 
             node = graph.number_of_nodes()
             graph.add_node(node, op="output", module="", scope="", params=[], label=f"output {i}",
                            kind="output", shape=[tuple(t.shape)])
-            rec = tracer._lookup(t)
+            rec = tracer.lookup(t)
             if rec is not None and rec[2] is not None:
                 graph.add_edge(rec[2], node, shape=tuple(t.shape))
             for lab in tracer.labels(t) if rec is not None else []:

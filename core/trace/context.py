@@ -1,0 +1,163 @@
+"""What op handlers see during a trace: the :class:`Call`, the tensors' channel labels and the
+:class:`HandlerContext` wrapped around them.
+
+:class:`TensorLabels` is the bookkeeping half of the tracer (``core.trace.tracer`` adds the
+interception): which atoms every live tensor carries along which dims, and the atoms of every
+parameter dimension (its *slot*). Handlers read labels with ``labels`` / ``dim_atoms``, write them
+with ``set`` and record couplings on ``table``.
+"""
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.ops.atoms import NO_ATOM, AtomTable, Labeling
+
+
+@dataclass
+class Call:
+    """One recorded call: a torch function, or a leaf module traced as one op (``func`` is then
+    the module and ``args`` its positional inputs)."""
+
+    name: str
+    func: Any
+    args: tuple
+    kwargs: dict
+    in_tensors: list
+    out_tensors: list
+    node: int
+    scope: str  # the innermost module running the call ("" at the top level)
+
+
+class TensorLabels:
+    """Channel labels of the tensors of one trace, keyed by ``id`` and checked by weak reference
+    (an id may be reused once a tensor dies)."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.table = AtomTable()
+        self.names = {}  # id(parameter or buffer) -> (qualified name, is buffer)
+        for n, p in model.named_parameters(remove_duplicate=True):
+            self.names[id(p)] = (n, False)
+        for n, b in model.named_buffers(remove_duplicate=True):
+            self.names.setdefault(id(b), (n, True))
+        self.info: dict[int, tuple] = {}  # id(tensor) -> (weakref, labelings, node)
+        self.param_labels: dict[int, list] = {}
+        self.node_atoms: dict[int, list] = {}
+        self.current_node = None  # graph node of the call being handled
+
+    def lookup(self, t):
+        """(weakref, labelings, producing node) of a tensor seen in this trace, or None."""
+        rec = self.info.get(id(t))
+        if rec is not None and rec[0]() is t:
+            return rec
+        return None
+
+    def labels(self, t) -> list[Labeling]:
+        if not isinstance(t, torch.Tensor):
+            return []
+        rec = self.lookup(t)
+        if rec is not None:
+            return rec[1]
+        if id(t) in self.names:  # a bare parameter or buffer used directly in forward
+            labs = self.param_labels.get(id(t))
+            if labs is None:
+                labs = [Labeling((d,), self.table.slot(t, d, self.names, "pass").atoms)
+                        for d in range(t.ndim) if t.shape[d] > 1]
+                self.param_labels[id(t)] = labs
+            return labs
+        return []
+
+    def dim_atoms(self, t, d: int, call: Call, role: str = "pass") -> np.ndarray:
+        """Atoms of tensor t along dim d (-1 where none)."""
+        if not isinstance(t, torch.Tensor):
+            return np.full(t.shape[d], NO_ATOM, dtype=np.int64)
+        if id(t) in self.names and self.lookup(t) is None:
+            atoms = self.table.slot(t, d, self.names, role).atoms
+            if self.current_node is not None:
+                self.node_atoms.setdefault(self.current_node, []).append(atoms)
+            return atoms
+        for lab in self.labels(t):
+            if d in lab.dims:
+                if len(lab.dims) == 1:
+                    if role == "out":  # a weight derived from parameters (chunk, transpose, ...)
+                        self.table.producers.append(lab.atoms[lab.atoms >= 0])
+                    return lab.atoms
+                self.table.block(lab.atoms, self.reason(
+                    call, f"channels split across dims {lab.dims} by {lab.joint} reach this op"))
+        return np.full(int(t.shape[d]), NO_ATOM, dtype=np.int64)
+
+    def set(self, t, labs: list[Labeling]):
+        if not isinstance(t, torch.Tensor):
+            return
+        labs = [lab for lab in labs if (lab.atoms >= 0).any()]
+        rec = self.lookup(t)
+        node = rec[2] if rec else self.current_node
+        self.info[id(t)] = (weakref.ref(t), labs, node)
+        if labs and self.current_node is not None:
+            self.node_atoms.setdefault(self.current_node, []).extend(lab.atoms.ravel() for lab in labs)
+
+    def reason(self, call: Call, text: str) -> str:
+        where = f"{call.name}" + (f" in {call.scope}" if call.scope else "")
+        return f"{where}: {text}" if text else where
+
+    def block_inputs(self, call: Call, text: str):
+        for t in call.in_tensors:
+            if id(t) in self.names and self.lookup(t) is None:
+                continue  # a parameter the op consumes: it simply never becomes prunable
+            for lab in self.labels(t):
+                self.table.block(lab.atoms, self.reason(call, text))
+
+
+class HandlerContext:
+    """The context handed to op handlers: the tracer, with in-place inputs' labels preserved (an
+    in-place op returns its input, whose labels the tracer has already reset for the output)."""
+
+    _HEAD_ATTRS = ("num_heads", "n_heads", "n_head", "num_attention_heads", "num_key_value_heads")
+
+    def __init__(self, tracer, prev):
+        self.tracer = tracer
+        self.table = tracer.table
+        self._prev = prev
+        self.options = tracer.options
+        self.root = tracer.root  # the traced model (family handlers look at its type/attributes)
+
+    def labels(self, t):
+        if isinstance(t, torch.Tensor) and id(t) in self._prev:
+            return self._prev[id(t)]
+        return self.tracer.labels(t)
+
+    def dim_atoms(self, t, d, call, role="pass"):
+        if isinstance(t, torch.Tensor) and id(t) in self._prev:
+            for lab in self._prev[id(t)]:
+                if lab.dims == (d,):
+                    return lab.atoms
+            return np.full(int(t.shape[d]), NO_ATOM, dtype=np.int64)
+        return self.tracer.dim_atoms(t, d, call, role)
+
+    def set(self, t, labs):
+        self.tracer.set(t, labs)
+
+    def reason(self, call, text):
+        return self.tracer.reason(call, text)
+
+    def head_counts(self) -> set:
+        """Head counts the running module keeps as attributes (heads mode only): a reshape that
+        splits channels into one of them shrinks that dim (see replay.prefer_heads)."""
+        t = self.tracer
+        if self.options.get("attention", "heads") != "heads" or not t.scope:
+            return set()
+        mod = t.module_named(t.scope[-1])
+        return {v for a in self._HEAD_ATTRS
+                if isinstance(v := getattr(mod, a, None), int) and not isinstance(v, bool) and v > 1}
+
+    def block_inputs(self, call, text):
+        t = self.tracer
+        for x in call.in_tensors:
+            if id(x) in t.names and t.lookup(x) is None:
+                continue
+            for lab in self.labels(x):
+                self.table.block(lab.atoms, self.reason(call, text))
