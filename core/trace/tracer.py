@@ -55,7 +55,7 @@ import networkx as nx
 import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten  # noqa: PLC2701 (torch's pytree: no public alias)
 
 from core import families
 from core.errors import Cancelled, TraceError
