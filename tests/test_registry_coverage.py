@@ -183,7 +183,7 @@ def test_every_criterion_prunes_under_the_oracle(criterion):
     calibration = (lambda: ((x,), None)) if CRITERIA.get(criterion).needs_gradients else None
     _, hits = _round(model, as_example_inputs((x,)), PlanSettings(ratio=0.5, importance=criterion),
                      None, calibration)
-    assert "conv2d" in hits["ops"]
+    assert "conv1d" in hits["ops"]  # (the conv handler, named by its first op)
 
 
 def test_a_new_entry_without_a_case_fails():
