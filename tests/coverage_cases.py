@@ -46,17 +46,7 @@ def _R(*shape):
     return torch.randn(*shape, generator=G().manual_seed(1), dtype=torch.float64)
 
 
-class Fn(nn.Module):
-    """f(self, *inputs) over named submodules."""
-
-    def __init__(self, fn, **mods):
-        super().__init__()
-        self.fn = fn
-        for k, v in mods.items():
-            setattr(self, k, v)
-
-    def forward(self, *a):
-        return self.fn(self, *a)
+Fn = tl.Seq  # f(self, *inputs) over named submodules
 
 
 def _extra_products():
