@@ -7,6 +7,7 @@ kept weights are the original ones, and that the pruned model can still be train
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -322,3 +323,20 @@ class Net(nn.Module):
 def make():
     return Net()
 '''
+
+
+@contextlib.contextmanager
+def registries_restored():
+    """Registrations made inside (a test declaring its own op or attention) are undone after, so
+    a test's extension never leaks into the session's registries (the coverage test reads them)."""
+    from core.ops.registry import LEAF_MODULES, OP_HANDLERS
+    from core.prune.apply import MODULE_UPDATERS
+
+    saved = dict(OP_HANDLERS), list(LEAF_MODULES), list(MODULE_UPDATERS)
+    try:
+        yield
+    finally:
+        OP_HANDLERS.clear()
+        OP_HANDLERS.update(saved[0])
+        LEAF_MODULES[:] = saved[1]
+        MODULE_UPDATERS[:] = saved[2]

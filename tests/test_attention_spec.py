@@ -11,7 +11,7 @@ from core.adapters.attention_spec import AttentionSpec, fused, register_attentio
 from core.pipeline import analyze_model
 from core.prune.apply import PruningPlan, apply_kept
 from core.prune.verify import verify_plan
-from helpers import randomize
+from helpers import randomize, registries_restored
 
 
 class TinyAttention(nn.Module):
@@ -41,10 +41,14 @@ class PrunedTinyAttention(TinyAttention):
         return self.attend(x, self.out.weight.shape[1] // self.heads)
 
 
-# the whole declaration a user writes
-register_attention(AttentionSpec(
-    classes={TinyAttention: PrunedTinyAttention}, op="tiny_attention", qkv=fused("qkv"), out="out",
-    heads="heads", per_head=lambda m: [(m.temp, 0)]))
+@pytest.fixture(autouse=True, scope="module")
+def declared():
+    with registries_restored():  # (the declaration stays local to this file)
+        # the whole declaration a user writes
+        register_attention(AttentionSpec(
+            classes={TinyAttention: PrunedTinyAttention}, op="tiny_attention", qkv=fused("qkv"),
+            out="out", heads="heads", per_head=lambda m: [(m.temp, 0)]))
+        yield
 
 
 class Net(nn.Module):
