@@ -1,0 +1,1 @@
+"""Headless subcommands over the same pipeline: parse, dispatch, one clear line per error."""

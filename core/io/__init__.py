@@ -1,0 +1,1 @@
+"""Model sources (SOURCES), example inputs, atomic writes, export formats (EXPORTERS) and projects."""

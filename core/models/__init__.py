@@ -1,0 +1,1 @@
+"""Built-in models: the demo network and the digits CNN."""

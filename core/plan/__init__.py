@@ -1,0 +1,1 @@
+"""Which channels to remove: importance criteria (CRITERIA), targets and the instant cost model."""

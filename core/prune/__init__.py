@@ -1,0 +1,1 @@
+"""Physical pruning (slice tensors, module updaters), the zeroed-group oracle and mismatch diagnosis."""

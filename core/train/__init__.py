@@ -1,0 +1,1 @@
+"""Data, evaluation, fine-tuning, sparse learning and sensitivity analysis."""
