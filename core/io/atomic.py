@@ -219,8 +219,8 @@ def _stage(path: str, tmp: str, write, check, should_stop, recheck, is_dir: bool
         one.commit()
 
 
-def _cannot_write(path: str, folder: str, e: OSError) -> PruneStudioError:
-    return PruneStudioError(f"cannot write {path}: {e.strerror or e} (in {folder})")
+def _cannot_write(path: str, e: OSError) -> PruneStudioError:
+    return PruneStudioError(f"cannot write {path}: {e.strerror or e}")
 
 
 def atomic_write(path: str, write, check=None, force: bool = False, source=None,
@@ -237,7 +237,7 @@ def atomic_write(path: str, write, check=None, force: bool = False, source=None,
     try:
         tmp = tempfiles.create_file(folder, base, suffix or "")
     except OSError as e:
-        raise _cannot_write(path, folder, e) from None
+        raise _cannot_write(path, e) from None
     _stage(path, tmp, write, check, should_stop, lambda: check_destination(path, force, source),
            is_dir=False)
 
@@ -262,5 +262,5 @@ def atomic_write_dir(path: str, write, check=None, check_destination=None, shoul
     try:
         tmp = tempfiles.create_dir(parent, os.path.basename(path))
     except OSError as e:
-        raise _cannot_write(path, parent, e) from None
+        raise _cannot_write(path, e) from None
     _stage(path, tmp, write, check, should_stop, recheck, is_dir=True)
