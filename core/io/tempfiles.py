@@ -166,7 +166,8 @@ def _on_signal(signum, frame):
 def signal_handlers():
     """SIGTERM/SIGHUP raise :class:`Terminated` and SIGINT KeyboardInterrupt while the block runs
     (main thread only; elsewhere a no-op), so writes in progress clean up; the previous handlers
-    come back afterwards."""
+    come back afterwards. A signal the process was told to ignore (``nohup``, ``&``) stays
+    ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -175,7 +176,8 @@ def signal_handlers():
     old = {}
     try:
         for s in sigs:
-            old[s] = signal.signal(s, _on_signal)
+            if signal.getsignal(s) is not signal.SIG_IGN:
+                old[s] = signal.signal(s, _on_signal)
         yield
     finally:
         for s, h in old.items():
