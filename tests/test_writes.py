@@ -112,6 +112,42 @@ def test_a_file_that_turns_special_before_the_commit_is_not_replaced(tmp_path):
 
 # ----------------------------------------------------------------------------- all or nothing
 
+def test_a_failed_commit_restores_what_it_had_replaced(tmp_path, monkeypatch):
+    import errno
+
+    from core.errors import PruneStudioError
+    from core.io.atomic import OutputSet, atomic_write
+    a, b, d = tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "dir"
+    a.write_text("old a")
+    b.write_text("old b")
+    d.mkdir()
+    (d / "config.json").write_text("old dir")
+    real = os.replace
+
+    def flaky(src, dst):  # moving the new b into place fails
+        if str(dst) == str(b) and os.path.basename(src).startswith(PREFIX) and \
+                not src.endswith(".prunestudio-old"):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(src, dst)
+    monkeypatch.setattr(os, "replace", flaky)
+    from core.io.atomic import atomic_write_dir
+
+    def new_dir(t):
+        with open(os.path.join(t, "config.json"), "w") as f:
+            f.write("new dir")
+    with pytest.raises(PruneStudioError) as e:
+        with OutputSet() as outs:
+            atomic_write(str(a), lambda t: open(t, "w").write("new a"), force=True)
+            atomic_write_dir(str(d), new_dir)
+            atomic_write(str(b), lambda t: open(t, "w").write("new b"), force=True)
+            outs.commit()
+    assert str(e.value) == f"cannot write {b}: {os.strerror(errno.EIO)}"
+    assert a.read_text() == "old a" and b.read_text() == "old b"
+    assert (d / "config.json").read_text() == "old dir"
+    assert sorted(os.listdir(tmp_path)) == ["a.txt", "b.txt", "dir"]
+
+
+
 def _existing(tmp_path):
     files = {"keep.pt": b"the old model", "r.json": b'{"old": "report"}',
              "w.psproj": b'{"old": "project"}'}

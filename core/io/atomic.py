@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import shutil
 import stat
 
 from core.errors import Cancelled, PruneStudioError
@@ -157,7 +158,7 @@ def _place(s: _Staged) -> None:
     folder = os.path.dirname(os.path.abspath(s.path))
     try:
         if os.path.lexists(s.path) and (not s.is_dir or os.listdir(s.path)):
-            s.backup = tempfiles.temp_path(folder, os.path.basename(s.path), ".old")
+            s.backup = tempfiles.temp_path(folder, os.path.basename(s.path), tempfiles.BACKUP)
             tempfiles.register(s.backup)
             try:
                 if s.is_dir:
@@ -172,8 +173,12 @@ def _place(s: _Staged) -> None:
 
 
 def _undo(s: _Staged) -> None:
+    """Put the previous file or folder back (a backup that cannot be restored stays on disk, where
+    the sweep leaves it alone)."""
     try:
         if s.backup is not None:
+            if s.is_dir and s.placed:
+                shutil.rmtree(s.path)
             os.replace(s.backup, s.path)  # the previous file or folder back in place
             if os.path.lexists(s.backup):  # a hard link of the same file: rename did nothing
                 os.remove(s.backup)

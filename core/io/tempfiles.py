@@ -4,7 +4,8 @@ sweep of stale ones a killed process left, and disk errors that name the file an
 
 A temporary file is ``.prunestudio-tmp-<pid>-<random>-<name>`` next to its destination. A process
 killed with SIGKILL cannot remove its own; the next write into that folder removes those older than
-:data:`STALE_SECONDS` whose process is gone.
+:data:`STALE_SECONDS` whose process is gone - but never a previous output kept aside during a
+commit (``....prunestudio-old``): after a crash in the middle of a commit it may be the only copy.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import time
 from core.errors import PruneStudioError
 
 PREFIX = ".prunestudio-tmp-"
+BACKUP = ".prunestudio-old"  # the suffix of a previous output kept aside while outputs are committed
 STALE_SECONDS = 3600
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
                errno.EIO}
@@ -128,7 +130,7 @@ def sweep(folder: str, max_age: float = STALE_SECONDS) -> list[str]:
     ``max_age`` seconds and whose process is gone. Returns what was removed."""
     gone = []
     try:
-        names = [n for n in os.listdir(folder) if n.startswith(PREFIX)]
+        names = [n for n in os.listdir(folder) if n.startswith(PREFIX) and not n.endswith(BACKUP)]
     except OSError:
         return gone
     now = time.time()
