@@ -353,3 +353,25 @@ def test_a_killed_write_is_swept_later(tmp_path, capsys):
     rc, _, err = run(["prune", "demo", *FAST, "-o", str(out.parent / "n.pt")], capsys)
     assert rc == 0, err
     assert sorted(os.listdir(out.parent)) == sorted(["n.pt", young.name, alive.name])
+
+
+def test_a_signal_during_the_commit_waits_for_its_end(tmp_path, monkeypatch):
+    from core.io import tempfiles
+    from core.io.atomic import OutputSet, atomic_write
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    real, sent = os.replace, []
+
+    def replace(src, dst):
+        if not sent:
+            sent.append(os.kill(os.getpid(), signal.SIGTERM))
+            time.sleep(0.05)  # the handler runs here, in the middle of the commit
+        return real(src, dst)
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(tempfiles.Terminated):
+        with tempfiles.signal_handlers():
+            with OutputSet() as outs:
+                atomic_write(str(a), lambda t: open(t, "w").write("new a"))
+                atomic_write(str(b), lambda t: open(t, "w").write("new b"))
+                outs.commit()
+    assert a.read_text() == "new a" and b.read_text() == "new b"  # both, not one
+    assert sorted(os.listdir(tmp_path)) == ["a.txt", "b.txt"] and tempfiles.committed_in_command()

@@ -21,8 +21,11 @@ def interrupted(e: BaseException) -> int:
     from core.io import tempfiles
     tempfiles.remove_all()
     why = "interrupted" if isinstance(e, KeyboardInterrupt) else str(e)
-    print(f"error: {why}; unfinished outputs were removed, existing files are unchanged",
-          file=sys.stderr, flush=True)
+    if tempfiles.committed_in_command():
+        print(f"error: {why} after its outputs were written", file=sys.stderr, flush=True)
+    else:
+        print(f"error: {why}; unfinished outputs were removed, existing files are unchanged",
+              file=sys.stderr, flush=True)
     return tempfiles.exit_status(e)
 
 

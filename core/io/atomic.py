@@ -152,6 +152,7 @@ class OutputSet:
             for folder in {os.path.dirname(os.path.abspath(s.path)) for s in self.staged}:
                 tempfiles.fsync_file(folder)
             self.committed = True
+            tempfiles.note_commit()
 
 
 def _place(s: _Staged) -> None:

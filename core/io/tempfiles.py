@@ -29,6 +29,7 @@ DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCE
 
 _live: set[str] = set()
 _lock = threading.Lock()
+_commits = [0, 0]  # output sets committed: in all, and when the running command started
 
 
 class Terminated(BaseException):
@@ -111,6 +112,15 @@ def remove_all() -> None:
 atexit.register(remove_all)
 
 
+def note_commit() -> None:
+    _commits[0] += 1
+
+
+def committed_in_command() -> bool:
+    """Whether outputs were moved into place since :func:`signal_handlers` began."""
+    return _commits[0] > _commits[1]
+
+
 # ----------------------------------------------------------------------------- stale files
 
 def _pid_alive(pid: int) -> bool:
@@ -176,6 +186,7 @@ def signal_handlers():
     sigs = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None),
                         signal.SIGINT) if s is not None]
     old = {}
+    _commits[1] = _commits[0]
     try:
         for s in sigs:
             if signal.getsignal(s) is not signal.SIG_IGN:
