@@ -241,7 +241,8 @@ def atomic_write(path: str, write, check=None, force: bool = False, source=None,
     base = os.path.basename(path)
     tempfiles.sweep(folder)
     try:
-        tmp = tempfiles.create_file(folder, base, suffix or "")
+        tmp = tempfiles.create_file(folder, base, suffix if suffix is not None else
+                                    os.path.splitext(base)[1])
     except OSError as e:
         raise _cannot_write(path, e) from None
     _stage(path, tmp, write, check, should_stop, lambda: check_destination(path, force, source),

@@ -45,7 +45,9 @@ class Terminated(BaseException):
 
 def temp_path(folder: str, base: str, suffix: str = "") -> str:
     """A fresh temporary name in ``folder`` for the destination named ``base``."""
-    base = base[:80] + (suffix if suffix and not base.endswith(suffix) else "")
+    base = base[:80]
+    if suffix and not base.endswith(suffix):
+        base += suffix
     return os.path.join(folder, f"{PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{base}")
 
 
