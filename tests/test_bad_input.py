@@ -248,3 +248,29 @@ def test_existing_project_and_report_need_force(tmp_path, capsys):
                                        f"overwrite it")
     assert p.read_text() == "keep" and not r.exists()
     assert sorted(os.listdir(tmp_path)) == ["work.psproj"]
+
+
+# Cases that fail AFTER a write has started: -o is written (and checked) when the report or the
+# project cannot be written; nothing may be left in either folder, temporary files included.
+LATE = {"report_disk_full": ("--report", "r.json", "size=64k", "No space left on device"),
+        "project_disk_full": ("--project", "w.psproj", "size=64k", "No space left on device"),
+        "project_read_only": ("--project", "w.psproj", "ro,size=64k", "Read-only file system")}
+
+
+@pytest.mark.parametrize("case", sorted(LATE))
+@pytest.mark.parametrize("suffix", [".pt", ".pstudio"])
+def test_failing_after_a_write_started_leaves_no_files(case, suffix, tmp_path, capsys):
+    from test_writes import fill, tmpfs
+    flag, name, options, cause = LATE[case]
+    out = tmp_path / "out"
+    out.mkdir()
+    with tmpfs(tmp_path / "bad", options) as bad:
+        if "ro" not in options.split(","):
+            fill(bad)
+        before = sorted(os.listdir(bad))
+        rc, o, err = run(["prune", SPEC, *SHAPE, *FAST, "-o", str(out / f"m{suffix}"), flag,
+                          str(bad / name)], capsys)
+        assert rc == 2, (o, err)
+        assert err.strip().splitlines() == [f"error: cannot write {bad / name}: {cause}"]
+        assert os.listdir(out) == []  # no output, no temporary file
+        assert sorted(os.listdir(bad)) == before

@@ -199,7 +199,7 @@ def test_every_exporter_writes_and_reads_back(name, tmp_path, pruned_demo):
     ref, back = EXPORT_CASES[name](tmp_path, pruned_demo)
     tol = 1e-4 if name == ".onnx" else 1e-6  # onnxruntime's kernels round differently
     assert back.shape == ref.shape and torch.allclose(back, ref, atol=tol)
-    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]  # no temporary file left
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]  # no temporary file left
 
 
 def test_exporter_queries_read_the_registry():

@@ -89,6 +89,8 @@ def model_args(sp) -> None:
     sp.add_argument("--trust", action="store_true", help="allow loading pickled code from "
                     "model files (only for files you trust)")
     sp.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    sp.add_argument("--seed", type=int, default=0, help="seed of random weights (torchvision:NAME, "
+                    "timm:NAME, factories) and of the random criterion (default 0)")
     sp.add_argument("--attention", default="heads", choices=["heads", "head-dim"],
                     help="prune attention by whole heads (default) or by dimensions inside "
                     "every head (Swin, MaxViT, timm, nn.MultiheadAttention)")
@@ -118,4 +120,3 @@ def target_args(sp) -> None:
                     help="module whose output channels are kept (repeatable)")
     sp.add_argument("--max-group-ratio", type=fraction, default=0.95, metavar="R",
                     help="never remove more than this fraction of one group (default 0.95)")
-    sp.add_argument("--seed", type=int, default=0, help="seed for the random criterion")

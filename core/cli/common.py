@@ -15,6 +15,20 @@ def out(msg: str = "") -> None:
     print(msg, flush=True)
 
 
+def interrupted(e: BaseException) -> int:
+    """SIGINT or SIGTERM ended the command: remove what an unfinished write left, print one line,
+    return 130 (SIGINT) or 143 (SIGTERM)."""
+    from core.io import tempfiles
+    tempfiles.remove_all()
+    why = "interrupted" if isinstance(e, KeyboardInterrupt) else str(e)
+    if tempfiles.committed_in_command():
+        print(f"error: {why} after its outputs were written", file=sys.stderr, flush=True)
+    else:
+        print(f"error: {why}; unfinished outputs were removed, existing files are unchanged",
+              file=sys.stderr, flush=True)
+    return tempfiles.exit_status(e)
+
+
 def human(x, unit: str = "") -> str:
     if x is None:
         return "n/a"
@@ -112,7 +126,8 @@ def load(args, device):
             raise UsageError("--meta analyses the structure only: --weights is not used with it")
         return build_meta_model(args.model, trust=args.trust), time.perf_counter() - t
     check_memory(args.model, args.weights, input_hint(args))
-    model = load_model(args.model, trust=args.trust, weights=args.weights)
+    model = load_model(args.model, trust=args.trust, weights=args.weights,
+                       seed=getattr(args, "seed", 0))
     try:
         model = model.to(device)
     except Exception as e:  # noqa: BLE001

@@ -5,7 +5,8 @@ This module only builds the parser and dispatches; each command family lives in 
 of which imports this one. torch is imported when a command runs, not to parse or print help.
 
 Exit codes: 0 success; 1 ``verify`` found a mismatch; 2 bad input or any PruneStudio error (one
-line ``error: ...`` on stderr, no output file left behind); 130 interrupted.
+line ``error: ...`` on stderr, no output file left behind); 130 interrupted (SIGINT), 143 terminated
+(SIGTERM): unfinished outputs and their temporary files are removed, existing files kept.
 """
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ import sys
 
 from core.cli import graph, prune, train, verify
 from core.cli.args import Parser
-from core.cli.common import Progress
+from core.cli.common import Progress, interrupted
 from core.errors import PruneStudioError
+from core.io import tempfiles
 
 MODELS_HELP = """\
 MODEL is one of:
@@ -38,7 +40,8 @@ examples:
   python main.py graph torchvision:resnet18 --input-shape 1,3,224,224 --json graph.json
   python main.py verify demo --input-shape 1,3,32,32 --ratio 0.3
 
-exit codes: 0 ok, 1 verify found a mismatch, 2 error (one line on stderr), 130 interrupted
+exit codes: 0 ok, 1 verify found a mismatch, 2 error (one line on stderr), 130 interrupted,
+143 terminated (SIGTERM)
 """
 
 
@@ -74,6 +77,14 @@ def error_line(e: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    with tempfiles.signal_handlers():
+        try:
+            return _main(argv)
+        except (KeyboardInterrupt, tempfiles.Terminated) as e:  # arrived outside _main's body
+            return interrupted(e)
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     progress = Progress(enabled=sys.stderr.isatty())
@@ -97,10 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         return 0
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, tempfiles.Terminated) as e:
         progress.close()
-        print("error: interrupted", file=sys.stderr, flush=True)
-        return 130
+        return interrupted(e)
     except (PruneStudioError, OSError, ValueError) as e:
         progress.close()
         print(error_line(e), file=sys.stderr, flush=True)

@@ -2,7 +2,8 @@
 form of :data:`core.io.exporters.EXPORTERS`, ``--report``, ``--project``) and print a summary.
 
 Every output is checked *before* the work starts (suffix, folder, overwrite, not the input file),
-and the outputs are all or nothing: if one fails, those already written are removed.
+and the outputs are all or nothing: they are staged and committed together
+(:class:`core.io.atomic.OutputSet`), so a failure leaves every existing file as it was.
 """
 from __future__ import annotations
 
@@ -119,42 +120,32 @@ def _check_fields(run: _Run) -> dict:
 
 
 def _write_outputs(run: _Run, t_start: float) -> None:
-    """-o, --report and --project; all or nothing."""
+    """-o, --report and --project: all staged, then committed together - or, if any fails, every
+    existing file stays exactly as it was."""
+    from core.io.atomic import OutputSet
     args, result, ex, srcs = run.args, run.result, run.inputs, run.sources
-    written = []
-    try:
+    with OutputSet() as outs:
         if args.output:
             t = time.perf_counter()
             run.check_diff = run.exporter.write(
                 result.model, args.output, inputs=ex, force=args.force, source=srcs,
                 spec=args.model, kept=result.kept, plan=result.plan, trust=args.trust,
-                meta={"input": ex.describe(), "settings": run.settings.to_json()})
-            written.append(args.output)
+                meta={"input": ex.describe(), "settings": run.settings.to_json(),
+                      "seed": args.seed})
             run.seconds["save"] = time.perf_counter() - t
         run.seconds["total"] = time.perf_counter() - t_start
         report = result.report(run.dg)
         report["seconds"] = {**report.get("seconds", {}), **run.seconds}
-        report.update({"model": args.model, "weights": args.weights, "input": ex.describe(),
-                       "device": str(run.device), "settings": run.settings.to_json(),
-                       "output": args.output, **_check_fields(run)})
+        report.update({"model": args.model, "weights": args.weights, "seed": args.seed,
+                       "input": ex.describe(), "device": str(run.device),
+                       "settings": run.settings.to_json(), "output": args.output,
+                       **_check_fields(run)})
         run.report = report
         if args.report:
             write_json(args.report, report, args.force, srcs)
-            written.append(args.report)
         if args.project:
             _save_project(run)
-            written.append(args.project)
-    except BaseException:
-        for f in written:
-            try:
-                if os.path.isdir(f):
-                    import shutil
-                    shutil.rmtree(f)
-                else:
-                    os.remove(f)
-            except OSError:
-                pass
-        raise
+        outs.commit()
 
 
 def _save_project(run: _Run) -> None:
@@ -162,7 +153,8 @@ def _save_project(run: _Run) -> None:
     args = run.args
     proj = project_from(args.model, run.settings, result=run.result, shape=args.input_shape,
                         dtype=args.input_dtype, inputs_fn=args.inputs, weights=args.weights,
-                        trust=args.trust, device=args.device, model=run.model, dg=run.dg)
+                        trust=args.trust, device=args.device, model=run.model, dg=run.dg,
+                        seed=args.seed)
     proj.describe = run.inputs.describe()
     save_project(args.project, proj, force=args.force)
 

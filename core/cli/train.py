@@ -17,7 +17,9 @@ import sys
 import time
 
 from core.cli.args import Parser, UsageError, fraction, nonneg_int, positive_int
+from core.cli.common import interrupted
 from core.errors import PruneStudioError
+from core.io import tempfiles
 
 COMMANDS = ("finetune", "sparse-train", "sensitivity", "evaluate")
 OUTPUT_SUFFIXES = (".pt", ".pth", ".pstudio")
@@ -122,7 +124,7 @@ def _data(args):
 
 def _model(args, device):
     from core.io.sources import load_model
-    model = load_model(args.model, trust=args.trust, weights=args.weights)
+    model = load_model(args.model, trust=args.trust, weights=args.weights, seed=args.seed)
     return model.to(device).eval()
 
 
@@ -308,9 +310,12 @@ def _run_training(args, progress, sparse: bool) -> int:
     after = evaluate(current, val, loss_fn, device, args.max_batches) if val is not None else None
     report["after"] = after.to_json() if after else None
     report["history"] = history
-    _save(args, current, kept, {"data": args.data, "command": args.command})
-    if args.report and _rank0():
-        _write_json(args.report, report, args.force)
+    from core.io.atomic import OutputSet
+    with OutputSet() as outs:  # -o and --report together, or neither
+        _save(args, current, kept, {"data": args.data, "command": args.command})
+        if args.report and _rank0():
+            _write_json(args.report, report, args.force)
+        outs.commit()
     if _rank0():
         _out(f"model: {args.model}  data: {args.data}  device: {args.device}")
         if "flops_fraction" in report:
@@ -337,9 +342,8 @@ def run(args) -> int:
         if args.command in ("finetune", "sparse-train"):
             return _run_training(args, progress, sparse=args.command == "sparse-train")
         raise UsageError(f"unknown training command '{args.command}'")
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr, flush=True)
-        return 130
+    except (KeyboardInterrupt, tempfiles.Terminated) as e:
+        return interrupted(e)
     except (PruneStudioError, OSError, ValueError) as e:
         progress.close()
         text = (f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror and e.filename
@@ -375,7 +379,11 @@ def main(argv=None) -> int:
     if args.command is None:
         p.print_help()
         return 2
-    return run(args)
+    with tempfiles.signal_handlers():
+        try:
+            return run(args)
+        except (KeyboardInterrupt, tempfiles.Terminated) as e:
+            return interrupted(e)
 
 
 if __name__ == "__main__":

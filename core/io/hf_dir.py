@@ -7,7 +7,7 @@ import os
 import sys
 
 from core.errors import PruneStudioError
-from core.io.atomic import OutputExistsError, atomic_write_dir
+from core.io.atomic import OutputExistsError, atomic_write_dir, refuse_special
 from core.io.source_hf import hf_class_and_config, hf_quiet
 from core.io.torchfile import cpu_copy, tensor_shapes
 
@@ -39,7 +39,8 @@ def check_hf_destination(path: str, force: bool = False, source=None) -> None:
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise PruneStudioError(f"output folder {parent} does not exist")
-    if os.path.exists(path) and not os.path.isdir(path):
+    if os.path.islink(path) or os.path.lexists(path) and not os.path.isdir(path):
+        refuse_special(path)  # a link, FIFO or device is never replaced
         raise PruneStudioError(f"output {path} is a file, not a directory")
     if os.path.isdir(path) and os.listdir(path):
         if not force:

@@ -7,13 +7,13 @@ and, by default, rebuilds the model from the temporary file before moving it int
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from core.errors import PruneStudioError
 from core.io.atomic import atomic_write
 from core.io.portable_format import PORTABLE_FORMAT, PORTABLE_SUFFIX, PORTABLE_VERSION, portable_payload, read_portable
 from core.io.sources import SOURCES
+from core.io.tempfiles import torch_save
 from core.io.torchfile import tensor_shapes
 
 __all__ = [
@@ -40,7 +40,7 @@ def save_portable(path: str, model_spec: str, kept: dict, state_dict: dict, forc
     want = tensor_shapes(payload["state_dict"])
 
     def write(tmp):
-        torch.save(payload, tmp)
+        torch_save(payload, tmp)
 
     def check(tmp):
         if rebuild_check:

@@ -3,7 +3,7 @@
 A project stores *how* to get back to the same state, not the weights themselves::
 
     {"format": "prunestudio.project", "version": 1,
-     "model":    {"spec", "weights", "trust", "fingerprint"},   # sha256 of the original state dict
+     "model":    {"spec", "weights", "trust", "seed", "fingerprint"},  # sha256 of the original state dict
      "inputs":   {"shape", "dtype", "function", "describe"},
      "settings": PlanSettings.to_json(), "device": "cpu",
      "plan":     PruningPlan.to_json() or null,
@@ -12,7 +12,8 @@ A project stores *how* to get back to the same state, not the weights themselves
 
 Restoring loads the model from its spec, re-runs the analysis (deterministic), re-applies the saved
 plan and checks, by fingerprint, that the original model and the rebuilt pruned model are the ones
-that were saved. The file is written atomically (temporary file, checked, renamed).
+that were saved (random weights are drawn from the recorded seed, so they are the same again). The
+file is written atomically (temporary file, checked, renamed).
 """
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ class Project:
     inputs_fn: str | None = None
     weights: str | None = None
     trust: bool = False
+    seed: int = 0  # random weights of the model (torchvision:NAME, timm:NAME, factories)
     settings: dict = field(default_factory=dict)
     device: str = "cpu"
     plan: dict | None = None
@@ -64,7 +66,7 @@ class Project:
     def to_json(self) -> dict:
         return {"format": PROJECT_FORMAT, "version": PROJECT_VERSION,
                 "model": {"spec": self.spec, "weights": self.weights, "trust": self.trust,
-                          "fingerprint": self.model_fingerprint},
+                          "seed": self.seed, "fingerprint": self.model_fingerprint},
                 "inputs": {"shape": self.shape, "dtype": self.dtype, "function": self.inputs_fn,
                            "describe": self.describe},
                 "settings": self.settings, "device": self.device, "plan": self.plan,
@@ -83,6 +85,7 @@ class Project:
             m, i = d["model"], d.get("inputs") or {}
             r = d.get("result") or {}
             return cls(spec=m["spec"], weights=m.get("weights"), trust=bool(m.get("trust")),
+                       seed=int(m.get("seed") or 0),
                        model_fingerprint=m.get("fingerprint"), shape=i.get("shape"),
                        dtype=i.get("dtype") or "float32", inputs_fn=i.get("function"),
                        describe=i.get("describe"), settings=dict(d.get("settings") or {}),
@@ -111,7 +114,7 @@ class Project:
 
     def load_model(self):
         from core.io.sources import load_model
-        return load_model(self.spec, trust=self.trust, weights=self.weights)
+        return load_model(self.spec, trust=self.trust, weights=self.weights, seed=self.seed)
 
 
 def json_clean(o):
@@ -165,7 +168,7 @@ def load_project(path: str) -> Project:
 def project_from(spec: str, settings, plan=None, result=None, shape: str | None = None,
                  dtype: str = "float32", inputs_fn: str | None = None, weights: str | None = None,
                  trust: bool = False, device: str = "cpu", model=None, dg=None,
-                 extra: dict | None = None) -> Project:
+                 extra: dict | None = None, seed: int = 0) -> Project:
     """A project describing the current work (``result`` is a PruneResult or None)."""
     from core.io.specs import normalize_spec
     if result is not None and plan is None:
@@ -180,7 +183,7 @@ def project_from(spec: str, settings, plan=None, result=None, shape: str | None 
     return Project(
         spec=normalize_spec(spec), shape=shape, dtype=dtype,
         inputs_fn=normalize_spec(inputs_fn) if inputs_fn else None,
-        weights=os.path.abspath(weights) if weights else None, trust=trust,
+        weights=os.path.abspath(weights) if weights else None, trust=trust, seed=int(seed),
         settings=settings.to_json() if hasattr(settings, "to_json") else dict(settings or {}),
         device=device, plan=plan.to_json() if hasattr(plan, "to_json") else plan,
         model_fingerprint=fingerprint(model) if model is not None else None,

@@ -195,14 +195,19 @@ def _checked(spec) -> str:
     return spec.strip()
 
 
-def load_model(spec: str, trust: bool = False, weights: str | None = None) -> nn.Module:
+def load_model(spec: str, trust: bool = False, weights: str | None = None,
+               seed: int = 0) -> nn.Module:
     """Build or load the model named by ``spec`` (see the module docstring), in eval mode.
 
     ``weights``: a local state-dict file loaded (strictly) into the architecture.
     ``trust``: allow unpickling code from a whole-model file (``torch.load(weights_only=False)``).
+    ``seed``: random weights (``torchvision:NAME``, ``timm:NAME``, factories) are drawn from it, so
+    the same spec and seed give the same model; the caller's random state is left as it was.
     """
     spec = _checked(spec)
-    return SOURCES.get(spec_kind(spec)).load(spec, trust=trust, weights=weights)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return SOURCES.get(spec_kind(spec)).load(spec, trust=trust, weights=weights)
 
 
 def build_meta_model(spec: str, trust: bool = False) -> nn.Module:

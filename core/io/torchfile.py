@@ -18,6 +18,7 @@ from torch import nn
 
 from core.errors import LoadError, PruneStudioError
 from core.io.atomic import atomic_write
+from core.io.tempfiles import disk_error, torch_save
 from core.io.messages import exc_text, one_line
 from core.io.specs import PORTABLE_SUFFIX
 
@@ -175,8 +176,12 @@ def save_whole(model: nn.Module, path: str, force: bool = False, source=None,
 
     def write(tmp):
         try:
-            torch.save(model, tmp)
+            torch_save(model, tmp)
+        except OSError:
+            raise
         except Exception as e:  # noqa: BLE001
+            if disk_error(e, path) is not None:
+                raise  # a full disk, not a model that cannot be pickled
             raise PruneStudioError(f"the model cannot be pickled ({type(e).__name__}: {e}); save the "
                                    f"portable {PORTABLE_SUFFIX} form instead") from None
 

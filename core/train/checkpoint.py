@@ -13,19 +13,12 @@ CHECKPOINT_FORMAT = "prunestudio.checkpoint"
 
 
 def save_checkpoint(path: str, state: dict) -> None:
-    """torch.save to a temporary file in the same folder, then atomically moved into place."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
+    """Written through :func:`core.io.atomic.atomic_write` (a temporary file in the same folder,
+    then moved into place; removed on a signal, swept if the process was killed)."""
+    from core.io.atomic import atomic_write
+    from core.io.tempfiles import torch_save
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, lambda tmp: torch_save(state, tmp), force=True)
 
 
 def load_checkpoint(path: str) -> dict:

@@ -4,8 +4,6 @@ the core.io.exporters registry (the form is chosen by the file's suffix)."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 
 import torch
 
@@ -43,16 +41,10 @@ def load_model(spec: str, trust: bool = False):
 
 
 def _atomic(path: str, write):
-    fd, tmp = tempfile.mkstemp(prefix=".ps-", suffix=os.path.splitext(path)[1],
-                               dir=os.path.dirname(os.path.abspath(path)))
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Core's atomic writer (the window already asked about overwriting): a recognisable
+    temporary file, mode from the umask, never replacing a FIFO or a link, disk errors named."""
+    from core.io.atomic import atomic_write
+    atomic_write(path, write, force=True)
 
 
 def file_filter() -> str:
