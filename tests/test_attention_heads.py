@@ -184,14 +184,14 @@ def test_cli_head_dim_pruning_and_project_replay(tmp_path, capsys):
         "num_heads=[2, 4], window_size=[4, 4], stochastic_depth_prob=0.0, num_classes=5)\n")
     spec = f"{factory}:make"
     out, proj = tmp_path / "p.pt", tmp_path / "p.psproj"
-    rc = entry.main(["prune", spec, "--trust", "--input-shape", "1,3,32,32", "--attention", "head-dim",
+    rc = entry.main(["prune", spec, "--input-shape", "1,3,32,32", "--attention", "head-dim",
                      "--ratio", "0.5", "--no-latency", "--trust", "-o", str(out), "--project", str(proj)])
     assert rc == 0, capsys.readouterr().err
     pruned = torch.load(out, weights_only=False)
     attn = [m for m in pruned.modules() if isinstance(m, swin.ShiftedWindowAttention)]
     assert [m.num_heads for m in attn] == [2, 2, 4, 4]  # heads kept, each one narrower
     assert all(m.qkv.out_features < 3 * 16 * (1 + (i >= 2)) for i, m in enumerate(attn))
-    _, _, dg, result = restore(load_project(str(proj)))
+    _, _, dg, result = restore(load_project(str(proj)), trust=True)
     assert dg.options == {"attention": "head_dim"}
     with torch.no_grad():
         x = torch.randn(1, 3, 32, 32)

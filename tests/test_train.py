@@ -221,7 +221,7 @@ def test_cli_training_commands(tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     assert (tmp_path / "sp.pstudio").exists()
     from core.io.portable import load_portable
-    m = load_portable(str(tmp_path / "sp.pstudio"))
+    m = load_portable(str(tmp_path / "sp.pstudio"), trust=True)
     assert m(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
     capsys.readouterr()
     assert main(["evaluate", f"{f}:make", "--trust", "--data", "digits"]) == 0
