@@ -134,3 +134,29 @@ def test_no_to_a_dataset_factory_runs_nothing(win, errors, marker, tmp_path, tru
     assert win.run_sensitivity(f"{f}:data") is None
     assert "dataset factory" in trust_answers.asked[0].text()
     assert not marker.exists() and win.task is None and not errors
+
+
+def test_recent_file_naming_a_factory_asks_and_no_runs_nothing(win, errors, marker, tmp_path,
+                                                               trust_answers):
+    f = evil_file(tmp_path / "src", marker)
+    win.models.add_recent(f"{f}:make", "1,3,8,8", "float32")
+    demo = win.session
+    trust_answers.queue.append(False)
+    [action] = [a for a in win.models.recent_menu.actions() if f in a.text()]
+    action.trigger()
+    assert len(trust_answers.asked) == 1 and f in trust_answers.asked[0].text()
+    _nothing_ran(win, demo, marker, errors)
+
+
+def test_project_with_an_inputs_function_is_refused_before_asking(win, errors, marker, tmp_path,
+                                                                   trust_answers):
+    import json
+    f = evil_file(tmp_path / "src", marker)
+    path = _project(tmp_path, "demo")
+    d = json.loads(open(path).read())
+    d["inputs"] = {"function": f"{f}:inputs"}
+    open(path, "w").write(json.dumps(d))
+    assert win.open_project(path) is None
+    assert not trust_answers.asked and not marker.exists()
+    assert errors[-1] == ("Open project", "projects with an inputs function open in the CLI only "
+                                          "(python main.py)")

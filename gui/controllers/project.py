@@ -79,6 +79,10 @@ class ProjectController(QObject):
         except Exception as e:  # noqa: BLE001
             ctx.show_error("Open project", str(e))
             return None
+        if p.inputs_fn:  # refused before asking about code that would not run anyway
+            ctx.show_error("Open project", "projects with an inputs function open in the CLI only "
+                                           "(python main.py)")
+            return None
         try:
             refs = p.code()
         except Exception as e:  # noqa: BLE001 - unreadable: nothing is trusted, the load says why
