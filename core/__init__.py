@@ -28,7 +28,8 @@ _PUBLIC = {
     "make_inputs": "core.trace.inputs", "ExampleInputs": "core.trace.inputs",
     "measure": "core.metrics", "count_flops": "core.metrics", "count_params": "core.metrics",
     "load_model": "core.io.sources", "load_inputs": "core.io.inputs", "EXPORTERS": "core.io.exporters",
-    "SOURCES": "core.io.sources",
+    "SOURCES": "core.io.sources", "what_would_run": "core.io.sources",
+    "TrustPolicy": "core.io.trust", "UntrustedCodeError": "core.io.trust",
     "PruneStudioError": "core.errors", "Cancelled": "core.errors",
 }
 

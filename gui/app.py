@@ -24,6 +24,8 @@ def _args(argv):
     p.add_argument("--theme", choices=THEMES, default=None,
                    help="colour theme (default: the last one chosen in View > Theme)")
     p.add_argument("--screenshot", metavar="PATH", help="render the window to PNG once loaded, then quit")
+    p.add_argument("--trust", action="store_true", help="run the code --model names (a factory file, "
+                   "a pickle, ...) without asking; otherwise the window asks first")
     return p.parse_known_args(argv)[0]  # leave Qt's own options (-style, ...) alone
 
 
@@ -51,6 +53,6 @@ def main(argv: list[str] | None = None) -> int:
         QTimer.singleShot(300_000, lambda: (code.update(rc=2), app.quit()))  # never hang a script
         win.headless = True  # errors go to the log and the exit code, never to a modal dialog
     options = {"attention": args.attention.replace("-", "_")} if args.attention else None
-    win.open_model(args.model, shape, args.dtype, options=options)
+    win.open_model(args.model, shape, args.dtype, options=options, trust=True if args.trust else None)
     rc = app.exec()
     return code["rc"] or rc

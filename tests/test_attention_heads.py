@@ -191,7 +191,7 @@ def test_cli_head_dim_pruning_and_project_replay(tmp_path, capsys):
     attn = [m for m in pruned.modules() if isinstance(m, swin.ShiftedWindowAttention)]
     assert [m.num_heads for m in attn] == [2, 2, 4, 4]  # heads kept, each one narrower
     assert all(m.qkv.out_features < 3 * 16 * (1 + (i >= 2)) for i, m in enumerate(attn))
-    _, _, dg, result = restore(load_project(str(proj)))
+    _, _, dg, result = restore(load_project(str(proj)), trust=True)
     assert dg.options == {"attention": "head_dim"}
     with torch.no_grad():
         x = torch.randn(1, 3, 32, 32)

@@ -76,7 +76,7 @@ CASES = {
                                       f"dict of 46 tensors), not a model: give the architecture "
                                       f"as MODEL (torchvision:NAME or file.py:factory) and this "
                                       f"file with --weights"),
-    "state_dict_wrong_shapes": (lambda t: ["prune", SPEC, *SHAPE, "--weights",
+    "state_dict_wrong_shapes": (lambda t: ["prune", SPEC, "--trust", *SHAPE, "--weights",
                                            str(t / "pruned_sd.pt")],
                                 lambda t: f"error: the weights in {t / 'pruned_sd.pt'} do not fit "
                                           f"{SPEC}: shape mismatches: stem.0.weight (16, 3, 3, 3) "
@@ -84,7 +84,7 @@ CASES = {
                                           f"saved from a pruned model? keep pruned models in the "
                                           f"portable .pstudio form"),
     "state_dict_other_architecture": (
-        lambda t: ["prune", SPEC, *SHAPE, "--weights", str(t / "other_sd.pt")],
+        lambda t: ["prune", SPEC, "--trust", *SHAPE, "--weights", str(t / "other_sd.pt")],
         lambda t: f"error: the weights in {t / 'other_sd.pt'} do not fit {SPEC}: missing keys: "
                   f"stem.0.weight, stem.1.weight, stem.1.bias, stem.1.running_mean, "
                   f"stem.1.running_var (+41 more); unexpected keys: weight, bias"),
@@ -98,76 +98,76 @@ CASES = {
                                           f"references core.models.demo.DemoNet), which runs when "
                                           f"loaded; load it only if you trust its source: pass "
                                           f"--trust (trust=True)"),
-    "factory_raises": (lambda t: ["prune", f"{FACTORY}:broken", *SHAPE],
+    "factory_raises": (lambda t: ["prune", f"{FACTORY}:broken", "--trust", *SHAPE],
                        lambda t: f"error: {FACTORY}:broken() raised RuntimeError: factory "
                                  f"exploded on purpose"),
-    "factory_missing": (lambda t: ["prune", f"{FACTORY}:nope", *SHAPE],
+    "factory_missing": (lambda t: ["prune", f"{FACTORY}:nope", "--trust", *SHAPE],
                         lambda t: f"error: {FACTORY} has no model factory 'nope' (it defines: "
                                   f"broken, inputs, make, not_a_model)"),
-    "factory_not_a_module": (lambda t: ["prune", f"{FACTORY}:not_a_model", *SHAPE],
+    "factory_not_a_module": (lambda t: ["prune", f"{FACTORY}:not_a_model", "--trust", *SHAPE],
                              lambda t: f"error: {FACTORY}:not_a_model() returned int, not a "
                                        f"torch.nn.Module"),
-    "input_wrong_channels": (lambda t: ["prune", SPEC, "--input-shape", "1,5,32,32"],
+    "input_wrong_channels": (lambda t: ["prune", SPEC, "--trust", "--input-shape", "1,5,32,32"],
                              lambda t: "error: the model's forward failed in layer 'stem.0' "
                                        "(Conv2d) on the example inputs ((1, 5, 32, 32) float32): "
                                        "RuntimeError: Given groups=1, weight of size [32, 3, 3, 3], "
                                        "expected input[1, 5, 32, 32] to have 3 channels, but got 5 "
                                        "channels instead"),
-    "input_wrong_dtype_int": (lambda t: ["prune", SPEC, *SHAPE, "--input-dtype", "int64"],
+    "input_wrong_dtype_int": (lambda t: ["prune", SPEC, "--trust", *SHAPE, "--input-dtype", "int64"],
                               lambda t: "error: the model's forward failed in layer 'stem.0' "
                                         "(Conv2d) on the example inputs ((1, 3, 32, 32) int64): "
                                         "RuntimeError: expected scalar type Long but found Float; "
                                         "the example input is int64 but the model's weights are "
                                         "float32: check --input-dtype"),
-    "input_wrong_dtype_half": (lambda t: ["prune", SPEC, *SHAPE, "--input-dtype", "float16"],
+    "input_wrong_dtype_half": (lambda t: ["prune", SPEC, "--trust", *SHAPE, "--input-dtype", "float16"],
                                # torch's own message differs between CPU kernels (oneDNN or not)
                                lambda t: r"^error: the model's forward failed in layer 'stem\.0' "
                                          r"\(Conv2d\) on the example inputs \(\(1, 3, 32, 32\) "
                                          r"float16\): RuntimeError: [^;]*(Half|float)[^;]*; "
                                          r"the example input is float16 but the model's weights "
                                          r"are float32: check --input-dtype"),
-    "input_shape_text": (lambda t: ["prune", SPEC, "--input-shape", "1,three"],
+    "input_shape_text": (lambda t: ["prune", SPEC, "--trust", "--input-shape", "1,three"],
                          lambda t: "error: input shape '1,three' is not a comma-separated list of "
                                    "integers"),
-    "input_missing": (lambda t: ["prune", SPEC],
+    "input_missing": (lambda t: ["prune", SPEC, "--trust"],
                       lambda t: "error: the example input is missing: give --input-shape (e.g. "
                                 "1,3,224,224) or --inputs file.py:function"),
-    "forward_fails": (lambda t: ["prune", f"{t / 'badfwd.py'}:make", *SHAPE],
+    "forward_fails": (lambda t: ["prune", f"{t / 'badfwd.py'}:make", "--trust", *SHAPE],
                       lambda t: "error: the model's forward failed in layer 'fc' (Linear) on the "
                                 "example inputs ((1, 3, 32, 32) float32): RuntimeError: mat1 and "
                                 "mat2 shapes cannot be multiplied (1x7200 and 100x10)"),
-    "ratio_above_one": (lambda t: ["prune", SPEC, *SHAPE, "--ratio", "1.5"],
+    "ratio_above_one": (lambda t: ["prune", SPEC, "--trust", *SHAPE, "--ratio", "1.5"],
                         lambda t: "error: ratio must be in [0, 1), got 1.5"),
-    "ratio_one": (lambda t: ["prune", SPEC, *SHAPE, "--ratio", "1"],
+    "ratio_one": (lambda t: ["prune", SPEC, "--trust", *SHAPE, "--ratio", "1"],
                   lambda t: "error: ratio must be in [0, 1), got 1.0"),
-    "ratio_negative": (lambda t: ["prune", SPEC, *SHAPE, "--ratio", "-0.1"],
+    "ratio_negative": (lambda t: ["prune", SPEC, "--trust", *SHAPE, "--ratio", "-0.1"],
                        lambda t: "error: ratio must be in [0, 1), got -0.1"),
-    "ratio_nan": (lambda t: ["prune", SPEC, *SHAPE, "--ratio", "nan"],
+    "ratio_nan": (lambda t: ["prune", SPEC, "--trust", *SHAPE, "--ratio", "nan"],
                   lambda t: "error: ratio must be in [0, 1), got nan"),
-    "ratio_not_a_number": (lambda t: ["prune", SPEC, *SHAPE, "--ratio", "half"],
+    "ratio_not_a_number": (lambda t: ["prune", SPEC, "--trust", *SHAPE, "--ratio", "half"],
                            lambda t: "error: prunestudio prune: argument --ratio: 'half' is not a "
                                      "number"),
-    "flops_target_one": (lambda t: ["prune", SPEC, *SHAPE, "--target-flops", "1.0"],
+    "flops_target_one": (lambda t: ["prune", SPEC, "--trust", *SHAPE, "--target-flops", "1.0"],
                          lambda t: "error: target flops must be in [0, 1), got 1.0"),
-    "target_unreachable": (lambda t: ["prune", SPEC, *SHAPE, "--target-params", "0.9",
+    "target_unreachable": (lambda t: ["prune", SPEC, "--trust", *SHAPE, "--target-params", "0.9",
                                       "--max-group-ratio", "0.1"],
                            lambda t: "^error: the parameter reduction target 90% cannot be reached: "
                                      r"pruning every prunable group as far as allowed removes "
                                      r"\d+\.\d%"),
-    "ignore_unknown_layer": (lambda t: ["prune", SPEC, *SHAPE, "--ignore", "stem.9"],
+    "ignore_unknown_layer": (lambda t: ["prune", SPEC, "--trust", *SHAPE, "--ignore", "stem.9"],
                              lambda t: "error: --ignore: layer 'stem.9' does not exist in the "
                                        "model (did you mean stem.2, stem.1, stem.0?)"),
-    "cuda_absent": (lambda t: ["prune", SPEC, *SHAPE, "--device", "cuda"],
+    "cuda_absent": (lambda t: ["prune", SPEC, "--trust", *SHAPE, "--device", "cuda"],
                     lambda t: "error: device 'cuda' was asked for, but no CUDA GPU is available "
                               "here"),
     "too_large_for_memory": (
-        lambda t: ["prune", SPEC, *SHAPE],
+        lambda t: ["prune", SPEC, "--trust", *SHAPE],
         lambda t: f"error: {SPEC} is too large for this machine's memory: its parameters take "
                   f"about 1.1 MB and analysing and pruning it needs about 3.3 MB, but only "
                   f"1.0 MB is available; analyse its structure on the meta device instead (no "
                   f"weights are loaded): python main.py graph {SPEC} --input-shape 1,3,32,32 "
-                  f"--meta"),
-    "project_suffix": (lambda t: ["prune", SPEC, *SHAPE, "--project", str(t / "p.json")],
+                  f"--trust --meta"),
+    "project_suffix": (lambda t: ["prune", SPEC, "--trust", *SHAPE, "--project", str(t / "p.json")],
                        lambda t: f"error: --project {t / 'p.json'}: the project file must end in "
                                  f".psproj"),
 }
@@ -211,12 +211,12 @@ def test_bad_input_one_exact_line_and_no_files(case, inputs_dir, tmp_path, capsy
 def test_the_offered_meta_analysis_works_without_memory(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("PRUNESTUDIO_AVAILABLE_MEMORY", str(2**20))
     j = tmp_path / "g.json"
-    rc, out, err = run(["graph", SPEC, *SHAPE, "--meta", "--json", str(j)], capsys)
+    rc, out, err = run(["graph", SPEC, "--trust", *SHAPE, "--meta", "--json", str(j)], capsys)
     assert rc == 0, err
     assert "meta device: structure only" in out and "prunable" in out and j.exists()
     # the meta analysis finds the same groups as the real one
     monkeypatch.delenv("PRUNESTUDIO_AVAILABLE_MEMORY")
-    rc2, out2, err2 = run(["graph", SPEC, *SHAPE], capsys)
+    rc2, out2, err2 = run(["graph", SPEC, "--trust", *SHAPE], capsys)
     assert rc2 == 0, err2
     pick = lambda o: [ln for ln in o.splitlines() if ln.startswith(("groups:", "  #"))]  # noqa: E731
     assert pick(out) == pick(out2)
@@ -236,13 +236,13 @@ def test_existing_project_and_report_need_force(tmp_path, capsys):
     p, r = tmp_path / "work.psproj", tmp_path / "r.json"
     p.write_text("keep")
     r.write_text("keep too")
-    rc, out, err = run(["prune", SPEC, *SHAPE, *FAST, "--report", str(r), "--project", str(p)],
+    rc, out, err = run(["prune", SPEC, "--trust", *SHAPE, *FAST, "--report", str(r), "--project", str(p)],
                        capsys)
     assert rc == 2 and err.strip().splitlines() == [
         f"error: {r} already exists; pass --force (force=True) to overwrite it"]
     assert p.read_text() == "keep" and r.read_text() == "keep too"
     r.unlink()
-    rc, out, err = run(["prune", SPEC, *SHAPE, *FAST, "--report", str(r), "--project", str(p)],
+    rc, out, err = run(["prune", SPEC, "--trust", *SHAPE, *FAST, "--report", str(r), "--project", str(p)],
                        capsys)
     assert rc == 2 and err.strip() == (f"error: {p} already exists; pass --force (force=True) to "
                                        f"overwrite it")

@@ -35,7 +35,7 @@ def _pyproc(args, cwd, timeout=300):
 def pruned_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
     out, rep = d / "pruned.pt", d / "report.json"
-    rc = entry.main(["prune", SPEC, *SHAPE, "--ratio", "0.5", "--importance", "l1", "-o", str(out),
+    rc = entry.main(["prune", SPEC, "--trust", *SHAPE, "--ratio", "0.5", "--importance", "l1", "-o", str(out),
                      "--report", str(rep)])
     return rc, out, rep
 
@@ -75,14 +75,14 @@ def test_success_output_is_quiet_on_stderr_when_not_a_tty(tmp_path, capsys):
 
 def test_prune_to_portable_and_onnx(tmp_path, capsys):
     p, o = tmp_path / "m.pstudio", tmp_path / "m.onnx"
-    rc, out, err = run(["prune", SPEC, *SHAPE, "--target-flops", "0.4", "--global", "--round-to", "4",
+    rc, out, err = run(["prune", SPEC, "--trust", *SHAPE, "--target-flops", "0.4", "--global", "--round-to", "4",
                         "--no-latency", "-o", str(p)], capsys)
     assert rc == 0, err
     from core.io.portable import load_portable
-    m = load_portable(str(p))
+    m = load_portable(str(p), trust=True)
     assert all(c.out_channels % 4 == 0 for c in m.modules() if isinstance(c, torch.nn.Conv2d)
                and c.groups == 1 and c.out_channels != 10)
-    rc, out, err = run(["prune", SPEC, *SHAPE, "--ratio", "0.3", "--no-latency", "-o", str(o)], capsys)
+    rc, out, err = run(["prune", SPEC, "--trust", *SHAPE, "--ratio", "0.3", "--no-latency", "-o", str(o)], capsys)
     assert rc == 0, err
     assert "onnxruntime vs torch max abs difference" in out
     assert sorted(os.listdir(tmp_path)) == ["m.onnx", "m.pstudio"]
@@ -90,7 +90,7 @@ def test_prune_to_portable_and_onnx(tmp_path, capsys):
 
 def test_graph_json(tmp_path, capsys):
     j = tmp_path / "g.json"
-    rc, out, err = run(["graph", SPEC, *SHAPE, "--json", str(j)], capsys)
+    rc, out, err = run(["graph", SPEC, "--trust", *SHAPE, "--json", str(j)], capsys)
     assert rc == 0, err
     g = json.loads(j.read_text())
     assert g["nodes"] and g["edges"] and g["groups"]
@@ -101,7 +101,7 @@ def test_graph_json(tmp_path, capsys):
 
 
 def test_verify_passes_and_says_exact(capsys):
-    rc, out, err = run(["verify", SPEC, *SHAPE, "--ratio", "0.3"], capsys)
+    rc, out, err = run(["verify", SPEC, "--trust", *SHAPE, "--ratio", "0.3"], capsys)
     assert rc == 0, err
     assert "expected: exact" in out and "max abs difference" in out and "PASS" in out
 
@@ -116,7 +116,7 @@ def test_verify_mismatch_exits_nonzero(capsys, monkeypatch):
         return rep
 
     monkeypatch.setattr(cv, "verify_plan", tampered)
-    rc, out, err = run(["verify", SPEC, *SHAPE, "--ratio", "0.3"], capsys)
+    rc, out, err = run(["verify", SPEC, "--trust", *SHAPE, "--ratio", "0.3"], capsys)
     assert rc == 1
     assert "max abs difference: 0.5" in out and "MISMATCH" in err
     assert len(err.strip().splitlines()) == 1
@@ -135,22 +135,22 @@ def _pickled(tmp_path):
 
 
 BAD = {
-    "ratio": (lambda t: ["prune", SPEC, *SHAPE, "--ratio", "1.5"], "ratio must be in [0, 1), got 1.5"),
-    "ignore": (lambda t: ["prune", SPEC, *SHAPE, "--ignore", "no.such.layer"], "no.such.layer"),
+    "ratio": (lambda t: ["prune", SPEC, "--trust", *SHAPE, "--ratio", "1.5"], "ratio must be in [0, 1), got 1.5"),
+    "ignore": (lambda t: ["prune", SPEC, "--trust", *SHAPE, "--ignore", "no.such.layer"], "no.such.layer"),
     "missing": (lambda t: ["prune", str(t / "absent.pt"), *SHAPE], "file not found"),
-    "missing_factory_file": (lambda t: ["prune", str(t / "absent.py") + ":make", *SHAPE],
+    "missing_factory_file": (lambda t: ["prune", str(t / "absent.py") + ":make", "--trust", *SHAPE],
                              "file not found"),
     "corrupt": (lambda t: ["prune", _corrupt(t), *SHAPE], "corrupt.pt"),
     "pickled": (lambda t: ["prune", _pickled(t), *SHAPE], "--trust"),
-    "shape": (lambda t: ["prune", SPEC, "--input-shape", "1,5,32,32"], "forward failed"),
-    "bad_shape_text": (lambda t: ["prune", SPEC, "--input-shape", "1,three"], "input shape"),
-    "no_shape": (lambda t: ["prune", SPEC], "--input-shape"),
-    "suffix": (lambda t: ["prune", SPEC, *SHAPE], "unknown suffix"),
-    "factory_raises": (lambda t: ["prune", f"{FACTORY}:broken", *SHAPE], "factory exploded"),
-    "unknown_option": (lambda t: ["prune", SPEC, *SHAPE, "--frobnicate"], "--frobnicate"),
-    "two_targets": (lambda t: ["prune", SPEC, *SHAPE, "--ratio", "0.2", "--target-flops", "0.2"],
+    "shape": (lambda t: ["prune", SPEC, "--trust", "--input-shape", "1,5,32,32"], "forward failed"),
+    "bad_shape_text": (lambda t: ["prune", SPEC, "--trust", "--input-shape", "1,three"], "input shape"),
+    "no_shape": (lambda t: ["prune", SPEC, "--trust"], "--input-shape"),
+    "suffix": (lambda t: ["prune", SPEC, "--trust", *SHAPE], "unknown suffix"),
+    "factory_raises": (lambda t: ["prune", f"{FACTORY}:broken", "--trust", *SHAPE], "factory exploded"),
+    "unknown_option": (lambda t: ["prune", SPEC, "--trust", *SHAPE, "--frobnicate"], "--frobnicate"),
+    "two_targets": (lambda t: ["prune", SPEC, "--trust", *SHAPE, "--ratio", "0.2", "--target-flops", "0.2"],
                     "not allowed with"),
-    "unreachable": (lambda t: ["prune", SPEC, *SHAPE, "--target-params", "0.9",
+    "unreachable": (lambda t: ["prune", SPEC, "--trust", *SHAPE, "--target-params", "0.9",
                                "--max-group-ratio", "0.1"], "cannot be reached"),
 }
 
@@ -171,7 +171,7 @@ def test_bad_input_exits_2_with_one_line_and_no_file(tmp_path, capsys, case):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
 def test_cuda_without_gpu(tmp_path, capsys):
-    rc, out, err = run(["prune", SPEC, *SHAPE, "--device", "cuda", "-o", str(tmp_path / "o.pt")], capsys)
+    rc, out, err = run(["prune", SPEC, "--trust", *SHAPE, "--device", "cuda", "-o", str(tmp_path / "o.pt")], capsys)
     assert rc == 2 and err.count("\n") == 1 and "CUDA" in err
     assert os.listdir(tmp_path) == []
 
@@ -179,9 +179,9 @@ def test_cuda_without_gpu(tmp_path, capsys):
 def test_existing_output_needs_force(tmp_path, capsys):
     o = tmp_path / "o.pt"
     o.write_bytes(b"keep me")
-    rc, out, err = run(["prune", SPEC, *SHAPE, "--no-latency", "-o", str(o)], capsys)
+    rc, out, err = run(["prune", SPEC, "--trust", *SHAPE, "--no-latency", "-o", str(o)], capsys)
     assert rc == 2 and "already exists" in err and o.read_bytes() == b"keep me"
-    rc, out, err = run(["prune", SPEC, *SHAPE, "--no-latency", "-o", str(o), "--force"], capsys)
+    rc, out, err = run(["prune", SPEC, "--trust", *SHAPE, "--no-latency", "-o", str(o), "--force"], capsys)
     assert rc == 0 and o.read_bytes() != b"keep me"
 
 
@@ -201,7 +201,7 @@ def test_trusted_pickled_model_prunes(tmp_path, capsys):
 
 
 def test_inputs_function(tmp_path, capsys):
-    rc, out, err = run(["prune", SPEC, "--inputs", f"{FACTORY}:inputs", "--no-latency"], capsys)
+    rc, out, err = run(["prune", SPEC, "--trust", "--inputs", f"{FACTORY}:inputs", "--no-latency"], capsys)
     assert rc == 0, err
     assert "(2, 3, 32, 32)" in out
 

@@ -62,7 +62,7 @@ def test_cli_reports_excluded_group(tmp_path, capsys):
                  "    def forward(self, x):\n        h = self.a(x)\n"
                  "        return self.b(h / math.sqrt(h.shape[1]))\n"
                  "def make():\n    torch.manual_seed(0)\n    return M()\n")
-    rc = entry.main(["prune", f"{f}:make", "--input-shape", "1,3,4,4", "--no-latency",
+    rc = entry.main(["prune", f"{f}:make", "--trust", "--input-shape", "1,3,4,4", "--no-latency",
                      "-o", str(tmp_path / "out.pt"), "--trust"])
     out = capsys.readouterr().out
     assert rc == 0 and "excluded group a:" in out

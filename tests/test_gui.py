@@ -153,15 +153,14 @@ def test_export_pt_and_onnx_reload(qtbot, win, tmp_path):
     assert json.loads(report.read_text())["after"]["params"] == r.after.params
 
 
-def test_corrupt_file_shows_error_and_window_survives(qtbot, win, errors, tmp_path, monkeypatch):
+def test_corrupt_file_shows_error_and_window_survives(qtbot, win, errors, tmp_path, trust_answers):
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"PK\x03\x04 this is not a torch file" * 10)
-    asked = []
-    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: asked.append(1) or QMessageBox.Yes))
+    trust_answers.queue.append(True)
     demo = win.session
     with qtbot.waitSignal(win.taskFailed, timeout=TIMEOUT):
         win.open_model(str(bad), "1,3,32,32")
-    assert asked, "a pickle must not be trusted without asking"
+    assert trust_answers.asked, "a pickle must not be trusted without asking"
     assert errors and "broken.pt" in errors[-1][1]
     assert win.session is demo and win.a_prune.isEnabled()
 
@@ -255,10 +254,11 @@ def make():
 
 
 @pytest.fixture
-def mha(qtbot, win, tmp_path):
+def mha(qtbot, win, tmp_path, trust_answers):
     """The window on a small model with one nn.MultiheadAttention (4 heads of 8 dimensions)."""
     f = tmp_path / "mha.py"
     f.write_text(MHA_SRC)
+    trust_answers.queue.append(True)  # run mha.py
     with qtbot.waitSignal(win.modelReady, timeout=TIMEOUT):
         win.open_model(f"{f}:make", "1,6,8")
     return win
@@ -276,7 +276,8 @@ def _switch_attention(qtbot, w, mode):
         w.targets.attention.setCurrentIndex(w.targets.attention.findData(mode))
 
 
-def test_attention_choice_reanalyses_prunes_and_is_kept_in_the_project(qtbot, mha, errors, tmp_path):
+def test_attention_choice_reanalyses_prunes_and_is_kept_in_the_project(qtbot, mha, errors, tmp_path,
+                                                                       trust_answers):
     w = mha
     combo = w.targets.attention
     assert combo.isEnabled() and w.targets.attention_mode() == "heads"
@@ -305,6 +306,7 @@ def test_attention_choice_reanalyses_prunes_and_is_kept_in_the_project(qtbot, mh
     assert json.loads(path.read_text())["extra"]["analysis"] == {"attention": "head_dim"}
     _switch_attention(qtbot, w, "heads")
     assert _attention_row(w) == (4, "4 heads")
+    trust_answers.queue.append(True)  # the project runs mha.py again: asked again
     with qtbot.waitSignal(w.projectRestored, timeout=TIMEOUT):
         w.open_project(str(path))
     assert w.targets.attention_mode() == "head_dim" and _attention_row(w) == (8, "8 per head")
@@ -337,7 +339,8 @@ def test_attention_reanalysis_cancel_and_failure_keep_the_old_analysis(qtbot, mh
     assert w.session is before and w.targets.attention_mode() == "heads" and w.a_prune.isEnabled()
 
 
-def test_load_dialog_attention_choice_reaches_the_analysis(qtbot, win, tmp_path, monkeypatch):
+def test_load_dialog_attention_choice_reaches_the_analysis(qtbot, win, tmp_path, monkeypatch,
+                                                           trust_answers):
     from gui.widgets.load_dialog import LoadDialog
     f = tmp_path / "mha.py"
     f.write_text(MHA_SRC)
@@ -352,6 +355,7 @@ def test_load_dialog_attention_choice_reaches_the_analysis(qtbot, win, tmp_path,
         dlg.attention.setCurrentIndex(dlg.attention.findData("head_dim"))
         return LoadDialog.Accepted
     monkeypatch.setattr(LoadDialog, "exec", fill)
+    trust_answers.queue.append(True)
     with qtbot.waitSignal(win.modelReady, timeout=TIMEOUT):
         win.open_dialog()
     assert win.session.dg.options == {"attention": "head_dim"}

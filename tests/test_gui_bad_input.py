@@ -152,27 +152,35 @@ LOAD_CASES = {
 
 @pytest.mark.parametrize("case", sorted(LOAD_CASES))
 def test_bad_model_or_input_shows_a_dialog_and_keeps_the_window(case, win, env, qtbot,
-                                                                 monkeypatch):
+                                                                 monkeypatch, trust_answers):
+    from core.io.sources import what_would_run
     d, dialogs = env
     if case == "too_large_for_memory":
         monkeypatch.setenv("PRUNESTUDIO_AVAILABLE_MEMORY", str(2**20))
         dialogs.answers.append(QMessageBox.No)  # "analyse on the meta device instead?" - no
     before = win.session
     spec, shape, dtype = LOAD_CASES[case][0](d)
+    if case == "pickle_not_trusted":  # answered No: nothing is loaded, nothing runs
+        trust_answers.queue.append(False)
+        assert win.open_model(spec, shape, dtype) is None
+        assert win.task is None and not dialogs.errors
+        assert len(trust_answers.asked) == 1 and str(d / "whole.pt") in trust_answers.asked[0].text()
+        _usable(win, before)
+        return
+    trust_answers.queue.extend([True] * bool(what_would_run(spec)))  # let the code run: its error
     with qtbot.waitSignal(win.taskFailed, timeout=TIMEOUT):
         win.open_model(spec, shape, dtype)
     assert dialogs.errors == [(f"loading {spec} failed", LOAD_CASES[case][1](d))]
-    if case == "pickle_not_trusted":
-        assert dialogs.questions and dialogs.questions[0][0] == "Trust this file?"
     if case == "too_large_for_memory":
         assert dialogs.questions[-1][0] == "Analyse without weights?"
     _usable(win, before)
 
 
-def test_too_large_model_offers_the_meta_analysis(win, env, qtbot, monkeypatch):
+def test_too_large_model_offers_the_meta_analysis(win, env, qtbot, monkeypatch, trust_answers):
     d, dialogs = env
     monkeypatch.setenv("PRUNESTUDIO_AVAILABLE_MEMORY", str(2**20))
     dialogs.answers.append(QMessageBox.Yes)
+    trust_answers.queue.append(True)  # asked once: the meta analysis keeps that consent
     with qtbot.waitSignal(win.modelReady, timeout=TIMEOUT):
         win.open_model(f"{FACTORY}:make", "1,3,32,32")
     s = win.session
@@ -280,8 +288,9 @@ def test_cancel_pruning_at_poll_n_leaves_the_model(n, win, qtbot, monkeypatch):
 
 
 @pytest.mark.parametrize("n", [0, 1, 2])
-def test_cancel_loading_at_poll_n_keeps_the_previous_model(n, win, qtbot, monkeypatch):
+def test_cancel_loading_at_poll_n_keeps_the_previous_model(n, win, qtbot, monkeypatch, trust_answers):
     before = win.session
+    trust_answers.queue.append(True)
     snap = _snap(before.model)
     _stop_after(monkeypatch, n)
     with qtbot.waitSignal(win.taskCancelled, timeout=TIMEOUT):
@@ -329,12 +338,12 @@ def test_existing_file_is_replaced_only_after_confirmation(win, env, qtbot, tmp_
     assert sorted(os.listdir(tmp_path)) == ["pruned.pt", "report.json"]  # no temporary files
 
 
-def test_export_never_writes_over_the_input_model(win, env, qtbot, tmp_path):
+def test_export_never_writes_over_the_input_model(win, env, qtbot, tmp_path, trust_answers):
     d, dialogs = env
     src = tmp_path / "mine.pt"
     torch.save(demo_model(), src)
     original = src.read_bytes()
-    dialogs.answers.append(QMessageBox.Yes)  # trust it
+    trust_answers.queue.append(True)  # trust it
     with qtbot.waitSignal(win.modelReady, timeout=TIMEOUT):
         win.open_model(str(src), DEMO_INPUT_SHAPE)
     dialogs.answers.append(QMessageBox.Yes)  # "replace it?" - yes, but it is the input

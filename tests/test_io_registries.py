@@ -90,7 +90,7 @@ def _case_file(tmp):
     torch.manual_seed(3)
     ref = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
                         nn.Conv2d(8, 4, 3, padding=1)).eval()
-    return f"{f}:make", False, torch.randn(1, 3, 16, 16), ref
+    return f"{f}:make", True, torch.randn(1, 3, 16, 16), ref  # a factory runs code: needs trust
 
 
 def _case_pt(tmp):

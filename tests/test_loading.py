@@ -19,7 +19,7 @@ FACTORY = os.path.join(ROOT, "tests", "models", "demo_factory.py")
 
 
 def test_factory_spec_builds_the_model_in_eval_mode():
-    m = load_model(f"{FACTORY}:make")
+    m = load_model(f"{FACTORY}:make", trust=True)
     assert type(m).__name__ == "DemoNet" and not m.training
     ref = demo_model()
     assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), ref.state_dict().values()))
@@ -27,26 +27,26 @@ def test_factory_spec_builds_the_model_in_eval_mode():
 
 def test_factory_that_raises_names_file_factory_and_exception():
     with pytest.raises(LoadError) as e:
-        load_model(f"{FACTORY}:broken")
+        load_model(f"{FACTORY}:broken", trust=True)
     msg = str(e.value)
     assert "demo_factory.py" in msg and "broken" in msg and "factory exploded on purpose" in msg
 
 
 def test_missing_factory_lists_what_the_file_defines():
     with pytest.raises(LoadError, match=r"no model factory 'nope'.*make"):
-        load_model(f"{FACTORY}:nope")
+        load_model(f"{FACTORY}:nope", trust=True)
 
 
 def test_factory_returning_a_non_module_is_refused():
     with pytest.raises(LoadError, match="returned int"):
-        load_model(f"{FACTORY}:not_a_model")
+        load_model(f"{FACTORY}:not_a_model", trust=True)
 
 
 def test_factory_file_with_import_error_names_the_file(tmp_path):
     f = tmp_path / "bad_import.py"
     f.write_text("import no_such_module_xyz\n\ndef make():\n    pass\n")
     with pytest.raises(LoadError) as e:
-        load_model(f"{f}:make")
+        load_model(f"{f}:make", trust=True)
     assert "bad_import.py" in str(e.value) and "no_such_module_xyz" in str(e.value)
 
 
@@ -54,7 +54,7 @@ def test_factory_file_with_syntax_error(tmp_path):
     f = tmp_path / "syn.py"
     f.write_text("def make(:\n")
     with pytest.raises(LoadError, match=r"syn\.py has a syntax error at line 1"):
-        load_model(f"{f}:make")
+        load_model(f"{f}:make", trust=True)
 
 
 def test_safe_default_refuses_pickled_module_and_trust_loads_it(tmp_path):
@@ -80,7 +80,7 @@ def test_state_dict_loads_into_matching_architecture(tmp_path):
     p = tmp_path / "sd.pt"
     src = demo_model(seed=5)
     torch.save({"state_dict": src.state_dict()}, p)  # a checkpoint layout is accepted too
-    m = load_model(f"{FACTORY}:make", weights=str(p))
+    m = load_model(f"{FACTORY}:make", trust=True, weights=str(p))
     assert torch.equal(m.stem[0].weight, src.stem[0].weight)
 
 
@@ -92,7 +92,7 @@ def test_state_dict_that_does_not_fit_names_keys(tmp_path):
     sd["head.2.weight"] = torch.zeros(5, 256)
     torch.save(sd, p)
     with pytest.raises(LoadError) as e:
-        load_model(f"{FACTORY}:make", weights=str(p))
+        load_model(f"{FACTORY}:make", trust=True, weights=str(p))
     msg = str(e.value)
     assert "head.2.bias" in msg and "extra.weight" in msg and "head.2.weight" in msg
     assert "(5, 256)" in msg and str(p) in msg
@@ -159,18 +159,18 @@ def test_unknown_torchvision_weights_name():
 
 
 def test_load_inputs_from_function():
-    ex = load_inputs(f"{FACTORY}:inputs")
+    ex = load_inputs(f"{FACTORY}:inputs", True)
     assert tuple(ex.args[0].shape) == (2, 3, 32, 32)
     with pytest.raises(LoadError, match="file.py:function"):
         load_inputs("1,3,32,32")
     with pytest.raises(LoadError, match="returned int"):
-        load_inputs(f"{FACTORY}:not_a_model")
+        load_inputs(f"{FACTORY}:not_a_model", True)
 
 
 def test_load_inputs_dict(tmp_path):
     f = tmp_path / "inp.py"
     f.write_text("import torch\n\ndef kw():\n    return {'x': torch.ones(1, 4)}\n")
-    ex = load_inputs(f"{f}:kw")
+    ex = load_inputs(f"{f}:kw", True)
     assert list(ex.kwargs) == ["x"] and ex.args == ()
 
 
@@ -189,7 +189,7 @@ def test_trusted_pickle_of_a_user_class_finds_its_file_next_to_it(tmp_path):
         "from torch import nn\n\nclass UserNet(nn.Module):\n    def __init__(self):\n"
         "        super().__init__()\n        self.fc = nn.Linear(4, 2)\n\n"
         "    def forward(self, x):\n        return self.fc(x)\n\ndef make():\n    return UserNet()\n")
-    m = load_model(f"{src / 'ps_user_net_abc.py'}:make")
+    m = load_model(f"{src / 'ps_user_net_abc.py'}:make", trust=True)
     assert type(m).__module__ == "ps_user_net_abc"
     away = tmp_path / "away"
     away.mkdir()

@@ -201,7 +201,7 @@ def _plan(d):
 
 def test_cli_project_restores_the_same_pruned_model(tmp_path, capsys):
     p = tmp_path / "work.psproj"
-    rc = entry.main(["prune", f"{FACTORY}:make", "--input-shape", "1,3,32,32", "--ratio", "0.4",
+    rc = entry.main(["prune", f"{FACTORY}:make", "--trust", "--input-shape", "1,3,32,32", "--ratio", "0.4",
                      "--importance", "l1", "--no-latency", "--project", str(p), "-o",
                      str(tmp_path / "m.pt")])
     out, err = capsys.readouterr()
@@ -212,7 +212,7 @@ def test_cli_project_restores_the_same_pruned_model(tmp_path, capsys):
     assert d["model"]["spec"] == f"{FACTORY}:make" and d["inputs"]["shape"] == "1,3,32,32"
     assert d["plan"]["removed"] and d["result"]["report"]["after"]["params"] > 0
     back = proj.load_project(str(p))
-    model, ex, dg, result = proj.restore(back)
+    model, ex, dg, result = proj.restore(back, trust=True)
     assert proj.fingerprint(result.model) == d["result"]["fingerprint"]
     saved = torch.load(tmp_path / "m.pt", weights_only=False)
     for (k, v), (k2, v2) in zip(saved.state_dict().items(), result.model.state_dict().items()):
@@ -233,7 +233,7 @@ def test_project_refuses_a_changed_model_and_damaged_files(tmp_path):
     assert str(e.value) == f"{path} already exists; pass --force (force=True) to overwrite it"
     from core.errors import LoadError
     with pytest.raises(LoadError) as e:
-        proj.restore(proj.load_project(str(path)))  # demo_factory:make is not this model
+        proj.restore(proj.load_project(str(path)), trust=True)  # demo_factory:make is not this model
     assert str(e.value) == (f"the model {FACTORY}:make has changed since the project was saved "
                             f"(its weights differ); the saved plan may not fit it any more")
     bad = tmp_path / "bad.psproj"

@@ -26,7 +26,7 @@ SPEC = f"{FACTORY}:make"
 
 @pytest.fixture(scope="module")
 def pruned():
-    model = load_model(SPEC)
+    model = load_model(SPEC, trust=True)
     ex = make_inputs("1,3,32,32")
     dg = analyze_model(model, ex)
     res = prune_model(model, ex, dg, PlanSettings(ratio=0.4, importance="l1"), latency=False)
@@ -53,16 +53,16 @@ def test_whole_roundtrip(tmp_path, pruned):
 def test_portable_roundtrip_rebuilds_from_spec(tmp_path, pruned):
     _, ex, res = pruned
     p = tmp_path / "m.pstudio"
-    save_portable(str(p), SPEC, res.kept, res.model.state_dict(), plan=res.plan)
+    save_portable(str(p), SPEC, res.kept, res.model.state_dict(), plan=res.plan, trust=True)
     # no pickled code: the safe loader reads it
     d = torch.load(p, weights_only=True)
     assert d["format"] == "prunestudio.portable" and d["kept"] and d["model_spec"].endswith(":make")
-    back = load_portable(str(p))
+    back = load_portable(str(p), trust=True)
     with torch.no_grad():
         assert torch.equal(ex.call(back), ex.call(res.model))
     assert back.stem[0].out_channels == res.model.stem[0].out_channels < 32
     # the portable file is a MODEL spec of its own
-    again = load_model(str(p))
+    again = load_model(str(p), trust=True)
     assert sum(t.numel() for t in again.parameters()) == sum(t.numel() for t in res.model.parameters())
 
 
@@ -74,7 +74,7 @@ def test_portable_torchvision_roundtrip(tmp_path):
     res = prune_model(model, ex, dg, PlanSettings(ratio=0.3, global_ranking=True), latency=False)
     p = tmp_path / "r18.pstudio"
     save_portable(str(p), "torchvision:resnet18", res.kept, res.model.state_dict())
-    back = load_portable(str(p))
+    back = load_portable(str(p), trust=True)
     with torch.no_grad():
         assert torch.equal(ex.call(back), ex.call(res.model))
 
@@ -84,7 +84,7 @@ def test_portable_with_wrong_plan_names_the_problem(tmp_path, pruned):
     p = tmp_path / "bad.pstudio"
     kept = {"no_such_layer.weight": {0: [0, 1]}}
     with pytest.raises(PruneStudioError, match="no_such_layer"):
-        save_portable(str(p), SPEC, kept, res.model.state_dict())
+        save_portable(str(p), SPEC, kept, res.model.state_dict(), trust=True)
     assert _listing(tmp_path) == []
 
 
@@ -118,7 +118,7 @@ def test_existing_file_is_not_overwritten_without_force(tmp_path, pruned):
     assert isinstance(OutputExistsError("x"), FileExistsError)
     assert p.read_bytes() == b"precious"
     with pytest.raises(OutputExistsError):
-        save_portable(str(p), SPEC, res.kept, res.model.state_dict())
+        save_portable(str(p), SPEC, res.kept, res.model.state_dict(), trust=True)
     assert p.read_bytes() == b"precious"
     save_whole(res.model, str(p), force=True)
     assert p.read_bytes() != b"precious"

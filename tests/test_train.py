@@ -66,7 +66,7 @@ def test_data_errors_name_the_culprit(tmp_path):
     f = tmp_path / "ds.py"
     f.write_text("def make():\n    return 42\n")
     with pytest.raises(LoadError, match="ds.py:make returned int|returned int"):
-        load_data(f"{f}:make")
+        load_data(f"{f}:make", trust=True)
 
 
 def test_image_folder_and_factory(tmp_path):
@@ -83,9 +83,9 @@ def test_image_folder_and_factory(tmp_path):
     f.write_text("import torch\nfrom torch.utils.data import TensorDataset\n"
                  "def make():\n    return TensorDataset(torch.randn(20, 3), torch.randn(20, 2))\n"
                  "def loss(out, y):\n    return ((out - y) ** 2).mean()\n")
-    d = load_data(f"{f}:make", batch_size=5, val_fraction=0.25)
+    d = load_data(f"{f}:make", trust=True, batch_size=5, val_fraction=0.25)
     assert len(d.val_set) == 5
-    r = evaluate(torch.nn.Linear(3, 2), d.val_loader(), load_loss_fn(f"{f}:loss"))
+    r = evaluate(torch.nn.Linear(3, 2), d.val_loader(), load_loss_fn(f"{f}:loss", True))
     assert r.top1 is None and r.loss > 0 and r.samples == 5
 
 
@@ -211,25 +211,25 @@ def test_cli_training_commands(tmp_path, capsys):
     f = tmp_path / "net.py"
     f.write_text("from core.models.digits import digits_cnn\ndef make():\n    return digits_cnn(8)\n")
     out = tmp_path / "ft.pt"
-    rc = main(["finetune", f"{f}:make", "--data", "digits", "--epochs", "1", "--max-batches", "3",
+    rc = main(["finetune", f"{f}:make", "--trust", "--data", "digits", "--epochs", "1", "--max-batches", "3",
                "--target-flops", "0.4", "--distill", "-o", str(out), "--report", str(tmp_path / "r.json")])
     assert rc == 0, capsys.readouterr().err
     assert out.exists() and (tmp_path / "r.json").exists()
     assert "FLOPs kept" in capsys.readouterr().out
-    rc = main(["sparse-train", f"{f}:make", "--data", "digits", "--epochs", "1", "--max-batches", "3",
+    rc = main(["sparse-train", f"{f}:make", "--trust", "--data", "digits", "--epochs", "1", "--max-batches", "3",
                "--finetune-epochs", "1", "--ratio", "0.3", "-o", str(tmp_path / "sp.pstudio")])
     assert rc == 0, capsys.readouterr().err
     assert (tmp_path / "sp.pstudio").exists()
     from core.io.portable import load_portable
-    m = load_portable(str(tmp_path / "sp.pstudio"))
+    m = load_portable(str(tmp_path / "sp.pstudio"), trust=True)
     assert m(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
     capsys.readouterr()
-    assert main(["evaluate", f"{f}:make", "--data", "digits"]) == 0
+    assert main(["evaluate", f"{f}:make", "--trust", "--data", "digits"]) == 0
     assert "top-1" in capsys.readouterr().out
-    assert main(["sensitivity", f"{f}:make", "--data", "digits", "--ratios", "0.5",
+    assert main(["sensitivity", f"{f}:make", "--trust", "--data", "digits", "--ratios", "0.5",
                  "--max-batches", "2"]) == 0
-    rc = main(["finetune", f"{f}:make", "--data", str(tmp_path / "missing_dir")])
+    rc = main(["finetune", f"{f}:make", "--trust", "--data", str(tmp_path / "missing_dir")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "missing_dir" in err and len(err.splitlines()) == 1
-    rc = main(["finetune", f"{f}:make", "--data", "digits", "--resume"])
+    rc = main(["finetune", f"{f}:make", "--trust", "--data", "digits", "--resume"])
     assert rc == 2 and "checkpoint" in capsys.readouterr().err

@@ -10,6 +10,14 @@ from __future__ import annotations
 import argparse
 
 from core.errors import PruneStudioError
+from core.io.specs import clean_spec
+
+__all__ = ["TRUST_HELP", "Parser", "UsageError", "clean_spec", "fraction", "model_args", "nonneg_int",
+           "positive_int", "target_args"]
+
+TRUST_HELP = ("run the Python code the files named here hold: factory files (also those a .pstudio "
+              "or .psproj records), --inputs/--data/--loss functions, pickled models, Hugging Face "
+              "custom code (only for files you trust)")
 
 
 class UsageError(PruneStudioError):
@@ -77,17 +85,16 @@ def model_args(sp) -> None:
     """MODEL, its example inputs and how it is loaded (prune, graph, verify)."""
     from core.trace.inputs import DTYPES
 
-    sp.add_argument("model", metavar="MODEL", help="torchvision:NAME | hf:DIR | timm:NAME | "
+    sp.add_argument("model", metavar="MODEL", type=clean_spec, help="torchvision:NAME | hf:DIR | timm:NAME | "
                     "file.py:factory | demo | saved model file")
     sp.add_argument("--input-shape", metavar="SHAPE", help="example input shape, e.g. "
                     "1,3,224,224 (several inputs separated by ';')")
     sp.add_argument("--input-dtype", default="float32", choices=sorted(DTYPES),
                     metavar="DTYPE", help="dtype of the random example input (default float32)")
-    sp.add_argument("--inputs", metavar="FILE.py:FN", help="function returning example inputs "
+    sp.add_argument("--inputs", metavar="FILE.py:FN", type=clean_spec, help="function returning example inputs "
                     "(tensor, tuple or dict) instead of --input-shape")
     sp.add_argument("--weights", metavar="FILE", help="state dict to load into MODEL")
-    sp.add_argument("--trust", action="store_true", help="allow loading pickled code from "
-                    "model files (only for files you trust)")
+    sp.add_argument("--trust", action="store_true", help=TRUST_HELP)
     sp.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     sp.add_argument("--seed", type=int, default=0, help="seed of random weights (torchvision:NAME, "
                     "timm:NAME, factories) and of the random criterion (default 0)")

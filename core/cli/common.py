@@ -95,7 +95,7 @@ def example_inputs(args, device, model=None):
     if args.inputs and args.input_shape:
         raise UsageError("give either --input-shape or --inputs, not both")
     if args.inputs:
-        return load_inputs(args.inputs).to(device)
+        return load_inputs(args.inputs, args.trust).to(device)
     if not args.input_shape:
         if args.model == "demo":
             from core.models.demo import DEMO_INPUT_SHAPE
@@ -108,12 +108,14 @@ def example_inputs(args, device, model=None):
 
 
 def input_hint(args) -> str:
-    """The input options as typed, for the meta-analysis command a too-large error suggests."""
+    """The input options as typed (and ``--trust``), for the meta-analysis command a too-large
+    error suggests."""
+    trust = " --trust" if getattr(args, "trust", False) else ""
     if getattr(args, "inputs", None):
-        return f"--inputs {args.inputs}"
+        return f"--inputs {args.inputs}{trust}"
     if getattr(args, "input_shape", None):
-        return f"--input-shape {args.input_shape}"
-    return ""
+        return f"--input-shape {args.input_shape}{trust}"
+    return trust.strip()
 
 
 def load(args, device):
@@ -125,7 +127,7 @@ def load(args, device):
         if args.weights:
             raise UsageError("--meta analyses the structure only: --weights is not used with it")
         return build_meta_model(args.model, trust=args.trust), time.perf_counter() - t
-    check_memory(args.model, args.weights, input_hint(args))
+    check_memory(args.model, args.weights, input_hint(args), trust=args.trust)
     model = load_model(args.model, trust=args.trust, weights=args.weights,
                        seed=getattr(args, "seed", 0))
     try:

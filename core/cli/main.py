@@ -28,15 +28,16 @@ MODEL is one of:
   hf:path/to/dir              a local Hugging Face model directory (config.json + weights);
                               integer inputs (token ids) are folded into its vocabulary
   timm:NAME[@pretrained]      a timm model, random weights (@pretrained: only if already cached)
-  path/to/file.py:factory     calls factory() from that file
+  path/to/file.py:factory     calls factory() from that file (needs --trust)
   demo                        the built-in demo network (input 1,3,32,32)
-  model.pt | model.pstudio    a saved model; pickled whole models need --trust
+  model.pt | model.pstudio    a saved model; pickled whole models, and a .pstudio recording a
+                              factory file or a pickle, need --trust
 """
 
 EXAMPLES = """\
 examples:
   python main.py prune torchvision:resnet18 --input-shape 1,3,224,224 --ratio 0.5 -o r18.pt
-  python main.py prune net.py:make --input-shape 1,3,64,64 --target-flops 0.5 --global -o net.onnx
+  python main.py prune net.py:make --trust --input-shape 1,3,64,64 --target-flops 0.5 --global -o net.onnx
   python main.py graph torchvision:resnet18 --input-shape 1,3,224,224 --json graph.json
   python main.py verify demo --input-shape 1,3,32,32 --ratio 0.3
 

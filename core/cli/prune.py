@@ -153,8 +153,7 @@ def _save_project(run: _Run) -> None:
     args = run.args
     proj = project_from(args.model, run.settings, result=run.result, shape=args.input_shape,
                         dtype=args.input_dtype, inputs_fn=args.inputs, weights=args.weights,
-                        trust=args.trust, device=args.device, model=run.model, dg=run.dg,
-                        seed=args.seed)
+                        device=args.device, model=run.model, dg=run.dg, seed=args.seed)
     proj.describe = run.inputs.describe()
     save_project(args.project, proj, force=args.force)
 

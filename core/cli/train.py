@@ -16,7 +16,7 @@ import os
 import sys
 import time
 
-from core.cli.args import Parser, UsageError, fraction, nonneg_int, positive_int
+from core.cli.args import TRUST_HELP, Parser, UsageError, clean_spec, fraction, nonneg_int, positive_int
 from core.cli.common import interrupted
 from core.errors import PruneStudioError
 from core.io import tempfiles
@@ -26,17 +26,18 @@ OUTPUT_SUFFIXES = (".pt", ".pth", ".pstudio")
 
 
 def _model_args(sp):
-    sp.add_argument("model", metavar="MODEL", help="torchvision:NAME | file.py:factory | demo | saved model")
+    sp.add_argument("model", metavar="MODEL", type=clean_spec,
+                    help="torchvision:NAME | file.py:factory | demo | saved model")
     sp.add_argument("--weights", metavar="FILE", help="state dict to load into MODEL")
-    sp.add_argument("--trust", action="store_true", help="allow pickled code in model files")
+    sp.add_argument("--trust", action="store_true", help=TRUST_HELP)
     sp.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: each rank's GPU)")
-    sp.add_argument("--data", required=True, metavar="DATA",
+    sp.add_argument("--data", required=True, metavar="DATA", type=clean_spec,
                     help="digits | digits@SIZE[xCH] | image folder (class per sub-folder) | file.py:factory")
     sp.add_argument("--batch-size", type=positive_int, default=64)
     sp.add_argument("--workers", type=nonneg_int, default=0, help="data loader workers")
     sp.add_argument("--val-fraction", type=fraction, default=0.2, help="validation split (default 0.2)")
     sp.add_argument("--image-size", type=positive_int, default=32, help="image folder resize (default 32)")
-    sp.add_argument("--loss", metavar="FILE.py:FN", help="loss function (default cross-entropy)")
+    sp.add_argument("--loss", metavar="FILE.py:FN", type=clean_spec, help="loss function (default cross-entropy)")
     sp.add_argument("--max-batches", type=positive_int, help="batches per epoch / evaluation (quick runs)")
     sp.add_argument("--seed", type=int, default=0)
 
@@ -119,7 +120,8 @@ def _rank0() -> bool:
 def _data(args):
     from core.train.data import load_data
     return load_data(args.data, batch_size=args.batch_size, workers=args.workers,
-                     val_fraction=args.val_fraction, seed=args.seed, image_size=args.image_size)
+                     val_fraction=args.val_fraction, seed=args.seed, image_size=args.image_size,
+                     trust=args.trust)
 
 
 def _model(args, device):
@@ -226,7 +228,7 @@ def cmd_evaluate(args, progress) -> int:
     device = device_of(args.device)
     data = _data(args)
     model = _model(args, device)
-    r = evaluate(model, data.val_loader() or data.train_loader(), load_loss_fn(args.loss), device,
+    r = evaluate(model, data.val_loader() or data.train_loader(), load_loss_fn(args.loss, args.trust), device,
                  args.max_batches, progress=progress)
     progress.close()
     _out(f"model: {args.model}  data: {args.data}")
@@ -251,7 +253,7 @@ def cmd_sensitivity(args, progress) -> int:
     ex = _inputs(args, data, device)
     dg = analyze_model(model, ex, progress=progress)
     res = group_sensitivity(model, dg, data.val_loader() or data.train_loader(), ratios,
-                            args.importance, load_loss_fn(args.loss), device, args.max_batches,
+                            args.importance, load_loss_fn(args.loss, args.trust), device, args.max_batches,
                             progress=progress)
     ov = ratios_from_sensitivity(res, dg, mean_ratio=args.mean_ratio)
     progress.close()
@@ -272,7 +274,7 @@ def _run_training(args, progress, sparse: bool) -> int:
     from core.train.loop import iterative_prune, train
     _check_outputs(args)
     settings = _settings(args)
-    loss_fn = load_loss_fn(args.loss)
+    loss_fn = load_loss_fn(args.loss, args.trust)
     device = device_of(args.device)
     data = _data(args)
     model = _model(args, device)

@@ -11,18 +11,20 @@ from torch import nn
 from core.errors import LoadError, TraceError
 from core.io.messages import exc_text
 from core.io.pyfile import call_factory
-from core.io.specs import split_factory_spec
+from core.io.specs import clean_spec, split_factory_spec
 from core.trace.inputs import ExampleInputs, as_example_inputs
 
 
-def load_inputs(spec: str) -> ExampleInputs:
+def load_inputs(spec: str, trust=False) -> ExampleInputs:
     """Example inputs from ``file.py:function``; the function returns a tensor, a tuple of tensors,
-    a dict of keyword tensors or ``(args_tuple, kwargs_dict)``."""
-    parts = split_factory_spec(spec or "")
+    a dict of keyword tensors or ``(args_tuple, kwargs_dict)``. The file runs only if ``trust`` (a
+    :class:`~core.io.trust.TrustPolicy` or bool) allows it."""
+    spec = clean_spec(spec or "")
+    parts = split_factory_spec(spec)
     if parts is None:
         raise LoadError(f"inputs '{spec}' must be given as path/to/file.py:function")
     path, name = parts
-    value = call_factory(path, name, "inputs function")
+    value = call_factory(path, name, "inputs function", trust)
     try:
         ex = as_example_inputs(value)
     except Exception as e:

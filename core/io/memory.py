@@ -52,10 +52,11 @@ def tensor_bytes(model: nn.Module) -> int:
     return total
 
 
-def estimate_bytes(spec: str, weights: str | None = None) -> int | None:
+def estimate_bytes(spec: str, weights: str | None = None, trust=False) -> int | None:
     """Parameter and buffer bytes of the model named by ``spec``, known *before* building it:
     from the files a saved or Hugging Face model is read from, from the ``weights`` file, or from
-    a meta-device construction. None when it cannot be told cheaply."""
+    a meta-device construction (a factory runs only as ``trust`` allows). None when it cannot be
+    told cheaply."""
     spec = (spec or "").strip()
     try:
         source = SOURCES.get(spec_kind(spec))
@@ -63,7 +64,7 @@ def estimate_bytes(spec: str, weights: str | None = None) -> int | None:
             return source.disk_bytes(spec)
         if weights and os.path.isfile(weights):
             return os.path.getsize(weights)
-        return tensor_bytes(build_meta_model(spec))
+        return tensor_bytes(build_meta_model(spec, trust=trust))
     except Exception:  # noqa: BLE001 - the real load will report what is wrong
         return None
 
@@ -72,10 +73,12 @@ def _gb(n: float) -> str:
     return f"{n / 2**30:.2f} GB" if n >= 2**30 else f"{n / 2**20:.1f} MB"
 
 
-def check_memory(spec: str, weights: str | None = None, input_hint: str = "") -> int | None:
+def check_memory(spec: str, weights: str | None = None, input_hint: str = "",
+                 trust=False) -> int | None:
     """Raise :class:`TooLargeError` if the model named by ``spec`` would not fit in memory; the
-    message offers the meta-device analysis instead. Returns the estimated bytes."""
-    need = estimate_bytes(spec, weights)
+    message offers the meta-device analysis instead. Returns the estimated bytes. ``trust``: the
+    consent the load has (a factory's meta construction runs its code)."""
+    need = estimate_bytes(spec, weights, trust)
     avail = available_memory()
     if need is None or avail is None:
         return need

@@ -8,6 +8,7 @@ pickled code::
 
     {"format": "prunestudio.portable", "version": 1,
      "model_spec": "torchvision:resnet18" | "/abs/path/file.py:factory" | "/abs/model.pt",
+                                                      # loaded as recorded, with the reader's consent
      "kept": {tensor name: {dim: [kept indices]}},   # PruningPlan.kept_indices(dg)
      "state_dict": {name: tensor},                    # the pruned model's weights
      "plan": PruningPlan.to_json() or None, "meta": {...}}
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from core.errors import LoadError, PruneStudioError
-from core.io.specs import PORTABLE_SUFFIX, normalize_spec, spec_file, spec_kind, split_factory_spec
+from core.io.specs import PORTABLE_SUFFIX, normalize_spec, spec_file
 from core.io.torchfile import check_state_dict, read_torch_file
 from core.prune.apply import apply_kept
 
@@ -70,14 +71,16 @@ def read_portable(path: str) -> dict:
 
 
 def original_spec(d: dict, path: str) -> str:
-    """The spec of the original model, looking next to the portable file when the file it names
-    has moved along with it."""
+    """The spec of the original model, exactly as recorded. A file it names that is missing is an
+    error: it is never looked for next to the portable file (a shared folder holding model.pstudio
+    and a file of the same name would otherwise run that file)."""
     spec = d["model_spec"]
+    if not isinstance(spec, str) or not spec.strip():
+        raise LoadError(f"{path} is damaged: its model_spec is not a spec")
     f = spec_file(spec)
     if f is not None and not os.path.exists(f):
-        alt = os.path.join(os.path.dirname(os.path.abspath(path)), os.path.basename(f))
-        if os.path.exists(alt):
-            spec = f"{alt}:{split_factory_spec(spec)[1]}" if spec_kind(spec) == "file" else alt
+        raise LoadError(f"{path}: the original model's file {f} (recorded in it) is missing; put it "
+                        f"back at that path (PruneStudio does not look for it elsewhere)")
     return spec
 
 

@@ -3,7 +3,7 @@
 A project stores *how* to get back to the same state, not the weights themselves::
 
     {"format": "prunestudio.project", "version": 1,
-     "model":    {"spec", "weights", "trust", "seed", "fingerprint"},  # sha256 of the original state dict
+     "model":    {"spec", "weights", "seed", "fingerprint"},    # sha256 of the original state dict
      "inputs":   {"shape", "dtype", "function", "describe"},
      "settings": PlanSettings.to_json(), "device": "cpu",
      "plan":     PruningPlan.to_json() or null,
@@ -14,6 +14,11 @@ Restoring loads the model from its spec, re-runs the analysis (deterministic), r
 plan and checks, by fingerprint, that the original model and the rebuilt pruned model are the ones
 that were saved (random weights are drawn from the recorded seed, so they are the same again). The
 file is written atomically (temporary file, checked, renamed).
+
+A project never grants trust to itself: the consent to run the code it names (a factory file, a
+pickle, custom Hugging Face code, an inputs function; :meth:`Project.code` lists them) comes from
+whoever opens it (``restore(project, trust=...)``). A ``trust`` field written by older versions is
+ignored, and dropped when the project is saved again.
 """
 from __future__ import annotations
 
@@ -52,7 +57,6 @@ class Project:
     dtype: str = "float32"
     inputs_fn: str | None = None
     weights: str | None = None
-    trust: bool = False
     seed: int = 0  # random weights of the model (torchvision:NAME, timm:NAME, factories)
     settings: dict = field(default_factory=dict)
     device: str = "cpu"
@@ -65,8 +69,8 @@ class Project:
 
     def to_json(self) -> dict:
         return {"format": PROJECT_FORMAT, "version": PROJECT_VERSION,
-                "model": {"spec": self.spec, "weights": self.weights, "trust": self.trust,
-                          "seed": self.seed, "fingerprint": self.model_fingerprint},
+                "model": {"spec": self.spec, "weights": self.weights, "seed": self.seed,
+                          "fingerprint": self.model_fingerprint},
                 "inputs": {"shape": self.shape, "dtype": self.dtype, "function": self.inputs_fn,
                            "describe": self.describe},
                 "settings": self.settings, "device": self.device, "plan": self.plan,
@@ -84,10 +88,14 @@ class Project:
         try:
             m, i = d["model"], d.get("inputs") or {}
             r = d.get("result") or {}
-            return cls(spec=m["spec"], weights=m.get("weights"), trust=bool(m.get("trust")),
+            if not isinstance(m["spec"], str):
+                raise TypeError("the model spec is not text")
+            # a stored "trust" is ignored: a file never grants trust to itself
+            return cls(spec=m["spec"].strip(), weights=m.get("weights"),
                        seed=int(m.get("seed") or 0),
                        model_fingerprint=m.get("fingerprint"), shape=i.get("shape"),
-                       dtype=i.get("dtype") or "float32", inputs_fn=i.get("function"),
+                       dtype=i.get("dtype") or "float32",
+                       inputs_fn=i["function"].strip() if isinstance(i.get("function"), str) else None,
                        describe=i.get("describe"), settings=dict(d.get("settings") or {}),
                        device=d.get("device") or "cpu", plan=d.get("plan"),
                        result_fingerprint=r.get("fingerprint"), report=r.get("report"),
@@ -103,18 +111,33 @@ class Project:
         s.validate()
         return s
 
-    def make_inputs(self, device: str = "cpu"):
+    def code(self) -> list:
+        """What opening the project would run (:class:`core.io.trust.CodeRef` each): the model
+        spec's code and the inputs function, found without running anything."""
+        from core.io.sources import what_would_run
+        from core.io.trust import function_ref
+        refs = what_would_run(self.spec)
+        if self.inputs_fn:
+            try:
+                ref = function_ref(self.inputs_fn, "inputs function")
+            except LoadError:
+                ref = None  # missing: loading says so
+            refs += [ref] if ref is not None else []
+        return list(dict.fromkeys(refs))
+
+    def make_inputs(self, device: str = "cpu", trust=False):
         from core.trace.inputs import make_inputs
         from core.io.inputs import load_inputs
         if self.inputs_fn:
-            return load_inputs(self.inputs_fn).to(device)
+            return load_inputs(self.inputs_fn, trust).to(device)
         if not self.shape:
             raise LoadError("the project has no example input shape")
         return make_inputs(self.shape, self.dtype, device)
 
-    def load_model(self):
+    def load_model(self, trust=False):
+        """The model, running code only as ``trust`` (the opener's consent) allows."""
         from core.io.sources import load_model
-        return load_model(self.spec, trust=self.trust, weights=self.weights, seed=self.seed)
+        return load_model(self.spec, trust=trust, weights=self.weights, seed=self.seed)
 
 
 def json_clean(o):
@@ -167,7 +190,7 @@ def load_project(path: str) -> Project:
 
 def project_from(spec: str, settings, plan=None, result=None, shape: str | None = None,
                  dtype: str = "float32", inputs_fn: str | None = None, weights: str | None = None,
-                 trust: bool = False, device: str = "cpu", model=None, dg=None,
+                 device: str = "cpu", model=None, dg=None,
                  extra: dict | None = None, seed: int = 0) -> Project:
     """A project describing the current work (``result`` is a PruneResult or None)."""
     from core.io.specs import normalize_spec
@@ -183,7 +206,7 @@ def project_from(spec: str, settings, plan=None, result=None, shape: str | None 
     return Project(
         spec=normalize_spec(spec), shape=shape, dtype=dtype,
         inputs_fn=normalize_spec(inputs_fn) if inputs_fn else None,
-        weights=os.path.abspath(weights) if weights else None, trust=trust, seed=int(seed),
+        weights=os.path.abspath(weights) if weights else None, seed=int(seed),
         settings=settings.to_json() if hasattr(settings, "to_json") else dict(settings or {}),
         device=device, plan=plan.to_json() if hasattr(plan, "to_json") else plan,
         model_fingerprint=fingerprint(model) if model is not None else None,
@@ -227,19 +250,20 @@ def apply_plan(model, inputs, dg, plan, verify: bool = True, latency: bool = Fal
 
 
 def restore(project: Project, progress=None, should_stop=None, verify: bool = True,
-            check_fingerprints: bool = True):
-    """Load, analyse and (if the project has a plan) re-apply it.
+            check_fingerprints: bool = True, trust=False):
+    """Load, analyse and (if the project has a plan) re-apply it; code runs only as ``trust`` (a
+    :class:`core.io.trust.TrustPolicy` or bool: the opener's consent) allows.
     Returns ``(model, inputs, dg, result or None)``."""
     from core.pipeline import analyze_model, device_of
     from core.prune.apply import PruningPlan
     device = device_of(project.device or "cpu")
-    model = project.load_model().to(device)
+    model = project.load_model(trust).to(device)
     if check_fingerprints and project.model_fingerprint and \
             fingerprint(model) != project.model_fingerprint:
         raise LoadError(f"the model {project.spec} has changed since the project was saved (its "
                         f"weights differ); the saved plan may not fit it any more")
     from core.io.inputs import fit_inputs
-    ex = fit_inputs(model, project.make_inputs(str(device)))
+    ex = fit_inputs(model, project.make_inputs(str(device), trust))
     options = ((project.plan or {}).get("settings") or {}).get("analysis") or \
         (project.extra or {}).get("analysis")
     dg = analyze_model(model, ex, progress=progress, should_stop=should_stop, options=options)

@@ -1,8 +1,10 @@
 """Hugging Face models from local files only: a ``save_pretrained`` directory, or a hub id already
-in the local cache (never downloaded). Custom modelling code (``auto_map``) needs ``trust``."""
+in the local cache (never downloaded). Custom modelling code (``auto_map``) needs consent
+(:mod:`core.io.trust`)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import warnings
 
@@ -12,6 +14,7 @@ from torch import nn
 from core import families
 from core.errors import LoadError
 from core.io.messages import exc_text
+from core.io.trust import CodeRef, as_policy, code_ref
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
@@ -55,8 +58,29 @@ def hf_local_dir(path: str) -> str | None:
     return os.path.dirname(cfg) if isinstance(cfg, str) and os.path.isfile(cfg) else None
 
 
-def hf_class_and_config(path: str, trust: bool):
-    """(model class, config, local directory) for an ``hf:`` spec, from local files only."""
+def _auto_map(d: str) -> dict | None:
+    """config.json's ``auto_map`` (custom modelling code), read as plain JSON."""
+    try:
+        with open(os.path.join(d, "config.json"), encoding="utf-8") as f:
+            cfg = json.load(f)
+    except (OSError, ValueError):
+        return None
+    auto = cfg.get("auto_map") if isinstance(cfg, dict) else None
+    return auto if auto else None
+
+
+def custom_code_ref(path: str) -> CodeRef | None:
+    """The custom modelling code (``auto_map``) of an ``hf:`` spec's directory, as a ref whose hash
+    covers its ``*.py`` files and config.json; None when it has none."""
+    d = hf_local_dir(path)
+    if d is None or _auto_map(d) is None:
+        return None
+    return code_ref("custom modelling code", d, detail="auto_map in config.json")
+
+
+def hf_class_and_config(path: str, trust):
+    """(model class, config, local directory) for an ``hf:`` spec, from local files only; custom
+    code (``auto_map``) runs only if ``trust`` (a TrustPolicy or bool) allows the directory."""
     try:
         import transformers
         from transformers import AutoConfig
@@ -72,10 +96,14 @@ def hf_class_and_config(path: str, trust: bool):
     if not os.path.isfile(os.path.join(d, "config.json")):
         raise LoadError(f"hf:{path}: the directory has no config.json; it is not a Hugging Face "
                         f"model directory (save one with model.save_pretrained(DIR))")
+    ref = custom_code_ref(d)
+    allowed = ref is not None and as_policy(trust).allows(ref)
+    if ref is not None and "AutoConfig" in _auto_map(d) and not allowed:
+        _refuse(path, ref, trust)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            cfg = AutoConfig.from_pretrained(d, local_files_only=True, trust_remote_code=trust)
+            cfg = AutoConfig.from_pretrained(d, local_files_only=True, trust_remote_code=allowed)
     except Exception as e:  # noqa: BLE001
         raise LoadError(f"hf:{path}: config.json cannot be read: {exc_text(e)}") from None
     archs = list(getattr(cfg, "architectures", None) or [])
@@ -85,9 +113,8 @@ def hf_class_and_config(path: str, trust: bool):
         if cls is not None:
             break
     if cls is None and getattr(cfg, "auto_map", None):
-        if not trust:
-            raise LoadError(f"hf:{path} uses custom modelling code (auto_map in config.json), "
-                            f"which runs when loaded: pass --trust (trust=True) if you trust it")
+        if not allowed:
+            _refuse(path, ref or code_ref("custom modelling code", d), trust)
         from transformers import AutoModel, AutoModelForCausalLM
         auto = cfg.auto_map
         cls = AutoModelForCausalLM if "AutoModelForCausalLM" in auto else AutoModel
@@ -100,14 +127,21 @@ def hf_class_and_config(path: str, trust: bool):
     return cls, cfg, d
 
 
-def load_hf(path: str, trust: bool, have_weights: bool) -> nn.Module:
+def _refuse(path: str, ref: CodeRef, trust) -> None:
+    as_policy(trust).require(ref, f"hf:{path} uses custom modelling code (auto_map in config.json; "
+                                  f"sha256 {ref.short}), which runs when loaded: pass --trust "
+                                  f"(trust=True) if you trust it")
+
+
+def load_hf(path: str, trust, have_weights: bool) -> nn.Module:
     """The model of an ``hf:`` spec with its weights; ``have_weights``: the caller loads a
     ``--weights`` file afterwards (allowed only when the directory holds no weights)."""
     cls, cfg, d = hf_class_and_config(path, trust)
     families.load()  # Hugging Face attribute/config sync
     rec = getattr(cfg, "prunestudio", None) or {}
     kw = {"local_files_only": True}
-    if trust:
+    ref = custom_code_ref(d)
+    if ref is not None and as_policy(trust).allows(ref):
         kw["trust_remote_code"] = True
     has_weights = any(f.endswith(WEIGHT_SUFFIXES) or f.endswith(".index.json")
                       for f in os.listdir(d))
@@ -133,7 +167,7 @@ def load_hf(path: str, trust: bool, have_weights: bool) -> nn.Module:
     return model
 
 
-def build_hf_meta(path: str, trust: bool) -> nn.Module:
+def build_hf_meta(path: str, trust) -> nn.Module:
     """The architecture of an ``hf:`` spec from its config alone, every tensor on the meta device."""
     cls, cfg, _ = hf_class_and_config(path, trust)
     families.load()  # Hugging Face attribute/config sync

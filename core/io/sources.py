@@ -7,13 +7,13 @@ and for building the architecture on the meta device (:func:`build_meta_model`).
 * ``torchvision:NAME`` - a torchvision architecture with random weights; ``torchvision:NAME@WEIGHTS``
   (e.g. ``@DEFAULT`` or ``@IMAGENET1K_V1``) uses torchvision's pretrained weights *only if they are
   already in the torch hub cache* - nothing is ever downloaded.
-* ``path/to/file.py:factory`` - import the file by path and call ``factory()``.
+* ``path/to/file.py:factory`` - import the file by path and call ``factory()`` (needs consent).
 * ``hf:path/to/dir`` - a local Hugging Face model directory (``config.json`` + weights, as written by
   ``save_pretrained``): the class named in ``config.architectures`` is built with its pretrained
   weights from the directory, local files only (never downloaded; ``HF_HUB_OFFLINE`` is honoured
   trivially). A directory written by PruneStudio from a non-uniformly pruned model is rebuilt with
   :func:`core.adapters.hf.load_pruned`. A hub id (``hf:org/name``) is accepted only when it is already in the
-  local Hugging Face cache. Custom modelling code (``auto_map``) needs ``trust=True``.
+  local Hugging Face cache. Custom modelling code (``auto_map``) needs consent.
 * ``timm:NAME`` - a timm architecture with random weights; ``timm:NAME@pretrained`` uses timm's
   pretrained weights only when they are already in the local Hugging Face / torch hub cache.
 * ``demo`` - the built-in demo network (:mod:`core.models.demo`).
@@ -21,7 +21,14 @@ and for building the architecture on the meta device (:func:`build_meta_model`).
   (``torch.load(weights_only=True)``); a pickled module contains code and needs ``trust=True``.
   A file holding only a state dict needs an architecture: ``load_model("torchvision:resnet18",
   weights="sd.pt")``.
-* ``model.pstudio`` - PruneStudio's portable form (see :mod:`core.io.portable_format`).
+* ``model.pstudio`` - PruneStudio's portable form (see :mod:`core.io.portable_format`); the spec it
+  records is loaded as recorded (a missing file is an error, never looked for elsewhere) and needs
+  consent like any other.
+
+``trust`` is a :class:`core.io.trust.TrustPolicy` (or a bool: True trusts everything, the CLI's
+``--trust``): no code from a file runs unless it allows that file's content
+(:class:`~core.io.trust.UntrustedCodeError` otherwise). :func:`what_would_run` lists, without
+running anything, the code a spec would run, so that callers can ask first.
 
 Every failure raises :class:`~core.errors.LoadError` with one line naming the file and the problem.
 A new kind of spec is one :class:`Source` entry here (and its syntax in :mod:`core.io.specs`).
@@ -37,8 +44,9 @@ from core.errors import LoadError
 from core.io import source_hf, source_zoo
 from core.io.portable_format import apply_portable, is_portable, original_spec, read_portable
 from core.io.pyfile import call_factory
-from core.io.specs import spec_body, spec_kind, split_factory_spec
-from core.io.torchfile import as_state_dict, check_readable, load_weights, read_torch_file
+from core.io.specs import clean_spec, spec_body, spec_kind, split_factory_spec
+from core.io.torchfile import as_state_dict, check_readable, load_weights, pickled_code, read_torch_file
+from core.io.trust import CodeRef, as_policy, code_ref
 from core.registry import Registry
 
 
@@ -49,18 +57,18 @@ class Source:
     #: its tensors come from local files, whose size tells the memory it needs (see disk_bytes)
     from_disk = False
 
-    def build(self, spec: str, trust: bool, weights: str | None) -> nn.Module:
+    def build(self, spec: str, trust, weights: str | None) -> nn.Module:
         """The model; ``weights`` is only passed to refuse a conflict with the source's own
         pretrained weights - :meth:`load` loads it afterwards."""
         raise NotImplementedError
 
-    def load(self, spec: str, trust: bool = False, weights: str | None = None) -> nn.Module:
+    def load(self, spec: str, trust=False, weights: str | None = None) -> nn.Module:
         model = self.build(spec, trust, weights)
         if weights is not None:
             load_weights(model, weights, what=spec)
         return model.eval()
 
-    def build_meta(self, spec: str, trust: bool = False) -> nn.Module:
+    def build_meta(self, spec: str, trust=False) -> nn.Module:
         """By default the architecture is constructed under ``torch.device('meta')``: no memory
         is allocated and no weights are read."""
         with torch.device("meta"):
@@ -69,6 +77,10 @@ class Source:
     def disk_bytes(self, spec: str) -> int | None:
         """Bytes of the files its tensors come from (only for ``from_disk`` sources)."""
         return None
+
+    def code(self, spec: str) -> list[CodeRef]:
+        """The code loading ``spec`` would run (read without running anything); none by default."""
+        return []
 
 
 SOURCES: Registry[Source] = Registry("model source")
@@ -122,6 +134,10 @@ class HuggingFaceSource(Source):
     def disk_bytes(self, spec):
         return source_hf.hf_weight_bytes(spec_body(spec))
 
+    def code(self, spec):
+        ref = source_hf.custom_code_ref(spec_body(spec))
+        return [ref] if ref is not None else []
+
 
 @_source("file")
 class FactorySource(Source):
@@ -129,10 +145,14 @@ class FactorySource(Source):
 
     def build(self, spec, trust, weights):
         path, name = split_factory_spec(spec)
-        model = call_factory(path, name, "model factory")
+        model = call_factory(path, name, "model factory", trust)
         if not isinstance(model, nn.Module):
             raise LoadError(f"{path}:{name}() returned {type(model).__name__}, not a torch.nn.Module")
         return model
+
+    def code(self, spec):
+        path, name = split_factory_spec(spec)
+        return [code_ref("model factory", path, name)] if os.path.isfile(path) else []
 
 
 @_source("pt")
@@ -143,7 +163,7 @@ class SavedFileSource(Source):
 
     def build(self, spec, trust, weights):
         path = spec
-        if path.endswith(".py"):
+        if path.lower().endswith(".py"):
             raise LoadError(f"{path} is a Python file: name the function that builds the model, "
                             f"e.g. {path}:make_model")
         check_readable(path)
@@ -170,20 +190,43 @@ class SavedFileSource(Source):
     def disk_bytes(self, spec):
         return os.path.getsize(spec) if os.path.isfile(spec) else None
 
+    def code(self, spec):
+        """The pickle's own code (the globals ``torch.load(weights_only=True)`` refuses), or, for
+        a portable file, the code of the spec it records."""
+        if not os.path.isfile(spec) or os.path.getsize(spec) == 0:
+            return []
+        ref = pickled_code(spec)
+        if ref is not None:
+            return [ref]
+        try:
+            d = read_torch_file(spec, trust=False, mmap=True)
+        except LoadError:
+            return []  # unreadable: the load says why
+        if is_portable(d) and isinstance(d.get("model_spec"), str):
+            return what_would_run(d["model_spec"])
+        return []
+
 
 @_source("pstudio")
 class PortableSource(SavedFileSource):
     """``model.pstudio``: the original model is loaded from the spec it records (through this
     registry), then sliced to the kept indices and given the pruned weights."""
 
-    def rebuild(self, path: str, trust: bool = False) -> nn.Module:
+    def rebuild(self, path: str, trust=False) -> nn.Module:
         d = read_portable(path)
         spec = original_spec(d, path)
         try:
             model = load_model(spec, trust=trust)
         except LoadError as e:
-            raise LoadError(f"{path}: cannot rebuild the original model '{spec}': {e}") from None
+            raise type(e)(*_rewrap(e, f"{path}: cannot rebuild the original model '{spec}': {e}")) \
+                from None
         return apply_portable(model, d, path, spec)
+
+
+def _rewrap(e: LoadError, message: str) -> tuple:
+    """Constructor arguments re-raising ``e``'s type with a longer message (a refusal keeps its ref)."""
+    ref = getattr(e, "ref", None)
+    return (ref, message) if ref is not None else (message,)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -192,30 +235,39 @@ def _checked(spec) -> str:
     if not isinstance(spec, str) or not spec.strip():
         raise LoadError("no model given: use torchvision:NAME, hf:DIR, timm:NAME, "
                         "path/to/file.py:factory or a saved model file")
-    return spec.strip()
+    return clean_spec(spec)
 
 
-def load_model(spec: str, trust: bool = False, weights: str | None = None,
-               seed: int = 0) -> nn.Module:
+def what_would_run(spec: str) -> list[CodeRef]:
+    """The code loading ``spec`` would run, each as a :class:`~core.io.trust.CodeRef` (kind, path,
+    sha256), found without running anything: a factory file, a pickle's code, a portable file's
+    recorded spec, Hugging Face custom code. Empty when nothing would run (or the spec is
+    unreadable: loading it then says why)."""
+    spec = _checked(spec)
+    refs = SOURCES.get(spec_kind(spec)).code(spec)
+    return list(dict.fromkeys(refs))
+
+
+def load_model(spec: str, trust=False, weights: str | None = None, seed: int = 0) -> nn.Module:
     """Build or load the model named by ``spec`` (see the module docstring), in eval mode.
 
     ``weights``: a local state-dict file loaded (strictly) into the architecture.
-    ``trust``: allow unpickling code from a whole-model file (``torch.load(weights_only=False)``).
+    ``trust``: the consent to run code (:class:`~core.io.trust.TrustPolicy`, or True for all).
     ``seed``: random weights (``torchvision:NAME``, ``timm:NAME``, factories) are drawn from it, so
     the same spec and seed give the same model; the caller's random state is left as it was.
     """
     spec = _checked(spec)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        return SOURCES.get(spec_kind(spec)).load(spec, trust=trust, weights=weights)
+        return SOURCES.get(spec_kind(spec)).load(spec, trust=as_policy(trust), weights=weights)
 
 
-def build_meta_model(spec: str, trust: bool = False) -> nn.Module:
+def build_meta_model(spec: str, trust=False) -> nn.Module:
     """The architecture named by ``spec`` with every tensor on the meta device (no memory used):
     zoo, factory and demo specs are constructed under ``torch.device('meta')``, a Hugging Face
     model from its config; a saved file is memory-mapped and its tensors replaced by meta tensors."""
     spec = _checked(spec)
-    model = SOURCES.get(spec_kind(spec)).build_meta(spec, trust)
+    model = SOURCES.get(spec_kind(spec)).build_meta(spec, as_policy(trust))
     from core.analysis.probe import meta_copy
     if any(t.device.type != "meta" for t in list(model.parameters()) + list(model.buffers())):
         model = meta_copy(model)  # a factory that allocated explicitly on the CPU, a saved file

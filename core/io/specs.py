@@ -23,7 +23,7 @@ def split_factory_spec(spec: str) -> tuple[str, str] | None:
     """``"dir/file.py:make"`` -> ``("dir/file.py", "make")``; None if ``spec`` is not of that form
     (a Windows drive letter such as ``C:`` is not taken for a separator)."""
     path, sep, name = spec.rpartition(":")
-    if sep and path.endswith(".py") and name.isidentifier():
+    if sep and path.lower().endswith(".py") and name.isidentifier():
         return path, name
     return None
 
@@ -41,6 +41,13 @@ def spec_kind(spec: str) -> str:
     return "pstudio" if spec.lower().endswith(PORTABLE_SUFFIX) else "pt"
 
 
+def clean_spec(spec: str) -> str:
+    """The spec as every entry point takes it: surrounding whitespace stripped (``"evil.pt "`` is
+    ``evil.pt``); suffixes are compared without case everywhere (``X.PT`` is a saved file,
+    ``NET.PY:make`` a factory), so one spec takes one path through loading and consent."""
+    return spec.strip() if isinstance(spec, str) else spec
+
+
 def spec_body(spec: str) -> str:
     """What follows the ``prefix:`` of a prefixed spec (the spec itself otherwise)."""
     prefix, sep, rest = spec.partition(":")
@@ -49,6 +56,7 @@ def spec_body(spec: str) -> str:
 
 def normalize_spec(spec: str) -> str:
     """The spec with file paths made absolute, so that it still works from another folder."""
+    spec = clean_spec(spec)
     kind = spec_kind(spec)
     if kind == "file":
         path, name = split_factory_spec(spec)

@@ -2,11 +2,13 @@
 model, and the whole-model pickle as an output.
 
 Reading is SAFE BY DEFAULT (``torch.load(weights_only=True)``): a pickled module contains code that
-runs when loaded, so it is only unpickled with ``trust=True``.
+runs when loaded, so it is only unpickled with consent (:mod:`core.io.trust`).
 """
 from __future__ import annotations
 
 import copy
+import hashlib
+import io
 import os
 import re
 import sys
@@ -21,6 +23,7 @@ from core.io.atomic import atomic_write
 from core.io.tempfiles import disk_error, torch_save
 from core.io.messages import exc_text, one_line
 from core.io.specs import PORTABLE_SUFFIX
+from core.io.trust import CodeRef, as_policy, code_ref
 
 
 def check_readable(path: str) -> None:
@@ -49,9 +52,40 @@ def _short_torch_error(e: BaseException) -> str:
     return exc_text(e)[:200]
 
 
-def read_torch_file(path: str, trust: bool = False):
-    """``torch.load`` with the safe default, turning every failure into a one-line LoadError."""
+def pickled_code(path: str) -> CodeRef | None:
+    """The ref of the code ``torch.load(weights_only=False)`` would run for ``path``, read without
+    unpickling anything: the globals of a zip archive's pickle that the safe loader refuses; a file
+    in another format (the legacy format, a plain pickle) may hold code whatever it references.
+    None when nothing would run (or the archive is unreadable: loading it says why)."""
+    if zipfile.is_zipfile(path):
+        try:
+            from torch.serialization import get_unsafe_globals_in_checkpoint
+            unsafe = get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # noqa: BLE001 - damaged, or a torch without the scanner
+            return None
+        if not unsafe:
+            return None
+        names = sorted(unsafe)
+        more = f" (+{len(names) - 3} more)" if len(names) > 3 else ""
+        return code_ref("pickled code", path, detail=f"it references {', '.join(names[:3])}{more}")
+    return code_ref("pickled code", path, detail="not a zip archive: any pickle may hold code")
+
+
+def _refuse_pickle(path: str, data: bytes, global_name: str | None, policy) -> None:
+    """Raise unless ``policy`` allows the pickle whose bytes are ``data``."""
+    what = f" (it references {global_name})" if global_name else ""
+    ref = CodeRef("pickled code", os.path.abspath(path), hashlib.sha256(data).hexdigest(),
+                  detail=what.strip(" ()") or None)
+    policy.require(ref, f"{path} contains pickled code{what}, which runs when loaded; load it only "
+                        f"if you trust its source: pass --trust (trust=True)")
+
+
+def read_torch_file(path: str, trust=False, mmap: bool = False):
+    """``torch.load`` with the safe default, turning every failure into a one-line LoadError.
+    Pickled code is unpickled only if ``trust`` (a :class:`~core.io.trust.TrustPolicy` or bool)
+    allows the file's content; the bytes unpickled are then the bytes that were hashed."""
     check_readable(path)
+    policy = as_policy(trust)
     if zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as z:
@@ -64,7 +98,7 @@ def read_torch_file(path: str, trust: bool = False):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # noqa: BLE001
         text = str(e)
         m = (re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
@@ -73,10 +107,13 @@ def read_torch_file(path: str, trust: bool = False):
                           or re.search(r"Unsupported operand \d+", text)):
             raise LoadError(f"{path} is not a readable PyTorch file (corrupt or truncated?): "
                             f"{_short_torch_error(e)}") from None
-        if not trust:
-            what = f" (it references {m.group(1)})" if m else ""
-            raise LoadError(f"{path} contains pickled code{what}, which runs when loaded; load it "
-                            f"only if you trust its source: pass --trust (trust=True)") from None
+        global_name = m.group(1) if m else None
+    source = path
+    if not policy.trust_all:
+        with open(path, "rb") as f:
+            data = f.read()
+        _refuse_pickle(path, data, global_name, policy)
+        source = io.BytesIO(data)
     # A trusted pickle may name classes from a user file next to it or in the working folder.
     extra = [d for d in dict.fromkeys([os.getcwd(), os.path.dirname(os.path.abspath(path))])
              if d not in sys.path]
@@ -84,7 +121,7 @@ def read_torch_file(path: str, trust: bool = False):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=False)
+            return torch.load(source, map_location="cpu", weights_only=False)
     except (ModuleNotFoundError, AttributeError, ImportError) as e:
         raise LoadError(f"{path} pickles a model whose class cannot be imported here ({exc_text(e)}); "
                         f"put the folder holding its code on PYTHONPATH, or use "

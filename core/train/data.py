@@ -141,14 +141,16 @@ def split_dataset(ds: Dataset, val_fraction: float, seed: int = 0) -> tuple[Data
 # ----------------------------------------------------------------------------- loading
 
 def load_data(spec: str, batch_size: int = 64, workers: int = 0, val_fraction: float = 0.2,
-              seed: int = 0, image_size: int = 32) -> Data:
+              seed: int = 0, image_size: int = 32, trust=False) -> Data:
+    """The data named by ``spec``; a ``file.py:factory`` runs only if ``trust`` (a
+    :class:`core.io.trust.TrustPolicy` or bool) allows that file."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise LoadError(f"batch size must be a positive integer, got {batch_size}")
     if not isinstance(workers, int) or workers < 0:
         raise LoadError(f"workers must be 0 or more, got {workers}")
     if not (0.0 <= val_fraction < 1.0):
         raise LoadError(f"validation fraction must be in [0, 1), got {val_fraction}")
-    spec = str(spec)
+    spec = str(spec).strip()
     if spec == "digits" or spec.startswith("digits@"):
         size, ch = _parse_digits(spec)
         ds = digits_dataset(size, ch)
@@ -157,7 +159,7 @@ def load_data(spec: str, batch_size: int = 64, workers: int = 0, val_fraction: f
     from core.io.specs import split_factory_spec
     fs = split_factory_spec(spec)
     if fs:
-        return _from_factory(spec, fs[0], fs[1], batch_size, workers, val_fraction, seed)
+        return _from_factory(spec, fs[0], fs[1], batch_size, workers, val_fraction, seed, trust)
     if spec.endswith(".py"):
         raise LoadError(f"{spec} is a Python file: name the function that returns the dataset, "
                         f"e.g. {spec}:make_dataset")
@@ -200,9 +202,9 @@ def _rgb_loader(p):
         raise LoadError(f"image {p} cannot be read: {type(e).__name__}: {e}") from None
 
 
-def _from_factory(spec, path, name, batch_size, workers, val_fraction, seed) -> Data:
+def _from_factory(spec, path, name, batch_size, workers, val_fraction, seed, trust) -> Data:
     from core.io.pyfile import call_factory
-    obj = call_factory(path, name, "the dataset")
+    obj = call_factory(path, name, "dataset factory", trust)
 
     def check(o, what):
         if isinstance(o, (Dataset, DataLoader)):

@@ -35,24 +35,21 @@ class EvalResult:
         return f"{acc}loss {self.loss:.4f} on {self.samples} samples"
 
 
-def load_loss_fn(spec: str | None):
-    """None / 'cross_entropy' / 'mse' / 'l1' / 'file.py:fn'."""
+def load_loss_fn(spec: str | None, trust=False):
+    """None / 'cross_entropy' / 'mse' / 'l1' / 'file.py:fn' (the file is imported only if ``trust``,
+    a :class:`core.io.trust.TrustPolicy` or bool, allows it)."""
     if spec is None or spec == "cross_entropy":
         return None
     if spec == "mse":
         return F.mse_loss
     if spec == "l1":
         return F.l1_loss
-    from core.io.pyfile import import_file
+    from core.io.pyfile import get_function
     from core.io.specs import split_factory_spec
-    fs = split_factory_spec(spec)
+    fs = split_factory_spec(spec.strip())
     if not fs:
         raise LoadError(f"loss '{spec}': give {', '.join(BUILTIN_LOSSES)} or file.py:function")
-    module = import_file(fs[0])
-    fn = getattr(module, fs[1], None)
-    if fn is None or not callable(fn):
-        raise LoadError(f"{fs[0]} has no loss function '{fs[1]}'")
-    return fn
+    return get_function(fs[0], fs[1], "loss function", trust)
 
 
 def to_device(x, device):

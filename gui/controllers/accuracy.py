@@ -37,6 +37,18 @@ class AccuracyController(QObject):
         self.ctx.ui.sensitivity.use_btn.setEnabled(on)
         self.ctx.ui.sensitivity.graph_btn.setEnabled(on)
 
+    def data_consent(self, data):
+        """The TrustPolicy to load ``data`` with: a dataset factory (``file.py:factory``) runs only
+        after the user said Yes to exactly that file (None: No, load nothing)."""
+        from core.io.trust import TrustPolicy, function_ref
+        if not isinstance(data, str):
+            return TrustPolicy()  # built-in data, or already loaded
+        try:
+            ref = function_ref(data.strip(), "dataset factory")
+        except Exception:  # noqa: BLE001 - missing: loading says so
+            ref = None
+        return self.ctx.consent([ref] if ref is not None else [], "Loading this data")
+
     def _on_session(self, _s):
         self.ctx.ui.sensitivity.clear()
         self.sensitivity_result = None
@@ -74,12 +86,15 @@ class AccuracyController(QObject):
         if s is None or s.meta:
             return None
         data = data or jobs.default_data_spec(s)
+        trust = self.data_consent(data)
+        if trust is None:
+            return None
         ratios = tuple(ratios or self.sens_ratios)
         mb = self.sens_max_batches if max_batches == -1 else max_batches
         ctx.log(f"sensitivity on {getattr(data, 'name', data)} at ratios "
                 f"{', '.join(f'{r:.0%}' for r in ratios)}" + (f", {mb} batches" if mb else ""))
         return ctx.tasks.run("sensitivity", jobs.run_sensitivity, s, data, ratios, mb,
-                             ctx.ui.targets.criterion.currentText(),
+                             ctx.ui.targets.criterion.currentText(), trust=trust,
                              on_done=lambda r, s=s: self._on_sensitivity(s, r))
 
     def _on_sensitivity(self, s, data_res):
@@ -153,11 +168,14 @@ class AccuracyController(QObject):
             self.eval_data = data
         if self.eval_data is None:
             self.eval_data = jobs.default_data_spec(s)
+        trust = self.data_consent(self.eval_data)
+        if trust is None:
+            return None
         if self._eval_task is not None:
             self._eval_task.cancel()
         pruned = s.result.model if s.result is not None else None
         t = worker.Task("evaluation", jobs.evaluate_models, s, self.eval_data, pruned,
-                        self.eval_max_batches)
+                        self.eval_max_batches, trust=trust)
         t.finished.connect(self._on_evaluated)
         t.failed.connect(self._on_evaluate_failed)
         t.done.connect(self._on_evaluate_done)

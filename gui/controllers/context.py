@@ -15,9 +15,11 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QMessageBox
 
 from .. import applog
+from ..widgets.trust_dialog import TrustDialog
 from .tasks import TaskRunner
 
 log = logging.getLogger("prunestudio.gui")
+TRUSTED_KEY = "trust/hashes"  # sha256 of files the user ticked "remember" for
 
 
 class Context(QObject):
@@ -70,6 +72,34 @@ class Context(QObject):
         default = QMessageBox.Yes if default_yes else QMessageBox.No
         return QMessageBox.question(self.ui.window, title, text, QMessageBox.Yes | QMessageBox.No,
                                     default) == QMessageBox.Yes
+
+    # ---------------------------------------------------------------------- consent to run code
+    def remembered_hashes(self) -> set:
+        v = self.settings.value(TRUSTED_KEY, [])
+        return {v} if isinstance(v, str) else set(v or [])
+
+    def consent(self, refs, action: str = "Opening this"):
+        """A :class:`core.io.trust.TrustPolicy` allowing exactly ``refs`` (core.io.trust.CodeRef:
+        what would run) once the user said Yes - or without asking when every file's content hash
+        was remembered; None when the user said No (or, in a scripted run, could not be asked):
+        then nothing may run. No code is needed: an empty policy."""
+        from core.io.trust import TrustPolicy
+        refs = list(refs)
+        remembered = self.remembered_hashes()
+        ask = [r for r in refs if r.sha256 not in remembered]
+        if ask:
+            names = ", ".join(f"{r.path} ({r.short})" for r in ask)
+            if self.headless:
+                self.log(f"not run (no one to ask in a scripted run): {names}")
+                return None
+            yes, remember = TrustDialog(self.ui.window, ask, action).ask()
+            if not yes:
+                self.log(f"not run, as you answered: {names}")
+                self.status(f"nothing opened: {ask[0].path} was not trusted")
+                return None
+            if remember:
+                self.settings.setValue(TRUSTED_KEY, sorted(remembered | {r.sha256 for r in ask}))
+        return TrustPolicy(hashes={r.sha256 for r in refs})
 
     def confirm_overwrite(self, path: str) -> bool:
         """True if ``path`` may be written: it does not exist, or the user said to replace it."""

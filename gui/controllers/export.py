@@ -45,7 +45,7 @@ class ExportController(QObject):
             return None
         return ctx.tasks.run(
             exp.task, model_io.export_model, path, model, s.inputs, s.spec, s.result,
-            source=self._source_files(),
+            source=self._source_files(), trust=s.trust,
             on_done=lambda d: ctx.exported(f"exported {path}" if d is None else
                                            f"exported {path} ({exp.checked_by} max |diff| {d:.2e})"))
 

@@ -1,5 +1,10 @@
 """Loading and analysis: open a model (dialog, demo, recent files), analyse it on the worker,
-analyse it again with another attention structure, and show the result in every panel."""
+analyse it again with another attention structure, and show the result in every panel.
+
+Nothing from a file runs before consent: what loading a spec would run
+(:func:`core.io.sources.what_would_run`: a factory file, a pickle's code, the spec a .pstudio
+records, Hugging Face custom code) is asked about first (:meth:`Context.consent`); the worker
+then loads with a policy allowing exactly those files' contents, and a No starts nothing."""
 from __future__ import annotations
 
 import os
@@ -9,7 +14,7 @@ from PySide6.QtCore import QObject
 
 from core.models.demo import DEMO_INPUT_SHAPE
 
-from ..jobs import model_io, session as sess
+from ..jobs import session as sess
 from ..widgets.load_dialog import LoadDialog
 from ..widgets.targets_panel import ATTENTION
 
@@ -23,6 +28,7 @@ class ModelController(QObject):
         self.ctx = ctx
         self.pending = None  # (spec, shape, dtype) of the load in flight: for File > Open recent
         self.pending_options = None  # analysis options of the load in flight
+        self.pending_trust = None  # its TrustPolicy
         self.recent_menu = None
         ctx.ui.targets.attentionChanged.connect(self.set_attention)
         ctx.tasks.idle.connect(self.sync_attention)  # a failed or cancelled re-analysis: old choice
@@ -46,25 +52,40 @@ class ModelController(QObject):
     def open_demo(self):
         self.open_model("demo", DEMO_INPUT_SHAPE)
 
+    def consent_for(self, spec: str, trust=None):
+        """The TrustPolicy to load ``spec`` with: ``trust`` given by the caller (True: the
+        application's --trust; False: run nothing; a policy), else what the user consents to
+        after being shown what would run; None when the user said No."""
+        from core.io.sources import what_would_run
+        from core.io.trust import as_policy
+        if trust is not None:
+            return as_policy(trust)
+        try:
+            refs = what_would_run(spec)
+        except Exception as e:  # noqa: BLE001 - unreadable: nothing is trusted, the load says why
+            self.ctx.log(f"could not tell what {spec} would run: {e}")
+            refs = []
+        return self.ctx.consent(refs, f"Opening {os.path.basename(spec.strip().rstrip('/'))}")
+
     def open_model(self, spec: str, shape: str, dtype: str = "float32", model=None,
-                   meta: bool = False, trust: bool | None = None, options: dict | None = None):
+                   meta: bool = False, trust=None, options: dict | None = None):
         """Load and analyse on the worker. ``options``: analysis options (``{"attention":
-        "heads" | "head_dim"}``); by default the targets panel's attention choice."""
+        "heads" | "head_dim"}``); by default the targets panel's attention choice. ``trust``:
+        see :meth:`consent_for`; a No loads nothing (None is returned)."""
         ctx, targets = self.ctx, self.ctx.ui.targets
+        spec = spec.strip() if isinstance(spec, str) else spec
+        if model is None:
+            trust = self.consent_for(spec, trust)
+            if trust is None:
+                return None
         if options is None:
             options = {"attention": targets.attention_mode()}
         elif not ctx.busy:
             targets.set_attention(options.get("attention", "heads"), targets.attention_available)
-        if trust is None:
-            trust = False
-        if model is None and not trust and model_io.needs_trust_prompt(spec):
-            trust = ctx.ask(
-                "Trust this file?",
-                f"{os.path.basename(spec)} may contain pickled Python code, which runs when it is "
-                "loaded. Load it only if you trust where it came from.\n\nTrust and load it?")
         self.load_started = time.perf_counter()
         self.pending = (spec, shape, dtype)
         self.pending_options = dict(options)
+        self.pending_trust = trust  # the consent given for this load (asked once)
         return ctx.tasks.run(f"loading {spec}", sess.load_and_analyse, spec, shape, dtype, trust,
                              model, ctx.ui.view.aspect(), meta=meta, options=dict(options),
                              on_done=self.show_session, on_failed=self.offer_meta)
@@ -78,7 +99,8 @@ class ModelController(QObject):
                         f"{spec} does not fit in memory. Analyse its structure on the meta device "
                         "instead? (no weights are loaded: the graph and its groups are shown, "
                         "pruning is off)", default_yes=True):
-            self.open_model(spec, shape, dtype, meta=True, options=self.pending_options)
+            self.open_model(spec, shape, dtype, meta=True, options=self.pending_options,
+                            trust=self.pending_trust)
 
     # ---------------------------------------------------------------------- attention
     def set_attention(self, mode: str):

@@ -1,6 +1,10 @@
 """Projects (.psproj): save the model spec, input, settings, locks, analysis options and the
 pruning plan; open one to load the same model again, restore the panel and re-apply the plan
-(core.io.project does the work; the model must be the one that was saved)."""
+(core.io.project does the work; the model must be the one that was saved).
+
+A project never grants trust to itself: what opening it would run (``Project.code()``: the model
+spec's factory file, pickle, recorded spec or Hugging Face custom code) is asked about first, and
+a No opens nothing."""
 from __future__ import annotations
 
 import os
@@ -8,7 +12,7 @@ import os
 from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QFileDialog
 
-from ..jobs import model_io, session as sess
+from ..jobs import session as sess
 
 FILTER = "PruneStudio project (*.psproj)"
 
@@ -29,7 +33,7 @@ class ProjectController(QObject):
             return None
         return proj.project_from(
             s.spec, targets.settings(), result=s.result, shape=s.shape, dtype=s.dtype,
-            trust=s.trust, device=targets.device_name(), model=s.model, dg=s.dg,
+            device=targets.device_name(), model=s.model, dg=s.dg,
             extra={"locked": list(targets.locked), "mode": targets.mode.currentData(),
                    "analysis": dict(s.dg.options)})
 
@@ -75,16 +79,24 @@ class ProjectController(QObject):
         except Exception as e:  # noqa: BLE001
             ctx.show_error("Open project", str(e))
             return None
-        if p.trust and model_io.needs_trust_prompt(p.spec) and not ctx.ask(
-                "Trust this file?",
-                f"The project loads {os.path.basename(p.spec)}, which may contain pickled Python "
-                "code that runs when it is loaded.\n\nTrust and load it?"):
+        if p.inputs_fn:  # refused before asking about code that would not run anyway
+            ctx.show_error("Open project", "projects with an inputs function open in the CLI only "
+                                           "(python main.py)")
+            return None
+        try:
+            refs = p.code()
+        except Exception as e:  # noqa: BLE001 - unreadable: nothing is trusted, the load says why
+            ctx.log(f"could not tell what {p.spec} would run: {e}")
+            refs = []
+        trust = ctx.consent(refs, f"Opening the project {os.path.basename(path)}")
+        if trust is None:
             return None
         self.models.pending = (p.spec, p.shape, p.dtype)
         self.models.pending_options = None
+        self.models.pending_trust = trust
         self._project = p
         return ctx.tasks.run(f"opening project {os.path.basename(path)}", sess.restore_project, p,
-                             ctx.ui.view.aspect(), on_done=self._on_restored,
+                             trust, ctx.ui.view.aspect(), on_done=self._on_restored,
                              on_failed=self.models.offer_meta)
 
     def _on_restored(self, sr):

@@ -21,15 +21,15 @@ def default_data_spec(session) -> str:
     return "digits"
 
 
-def load_for(spec, session, batch_size: int = 64):
+def load_for(spec, session, batch_size: int = 64, trust=None):
     """core.train.data.Data for ``spec`` (a Data passes through); image folders are resized to the
-    model's input size."""
+    model's input size; a dataset factory runs only as ``trust`` (the window's consent) allows."""
     from core.train.data import Data, load_data
     if isinstance(spec, Data):
         return spec
     chw = input_chw(session)
     size = int(chw[1]) if chw else 32
-    return load_data(spec, batch_size=batch_size, image_size=size)
+    return load_data(spec, batch_size=batch_size, image_size=size, trust=trust)
 
 
 def device_of(model):
@@ -40,14 +40,14 @@ def device_of(model):
 # ----------------------------------------------------------------------------- worker side
 
 def run_sensitivity(session, spec, ratios=(0.25, 0.5, 0.75), max_batches=None, importance="l2",
-                    progress=None, should_stop=None):
+                    progress=None, should_stop=None, trust=None):
     """Worker: load the data, then core.train.sensitivity.group_sensitivity on the original model.
     Returns ``(Data, SensitivityResult)``."""
     from core.errors import LoadError
     from core.train.sensitivity import group_sensitivity
     if progress:
         progress("data", 0, 1, f"loading {getattr(spec, 'name', spec)}")
-    data = load_for(spec, session)
+    data = load_for(spec, session, trust=trust)
     loader = data.val_loader()
     if loader is None:
         raise LoadError(f"data {data.name} has no validation set to measure the loss on")
@@ -57,12 +57,13 @@ def run_sensitivity(session, spec, ratios=(0.25, 0.5, 0.75), max_batches=None, i
     return data, res
 
 
-def evaluate_models(session, spec, pruned=None, max_batches=None, progress=None, should_stop=None):
+def evaluate_models(session, spec, pruned=None, max_batches=None, progress=None, should_stop=None,
+                    trust=None):
     """Worker: evaluate the original and (when given) the pruned model on the validation set.
     Returns ``(Data, EvalResult before, EvalResult after or None)``."""
     from core.errors import LoadError
     from core.train.evaluate import evaluate
-    data = load_for(spec, session)
+    data = load_for(spec, session, trust=trust)
     loader = data.val_loader()
     if loader is None:
         raise LoadError(f"data {data.name} has no validation set to evaluate on")

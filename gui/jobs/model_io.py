@@ -14,15 +14,9 @@ try:
 except ImportError:  # pragma: no cover - engine without a loader
     _loading = None
 
-TRUST_SUFFIXES = (".pt", ".pth", ".pkl", ".bin", ".ckpt", ".pstudio")
-
-
-def needs_trust_prompt(spec: str) -> bool:
-    """A saved file may hold pickled code: the user must confirm before it is trusted."""
-    return spec.lower().endswith(TRUST_SUFFIXES)
-
-
-def load_model(spec: str, trust: bool = False):
+def load_model(spec: str, trust=None):
+    """The model of ``spec``; code runs only as ``trust`` (a core.io.trust.TrustPolicy: what the
+    window asked the user about) allows."""
     if _loading is not None:
         return _loading.load_model(spec, trust=trust)
     if spec == "demo":
@@ -32,7 +26,7 @@ def load_model(spec: str, trust: bool = False):
         import torchvision
         return torchvision.models.get_model(spec.split(":", 1)[1], weights=None).eval()
     try:
-        obj = torch.load(spec, map_location="cpu", weights_only=not trust)
+        obj = torch.load(spec, map_location="cpu", weights_only=True)  # no consent model here
     except Exception as e:  # noqa: BLE001
         raise LoadError(f"{spec} could not be loaded: {type(e).__name__}: {e}") from None
     if not isinstance(obj, torch.nn.Module):
@@ -60,15 +54,16 @@ def exporter_for(path: str):
 
 
 def export_model(path: str, model, inputs=None, spec=None, result=None, source=None, progress=None,
-                 should_stop=None):
+                 should_stop=None, trust=None):
     """Write ``model`` in the form of ``path``; the window already asked about overwriting
     (``source``, the input model file, is never written over). ``result`` (the PruneResult) gives
     the plan the portable form stores. A cancel (``should_stop``) leaves no file. Returns the
-    difference found by the form's check against torch (ONNX: onnxruntime), else None."""
+    difference found by the form's check against torch (ONNX: onnxruntime), else None. ``trust``:
+    the consent the model was loaded with (the portable form's rebuild check runs its code again)."""
     return exporter_for(path).write(
         model, path, inputs=inputs, force=True, source=source, should_stop=should_stop, spec=spec,
         kept=result.kept if result is not None else None,
-        plan=result.plan if result is not None else None, trust=True)
+        plan=result.plan if result is not None else None, trust=trust)
 
 
 def save_report(report: dict, path: str):

@@ -31,17 +31,18 @@ class Session:
     result: object = None  # the latest PruneResult (its .model is the pruned copy)
     shape: str = ""
     dtype: str = "float32"
-    trust: bool = False
+    trust: object = None  # the core.io.trust.TrustPolicy it was loaded with (exports rebuild with it)
     meta: bool = False  # structure only (meta device): no weights, nothing to prune
     n_attention: int = 0  # attention layers whose pruning the "attention" analysis option chooses
 
 
-def load_and_analyse(spec: str, shape: str, dtype: str = "float32", trust: bool = False, model=None,
+def load_and_analyse(spec: str, shape: str, dtype: str = "float32", trust=None, model=None,
                      aspect: float = 1.8, progress=None, should_stop=None, meta: bool = False,
                      options: dict | None = None) -> Session:
     """Load (on the meta device when ``meta``), analyse with the analysis ``options``
     (``{"attention": "heads" | "head_dim"}``), lay out. A model too large for memory
-    raises :class:`core.io.memory.TooLargeError` before anything big is allocated."""
+    raises :class:`core.io.memory.TooLargeError` before anything big is allocated. Code from a
+    file runs only as ``trust`` (the consent the window asked for) allows."""
     from core.io import inputs as loading_inputs, memory, sources
     secs = {}
     t = time.perf_counter()
@@ -52,7 +53,7 @@ def load_and_analyse(spec: str, shape: str, dtype: str = "float32", trust: bool 
         if meta:
             model = sources.build_meta_model(spec, trust=trust)
         else:
-            memory.check_memory(spec, input_hint=f"--input-shape {shape}")
+            memory.check_memory(spec, input_hint=f"--input-shape {shape}", trust=trust)
             model = model_io.load_model(spec, trust=trust)
     inputs = loading_inputs.fit_inputs(model, inputs)  # token ids folded into the model's vocabulary
     if meta:
@@ -136,8 +137,9 @@ def project_analysis(project) -> dict | None:
     return dict(options)
 
 
-def restore_project(project, aspect: float = 1.8, progress=None, should_stop=None):
-    """Worker side of File > Open project: load and analyse as saved, re-apply the saved plan.
+def restore_project(project, trust=None, aspect: float = 1.8, progress=None, should_stop=None):
+    """Worker side of File > Open project: load and analyse as saved, re-apply the saved plan;
+    code runs only as ``trust`` (the consent the window asked for, never the project's) allows.
     Returns ``(Session, PruneResult or None)``; the model must be the one that was saved."""
     from core.io import project as proj
     from core.errors import LoadError
@@ -145,7 +147,7 @@ def restore_project(project, aspect: float = 1.8, progress=None, should_stop=Non
     if project.inputs_fn:
         raise LoadError("projects with an inputs function open in the CLI only (python main.py)")
     options = project_analysis(project)
-    s = load_and_analyse(project.spec, project.shape, project.dtype, project.trust,
+    s = load_and_analyse(project.spec, project.shape, project.dtype, trust,
                          aspect=aspect, progress=progress, should_stop=should_stop, options=options)
     if project.model_fingerprint and proj.fingerprint(s.model) != project.model_fingerprint:
         raise LoadError(f"the model {project.spec} has changed since the project was saved (its "
