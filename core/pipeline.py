@@ -61,6 +61,7 @@ class PruneResult:
     channels: dict  # layer -> [original, kept] output channels
     seconds: dict = field(default_factory=dict)
     excluded: dict = field(default_factory=dict)  # group root -> why it was left out (oracle)
+    warnings: list = field(default_factory=list)  # one line each: a target missed, a weak check
 
     def report(self, dg: DependencyGraph | None = None) -> dict:
         r = {
@@ -77,6 +78,7 @@ class PruneResult:
             "verify": self.verify.to_json() if self.verify else None,
             "seconds": self.seconds,
             "excluded_groups": self.excluded,
+            "warnings": self.warnings,
         }
         if dg is not None:
             r["groups"] = len(dg.groups)
@@ -156,6 +158,8 @@ def prune_model(model: nn.Module, inputs, dg: DependencyGraph, settings: PlanSet
         check()
         if report.passed:
             break
+        if not report.finite:
+            raise VerificationError(f"cannot verify the pruning: {report.message}")
         found = None
         if exclude_mismatches and attempt < 2:
             t = time.perf_counter()
@@ -170,8 +174,35 @@ def prune_model(model: nn.Module, inputs, dg: DependencyGraph, settings: PlanSet
     after = measure(pruned, ex, latency=latency, runs=latency_runs, should_stop=check)
     secs["measure_after"] = time.perf_counter() - t
     progress("done", 4, 4, "done")
+    warnings = target_warnings(settings, plan, before, after, dg)
+    warnings += report.warnings if report is not None else []
     return PruneResult(pruned, plan, kept, before, after, report, channels_per_layer(dg, kept), secs,
-                       excluded)
+                       excluded, warnings)
+
+
+def target_warnings(settings: PlanSettings, plan: PruningPlan, before: Metrics, after: Metrics,
+                    dg: DependencyGraph) -> list[str]:
+    """A line for a plan that removes nothing although asked to, and for a FLOPs or parameter
+    target the pruned model misses by more than half a percentage point (measured)."""
+    out = []
+    asked = settings.ratio if settings.target_flops is None and settings.target_params is None \
+        else (settings.target_flops if settings.target_flops is not None else settings.target_params)
+    if plan.n_removed == 0 and asked and dg.prunable_groups:
+        out.append(f"nothing was removed: no prunable group allows removing channels at these "
+                   f"settings (round-to {settings.round_to}, max group ratio "
+                   f"{settings.max_group_ratio:g}, {len(dg.prunable_groups)} prunable groups)")
+    for what, target, b, a in (("FLOPs", settings.target_flops, before.flops, after.flops),
+                               ("parameter", settings.target_params, before.params, after.params)):
+        if target is None or not b or a is None:
+            continue
+        got = 1 - a / b
+        if abs(got - target) > 0.005:
+            why = ("every prunable group is pruned as far as allowed" if got < target else
+                   "groups remove channels in steps that jump across it")
+            out.append(f"the {what} reduction target {target:.1%} was not reached: the pruned model "
+                       f"has {got:.1%} fewer {'FLOPs' if what == 'FLOPs' else 'parameters'} "
+                       f"({why})")
+    return out
 
 
 def _refine_flops_target(model, ex, dg, settings, cost, calibration, plan, kept, base_flops):

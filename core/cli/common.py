@@ -15,6 +15,11 @@ def out(msg: str = "") -> None:
     print(msg, flush=True)
 
 
+def warn(msg: str) -> None:
+    """``warning: ...`` on stderr: the run goes on, but the user must know."""
+    print(f"warning: {' '.join(str(msg).split())}", file=sys.stderr, flush=True)
+
+
 def human(x, unit: str = "") -> str:
     if x is None:
         return "n/a"
