@@ -129,3 +129,23 @@ def test_pstudio_naming_itself(pstudio, tmp_path, capsys):
     assert rc == 2 and err.endswith(f"{bad} names itself (or a file that names it) as its original "
                                     f"model; a .pstudio must name the original architecture\n"), err
     assert "Recursion" not in err
+
+
+def test_an_input_too_large_for_memory_is_refused_before_allocating(capsys, monkeypatch):
+    monkeypatch.setenv("PRUNESTUDIO_AVAILABLE_MEMORY", str(20 * 2**30))
+    rc, out, err = run(["prune", "demo", "--input-shape", "1,3,100000,100000"], capsys)
+    assert rc == 2 and err == ("error: the input 1,3,100000,100000 (float32) takes 111.76 GB by "
+                               "itself, but only 20.00 GB is available on cpu; use a smaller "
+                               "--input-shape\n"), err
+
+
+def test_activations_too_large_for_memory_are_refused(capsys, monkeypatch):
+    monkeypatch.setenv("PRUNESTUDIO_AVAILABLE_MEMORY", str(50 * 2**20))
+    rc, out, err = run(["prune", "demo", "--input-shape", "1,3,512,512", *FAST], capsys)
+    assert rc == 2 and err == (
+        "error: the input 1,3,512,512 (float32) needs about 67.0 MB for the input and activations "
+        "(the largest: stem.0 output (1, 32, 512, 512), 32.0 MB), but only 50.0 MB is available "
+        "on cpu; use a smaller --input-shape\n"), err
+    monkeypatch.setenv("PRUNESTUDIO_AVAILABLE_MEMORY", str(2**30))
+    rc, out, err = run(["prune", "demo", "--input-shape", "1,3,128,128", *FAST], capsys)
+    assert rc == 0, err
