@@ -143,7 +143,8 @@ def compare_activations(zeroed, pruned, ex: ExampleInputs, kept: dict | None = N
             rel = 0.0 if torch.equal(x.isfinite(), y.isfinite()) and torch.equal(
                 x.nan_to_num(), y.nan_to_num()) else float("inf")
         else:
-            scale = max(float(x.abs().max()), top * 1e-6, 1e-12)
+            # a tensor far smaller than the others is judged on their scale (cancellations)
+            scale = max(float(x.abs().max()), top * 1e-3, 1e-12)
             rel = float((x - y).abs().max()) / scale
         if where is None or rel > worst:
             worst, where = rel, name
@@ -168,6 +169,11 @@ def check_activations(rep, zeroed, pruned, ex: ExampleInputs, y0, kept=None) -> 
     if n == 0:
         rep.warnings.append("no intermediate activation keeps its shape after pruning, so none "
                             "could be compared: the check is weak")
+        return
+    if rep.expected_exact and worst > rep.tolerance and rep.float32_rel_diff is not None:
+        # the final verdict needed float64 (selections flip on rounding): flips show here too
+        rep.warnings.append(f"the intermediate activations differ by {worst:.3g} (relative, "
+                            f"module '{where}') in float32, where rounding flips selections")
         return
     if rep.expected_exact and worst > rep.tolerance:
         rep.passed = False
