@@ -262,7 +262,7 @@ def device_of(name: str) -> torch.device:
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise PruneStudioError(f"device '{name}' was asked for, but this machine has "
                                f"{torch.cuda.device_count()} CUDA GPU(s) (cuda:0 ...)")
-    backend = getattr(torch, dev.type, None) if dev.type not in ("cpu", "cuda") else None
+    backend = torch.backends.mps if dev.type == "mps" else getattr(torch, dev.type, None)
     if dev.type not in ("cpu", "cuda") and not (backend is not None and hasattr(
             backend, "is_available") and backend.is_available()):
         raise PruneStudioError(f"device '{name}' is not available here: use cpu"

@@ -79,7 +79,7 @@ def non_finite(out) -> str | None:
         return None
     i, t = bad[0]
     n = int((~torch.isfinite(t)).sum())
-    where = f"output {i} {tuple(t.shape)}" if len(ts) > 1 else f"the output {tuple(t.shape)}"
+    where = f"output {i} {tuple(t.shape)}" if len(ts) > 1 else f"output {tuple(t.shape)}"
     return f"{where} has {n} of {t.numel()} values NaN or inf"
 
 
