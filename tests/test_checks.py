@@ -138,3 +138,14 @@ def test_onnx_check_refuses_nan_and_warns_on_a_dead_head(tmp_path):
     assert d == 0.0 and len(d.warnings) == 1 and "the check is weak" in d.warnings[0], d.warnings
     d = export_onnx(cf.SmallNet().eval(), (X,), str(tmp_path / "ok.onnx"))
     assert d.warnings == []
+
+
+def test_onnx_cli_says_the_check_is_weak(tmp_path, capsys):
+    o, rep = tmp_path / "m.onnx", tmp_path / "r.json"
+    rc, out, err = run(["prune", f"{FACTORIES}:zero_head", *SHAPE, "--no-latency", "--no-verify",
+                        "-o", str(o), "--report", str(rep)], capsys)
+    assert rc == 0 and o.exists(), err
+    assert err == ("warning: onnx: the output (1, 10) is constant (0 everywhere): the onnxruntime "
+                   "comparison cannot fail on it, so the check is weak\n"), err
+    import json
+    assert json.loads(rep.read_text())["warnings"] == [err[len("warning: "):-1]]
