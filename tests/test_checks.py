@@ -57,7 +57,9 @@ def test_nan_model_is_not_verified_exact():
 
 def test_nan_model_cli_verify_and_prune_fail(tmp_path, capsys):
     rc, out, err = run(["verify", f"{FACTORIES}:nan_weights", *SHAPE], capsys)
-    assert rc == 1 and "result: NOT CHECKED" in out and "values NaN or inf" in err, (out, err)
+    assert rc == 1 and ("result: NOT CHECKED: the original model's output (1, 10) has 10 of 10 "
+                        "values NaN or inf") in out and "values NaN or inf" in err, (out, err)
+    assert "NOT CHECKED: NOT CHECKED" not in out
     o = tmp_path / "m.pt"
     rc, out, err = run(["prune", f"{FACTORIES}:nan_weights", *SHAPE, "--no-latency", "-o", str(o)],
                        capsys)

@@ -57,7 +57,7 @@ def cmd_verify(args, progress) -> int:
     for r in rep.approximate_reasons[:10]:
         out(f"  approximate: {r}")
     verdict = "PASS" if rep.passed else "MISMATCH" if rep.finite else "NOT CHECKED"
-    out(f"result: {verdict}: {rep.message}")
+    out(f"result: {rep.message if rep.message.startswith(verdict) else f'{verdict}: {rep.message}'}")
     for line in rep.warnings:
         warn(line)
     if not rep.passed:
