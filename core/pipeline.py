@@ -61,6 +61,7 @@ class PruneResult:
     channels: dict  # layer -> [original, kept] output channels
     seconds: dict = field(default_factory=dict)
     excluded: dict = field(default_factory=dict)  # group root -> why it was left out (oracle)
+    warnings: list = field(default_factory=list)  # one line each: a target missed, a weak check
 
     def report(self, dg: DependencyGraph | None = None) -> dict:
         r = {
@@ -77,6 +78,7 @@ class PruneResult:
             "verify": self.verify.to_json() if self.verify else None,
             "seconds": self.seconds,
             "excluded_groups": self.excluded,
+            "warnings": self.warnings,
         }
         if dg is not None:
             r["groups"] = len(dg.groups)
@@ -156,6 +158,8 @@ def prune_model(model: nn.Module, inputs, dg: DependencyGraph, settings: PlanSet
         check()
         if report.passed:
             break
+        if not report.finite:
+            raise VerificationError(f"cannot verify the pruning: {report.message}")
         found = None
         if exclude_mismatches and attempt < 2:
             t = time.perf_counter()
@@ -170,8 +174,42 @@ def prune_model(model: nn.Module, inputs, dg: DependencyGraph, settings: PlanSet
     after = measure(pruned, ex, latency=latency, runs=latency_runs, should_stop=check)
     secs["measure_after"] = time.perf_counter() - t
     progress("done", 4, 4, "done")
+    warnings = target_warnings(settings, plan, before, after, dg)
+    warnings += report.warnings if report is not None else []
     return PruneResult(pruned, plan, kept, before, after, report, channels_per_layer(dg, kept), secs,
-                       excluded)
+                       excluded, warnings)
+
+
+def target_warnings(settings: PlanSettings, plan: PruningPlan, before: Metrics, after: Metrics,
+                    dg: DependencyGraph) -> list[str]:
+    """A line for a plan that removes nothing although asked to, and for a FLOPs or parameter
+    target the pruned model misses (measured) by more than a percentage point, or by more than
+    a tenth of the share it was to keep."""
+    out = []
+    asked = settings.ratio if settings.target_flops is None and settings.target_params is None \
+        else (settings.target_flops if settings.target_flops is not None else settings.target_params)
+    if plan.n_removed == 0 and asked and dg.prunable_groups:
+        out.append(f"nothing was removed: no prunable group allows removing channels at these "
+                   f"settings (round-to {settings.round_to}, max group ratio "
+                   f"{settings.max_group_ratio:g}, {len(dg.prunable_groups)} prunable groups)")
+    for what, target, b, a in (("FLOPs", settings.target_flops, before.flops, after.flops),
+                               ("parameter", settings.target_params, before.params, after.params)):
+        if target is None or not b or a is None:
+            continue
+        got = 1 - a / b
+        off = abs(got - target)
+        # a point, or (near 100 %) a kept share off by more than a tenth: 99.4 % for 99.9 %
+        if off > 0.01 or (off > 0.001 and abs((1 - got) / max(1 - target, 1e-9) - 1) > 0.1):
+            top = plan.settings.get("max_reduction")
+            why = ("every prunable group is pruned as far as --max-group-ratio allows"
+                   if got < target and top is not None and top < target + 0.005 else
+                   "the closest plan: groups remove channels in steps (small groups, round-to, "
+                   "whole heads) that jump across it")
+            out.append(f"the {what} reduction target {target:.1%} was "
+                       f"{'not reached' if got < target else 'overshot'}: the pruned model "
+                       f"has {got:.1%} fewer {'FLOPs' if what == 'FLOPs' else 'parameters'} "
+                       f"({why})")
+    return out
 
 
 def _refine_flops_target(model, ex, dg, settings, cost, calibration, plan, kept, base_flops):
@@ -213,7 +251,20 @@ def estimate(dg: DependencyGraph, model: nn.Module, settings: PlanSettings, cost
 
 
 def device_of(name: str) -> torch.device:
+    """The torch device ``name`` names, refused in one line when it is not one or not here."""
     from core.errors import PruneStudioError
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise PruneStudioError(f"device '{name}' was asked for, but no CUDA GPU is available here")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise PruneStudioError(f"unknown device '{name}': use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise PruneStudioError(f"device '{name}' was asked for, but this machine has "
+                               f"{torch.cuda.device_count()} CUDA GPU(s) (cuda:0 ...)")
+    backend = torch.backends.mps if dev.type == "mps" else getattr(torch, dev.type, None)
+    if dev.type not in ("cpu", "cuda") and not (backend is not None and hasattr(
+            backend, "is_available") and backend.is_available()):
+        raise PruneStudioError(f"device '{name}' is not available here: use cpu"
+                               f"{', cuda or cuda:N' if torch.cuda.is_available() else ''}")
+    return dev

@@ -39,6 +39,7 @@ for _p in (ROOT, HERE):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
+from fuzz_bounds import check_approximate  # noqa: E402
 from helpers import _state, assert_unchanged, kept_params_equal, randomize  # noqa: E402
 
 from core.plan.criteria import CRITERIA  # noqa: E402
@@ -514,12 +515,17 @@ def _outputs(model, args):
 
 
 def check_property(model: nn.Module, inputs: tuple, ratio: float, criterion: str,
-                   global_ranking: bool = False, seed: int = 0, tol: float = 1e-4):
+                   global_ranking: bool = False, seed: int = 0, tol: float = 1e-4,
+                   value_from_shape: frozenset = frozenset()):
     """Prune ``model`` (latency off, verify on) and check the fuzzing property; returns the result.
 
     The pruned model runs with the original's output shapes, the oracle passes (exactly where the
-    engine calls the plan exact), every kept parameter is the original's at the kept indices, the
-    original is unchanged, and something is removed whenever some prunable group allows it.
+    engine calls the plan exact, within :func:`approximate_bound` where it does not), no group is
+    excluded by the oracle's mismatch diagnosis (that would be a coupling bug the diagnosis
+    absorbed) except those whose root is in ``value_from_shape`` (models built on purpose to
+    compute a value from a channel count; the generator makes none), every kept parameter is the
+    original's at the kept indices, the original is unchanged, and something is removed whenever
+    some prunable group allows it.
     """
     ex = as_example_inputs(tuple(inputs))
     state = _state(model)
@@ -536,11 +542,14 @@ def check_property(model: nn.Module, inputs: tuple, ratio: float, criterion: str
         f"output shapes changed: {[tuple(t.shape) for t in y0]} -> {[tuple(t.shape) for t in y1]}")
     rep = res.verify
     assert rep is not None and rep.passed and rep.shapes_equal, rep and rep.message
+    absorbed = {root: why for root, why in res.excluded.items() if root not in value_from_shape}
+    assert not absorbed, (f"the oracle's mismatch diagnosis excluded groups {sorted(absorbed)} "
+                          f"(the engine coupled them wrongly): {absorbed}")
     if rep.expected_exact:
         assert rep.max_rel_diff < tol, (f"oracle mismatch: max relative difference "
                                         f"{rep.max_rel_diff:.3g} (abs {rep.max_abs_diff:.3g})")
     else:
-        assert rep.approximate_reasons, "approximate plan without a reason"
+        check_approximate(rep)
 
     kept_params_equal(model, res.model, res.kept)
 

@@ -194,3 +194,46 @@ class ConvChunk13(nn.Module):
 
 def test_chunk_odd_13_conv_feeding_conv():
     check_property(prepared(ConvChunk13()), (R(2, 2, 4, 4),), ratio=0.5, criterion="l2")
+
+
+# ------------------------------------------------------------------------------------------------
+# the property must not let the oracle's mismatch diagnosis absorb a coupling error (issue 11)
+#
+# A forward computing ``y * y.shape[1]`` changes its output when y's channels are pruned; the
+# oracle fails, the diagnosis excludes the group and the run passes with 0 channels removed. In a
+# generated network that would be an engine bug hidden, so the property fails on any exclusion
+# except for groups the caller built on purpose to compute a value from a channel count.
+
+
+class ValueFromShape(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        y = self.a(x)
+        return self.b(y * y.shape[1])
+
+
+def test_an_excluded_group_fails_the_property():
+    import pytest
+    with pytest.raises(AssertionError, match=r"mismatch diagnosis excluded groups \['a'\]"):
+        check_property(prepared(ValueFromShape()), (R(2, 3, 6, 6),), ratio=0.5, criterion="l1")
+    _, res = check_property(prepared(ValueFromShape()), (R(2, 3, 6, 6),), ratio=0.5, criterion="l1",
+                            value_from_shape=frozenset({"a"}))
+    assert list(res.excluded) == ["a"] and res.plan.n_removed == 0
+
+
+def test_an_approximate_plan_beyond_its_bound_fails():
+    import pytest
+    from types import SimpleNamespace
+
+    from fuzz_bounds import check_approximate
+    ln = "layer_norm in layers.op4: normalisation statistics are computed over the pruned channels"
+    check_approximate(SimpleNamespace(approximate_reasons=[ln], max_rel_diff=0.35, message=""))
+    with pytest.raises(AssertionError, match="beyond the bound 2"):
+        check_approximate(SimpleNamespace(approximate_reasons=[ln], max_rel_diff=5.0, message=""))
+    with pytest.raises(AssertionError, match="without a stated bound"):
+        check_approximate(SimpleNamespace(approximate_reasons=["op: something new"],
+                                          max_rel_diff=0.0, message=""))

@@ -215,7 +215,7 @@ def test_bad_settings_show_a_dialog_and_keep_the_model(case, win, env, qtbot):
         win.targets.device.setCurrentText("cuda")
     else:
         win.targets.mode.setCurrentIndex(win.targets.mode.findData("params"))
-        win.targets.round_to.setValue(256)  # no group has 256 channels: nothing can go
+        win.targets.round_to.setValue(256)  # the widest group has 256 channels: nothing can go
     with qtbot.waitSignal(win.taskFailed, timeout=TIMEOUT):
         assert win.prune() is not None
     title, text = dialogs.errors[-1]
@@ -223,8 +223,8 @@ def test_bad_settings_show_a_dialog_and_keep_the_model(case, win, env, qtbot):
     if SETTING_CASES[case]:
         assert text == SETTING_CASES[case]
     else:
-        assert text == ("the parameter reduction target 50% cannot be reached: pruning every "
-                        "prunable group as far as allowed removes 0.0%")
+        assert text == ("round-to 256 leaves nothing to remove: kept channels must be a multiple "
+                        "of it, and the widest prunable group has 256 channels")
     _usable(win, before)
     assert win.session.result is None
     assert all(torch.equal(v, snap[k]) for k, v in before.model.state_dict().items())

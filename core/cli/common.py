@@ -29,6 +29,11 @@ def interrupted(e: BaseException) -> int:
     return tempfiles.exit_status(e)
 
 
+def warn(msg: str) -> None:
+    """``warning: ...`` on stderr: the run goes on, but the user must know."""
+    print(f"warning: {' '.join(str(msg).split())}", file=sys.stderr, flush=True)
+
+
 def human(x, unit: str = "") -> str:
     if x is None:
         return "n/a"
@@ -102,6 +107,9 @@ def example_inputs(args, device, model=None):
             return make_inputs(DEMO_INPUT_SHAPE, args.input_dtype, str(device))
         raise UsageError("the example input is missing: give --input-shape (e.g. 1,3,224,224) or "
                          "--inputs file.py:function")
+    from core.io.memory import check_input_memory
+    check_input_memory(args.input_shape, args.input_dtype, device,
+                       None if getattr(args, "meta", False) else model)
     ex = make_inputs(args.input_shape, args.input_dtype, str(device))
     # random integer inputs are drawn in [0, 100): keep token ids inside a smaller vocabulary
     return fit_inputs(model, ex) if model is not None else ex

@@ -100,9 +100,15 @@ def _main(argv: list[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
-        if getattr(args, "train_command", False):
-            return train.run(args)
-        return args.run(args, progress)
+        try:
+            if getattr(args, "train_command", False):
+                return train.run(args)
+            return args.run(args, progress)
+        except SystemExit as e:  # the model's or inputs' own code called sys.exit / exit()
+            progress.close()
+            print(f"error: the run was stopped by a call to sys.exit({e.code!r}) (in the model's "
+                  f"or the inputs' code?) before anything was written", file=sys.stderr, flush=True)
+            return 2
     except BrokenPipeError:  # stdout closed early (e.g. piped into head): files are written
         try:
             sys.stdout = open(os.devnull, "w")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from core.cli.args import UsageError, model_args, target_args
 from core.cli.common import (analyze, calibration, check_ignore, example_inputs, human, input_paths,
-                             load, out, plan_settings, write_json)
+                             load, out, plan_settings, warn, write_json)
 
 
 def register(subparsers, epilog: str) -> None:
@@ -134,6 +134,7 @@ def _write_outputs(run: _Run, t_start: float) -> None:
                       "seed": args.seed})
             run.seconds["save"] = time.perf_counter() - t
         run.seconds["total"] = time.perf_counter() - t_start
+        result.warnings += getattr(run.check_diff, "warnings", [])
         report = result.report(run.dg)
         report["seconds"] = {**report.get("seconds", {}), **run.seconds}
         report.update({"model": args.model, "weights": args.weights, "seed": args.seed,
@@ -186,3 +187,5 @@ def _print_summary(run: _Run) -> None:
     if args.project:
         out(f"project: {args.project}")
     out(f"time: {run.seconds['total']:.2f} s")
+    for line in result.warnings:
+        warn(line)

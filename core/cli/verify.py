@@ -6,7 +6,7 @@ import sys
 
 from core.cli.args import model_args, target_args
 from core.cli.common import (analyze, calibration, check_ignore, example_inputs, input_paths, load,
-                             out, plan_settings, write_json)
+                             out, plan_settings, warn, write_json)
 
 
 def register(subparsers) -> None:
@@ -56,7 +56,10 @@ def cmd_verify(args, progress) -> int:
     out(f"expected: {kind}")
     for r in rep.approximate_reasons[:10]:
         out(f"  approximate: {r}")
-    out(f"result: {'PASS' if rep.passed else 'MISMATCH'}: {rep.message}")
+    verdict = "PASS" if rep.passed else "MISMATCH" if rep.finite else "NOT CHECKED"
+    out(f"result: {rep.message if rep.message.startswith(verdict) else f'{verdict}: {rep.message}'}")
+    for line in rep.warnings:
+        warn(line)
     if not rep.passed:
         print(f"error: verification failed: {rep.message}", file=sys.stderr, flush=True)
         return 1

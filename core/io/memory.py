@@ -90,3 +90,72 @@ def check_memory(spec: str, weights: str | None = None, input_hint: str = "",
             f"{_gb(avail)} is available; analyse its structure on the meta device instead "
             f"(no weights are loaded): python main.py graph {spec}{shape} --meta")
     return need
+
+
+def device_memory(device) -> int | None:
+    """Bytes free on ``device``: the GPU's free memory for CUDA, else :func:`available_memory`."""
+    import torch
+    if getattr(device, "type", str(device).split(":")[0]) == "cuda" and not os.environ.get(MEMORY_ENV):
+        try:
+            return int(torch.cuda.mem_get_info(torch.device(device))[0])
+        except Exception:  # noqa: BLE001
+            return None
+    return available_memory()
+
+
+def largest_activation(model: nn.Module, shapes: list, dtype) -> tuple[int, str] | None:
+    """(bytes, description) of the largest module output for inputs of ``shapes``, from a forward
+    on the meta device (nothing allocated); None when the model cannot run there."""
+    import torch
+
+    from core.analysis.probe import meta_copy
+    from core.trace.tracer import flatten_outputs
+    best = [0, ""]
+
+    def hook(name):
+        def record(_m, _i, out):
+            ts = [t for t in flatten_outputs(out) if isinstance(t, torch.Tensor)]
+            n = sum(t.numel() * t.element_size() for t in ts)
+            if n > best[0]:
+                best[:] = [n, f"{name} output {tuple(ts[0].shape)}"]
+        return record
+
+    try:
+        meta = meta_copy(model)
+        handles = [m.register_forward_hook(hook(n)) for n, m in meta.named_modules() if n]
+        with torch.no_grad():
+            meta(*[torch.empty(s, dtype=dtype, device="meta") for s in shapes])
+        for h in handles:
+            h.remove()
+    except Exception:  # noqa: BLE001 - data-dependent forwards do not run on meta: no estimate
+        return None
+    return (best[0], best[1]) if best[0] else None
+
+
+def check_input_memory(shape_text: str, dtype: str, device, model: nn.Module | None = None) -> None:
+    """Refuse example inputs of ``shape_text`` (``"1,3,224,224"``, several joined by ``;``) whose
+    tensors, or whose activations in ``model`` (a meta-device forward), would not fit in the
+    memory of ``device``, before anything is allocated."""
+    import math
+
+    from core.errors import PruneStudioError
+    from core.trace.inputs import DTYPES, parse_shape
+    if dtype not in DTYPES:
+        return  # make_inputs names the choices
+    dt = DTYPES[dtype]
+    shapes = [parse_shape(s) for s in shape_text.split(";") if s.strip()]
+    item = dt.itemsize if hasattr(dt, "itemsize") else 4
+    need = sum(math.prod(s) for s in shapes) * item
+    avail = device_memory(device)
+    if avail is None:
+        return
+    what = f"the input {shape_text} ({dtype}) takes {_gb(need)} by itself"
+    if need <= avail and model is not None:
+        act = largest_activation(model, shapes, dt)
+        if act is not None:
+            need += 2 * act[0]  # an op's input and output are alive together
+            what = (f"the input {shape_text} ({dtype}) needs about {_gb(need)} for the input and "
+                    f"activations (the largest: {act[1]}, {_gb(act[0])})")
+    if need > avail:
+        raise PruneStudioError(f"{what}, but only {_gb(avail)} is available on {device}; use a "
+                               f"smaller --input-shape")

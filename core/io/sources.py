@@ -212,14 +212,23 @@ class PortableSource(SavedFileSource):
     """``model.pstudio``: the original model is loaded from the spec it records (through this
     registry), then sliced to the kept indices and given the pruned weights."""
 
+    rebuilding: set = set()  # files being rebuilt now: one naming itself (or a loop) is refused
+
     def rebuild(self, path: str, trust=False) -> nn.Module:
         d = read_portable(path)
         spec = original_spec(d, path)
+        key = os.path.realpath(path)
+        if key in self.rebuilding:
+            raise LoadError(f"{path} names itself (or a file that names it) as its original model; "
+                            f"a .pstudio must name the original architecture")
+        self.rebuilding.add(key)
         try:
             model = load_model(spec, trust=trust)
         except LoadError as e:
             raise type(e)(*_rewrap(e, f"{path}: cannot rebuild the original model '{spec}': {e}")) \
                 from None
+        finally:
+            self.rebuilding.discard(key)
         return apply_portable(model, d, path, spec)
 
 

@@ -211,6 +211,10 @@ def make_plan(dg, model: nn.Module, settings: PlanSettings, cost: CostModel | No
     settings.validate()
     _resolve_modules(dg, model, settings.ignore, "ignored")
     _resolve_modules(dg, model, list(settings.overrides), "overridden")
+    widest = max((g.n_channels for g in dg.prunable_groups), default=0)
+    if settings.round_to > 1 and widest and settings.round_to >= widest:
+        raise PlanError(f"round-to {settings.round_to} leaves nothing to remove: kept channels must "
+                        f"be a multiple of it, and the widest prunable group has {widest} channels")
     scores = group_scores(dg, model, settings.importance, calibration, settings.seed)
     target = settings.target_flops if settings.target_flops is not None else settings.target_params
     if target is None:
@@ -261,5 +265,6 @@ def make_plan(dg, model: nn.Module, settings: PlanSettings, cost: CostModel | No
                 fhi = fmid
     plan, red = best
     plan.settings["achieved_reduction"] = red
+    plan.settings["max_reduction"] = hi_red
     plan.settings["search_ratio"] = mid
     return plan

@@ -102,7 +102,7 @@ def apply_kept(model: nn.Module, kept: dict[str, dict[int, list[int]]], inplace:
         t = getattr(mod0, attr0)
         new = t.detach()
         for d, keep in sorted(dims.items()):
-            if d >= new.ndim or (len(keep) and max(keep) >= new.shape[d]):
+            if not 0 <= d < new.ndim or (len(keep) and (max(keep) >= new.shape[d] or min(keep) < 0)):
                 raise PlanError(f"the plan's indices for {name} dim {d} do not fit its shape "
                                 f"{tuple(t.shape)}")
             new = new.index_select(d, torch.as_tensor(keep, dtype=torch.long, device=new.device))

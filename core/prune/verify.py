@@ -16,6 +16,7 @@ coupling error differs in any precision, so this never hides one.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -23,6 +24,7 @@ from torch.utils._pytree import tree_map  # noqa: PLC2701 (torch's pytree: no pu
 
 from core.trace.inputs import as_example_inputs
 from core.prune.apply import apply_kept, zero_channels
+from core.prune.weak import check_activations
 from core.trace.tracer import flatten_outputs
 
 
@@ -40,12 +42,20 @@ class VerifyReport:
     # was taken in float64 (see above): the differences in that dtype (inf where shapes differed)
     float32_abs_diff: float | None = None
     float32_rel_diff: float | None = None
+    # False when the original model's own outputs hold NaN or inf: nothing can be compared
+    finite: bool = True
+    # what makes the check weak (an output that does not depend on the input), one line each
+    warnings: list[str] = field(default_factory=list)
+    # module outputs compared besides the final ones (when an output is input-independent)
+    intermediates_compared: int = 0
 
     def to_json(self):
         return asdict(self)
 
 
 def compare_outputs(a, b) -> tuple[float, float, bool]:
+    """(max abs difference, relative to max |a|, shapes equal). A NaN or inf in either side makes
+    the difference inf: non-finite values never compare as equal (``max(0.0, nan)`` is 0.0)."""
     ta, tb = flatten_outputs(a), flatten_outputs(b)
     if len(ta) != len(tb) or any(x.shape != y.shape for x, y in zip(ta, tb)):
         return float("inf"), float("inf"), False
@@ -54,9 +64,23 @@ def compare_outputs(a, b) -> tuple[float, float, bool]:
         if x.numel() == 0:
             continue
         x, y = x.detach().double(), y.detach().double()
+        if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
+            return float("inf"), float("inf"), True
         diff = max(diff, (x - y).abs().max().item())
         scale = max(scale, x.abs().max().item())
     return diff, diff / max(scale, 1e-12), True
+
+
+def non_finite(out) -> str | None:
+    """A description of the NaN/inf values in an output, None when every value is finite."""
+    ts = [t for t in flatten_outputs(out) if t.is_floating_point() or t.is_complex()]
+    bad = [(i, t) for i, t in enumerate(ts) if t.numel() and not torch.isfinite(t).all()]
+    if not bad:
+        return None
+    i, t = bad[0]
+    n = int((~torch.isfinite(t)).sum())
+    where = f"output {i} {tuple(t.shape)}" if len(ts) > 1 else f"output {tuple(t.shape)}"
+    return f"{where} has {n} of {t.numel()} values NaN or inf"
 
 
 def verify_plan(model, inputs, dg, plan, tolerance: float = 1e-4, pruned=None) -> VerifyReport:
@@ -79,6 +103,11 @@ def verify_plan(model, inputs, dg, plan, tolerance: float = 1e-4, pruned=None) -
         except Exception as e:
             return VerifyReport(float("inf"), float("inf"), False, expected_exact, False, tolerance,
                                 approx, f"the pruned model failed to run: {type(e).__name__}: {e}")
+    bad = non_finite(y0)
+    if bad is not None:
+        return VerifyReport(float("inf"), float("inf"), True, expected_exact, False, tolerance,
+                            approx, f"NOT CHECKED: the original model's {bad}: nothing can be "
+                            f"compared (are its weights or inputs broken?)", finite=False)
     abs_d, rel_d, same = compare_outputs(y0, y1)
     f32 = None
     if expected_exact and not (same and rel_d <= tolerance):
@@ -89,6 +118,10 @@ def verify_plan(model, inputs, dg, plan, tolerance: float = 1e-4, pruned=None) -
     if not same:
         return VerifyReport(abs_d, rel_d, False, expected_exact, False, tolerance, approx,
                             "the pruned model's output shapes differ from the original's")
+    if not math.isfinite(abs_d):
+        return VerifyReport(abs_d, rel_d, True, expected_exact, False, tolerance, approx,
+                            f"MISMATCH: the pruned model's {non_finite(y1) or 'output is not finite'}"
+                            f" where the original's is finite", *(f32 or (None, None)))
     passed = rel_d <= tolerance or not expected_exact
     msg = (f"exact: max difference {abs_d:.3g} (relative {rel_d:.3g})" if expected_exact else
            f"approximate by design ({len(approx)} reason(s)): max difference {abs_d:.3g} "
@@ -101,8 +134,11 @@ def verify_plan(model, inputs, dg, plan, tolerance: float = 1e-4, pruned=None) -
                 f"data-dependent selections: thresholds, sorting, NMS, argmax)")
     elif f32 is not None:
         msg += f" in float64 too (float32: relative {f32[1]:.3g})"
-    return VerifyReport(abs_d, rel_d, True, expected_exact, passed, tolerance, approx, msg,
-                        *(f32 or (None, None)))
+    rep = VerifyReport(abs_d, rel_d, True, expected_exact, passed, tolerance, approx, msg,
+                       *(f32 or (None, None)))
+    if passed:
+        check_activations(rep, zeroed, pruned, ex, y0, kept)
+    return rep
 
 
 def _float64_outputs(zeroed, pruned, ex):

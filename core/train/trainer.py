@@ -96,6 +96,18 @@ def _wait_if_paused(paused, should_stop, progress, msg):
         time.sleep(0.05)
 
 
+def non_finite_tensors(model: nn.Module) -> list[str]:
+    """Names of the parameters and buffers holding NaN or inf."""
+    return [n for n, t in model.state_dict().items()
+            if t.is_floating_point() and not torch.isfinite(t).all()]
+
+
+def diverged(cfg: TrainConfig, what: str) -> PruneStudioError:
+    """Training must stop on a non-finite loss or weights: nothing broken is saved."""
+    return PruneStudioError(f"training diverged: {what}; nothing was saved (lower the learning "
+                            f"rate, now {cfg.lr:g})")
+
+
 def distill_loss(student_out, teacher_out, temperature: float) -> torch.Tensor:
     t = temperature
     return F.kl_div(F.log_softmax(student_out.float() / t, dim=1),
@@ -203,6 +215,9 @@ def train(model: nn.Module, data: Data, config: TrainConfig | None = None, loss_
                 r = reg.penalty(step / total_steps)
                 total = total + r
                 sum_reg += float(r.detach())
+            if not torch.isfinite(total.detach()).all():
+                raise diverged(cfg, f"the loss became {float(total.detach()):g} at step {step + 1} "
+                                    f"(epoch {epoch + 1}, batch {i + 1})")
             opt.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
             scaler.step(opt)
@@ -231,6 +246,10 @@ def train(model: nn.Module, data: Data, config: TrainConfig | None = None, loss_
             from core.train.sparse import group_sparsity
             rec["sparsity"] = group_sparsity(net, dg, cfg.sparsity_threshold)
         rec["seconds"] = time.perf_counter() - te
+        broken = non_finite_tensors(net)
+        if broken:
+            raise diverged(cfg, f"after epoch {epoch + 1}, {len(broken)} of "
+                                f"{len(net.state_dict())} tensors hold NaN or inf (first: {broken[0]})")
         history.append(rec)
         if ckpt_path and rank == 0:
             save_checkpoint(ckpt_path, {

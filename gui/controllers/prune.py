@@ -107,6 +107,8 @@ class PruneController(QObject):
         ctx.log(msg)
         for root, why in (getattr(result, "excluded", {}) or {}).items():
             ctx.log(f"left unpruned: group {root} — {why}")
+        for line in getattr(result, "warnings", None) or []:
+            ctx.log(f"warning: {line}")
         ctx.status(msg + "  (Ctrl+Z: back to the original)")
         ui.side.show_legend(REMOVED_LEGEND)
         ctx.changed()
