@@ -361,3 +361,26 @@ def test_load_dialog_attention_choice_reaches_the_analysis(qtbot, win, tmp_path,
     assert win.session.dg.options == {"attention": "head_dim"}
     assert win.targets.attention_mode() == "head_dim" and win.targets.attention.isEnabled()
     assert _attention_row(win) == (8, "8 per head")
+
+
+def test_project_weights_reach_the_gui(win, qtbot, tmp_path, errors):
+    """A project saved with --weights opens in the GUI with those weights (the GUI used to
+    rebuild the model from its spec alone and ignore them)."""
+    from core.io import project as proj
+    from core.models.demo import demo_model
+
+    trained = demo_model()
+    with torch.no_grad():  # weights no build of the spec gives
+        for t in trained.parameters():
+            t.add_(torch.randn(t.shape, generator=torch.Generator().manual_seed(t.numel())))
+    weights = tmp_path / "trained.pt"
+    torch.save(trained.state_dict(), weights)
+    p = proj.project_from("demo", win.targets.settings(), shape=DEMO_INPUT_SHAPE, weights=str(weights))
+    path = tmp_path / "w.psproj"
+    proj.save_project(str(path), p)
+    with qtbot.waitSignal(win.projectRestored, timeout=TIMEOUT):
+        win.open_project(str(path))
+    got = win.session.model.state_dict()
+    for k, v in trained.state_dict().items():
+        assert torch.equal(got[k], v), k
+    assert not errors

@@ -1,37 +1,17 @@
-"""The one place the GUI loads and saves models: core.io.sources when present, else a small
-torchvision/torch.load fallback (so the GUI works while that module evolves); exports go through
-the core.io.exporters registry (the form is chosen by the file's suffix)."""
+"""The one place the GUI loads and saves models: core.io.sources, and the core.io.exporters
+registry for exports (the form is chosen by the file's suffix)."""
 from __future__ import annotations
 
 import json
 
-import torch
 
-from core.errors import LoadError
 
-try:
-    from core.io import sources as _loading
-except ImportError:  # pragma: no cover - engine without a loader
-    _loading = None
-
-def load_model(spec: str, trust=None):
-    """The model of ``spec``; code runs only as ``trust`` (a core.io.trust.TrustPolicy: what the
-    window asked the user about) allows."""
-    if _loading is not None:
-        return _loading.load_model(spec, trust=trust)
-    if spec == "demo":
-        from core.models.demo import demo_model
-        return demo_model()
-    if spec.startswith("torchvision:"):
-        import torchvision
-        return torchvision.models.get_model(spec.split(":", 1)[1], weights=None).eval()
-    try:
-        obj = torch.load(spec, map_location="cpu", weights_only=True)  # no consent model here
-    except Exception as e:  # noqa: BLE001
-        raise LoadError(f"{spec} could not be loaded: {type(e).__name__}: {e}") from None
-    if not isinstance(obj, torch.nn.Module):
-        raise LoadError(f"{spec} holds a {type(obj).__name__}, not a torch.nn.Module")
-    return obj.eval()
+def load_model(spec: str, trust=None, weights: str | None = None, seed: int = 0):
+    """The model of ``spec`` (with a state-dict file ``weights``; random weights from ``seed``);
+    code runs only as ``trust`` (a core.io.trust.TrustPolicy: what the window asked the user
+    about) allows."""
+    from core.io.sources import load_model as load
+    return load(spec, trust=trust, weights=weights, seed=seed)
 
 
 def _atomic(path: str, write):

@@ -38,7 +38,7 @@ class Session:
 
 def load_and_analyse(spec: str, shape: str, dtype: str = "float32", trust=None, model=None,
                      aspect: float = 1.8, progress=None, should_stop=None, meta: bool = False,
-                     options: dict | None = None) -> Session:
+                     options: dict | None = None, weights: str | None = None, seed: int = 0) -> Session:
     """Load (on the meta device when ``meta``), analyse with the analysis ``options``
     (``{"attention": "heads" | "head_dim"}``), lay out. A model too large for memory
     raises :class:`core.io.memory.TooLargeError` before anything big is allocated. Code from a
@@ -53,8 +53,8 @@ def load_and_analyse(spec: str, shape: str, dtype: str = "float32", trust=None, 
         if meta:
             model = sources.build_meta_model(spec, trust=trust)
         else:
-            memory.check_memory(spec, input_hint=f"--input-shape {shape}", trust=trust)
-            model = model_io.load_model(spec, trust=trust)
+            memory.check_memory(spec, weights, input_hint=f"--input-shape {shape}", trust=trust)
+            model = model_io.load_model(spec, trust=trust, weights=weights, seed=seed)
     inputs = loading_inputs.fit_inputs(model, inputs)  # token ids folded into the model's vocabulary
     if meta:
         inputs = inputs.to("meta")
@@ -147,8 +147,9 @@ def restore_project(project, trust=None, aspect: float = 1.8, progress=None, sho
     if project.inputs_fn:
         raise LoadError("projects with an inputs function open in the CLI only (python main.py)")
     options = project_analysis(project)
-    s = load_and_analyse(project.spec, project.shape, project.dtype, trust,
-                         aspect=aspect, progress=progress, should_stop=should_stop, options=options)
+    s = load_and_analyse(project.spec, project.shape, project.dtype, trust, aspect=aspect,
+                         progress=progress, should_stop=should_stop, options=options,
+                         weights=project.weights, seed=project.seed)
     if project.model_fingerprint and proj.fingerprint(s.model) != project.model_fingerprint:
         raise LoadError(f"the model {project.spec} has changed since the project was saved (its "
                         f"weights differ); the saved plan may not fit it any more")
