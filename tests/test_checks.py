@@ -56,12 +56,12 @@ def test_nan_model_is_not_verified_exact():
 
 
 def test_nan_model_cli_verify_and_prune_fail(tmp_path, capsys):
-    rc, out, err = run(["verify", f"{FACTORIES}:nan_weights", *SHAPE], capsys)
+    rc, out, err = run(["verify", f"{FACTORIES}:nan_weights", "--trust", *SHAPE], capsys)
     assert rc == 1 and ("result: NOT CHECKED: the original model's output (1, 10) has 10 of 10 "
                         "values NaN or inf") in out and "values NaN or inf" in err, (out, err)
     assert "NOT CHECKED: NOT CHECKED" not in out
     o = tmp_path / "m.pt"
-    rc, out, err = run(["prune", f"{FACTORIES}:nan_weights", *SHAPE, "--no-latency", "-o", str(o)],
+    rc, out, err = run(["prune", f"{FACTORIES}:nan_weights", "--trust", *SHAPE, "--no-latency", "-o", str(o)],
                        capsys)
     assert rc == 2 and not o.exists()
     assert err == ("error: cannot verify the pruning: NOT CHECKED: the original model's output "
@@ -114,11 +114,11 @@ def test_coupling_error_behind_a_dead_head_is_found():
 
 
 def test_zero_head_cli_prints_a_warning(tmp_path, capsys):
-    rc, out, err = run(["verify", f"{FACTORIES}:zero_head", *SHAPE], capsys)
+    rc, out, err = run(["verify", f"{FACTORIES}:zero_head", "--trust", *SHAPE], capsys)
     assert rc == 0, err
     assert "warning: the output (1, 10) is constant (0 everywhere): comparing it cannot fail" in err
     rep = tmp_path / "r.json"
-    rc, out, err = run(["prune", f"{FACTORIES}:zero_head", *SHAPE, "--no-latency", "--report",
+    rc, out, err = run(["prune", f"{FACTORIES}:zero_head", "--trust", *SHAPE, "--no-latency", "--report",
                         str(rep)], capsys)
     assert rc == 0 and "warning: the output (1, 10) is constant" in err, err
     import json
@@ -144,7 +144,7 @@ def test_onnx_check_refuses_nan_and_warns_on_a_dead_head(tmp_path):
 
 def test_onnx_cli_says_the_check_is_weak(tmp_path, capsys):
     o, rep = tmp_path / "m.onnx", tmp_path / "r.json"
-    rc, out, err = run(["prune", f"{FACTORIES}:zero_head", *SHAPE, "--no-latency", "--no-verify",
+    rc, out, err = run(["prune", f"{FACTORIES}:zero_head", "--trust", *SHAPE, "--no-latency", "--no-verify",
                         "-o", str(o), "--report", str(rep)], capsys)
     assert rc == 0 and o.exists(), err
     assert err == ("warning: onnx: the output (1, 10) is constant (0 everywhere): the onnxruntime "

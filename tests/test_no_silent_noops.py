@@ -43,7 +43,7 @@ def test_finetune_huge_lr_exits_2_and_saves_nothing(tmp_path, capsys):
     f = tmp_path / "net.py"
     f.write_text("from core.models.digits import digits_cnn\ndef make():\n    return digits_cnn(8)\n")
     out, ck = tmp_path / "ft.pt", tmp_path / "ck"
-    rc = main(["finetune", f"{f}:make", "--data", "digits", "--epochs", "2", "--max-batches", "4",
+    rc = main(["finetune", f"{f}:make", "--trust", "--data", "digits", "--epochs", "2", "--max-batches", "4",
                "--lr", "1e30", "-o", str(out), "--checkpoint", str(ck)])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("error: training diverged: "), err
@@ -52,7 +52,7 @@ def test_finetune_huge_lr_exits_2_and_saves_nothing(tmp_path, capsys):
 
 
 def test_round_to_beyond_every_group_is_refused(capsys):
-    rc, out, err = run(["prune", SMALL, *SHAPE, *FAST, "--round-to", "100000"], capsys)
+    rc, out, err = run(["prune", SMALL, "--trust", *SHAPE, *FAST, "--round-to", "100000"], capsys)
     assert rc == 2 and err == ("error: round-to 100000 leaves nothing to remove: kept channels must "
                                "be a multiple of it, and the widest prunable group has 16 "
                                "channels\n"), err
@@ -67,7 +67,7 @@ def test_a_target_not_reached_warns_with_what_was_reached(capsys):
 
 
 def test_a_plan_that_removes_nothing_warns(capsys):
-    rc, out, err = run(["prune", SMALL, *SHAPE, *FAST, "--ratio", "0.01"], capsys)
+    rc, out, err = run(["prune", SMALL, "--trust", *SHAPE, *FAST, "--ratio", "0.01"], capsys)
     assert rc == 0 and "0 channels removed" in out
     assert err.startswith("warning: nothing was removed: no prunable group allows removing "
                           "channels at these settings"), err
@@ -78,8 +78,8 @@ def test_a_target_reached_says_nothing(capsys):
     assert rc == 0 and err == "", err
 
 
-@pytest.mark.parametrize("argv", [["prune", f"{FACTORIES}:exits", *SHAPE],
-                                  ["finetune", f"{FACTORIES}:exits", "--data", "digits"]])
+@pytest.mark.parametrize("argv", [["prune", f"{FACTORIES}:exits", "--trust", *SHAPE],
+                                  ["finetune", f"{FACTORIES}:exits", "--trust", "--data", "digits"]])
 def test_sys_exit_in_the_model_code_is_an_error(argv, capsys):
     rc, out, err = run(argv, capsys)
     assert rc == 2 and err == ("error: the run was stopped by a call to sys.exit(0) (in the model's "
@@ -101,7 +101,7 @@ def test_an_unknown_device_is_one_line(device, line, capsys):
 def pstudio(tmp_path_factory):
     d = tmp_path_factory.mktemp("ps")
     p = d / "m.pstudio"
-    assert entry.main(["prune", SMALL, *SHAPE, *FAST, "-o", str(p)]) == 0
+    assert entry.main(["prune", SMALL, "--trust", *SHAPE, *FAST, "-o", str(p)]) == 0
     return p
 
 
@@ -116,7 +116,7 @@ def test_pstudio_with_a_negative_index(pstudio, tmp_path, capsys):
     def neg(d, _):
         d["kept"]["body.0.weight"][0][0] = -3
     bad = _altered(pstudio, tmp_path, neg)
-    rc, out, err = run(["prune", str(bad), *SHAPE, *FAST], capsys)
+    rc, out, err = run(["prune", str(bad), "--trust", *SHAPE, *FAST], capsys)
     assert rc == 2 and err.startswith(f"error: {bad}: the plan does not fit "), err
     assert "the plan's indices for body.0.weight dim 0 do not fit its shape (16, 3, 3, 3)" in err
 
@@ -125,7 +125,7 @@ def test_pstudio_naming_itself(pstudio, tmp_path, capsys):
     def self_ref(d, path):
         d["model_spec"] = str(path)
     bad = _altered(pstudio, tmp_path, self_ref)
-    rc, out, err = run(["prune", str(bad), *SHAPE, *FAST], capsys)
+    rc, out, err = run(["prune", str(bad), "--trust", *SHAPE, *FAST], capsys)
     assert rc == 2 and err.endswith(f"{bad} names itself (or a file that names it) as its original "
                                     f"model; a .pstudio must name the original architecture\n"), err
     assert "Recursion" not in err
