@@ -56,13 +56,13 @@ def test_nan_model_is_not_verified_exact():
 
 
 def test_nan_model_cli_verify_and_prune_fail(tmp_path, capsys):
-    rc, out, err = run(["verify", f"{FACTORIES}:nan_weights", *SHAPE], capsys)
+    rc, out, err = run(["verify", f"{FACTORIES}:nan_weights", *SHAPE, "--trust"], capsys)
     assert rc == 1 and ("result: NOT CHECKED: the original model's output (1, 10) has 10 of 10 "
                         "values NaN or inf") in out and "values NaN or inf" in err, (out, err)
     assert "NOT CHECKED: NOT CHECKED" not in out
     o = tmp_path / "m.pt"
-    rc, out, err = run(["prune", f"{FACTORIES}:nan_weights", *SHAPE, "--no-latency", "-o", str(o)],
-                       capsys)
+    rc, out, err = run(["prune", f"{FACTORIES}:nan_weights", *SHAPE, "--trust", "--no-latency",
+                        "-o", str(o)], capsys)
     assert rc == 2 and not o.exists()
     assert err == ("error: cannot verify the pruning: NOT CHECKED: the original model's output "
                    "(1, 10) has 10 of 10 values NaN or inf: nothing can be compared (are its "
@@ -114,12 +114,12 @@ def test_coupling_error_behind_a_dead_head_is_found():
 
 
 def test_zero_head_cli_prints_a_warning(tmp_path, capsys):
-    rc, out, err = run(["verify", f"{FACTORIES}:zero_head", *SHAPE], capsys)
+    rc, out, err = run(["verify", f"{FACTORIES}:zero_head", *SHAPE, "--trust"], capsys)
     assert rc == 0, err
     assert "warning: the output (1, 10) is constant (0 everywhere): comparing it cannot fail" in err
     rep = tmp_path / "r.json"
-    rc, out, err = run(["prune", f"{FACTORIES}:zero_head", *SHAPE, "--no-latency", "--report",
-                        str(rep)], capsys)
+    rc, out, err = run(["prune", f"{FACTORIES}:zero_head", *SHAPE, "--trust", "--no-latency",
+                        "--report", str(rep)], capsys)
     assert rc == 0 and "warning: the output (1, 10) is constant" in err, err
     import json
     r = json.loads(rep.read_text())
