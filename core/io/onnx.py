@@ -66,7 +66,8 @@ def _cut(e: BaseException) -> str:
     return f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
 
 
-# leaf modules whose output the ONNX graph computes as one tensor: convs, linears, norms, activations
+# leaf modules whose output the ONNX graph computes as one tensor: convs, linears, norms,
+# activations
 _CHECKED = {"torch.nn.modules.conv", "torch.nn.modules.linear", "torch.nn.modules.batchnorm",
             "torch.nn.modules.normalization", "torch.nn.modules.instancenorm",
             "torch.nn.modules.activation"}
@@ -76,7 +77,7 @@ def _torch_activations(model: nn.Module, ex) -> list[tuple[str, nn.Module, torch
     """(name, module, output, fused_ok) for every call of a checked leaf module, in call order;
     ``fused_ok``: the output only feeds the next checked module (an exporter may fuse the two,
     conv + batch norm, so the file has no tensor for it)."""
-    calls, keep = [], []
+    calls, alive, handles = [], [], []
     for name, mod in model.named_modules():
         if not name or next(mod.children(), None) is not None or isinstance(mod, nn.Identity):
             continue
@@ -85,18 +86,17 @@ def _torch_activations(model: nn.Module, ex) -> list[tuple[str, nn.Module, torch
 
         def hook(m, args, out, name=name):
             if isinstance(out, torch.Tensor) and out.is_floating_point() and out.numel():
-                keep.append(out)  # ids stay unique while the outputs live
+                alive.append(out)  # ids stay unique while the outputs live
                 calls.append([name, m, out.detach().clone(), id(out),
                               {id(a) for a in args if isinstance(a, torch.Tensor)}])
 
-        keep.append(mod.register_forward_hook(hook))
+        handles.append(mod.register_forward_hook(hook))
     try:
         with torch.no_grad():
             ex.call(model)
     finally:
-        for h in keep:
-            if not isinstance(h, torch.Tensor):
-                h.remove()
+        for h in handles:
+            h.remove()
     return [(name, m, out, k + 1 < len(calls) and oid in calls[k + 1][4])
             for k, (name, m, out, oid, _) in enumerate(calls)]
 
