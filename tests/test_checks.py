@@ -56,13 +56,13 @@ def test_nan_model_is_not_verified_exact():
 
 
 def test_nan_model_cli_verify_and_prune_fail(tmp_path, capsys):
-    rc, out, err = run(["verify", f"{FACTORIES}:nan_weights", "--trust", *SHAPE], capsys)
+    rc, out, err = run(["verify", f"{FACTORIES}:nan_weights", *SHAPE, "--trust"], capsys)
     assert rc == 1 and ("result: NOT CHECKED: the original model's output (1, 10) has 10 of 10 "
                         "values NaN or inf") in out and "values NaN or inf" in err, (out, err)
     assert "NOT CHECKED: NOT CHECKED" not in out
     o = tmp_path / "m.pt"
-    rc, out, err = run(["prune", f"{FACTORIES}:nan_weights", "--trust", *SHAPE, "--no-latency", "-o", str(o)],
-                       capsys)
+    rc, out, err = run(["prune", f"{FACTORIES}:nan_weights", *SHAPE, "--trust", "--no-latency",
+                        "-o", str(o)], capsys)
     assert rc == 2 and not o.exists()
     assert err == ("error: cannot verify the pruning: NOT CHECKED: the original model's output "
                    "(1, 10) has 10 of 10 values NaN or inf: nothing can be compared (are its "
@@ -114,12 +114,12 @@ def test_coupling_error_behind_a_dead_head_is_found():
 
 
 def test_zero_head_cli_prints_a_warning(tmp_path, capsys):
-    rc, out, err = run(["verify", f"{FACTORIES}:zero_head", "--trust", *SHAPE], capsys)
+    rc, out, err = run(["verify", f"{FACTORIES}:zero_head", *SHAPE, "--trust"], capsys)
     assert rc == 0, err
     assert "warning: the output (1, 10) is constant (0 everywhere): comparing it cannot fail" in err
     rep = tmp_path / "r.json"
-    rc, out, err = run(["prune", f"{FACTORIES}:zero_head", "--trust", *SHAPE, "--no-latency", "--report",
-                        str(rep)], capsys)
+    rc, out, err = run(["prune", f"{FACTORIES}:zero_head", *SHAPE, "--trust", "--no-latency",
+                        "--report", str(rep)], capsys)
     assert rc == 0 and "warning: the output (1, 10) is constant" in err, err
     import json
     r = json.loads(rep.read_text())
@@ -129,7 +129,7 @@ def test_zero_head_cli_prints_a_warning(tmp_path, capsys):
 onnx = pytest.importorskip("onnxruntime")
 
 
-def test_onnx_check_refuses_nan_and_warns_on_a_dead_head(tmp_path):
+def test_onnx_check_refuses_nan_and_compares_intermediates_behind_a_dead_head(tmp_path):
     from core.io.onnx import export_onnx
     p = tmp_path / "m.onnx"
     with pytest.raises(VerificationError, match="torch's own output 0 \\(1, 10\\) has 10 of 10 "
@@ -137,17 +137,60 @@ def test_onnx_check_refuses_nan_and_warns_on_a_dead_head(tmp_path):
         export_onnx(cf.nan_weights(), (X,), str(p))
     assert not p.exists()
     d = export_onnx(cf.zero_head(), (X,), str(p))
-    assert d == 0.0 and len(d.warnings) == 1 and "the check is weak" in d.warnings[0], d.warnings
+    assert d == 0.0 and len(d.warnings) == 1, d.warnings
+    # body.0..4 and head: every torch activation found among onnxruntime's intermediate values
+    assert d.warnings[0] == ("onnx: the output (1, 10) is constant (0 everywhere): 6 intermediate "
+                             "activations were compared instead"), d.warnings
     d = export_onnx(cf.SmallNet().eval(), (X,), str(tmp_path / "ok.onnx"))
     assert d.warnings == []
 
 
+def test_onnx_check_behind_a_dead_head_can_fail(tmp_path, monkeypatch):
+    """The file computes something else in the body; the zero head hides it from the outputs, the
+    intermediate activations do not."""
+    import copy
+
+    from core.io.onnx import export_onnx
+    real = torch.onnx.export
+
+    def export_another_body(model, args, f, **kw):
+        other = copy.deepcopy(model)
+        with torch.no_grad():
+            other.body[3].weight[0].add_(0.5)
+        return real(other, args, f, **kw)
+
+    monkeypatch.setattr(torch.onnx, "export", export_another_body)
+    p = tmp_path / "m.onnx"
+    with pytest.raises(VerificationError, match="^onnxruntime's intermediate values do not match "
+                                                "torch's at module 'body.3' \\(Conv2d, output "
+                                                "\\(1, 16, 16, 16\\)"):
+        export_onnx(cf.zero_head(), (X,), str(p))
+    assert not p.exists()
+
+
+
+def test_onnx_check_behind_a_dead_head_accepts_a_fused_conv_bn(tmp_path, monkeypatch):
+    """The TorchScript exporter folds body.1 (batch norm) into body.0 (conv): the file has no
+    value for the conv's output, and the batch norm's output that it feeds is matched instead."""
+    from core.io.onnx import export_onnx
+    real = torch.onnx.export
+
+    def torchscript(model, args, f, **kw):
+        if kw.get("dynamo"):
+            raise RuntimeError("no dynamo here")
+        return real(model, args, f, **kw)
+
+    monkeypatch.setattr(torch.onnx, "export", torchscript)
+    d = export_onnx(cf.zero_head(), (X,), str(tmp_path / "m.onnx"))
+    assert d.warnings == ["onnx: the output (1, 10) is constant (0 everywhere): 6 intermediate "
+                          "activations were compared instead"], d.warnings
+
 def test_onnx_cli_says_the_check_is_weak(tmp_path, capsys):
     o, rep = tmp_path / "m.onnx", tmp_path / "r.json"
-    rc, out, err = run(["prune", f"{FACTORIES}:zero_head", "--trust", *SHAPE, "--no-latency", "--no-verify",
-                        "-o", str(o), "--report", str(rep)], capsys)
+    rc, out, err = run(["prune", f"{FACTORIES}:zero_head", *SHAPE, "--no-latency", "--no-verify",
+                        "--trust", "-o", str(o), "--report", str(rep)], capsys)
     assert rc == 0 and o.exists(), err
-    assert err == ("warning: onnx: the output (1, 10) is constant (0 everywhere): the onnxruntime "
-                   "comparison cannot fail on it, so the check is weak\n"), err
+    assert err == ("warning: onnx: the output (1, 10) is constant (0 everywhere): 6 intermediate "
+                   "activations were compared instead\n"), err
     import json
     assert json.loads(rep.read_text())["warnings"] == [err[len("warning: "):-1]]

@@ -41,9 +41,9 @@ def _quiet():
 
 
 class CheckedDiff(float):
-    """The max abs difference onnxruntime vs torch, with ``warnings`` (one line each) when the
-    comparison is weak: an output that does not depend on the input matches whatever the file
-    computes."""
+    """The max abs difference onnxruntime vs torch, with ``warnings`` (one line each) when an
+    output does not depend on the input (it matches whatever the file computes): they say how many
+    intermediate activations were compared instead, or that the check is weak."""
     warnings: list[str]
 
     def __new__(cls, value: float, warnings: list[str] | None = None):
@@ -66,13 +66,147 @@ def _cut(e: BaseException) -> str:
     return f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
 
 
+# leaf modules whose output the ONNX graph computes as one tensor: convs, linears, norms,
+# activations
+_CHECKED = {"torch.nn.modules.conv", "torch.nn.modules.linear", "torch.nn.modules.batchnorm",
+            "torch.nn.modules.normalization", "torch.nn.modules.instancenorm",
+            "torch.nn.modules.activation"}
+
+
+def _torch_activations(model: nn.Module, ex) -> list[tuple[str, nn.Module, torch.Tensor, bool]]:
+    """(name, module, output, fused_ok) for every call of a checked leaf module, in call order;
+    ``fused_ok``: the output only feeds the next checked module (an exporter may fuse the two,
+    conv + batch norm, so the file has no tensor for it)."""
+    calls, alive, handles = [], [], []
+    for name, mod in model.named_modules():
+        if not name or next(mod.children(), None) is not None or isinstance(mod, nn.Identity):
+            continue
+        if not any(c.__module__ in _CHECKED for c in type(mod).__mro__):
+            continue
+
+        def hook(m, args, out, name=name):
+            if isinstance(out, torch.Tensor) and out.is_floating_point() and out.numel():
+                alive.append(out)  # ids stay unique while the outputs live
+                calls.append([name, m, out.detach().clone(), id(out),
+                              {id(a) for a in args if isinstance(a, torch.Tensor)}])
+
+        handles.append(mod.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            ex.call(model)
+    finally:
+        for h in handles:
+            h.remove()
+    return [(name, m, out, k + 1 < len(calls) and oid in calls[k + 1][4])
+            for k, (name, m, out, oid, _) in enumerate(calls)]
+
+
+def _onnx_intermediates(path: str, feeds: dict) -> list:
+    """Every float tensor the ONNX file's nodes produce (with a type after shape inference), run
+    in onnxruntime on ``feeds``, plus the inputs."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    model = onnx.shape_inference.infer_shapes(onnx.load(path))
+    g = model.graph
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16}
+    types = {v.name: v.type.tensor_type.elem_type for v in (*g.value_info, *g.output)
+             if v.type.HasField("tensor_type")}
+    have = {o.name for o in g.output}
+    for node in g.node:
+        for name in node.output:
+            if name and name not in have and types.get(name) in floats:
+                g.output.append(onnx.helper.make_tensor_value_info(name, types[name], None))
+                have.add(name)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return [np.asarray(a) for a in sess.run(None, feeds)] + list(feeds.values())
+
+
+def _closest(r, cands: list, limit: float) -> tuple[bool, float]:
+    """(whether some candidate is within ``limit`` of ``r`` everywhere, the smallest max abs
+    difference); a sample of the values rules most candidates out cheaply."""
+    import numpy as np
+    pick = np.random.default_rng(0).integers(0, r.size, min(r.size, 64))
+    for c in cands:
+        if (float(np.abs(c.flat[pick] - r.flat[pick]).max()) <= limit
+                and float(np.abs(c.astype(np.float64) - r).max()) <= limit):
+            return True, 0.0
+    return False, min((float(np.abs(c.astype(np.float64) - r).max()) for c in cands),
+                      default=float("inf"))
+
+
+def _compare_intermediates(model: nn.Module, ex, path: str, feeds: dict, tolerance: float) -> int:
+    """Require every torch activation (:func:`_torch_activations`) to be matched by an onnxruntime
+    intermediate value of its shape within ``tolerance`` relative to its scale (a tensor far
+    smaller than the others is judged on their scale: cancellations). Returns how many were
+    compared; raises :class:`VerificationError` naming the first module not matched."""
+    import numpy as np
+    acts = _torch_activations(model, ex)
+    by_shape: dict[tuple, list] = {}
+    for a in _onnx_intermediates(path, feeds):
+        if a.dtype.kind == "f" and a.size:
+            by_shape.setdefault(tuple(a.shape), []).append(a)
+    top = max((float(t.abs().max()) for _, _, t, _ in acts if torch.isfinite(t).all()), default=0.0)
+
+    def mismatch(name, mod, r, best, n, scale):
+        near = (f"the closest of {n} values of that shape differs by {best:.3g}, scale {scale:.3g}"
+                if n else "the file has no value of that shape")
+        return VerificationError(f"onnxruntime's intermediate values do not match torch's at module "
+                                 f"'{name}' ({type(mod).__name__}, output {tuple(r.shape)}; {near}): "
+                                 f"the ONNX file computes something else")
+
+    pending = None  # an output the exporter may have fused into the next module: judged with it
+    for name, mod, t, fused_ok in acts:
+        r = t.double().numpy()
+        scale = max(float(np.abs(r).max()), top * 1e-3, 1e-12)
+        cands = by_shape.get(tuple(r.shape), [])
+        ok, best = _closest(r, cands, tolerance * scale)
+        if ok:
+            pending = None
+        elif pending is not None:
+            raise mismatch(*pending)
+        elif fused_ok:
+            pending = (name, mod, r, best, len(cands), scale)
+        else:
+            raise mismatch(name, mod, r, best, len(cands), scale)
+    if pending is not None:
+        raise mismatch(*pending)
+    return len(acts)
+
+
+def _weak_lines(weak: list[str], model: nn.Module, ex, path: str, feeds: dict,
+                tolerance: float) -> list[str]:
+    """The warnings for outputs that do not depend on the input (``weak``), once the intermediate
+    activations have been compared (a mismatch raises :class:`VerificationError`)."""
+    if not weak:
+        return []
+    try:
+        n = _compare_intermediates(model, ex, path, feeds, tolerance)
+    except VerificationError:
+        raise
+    except Exception as e:  # noqa: BLE001 - an exotic graph: keep the final verdict, say it is weak
+        why = f"the intermediate activations could not be compared ({_cut(e)})"
+    else:
+        if n:
+            return [f"onnx: {line}: {n} intermediate activations were compared instead"
+                    for line in weak]
+        why = "no intermediate activation could be compared"
+    return [f"onnx: {line}: the onnxruntime comparison cannot fail on it and {why}, so the check "
+            f"is weak" for line in weak]
+
+
 def export_onnx(model: nn.Module, inputs, path: str, force: bool = False, source=None,
                 tolerance: float = 1e-3, opset: int | None = None, should_stop=None) -> CheckedDiff:
     """Export to ONNX (dynamo exporter, falling back to the TorchScript one), run the file in
     onnxruntime on CPU and return the max abs difference to torch's outputs. Raises (leaving no
     file) if no exporter succeeds, onnxruntime cannot run the file, or the outputs differ by more
-    than ``tolerance`` relative to the output scale, or either side has NaN or inf values. The
-    difference returned is a :class:`CheckedDiff`: its ``warnings`` say when the check is weak."""
+    than ``tolerance`` relative to the output scale, or either side has NaN or inf values. When an
+    output does not depend on the input (a dead or zero head), the intermediate activations are
+    compared too (:func:`_compare_intermediates`; a mismatch raises). The difference returned is a
+    :class:`CheckedDiff`: its ``warnings`` say so, or that the check is weak."""
     import numpy as np
     import onnxruntime as ort
 
@@ -86,8 +220,7 @@ def export_onnx(model: nn.Module, inputs, path: str, force: bool = False, source
         raise VerificationError(f"cannot check an ONNX export of this model: torch's own {bad} "
                                 f"(are its weights or inputs broken?)")
     from core.prune.weak import input_independent
-    weak = [f"onnx: {line}: the onnxruntime comparison cannot fail on it, so the check is weak"
-            for line in input_independent(model, ex, ref)]
+    weak = input_independent(model, ex, ref)
     feeds_t = list(ex.args) + list(ex.kwargs.values())
     if not all(isinstance(t, torch.Tensor) for t in feeds_t):
         raise PruneStudioError("ONNX export needs every example input to be a tensor")
@@ -124,7 +257,8 @@ def export_onnx(model: nn.Module, inputs, path: str, force: bool = False, source
             if len(names) != len(feeds_t):
                 raise RuntimeError(f"the ONNX graph takes {len(names)} inputs, the model "
                                    f"{len(feeds_t)}")
-            outs = sess.run(None, {n: t.detach().numpy() for n, t in zip(names, feeds_t)})
+            feeds = {n: t.detach().numpy() for n, t in zip(names, feeds_t)}
+            outs = sess.run(None, feeds)
         except Exception as e:  # noqa: BLE001
             raise VerificationError(f"the exported ONNX file does not run in onnxruntime: "
                                     f"{_cut(e)}") from None
@@ -142,7 +276,7 @@ def export_onnx(model: nn.Module, inputs, path: str, force: bool = False, source
         if diff > tolerance * max(scale, 1.0):
             raise VerificationError(f"onnxruntime's outputs differ from torch's by {diff:.3g} "
                                     f"(scale {scale:.3g})")
-        result["diff"] = CheckedDiff(diff, weak)
+        result["diff"] = CheckedDiff(diff, _weak_lines(weak, model, ex, tmp, feeds, tolerance))
 
     with torch.no_grad():
         atomic_write(path, write, check, force, source, suffix=".onnx", should_stop=should_stop)
