@@ -13,6 +13,19 @@ from core.errors import LoadError
 from core.io.messages import exc_text
 
 
+def _unknown(zoo: str, name: str, available) -> LoadError:
+    close = difflib.get_close_matches(name, available, n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return LoadError(f"{zoo} has no model '{name}'{hint}")
+
+
+def _build(zoo: str, name: str, make) -> nn.Module:
+    try:
+        return make()
+    except Exception as e:  # noqa: BLE001 - a zoo's builder can fail in any way: one line
+        raise LoadError(f"building {zoo}:{name} failed: {exc_text(e)}") from None
+
+
 def load_torchvision(name: str, have_weights: bool) -> nn.Module:
     """``name`` or ``name@WEIGHTS`` (``@DEFAULT``, ``@IMAGENET1K_V1``, ...); ``have_weights``: the
     caller loads a ``--weights`` file afterwards (which conflicts with ``@WEIGHTS``)."""
@@ -21,14 +34,9 @@ def load_torchvision(name: str, have_weights: bool) -> nn.Module:
     name, _, wname = name.partition("@")
     available = tvm.list_models()
     if name not in available:
-        close = difflib.get_close_matches(name, available, n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise LoadError(f"torchvision has no model '{name}'{hint}")
+        raise _unknown("torchvision", name, available)
     if not wname:
-        try:
-            return tvm.get_model(name, weights=None)
-        except Exception as e:  # noqa: BLE001
-            raise LoadError(f"building torchvision:{name} failed: {exc_text(e)}") from None
+        return _build("torchvision", name, lambda: tvm.get_model(name, weights=None))
     if have_weights:
         raise LoadError(f"give either torchvision:{name}@{wname} or --weights, not both")
     enum = tvm.get_model_weights(name)
@@ -91,14 +99,9 @@ def load_timm(name: str, have_weights: bool) -> nn.Module:
         raise LoadError("timm: give a model name, e.g. timm:resnet18")
     base = name.partition(".")[0]
     if not timm.is_model(base):
-        close = difflib.get_close_matches(base, timm.list_models(), n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise LoadError(f"timm has no model '{base}'{hint}")
+        raise _unknown("timm", base, timm.list_models())
     if not wname:
-        try:
-            return timm.create_model(name, pretrained=False)
-        except Exception as e:  # noqa: BLE001
-            raise LoadError(f"building timm:{name} failed: {exc_text(e)}") from None
+        return _build("timm", name, lambda: timm.create_model(name, pretrained=False))
     if wname != "pretrained":
         raise LoadError(f"timm:{name}@{wname}: the only weights option is @pretrained (choose a "
                         f"pretrained tag with a dot, e.g. timm:resnet18.a1_in1k@pretrained)")
