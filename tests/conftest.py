@@ -40,3 +40,35 @@ def trust_answers(monkeypatch):
 
     monkeypatch.setattr(trust_dialog.TrustDialog, "exec", exec_)
     return answers
+
+
+# --- GUI fixtures shared by the window tests (a test file may define its own to differ)
+
+@_pytest.fixture
+def errors(monkeypatch):
+    """Record error dialogs instead of blocking on them."""
+    from PySide6.QtWidgets import QMessageBox
+
+    seen = []
+    monkeypatch.setattr(QMessageBox, "critical", staticmethod(lambda *a, **k: seen.append(a[1:3])))
+    return seen
+
+
+@_pytest.fixture
+def win(qtbot, errors, monkeypatch):
+    """The main window on the demo model, with settings of its own (cleared after)."""
+    import uuid
+
+    from core.models.demo import DEMO_INPUT_SHAPE
+    from gui.main_window import MainWindow
+
+    monkeypatch.setenv("PRUNESTUDIO_SETTINGS_ORG", f"prunestudio-test-{uuid.uuid4().hex[:8]}")
+    w = MainWindow()
+    w.latency_runs = 1  # latency numbers are not under test; keep runs short
+    qtbot.addWidget(w)
+    w.resize(1400, 900)
+    w.show()
+    with qtbot.waitSignal(w.modelReady, timeout=60_000):
+        w.open_model("demo", DEMO_INPUT_SHAPE)
+    yield w
+    w.settings.clear()

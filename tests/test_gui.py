@@ -9,35 +9,10 @@ import pytest
 import torch
 
 pytest.importorskip("pytestqt")
-from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
 from core.models.demo import DEMO_INPUT_SHAPE  # noqa: E402
-from gui.main_window import MainWindow  # noqa: E402
 
 TIMEOUT = 60_000
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    """Record error dialogs instead of blocking on them."""
-    seen = []
-    monkeypatch.setattr(QMessageBox, "critical", staticmethod(lambda *a, **k: seen.append(a[1:3])))
-    return seen
-
-
-@pytest.fixture
-def win(qtbot, errors, monkeypatch):
-    org = f"prunestudio-test-{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("PRUNESTUDIO_SETTINGS_ORG", org)
-    w = MainWindow()
-    w.latency_runs = 1  # latency numbers are not under test; keep runs short
-    qtbot.addWidget(w)
-    w.resize(1400, 900)
-    w.show()
-    with qtbot.waitSignal(w.modelReady, timeout=TIMEOUT):
-        w.open_model("demo", DEMO_INPUT_SHAPE)
-    yield w
-    w.settings.clear()
 
 
 def _prune(qtbot, w):

@@ -6,38 +6,15 @@ code would write stays absent). Helpers are shared with tests/test_trust.py."""
 from __future__ import annotations
 
 import hashlib
-import uuid
 
 import pytest
 
 pytest.importorskip("pytestqt")
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
-from core.models.demo import DEMO_INPUT_SHAPE  # noqa: E402
-from gui.main_window import MainWindow  # noqa: E402
 from test_trust import _hf_custom_dir, _portable_of_factory, _project, evil_file, evil_pickle  # noqa: E402
 
 TIMEOUT = 60_000
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    seen = []
-    monkeypatch.setattr(QMessageBox, "critical", staticmethod(lambda *a, **k: seen.append(a[1:3])))
-    return seen
-
-
-@pytest.fixture
-def win(qtbot, errors, monkeypatch):
-    monkeypatch.setenv("PRUNESTUDIO_SETTINGS_ORG", f"prunestudio-test-{uuid.uuid4().hex[:8]}")
-    w = MainWindow()
-    w.latency_runs = 1
-    qtbot.addWidget(w)
-    w.show()
-    with qtbot.waitSignal(w.modelReady, timeout=TIMEOUT):
-        w.open_model("demo", DEMO_INPUT_SHAPE)
-    yield w
-    w.settings.clear()
 
 
 @pytest.fixture

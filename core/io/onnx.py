@@ -14,6 +14,7 @@ from torch import nn
 
 from core.errors import PruneStudioError, VerificationError
 from core.io.atomic import atomic_write, remove_quietly
+from core.prune.weak import input_independent, run_hooked
 from core.trace.inputs import as_example_inputs
 
 
@@ -91,12 +92,7 @@ def _torch_activations(model: nn.Module, ex) -> list[tuple[str, nn.Module, torch
                               {id(a) for a in args if isinstance(a, torch.Tensor)}])
 
         handles.append(mod.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            ex.call(model)
-    finally:
-        for h in handles:
-            h.remove()
+    run_hooked(model, ex, handles)
     return [(name, m, out, k + 1 < len(calls) and oid in calls[k + 1][4])
             for k, (name, m, out, oid, _) in enumerate(calls)]
 
@@ -219,7 +215,6 @@ def export_onnx(model: nn.Module, inputs, path: str, force: bool = False, source
     if bad is not None:
         raise VerificationError(f"cannot check an ONNX export of this model: torch's own {bad} "
                                 f"(are its weights or inputs broken?)")
-    from core.prune.weak import input_independent
     weak = input_independent(model, ex, ref)
     feeds_t = list(ex.args) + list(ex.kwargs.values())
     if not all(isinstance(t, torch.Tensor) for t in feeds_t):

@@ -234,8 +234,23 @@ def make_plan(dg, model: nn.Module, settings: PlanSettings, cost: CostModel | No
         what = "FLOPs" if use_flops else "parameter"
         raise PlanError(f"the {what} reduction target {target:.0%} cannot be reached: pruning every "
                         f"prunable group as far as allowed removes {hi_red:.1%}")
-    lo, hi = 0.0, 0.99
-    best = (hi_plan, hi_red)
+    best, lo, mid = _bisect(reduction, target, 0.0, (hi_plan, hi_red))
+    if abs(best[1] - target) > 0.005:
+        # a jump (whole heads or small groups) lies across the target: keep the coarse groups at
+        # the ratio just below it and move only the fine-grained ones
+        best, _, _ = _bisect(lambda r: reduction(lo, r), target, lo, best)
+    plan, red = best
+    plan.settings["achieved_reduction"] = red
+    plan.settings["max_reduction"] = hi_red
+    plan.settings["search_ratio"] = mid
+    return plan
+
+
+def _bisect(reduction, target: float, lo: float, best):
+    """Bisect a ratio in [lo, 0.99] until ``reduction(ratio)`` (-> (plan, reduction reached)) is
+    within half a percent of ``target``; returns the closest (plan, reduction) seen, the last
+    lower bound (the largest ratio known to stay below the target) and the last ratio tried."""
+    hi, mid = 0.99, lo
     for _ in range(30):
         mid = (lo + hi) / 2
         plan, red = reduction(mid)
@@ -247,24 +262,4 @@ def make_plan(dg, model: nn.Module, settings: PlanSettings, cost: CostModel | No
             lo = mid
         else:
             hi = mid
-    if abs(best[1] - target) > 0.005:
-        # a jump (whole heads or small groups) lies across the target: keep the coarse groups at
-        # the ratio just below it and move only the fine-grained ones
-        base_r = lo
-        flo, fhi = base_r, 0.99
-        for _ in range(30):
-            fmid = (flo + fhi) / 2
-            plan, red = reduction(base_r, fmid)
-            if abs(red - target) < abs(best[1] - target):
-                best = (plan, red)
-            if abs(red - target) <= 0.005:
-                break
-            if red < target:
-                flo = fmid
-            else:
-                fhi = fmid
-    plan, red = best
-    plan.settings["achieved_reduction"] = red
-    plan.settings["max_reduction"] = hi_red
-    plan.settings["search_ratio"] = mid
-    return plan
+    return best, lo, mid

@@ -110,6 +110,17 @@ def _match(zeroed, name, x, y, kept):
     return x.index_select(d, torch.as_tensor(idx, dtype=torch.long, device=x.device))
 
 
+def run_hooked(model, ex: ExampleInputs, handles) -> None:
+    """One forward of ``model`` without gradients while the forward ``handles`` record, which are
+    removed afterwards whatever happens."""
+    try:
+        with torch.no_grad():
+            ex.call(model)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def compare_activations(zeroed, pruned, ex: ExampleInputs, kept: dict | None = None):
     """(number of module outputs compared, worst relative difference, the module it is in): every
     module output of the same name and call in both models, whole where its shape is kept, at the
@@ -117,13 +128,7 @@ def compare_activations(zeroed, pruned, ex: ExampleInputs, kept: dict | None = N
     kept indices)."""
     a, b = {}, {}
     for model, store in ((zeroed, a), (pruned, b)):
-        handles = _record(model, store)
-        try:
-            with torch.no_grad():
-                ex.call(model)
-        finally:
-            for h in handles:
-                h.remove()
+        run_hooked(model, ex, _record(model, store))
     pairs = []
     for name, calls in a.items():
         for k, outs in enumerate(calls):
