@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 
-from PySide6.QtCore import QObject
+from PySide6.QtCore import QObject, QTimer
 
 from core.models.demo import DEMO_INPUT_SHAPE
 
@@ -32,7 +32,10 @@ class ModelController(QObject):
         self.recent_menu = None
         ctx.ui.targets.attentionChanged.connect(self.set_attention)
         ctx.tasks.idle.connect(self.sync_attention)  # a failed or cancelled re-analysis: old choice
+        ctx.tasks.idle.connect(lambda: QTimer.singleShot(0, self._restore_estimate))
+        self._replacing = None  # [session] being replaced by the load in flight
         ctx.stateChanged.connect(self._refresh)
+        ctx.resultChanged.connect(self._show_kept)
 
     def _refresh(self):
         ctx, targets = self.ctx, self.ctx.ui.targets
@@ -86,9 +89,24 @@ class ModelController(QObject):
         self.pending = (spec, shape, dtype)
         self.pending_options = dict(options)
         self.pending_trust = trust  # the consent given for this load (asked once)
-        return ctx.tasks.run(f"loading {spec}", sess.load_and_analyse, spec, shape, dtype, trust,
-                             model, ctx.ui.view.aspect(), meta=meta, options=dict(options),
-                             on_done=self.show_session, on_failed=self.offer_meta)
+        t = ctx.tasks.run(f"loading {spec}", sess.load_and_analyse, spec, shape, dtype, trust,
+                          model, ctx.ui.view.aspect(), meta=meta, options=dict(options),
+                          on_done=self.show_session, on_failed=self.offer_meta)
+        if t is not None:  # the numbers shown are the old model's: never pass them off as the new one's
+            self._replacing = [ctx.session]
+            targets.mark_estimate_stale(clear=True)
+        return t
+
+    def _restore_estimate(self):
+        """A load that failed or was cancelled: the old model stays, so estimate it again."""
+        if self._replacing is None or self.ctx.busy:
+            return
+        old, self._replacing = self._replacing[0], None
+        if self.ctx.session is old and self.ctx.ui.targets.estimate_stale:
+            if old is None or old.meta or old.cost is None:
+                self.ctx.ui.targets.show_no_estimate()
+            else:
+                self.ctx.ui.targets.settingsChanged.emit()  # the prune controller re-estimates
 
     def offer_meta(self, task):
         """A model too large for memory: offer its structure alone (meta device, no weights)."""
@@ -173,6 +191,11 @@ class ModelController(QObject):
         if s.meta:
             lines.append(("meta device: structure only, no weights; pruning is off", "bold"))
         ui.side.show_info(s.spec, lines)
+        self._replacing = None
+        if s.meta or s.cost is None:
+            ui.targets.show_no_estimate("– (structure only: no estimate)")
+        else:
+            ui.targets.mark_estimate_stale(clear=True)  # the prune controller estimates the new model
         self.sync_attention()
         ui.window.setWindowTitle(f"PruneStudio — {s.spec}")
         ctx.log(f"loaded {s.spec}: {n_nodes} nodes, {n_groups} prunable groups "
@@ -183,6 +206,15 @@ class ModelController(QObject):
         ctx.sessionChanged.emit(s)
         ctx.changed()
         ctx.modelReady.emit()
+
+    def _show_kept(self, result):
+        """Kept / removed channels per group in the group table (cleared by Undo)."""
+        s, groups = self.ctx.session, self.ctx.ui.groups
+        if result is None or s is None:
+            groups.show_kept(None)
+            return
+        removed = {int(k): v for k, v in result.plan.removed.items()}
+        groups.show_kept(removed, {g.id: g.n_channels for g in s.dg.groups})
 
     # ---------------------------------------------------------------------- recent files
     def recent(self) -> list:

@@ -43,6 +43,7 @@ class TaskRunner(QObject):
         self.task, self._on_done, self._on_failed = t, on_done, on_failed
         ui.progress.setRange(0, 0)
         ui.progress.setVisible(True)
+        self._cancel_button(pending=False)
         ui.cancel_btn.setVisible(True)
         self.ctx.status(f"{name}…")
         self.ctx.changed()
@@ -55,7 +56,16 @@ class TaskRunner(QObject):
             return False
         self.ctx.log(f"cancelling {self.task.name}…")
         self.task.cancel()
+        self._cancel_button(pending=True)
+        self.ctx.status(f"cancelling {self.task.name}…")
         return True
+
+    def _cancel_button(self, pending: bool):
+        """Cancel says "Cancelling…" and cannot be pressed again while a cancel is pending (the
+        worker stops at its next check)."""
+        btn = self.ctx.ui.cancel_btn
+        btn.setEnabled(not pending)
+        btn.setText("Cancelling…" if pending else "Cancel")
 
     def _on_progress(self, stage, done, total, message):
         ui = self.ctx.ui
@@ -71,6 +81,7 @@ class TaskRunner(QObject):
         self.task, self._on_done, self._on_failed = None, None, None
         ui.progress.setVisible(False)
         ui.cancel_btn.setVisible(False)
+        self._cancel_button(pending=False)
         self.idle.emit()
         self.ctx.changed()
 

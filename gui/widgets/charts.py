@@ -8,14 +8,15 @@ from PySide6.QtWidgets import (QGridLayout, QHeaderView, QLabel, QTableWidget, Q
 
 from .. import theme as themes
 from .plots import set_title, style_plot
-from .targets_panel import human
+from .units import SIAxis, elide_middle, si, speed_text
 
-TITLES = {"params": "parameters", "flops": "FLOPs", "latency": "latency (ms)"}
+TITLES = {"params": "parameters", "flops": "FLOPs", "latency": "latency"}
+UNITS = {"params": "", "flops": "FLOPs", "latency": "ms"}
 LAYERS_TITLE = "output channels per layer: original vs kept"
 
 
-def _bar_plot() -> pg.PlotWidget:
-    w = pg.PlotWidget()
+def _bar_plot(unit: str) -> pg.PlotWidget:
+    w = pg.PlotWidget(axisItems={"left": SIAxis("left", unit)})
     w.setMenuEnabled(False)
     w.setMouseEnabled(False, False)
     w.hideButtons()
@@ -25,14 +26,20 @@ def _bar_plot() -> pg.PlotWidget:
 
 
 class ChartsPanel(QWidget):
+    LABEL_CHARS = 30  # per-layer names longer than this are elided in the middle (full on hover)
+
     def __init__(self, parent=None):
         super().__init__(parent)
         self.theme = themes.current()
-        self.plots = {k: _bar_plot() for k in TITLES}
-        self.layers = pg.PlotWidget()
+        self.plots = {k: _bar_plot(UNITS[k]) for k in TITLES}
+        self.layers = pg.PlotWidget(axisItems={"bottom": SIAxis("bottom")})
         self.layers.setMenuEnabled(False)
         self.layers.hideButtons()
+        self.layers.setMouseEnabled(x=False, y=True)  # the wheel scrolls through the layers
         self.layers.addLegend(offset=(-10, 10))
+        self.layers.getViewBox().sigResized.connect(self._fit_rows)
+        self.layers.scene().sigMouseMoved.connect(self._hover_layer)
+        self.layer_ticks: list = []  # (row, label) the left axis shows
         self._style()
         self.summary = QTableWidget(0, 2)
         self.summary.setHorizontalHeaderLabels(["metric", "value"])
@@ -102,17 +109,29 @@ class ChartsPanel(QWidget):
         for k, (vb, va) in self.values.items():
             p = self.plots[k]
             if vb is None or va is None:
-                set_title(p, f"{k}: not measured", self.theme)
+                set_title(p, f"{TITLES[k]}: not measured", self.theme)
                 continue
             p.addItem(pg.BarGraphItem(x=[0, 1], height=[vb, va], width=0.6, brushes=[before, after],
                                       pen=pen))
             if k == "latency":
-                title = f"latency ms: {vb / va:.2f}× faster" if va else "latency ms"
+                self._error_bars(p, b, a)
+                title = f"latency: {speed_text(vb, va)}"
             else:
-                title = f"{'params' if k == 'params' else 'FLOPs'} {human(vb)} → {human(va)}"
+                title = f"{TITLES[k]} {si(vb, UNITS[k])} → {si(va, UNITS[k])}"
             set_title(p, title, self.theme, size="9pt")
         self._layers(result.channels)
         self._summary(result)
+
+    def _error_bars(self, plot, b, a):
+        """Whiskers from the first to the third quartile of the timed runs, when the metrics have
+        them (core.metrics.Metrics.latency_q1_ms / latency_q3_ms)."""
+        qs = [(getattr(m, "latency_q1_ms", None), m.latency_ms, getattr(m, "latency_q3_ms", None))
+              for m in (b, a)]
+        if any(q1 is None or q3 is None for q1, _, q3 in qs):
+            return
+        plot.addItem(pg.ErrorBarItem(x=[0, 1], y=[m for _, m, _ in qs], beam=0.2,
+                                     bottom=[m - q1 for q1, m, _ in qs], top=[q3 - m for _, m, q3 in qs],
+                                     pen=pg.mkPen(self.theme.color("charts.foreground"), width=1.5)))
 
     def _layers(self, channels: dict):
         self.channels = dict(channels)
@@ -127,23 +146,54 @@ class ChartsPanel(QWidget):
                                             name="original"))
         self.layers.addItem(pg.BarGraphItem(x0=0, y=ys, height=0.5, width=kept, brush=after, pen=pen,
                                             name="kept"))
-        self.layers.getAxis("left").setTicks([[(i, n) for i, n in enumerate(names)]])
-        self.layers.getViewBox().invertY(True)
-        self.layers.getViewBox().setLimits(yMin=-1, yMax=max(len(names), 1))
-        self.layers.setYRange(-0.5, min(len(names), 16) - 0.5, padding=0)  # scroll for more
+        self.layer_ticks = [(i, elide_middle(n, self.LABEL_CHARS)) for i, n in enumerate(names)]
+        self.layers.getAxis("left").setTicks([self.layer_ticks])
+        vb = self.layers.getViewBox()
+        vb.invertY(True)
+        vb.setLimits(yMin=-1, yMax=max(len(names), 1), xMin=0, xMax=max(orig + [1]) * 1.05)
+        self.layers.setXRange(0, max(orig + [1]), padding=0.02)
+        self._fit_rows(top=-0.5)
         leg = self.layers.plotItem.legend
         if leg is not None:
             leg.clear()
             leg.addItem(pg.BarGraphItem(x=[0], height=[0], width=1, brush=before, pen=pen), "original")
             leg.addItem(pg.BarGraphItem(x=[0], height=[0], width=1, brush=after, pen=pen), "kept")
 
+    def _rows_fitting(self) -> int:
+        """Rows the per-layer chart shows at once: one text line each, so labels never overlap."""
+        row_px = self.layers.fontMetrics().height() + 4
+        return max(3, int(self.layers.getViewBox().height() // row_px))
+
+    def _fit_rows(self, *_, top=None):
+        if not self.channels:
+            return
+        vb = self.layers.getViewBox()
+        top = vb.viewRange()[1][0] if top is None else top
+        fit = self._rows_fitting()
+        vb.setYRange(top, top + min(len(self.channels), fit), padding=0)
+        more = f" ({len(self.channels)} layers: scroll for more)" if len(self.channels) > fit else ""
+        set_title(self.layers, LAYERS_TITLE + more, self.theme, size="9pt")
+
+    def _hover_layer(self, pos):
+        """The full name and counts of the layer under the mouse (the axis shows elided names)."""
+        vb = self.layers.getViewBox()
+        if not self.channels or not self.layers.sceneBoundingRect().contains(pos):
+            return
+        row = int(round(vb.mapSceneToView(pos).y()))
+        names = list(self.channels)
+        if 0 <= row < len(names):
+            o, k = self.channels[names[row]]
+            self.layers.setToolTip(f"{names[row]}\n{k} of {o} output channels kept ({o - k} removed)")
+
     def _summary(self, result):
         b, a = result.before, result.after
-        rows = [("parameters", f"{b.params:,} → {a.params:,} ({1 - a.params / max(b.params, 1):.1%} less)"),
-                ("FLOPs", f"{human(b.flops)} → {human(a.flops)} ({1 - a.flops / max(b.flops, 1):.1%} less)")]
+        rows = [("parameters", f"{si(b.params)} → {si(a.params)} ({b.params:,} → {a.params:,}, "
+                               f"{1 - a.params / max(b.params, 1):.1%} less)"),
+                ("FLOPs", f"{si(b.flops, 'FLOPs')} → {si(a.flops, 'FLOPs')} "
+                          f"({1 - a.flops / max(b.flops, 1):.1%} less)")]
         if b.latency_ms and a.latency_ms:
             rows.append(("latency", f"{b.latency_ms:.2f} → {a.latency_ms:.2f} ms "
-                                    f"({b.latency_ms / a.latency_ms:.2f}× speed-up)"))
+                                    f"({speed_text(b.latency_ms, a.latency_ms)})"))
         rows.append(("channels removed", f"{result.plan.n_removed:,}"))
         if result.verify is not None:
             rows.append(("verification", result.verify.message))

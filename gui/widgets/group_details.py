@@ -1,11 +1,22 @@
 """Side panel: the coupled group(s) of the picked node, their members and index maps."""
 from __future__ import annotations
 
-from PySide6.QtWidgets import QLabel, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
+import html
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QHeaderView, QLabel, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
 
 from core.analysis.groups import compress_index_map
 
 from .. import theme as themes
+from .names import make_names_copyable
+
+HEADERS = ["member", "role", "size", "index map"]
+HEADER_TIPS = ["the member tensor and the dimension coupled (hover for the full name; Ctrl+C copies)",
+               "out: produces the channels; in: consumes them; pass: carries them (norms, "
+               "element-wise ops)", "channels of this member in the group",
+               "which of the group's channels each index of the member holds (index → channel); "
+               "· marks indices owned by another group"]
 
 
 def format_index_map(index_map) -> str:
@@ -25,6 +36,12 @@ def format_index_map(index_map) -> str:
     return ", ".join(parts)
 
 
+def _breakable(name) -> str:
+    """``name`` (HTML-escaped) that may wrap after its dots: a long module path must not force the
+    dock wider than the screen."""
+    return html.escape(str(name or ""), quote=False).replace(".", ".\u200b")
+
+
 class GroupDetails(QWidget):
     """Members are coloured by role (producer / consumer / pass-through), groups by their id."""
 
@@ -35,15 +52,27 @@ class GroupDetails(QWidget):
         self.header = QLabel("Pick a node to see its coupled group.")
         self.header.setWordWrap(True)
         self.tree = QTreeWidget()
-        self.tree.setHeaderLabels(["member", "role", "size", "index map (index → channel)"])
-        self.tree.setColumnWidth(0, 190)
-        self.tree.setColumnWidth(1, 40)
-        self.tree.setColumnWidth(2, 44)
-        self.tree.setMinimumWidth(340)
+        self.tree.setHeaderLabels(HEADERS)
+        for i, tip in enumerate(HEADER_TIPS):
+            self.tree.headerItem().setToolTip(i, tip)
+        # the name takes the room left; the other columns keep their header readable
+        hdr = self.tree.header()
+        hdr.setStretchLastSection(False)
+        hdr.setSectionResizeMode(0, QHeaderView.Stretch)
+        hdr.setSectionResizeMode(1, QHeaderView.ResizeToContents)
+        hdr.setSectionResizeMode(2, QHeaderView.ResizeToContents)
+        hdr.setSectionResizeMode(3, QHeaderView.Interactive)
+        hdr.resizeSection(3, max(140, hdr.fontMetrics().horizontalAdvance(HEADERS[3]) + 24))
+        self.tree.setMinimumWidth(300)
+        make_names_copyable(self.tree, self.selected_names)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addWidget(self.header)
         lay.addWidget(self.tree)
+
+    def selected_names(self) -> str:
+        """Full names of the picked rows (a group's row: its root layer), one a line."""
+        return "\n".join(it.data(0, Qt.UserRole) or it.text(0) for it in self.tree.selectedItems())
 
     def apply_theme(self, theme):
         self.theme = theme
@@ -59,7 +88,8 @@ class GroupDetails(QWidget):
             return
         d = dg.graph.nodes[node]
         gids = dg.groups_of_node(node)
-        text = f"<b>{d.get('label')}</b> &nbsp;<i>{d.get('op')}</i> — scope {d.get('scope') or '&lt;root&gt;'}"
+        text = (f"<b>{_breakable(d.get('label'))}</b> &nbsp;<i>{d.get('op')}</i> — scope "
+                f"{_breakable(d.get('scope')) or '&lt;root&gt;'}")
         if d.get("unknown"):
             text += (f"<br><span style='color:{self.theme.color('ui.error')}'>Blocked: the engine "
                      f"has no channel semantics for '{d.get('op')}', so every channel flowing "
@@ -83,13 +113,17 @@ class GroupDetails(QWidget):
             f.setBold(True)
             top.setFont(0, f)
             top.setIcon(0, self.theme.group_swatch(g.id))
+            top.setData(0, Qt.UserRole, g.root)
+            top.setToolTip(0, top.text(0))
+            top.setToolTip(3, top.text(3))
             for m in g.members:
                 it = QTreeWidgetItem(top, [m.name, m.slot.role, str(m.slot.size),
                                            format_index_map(m.index_map)])
                 it.setForeground(1, self.theme.role_colour(m.slot.role))
-            for r in g.blocked_reasons:
-                QTreeWidgetItem(top, ["blocked", "", "", r])
-            for r in g.approx_reasons:
-                QTreeWidgetItem(top, ["approximate", "", "", r])
+                it.setToolTip(0, m.name)
+                it.setToolTip(3, it.text(3))
+            for kind, reasons in (("blocked", g.blocked_reasons), ("approximate", g.approx_reasons)):
+                for r in reasons:
+                    QTreeWidgetItem(top, [kind, "", "", r]).setToolTip(3, r)
             self.tree.addTopLevelItem(top)
             top.setExpanded(expand)

@@ -8,8 +8,13 @@ from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLineEdit, QTable
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
 from .. import theme as themes
+from .names import make_names_copyable
 
-COLUMNS = ["lock", "id", "root", "channels", "prunable", "params", "importance"]
+COLUMNS = ["lock", "id", "root", "channels", "prunable", "kept", "params", "importance"]
+TIPS = {"root": "the group's root layer (hover for the full name; Ctrl+C copies it)",
+        "kept": "channels the last prune kept (removed in the tooltip); empty before a prune",
+        "importance": "mean importance of the group's prunable channels (the chosen criterion)",
+        "prunable": "channels the planner may remove (the rest are fixed by the model's structure)"}
 
 
 class _Num(QTableWidgetItem):
@@ -39,11 +44,16 @@ class GroupPanel(QWidget):
         self.filter = QLineEdit(placeholderText="filter groups by root layer…")
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
+        for name, tip in TIPS.items():
+            self.table.horizontalHeaderItem(self.column(name)).setToolTip(tip)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(2, QHeaderView.Stretch)
         self.table.setAlternatingRowColors(True)
+        # long module paths differ at the end ("layer1.0.downsample.0" / ".1"): keep both ends
+        self.table.setWordWrap(False)
+        make_names_copyable(self.table, self.selected_names)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
         lay.addWidget(self.filter)
@@ -68,16 +78,20 @@ class GroupPanel(QWidget):
             gid = _Num(r["id"])
             gid.setIcon(self.theme.group_swatch(r["id"]))
             t.setItem(i, 1, gid)
-            t.setItem(i, 2, QTableWidgetItem(r["root"]))
+            root = QTableWidgetItem(r["root"])
+            root.setToolTip(r["root"])
+            t.setItem(i, 2, root)
             unit = UNIT_TEXT.get(r.get("unit"))
             ch = _Num(r["channels"], unit[0].format(n=r["channels"]) if unit else None)
             if unit:
                 ch.setToolTip(unit[1].format(n=r["channels"]))
             t.setItem(i, 3, ch)
             t.setItem(i, 4, _Num(r["prunable"], f"{r['prunable']}" if r["is_prunable"] else "no"))
-            t.setItem(i, 5, _Num(r["params"], f"{r['params']:,}"))
+            t.setItem(i, 5, _Num(-1, ""))
+            t.setItem(i, 6, _Num(r["params"], f"{r['params']:,}"))
             imp = r["importance"]
-            t.setItem(i, 6, _Num(-1 if imp != imp else imp, "–" if imp != imp else f"{imp:.3g}"))
+            t.setItem(i, 7, _Num(-1 if imp != imp else imp, "–" if imp != imp else f"{imp:.3g}"))
+        t.clearSelection()  # rows of another model: nothing is picked in the new one
         t.setSortingEnabled(True)
         t.sortByColumn(1, Qt.AscendingOrder)
         t.resizeColumnsToContents()
@@ -87,6 +101,39 @@ class GroupPanel(QWidget):
 
     def clear(self):
         self.table.setRowCount(0)
+
+    @staticmethod
+    def column(name: str) -> int:
+        return COLUMNS.index(name)
+
+    def name_actions(self) -> list:
+        return list(self.table.actions())
+
+    def selected_names(self) -> str:
+        """The full root names of the selected groups, one a line."""
+        t, col = self.table, self.column("root")
+        return "\n".join(t.item(r, col).text() for r in sorted({i.row() for i in t.selectedItems()}))
+
+    def show_kept(self, removed: dict | None, channels: dict | None = None):
+        """Kept channels per group after a prune (``removed``: group id -> removed indices, from
+        the PruningPlan; ``channels``: group id -> channel count); None clears the column."""
+        t, col = self.table, self.column("kept")
+        sorting = t.isSortingEnabled()
+        t.setSortingEnabled(False)
+        for i in range(t.rowCount()):
+            gid = t.item(i, 1).value
+            it = t.item(i, col)
+            if removed is None or channels is None or gid not in channels:
+                it.value = -1
+                it.setText("")
+                it.setToolTip("")
+                continue
+            n, gone = channels[gid], len(removed.get(gid, ()))
+            it.value = n - gone
+            it.setText(f"{n - gone}" if gone == 0 else f"{n - gone} / {n}")
+            it.setToolTip(f"{n - gone} of {n} channels kept, {gone} removed")
+        t.setSortingEnabled(sorting)
+        t.resizeColumnToContents(col)
 
     def apply_theme(self, theme):
         self.theme = theme
@@ -131,5 +178,5 @@ class GroupPanel(QWidget):
     def _apply_filter(self, text):
         text = text.lower().strip()
         for i in range(self.table.rowCount()):
-            it = self.table.item(i, 2)
+            it = self.table.item(i, self.column("root"))
             self.table.setRowHidden(i, bool(text) and text not in it.text().lower())

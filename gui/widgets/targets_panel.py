@@ -5,15 +5,19 @@ for the numbers (debounced, since dragging the slider fires many changes).
 """
 from __future__ import annotations
 
+import html
+
 import torch
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
                                QPushButton, QSlider, QSpinBox, QWidget)
+from superqt import QLabeledSlider
 
 from core.plan.criteria import CRITERIA
 from core.plan.planner import PlanSettings
 
 from .. import theme as themes
+from .units import si
 
 MODES = [("ratio", "channel ratio"), ("flops", "FLOPs target"), ("params", "params target")]
 # analysis option "attention" (core.pipeline.analyze_model(options=...)): how attention is grouped
@@ -41,11 +45,20 @@ def attention_combo(mode: str = "heads") -> QComboBox:
     return c
 
 
-def human(n: float) -> str:
-    for unit, k in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= k:
-            return f"{n / k:.2f}{unit}"
-    return f"{n:.0f}"
+IMPORTANCE_TIP = (
+    "<p>How channels are ranked before the least important are removed.</p>"
+    "<p><b>l1 / l2</b>: magnitude of each channel's weights, summed over every coupled layer "
+    "(fast, no data). <b>random</b>: a baseline. Criteria that need data (e.g. taylor) use a few "
+    "batches of the evaluation data.</p>")
+GLOBAL_TIP = (
+    "<p><b>On</b>: rank the channels of all groups together, so unimportant groups lose more and "
+    "important ones less (the total still meets the target).</p>"
+    "<p><b>Off</b>: every group loses the same fraction of its channels.</p>")
+ROUND_TIP = (
+    "<p>Keep a multiple of this many channels in every group (e.g. 8 or 16), which hardware "
+    "kernels often run faster. 1: no rounding. A group that cannot reach a multiple is left "
+    "whole.</p>")
+TARGET_TIP = "Type a value or drag: the percentage of channels, FLOPs or parameters to remove."
 
 
 class TargetsPanel(QWidget):
@@ -57,22 +70,29 @@ class TargetsPanel(QWidget):
         self.mode = QComboBox()
         for key, text in MODES:
             self.mode.addItem(text, key)
-        self.slider = QSlider(Qt.Horizontal)
+        # superqt's labelled slider: the value beside it is a spin box the user can type into
+        self.slider = QLabeledSlider(Qt.Horizontal)
         self.slider.setRange(0, 95)
         self.slider.setValue(50)
         self.slider.setTickInterval(10)
         self.slider.setTickPosition(QSlider.TicksBelow)
-        self.value = QLabel("50% removed")
-        self.value.setMinimumWidth(90)
+        self.slider.setToolTip(TARGET_TIP)
+        box = self.slider.findChild(QLineEdit)  # superqt's editable value label
+        if box is not None:
+            box.setToolTip(TARGET_TIP)
+        self.value = QLabel("% of channels")
         row = QHBoxLayout()
         row.addWidget(self.slider, 1)
         row.addWidget(self.value)
         self.criterion = QComboBox()
         self.criterion.addItems(list(CRITERIA))
         self.criterion.setCurrentText("l2")
+        self.criterion.setToolTip(IMPORTANCE_TIP)
         self.global_rank = QCheckBox("global ranking (else uniform per group)")
+        self.global_rank.setToolTip(GLOBAL_TIP)
         self.round_to = QSpinBox()
         self.round_to.setRange(1, 256)
+        self.round_to.setToolTip(ROUND_TIP)
         self.attention = attention_combo()
         self.attention_available = True  # the loaded model has attention layers it applies to
         self.attention.currentIndexChanged.connect(
@@ -98,12 +118,15 @@ class TargetsPanel(QWidget):
         self.estimate = QLabel("–")
         self.estimate.setWordWrap(True)
         self.estimate.setTextFormat(Qt.RichText)
+        self.estimate_stale = False  # the numbers shown are not those of the current model/settings
+        self._estimate_text = ""
         form = QFormLayout(self)
+        form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
         form.addRow("target", self.mode)
         form.addRow("remove", row)
-        form.addRow("importance", self.criterion)
+        form.addRow(self._tipped("importance", IMPORTANCE_TIP), self.criterion)
         form.addRow("", self.global_rank)
-        form.addRow("round to", self.round_to)
+        form.addRow(self._tipped("round to", ROUND_TIP), self.round_to)
         self.attention_label = QLabel("attention")
         self.attention_label.setToolTip(ATTENTION_TIP)
         form.addRow(self.attention_label, self.attention)
@@ -118,10 +141,34 @@ class TargetsPanel(QWidget):
                     self.round_to.valueChanged):
             sig.connect(self._changed)
 
+    @staticmethod
+    def _tipped(text: str, tip: str) -> QLabel:
+        label = QLabel(text)
+        label.setToolTip(tip)
+        return label
+
     def _changed(self, *_):
-        what = {"ratio": "of channels", "flops": "of FLOPs", "params": "of params"}[self.mode.currentData()]
-        self.value.setText(f"{self.slider.value()}% {what}")
+        what = {"ratio": "% of channels", "flops": "% of FLOPs", "params": "% of params"}[self.mode.currentData()]
+        self.value.setText(what)
+        if self._estimate_text:  # numbers are shown: they are about to be replaced
+            self.mark_estimate_stale()
         self._debounce.start()
+
+    def mark_estimate_stale(self, clear: bool = False):
+        """The estimate shown no longer matches (settings moved, another model loaded): grey it
+        and say it is being recalculated until :meth:`show_estimate` brings the new numbers.
+        ``clear``: drop the old numbers too (they belong to another model)."""
+        self.estimate_stale = True
+        if clear:
+            self._estimate_text = ""
+        grey = themes.current().color("ui.muted")
+        old = f"<span style='color:{grey}'>{self._estimate_text}</span><br>" if self._estimate_text else ""
+        self.estimate.setText(f"{old}<i style='color:{grey}'>…recalculating</i>")
+
+    def show_no_estimate(self, why: str = "–"):
+        self.estimate_stale = False
+        self._estimate_text = ""
+        self.estimate.setText(why)
 
     def settings(self) -> PlanSettings:
         frac = self.slider.value() / 100
@@ -191,10 +238,15 @@ class TargetsPanel(QWidget):
         return self.device.currentText()
 
     def show_estimate(self, base_params, base_flops, params, flops):
-        self.estimate.setText(
-            f"params {human(base_params)} → <b>{human(params)}</b> ({1 - params / max(base_params, 1):.0%} less)<br>"
-            f"FLOPs {human(base_flops)} → <b>{human(flops)}</b> ({1 - flops / max(base_flops, 1):.0%} less)")
+        self.estimate_stale = False
+        self._estimate_text = (
+            f"params {si(base_params)} → <b>{si(params)}</b> ({1 - params / max(base_params, 1):.0%} less)<br>"
+            f"FLOPs {si(base_flops, 'FLOPs')} → <b>{si(flops, 'FLOPs')}</b> "
+            f"({1 - flops / max(base_flops, 1):.0%} less)")
+        self.estimate.setText(self._estimate_text)
 
     def show_estimate_error(self, msg: str):
+        self.estimate_stale = False
+        self._estimate_text = ""
         colour = themes.current().color("ui.error")
-        self.estimate.setText(f"<span style='color:{colour}'>{msg}</span>")
+        self.estimate.setText(f"<span style='color:{colour}'>{html.escape(msg)}</span>")

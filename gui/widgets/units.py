@@ -1,0 +1,55 @@
+"""Numbers as people read them: SI prefixes with units ("25.6 M", "8.18 GFLOPs", "12.5 ms"), chart
+axes that use them, speed-up wording that is right both ways, and names elided in the middle."""
+from __future__ import annotations
+
+import pyqtgraph as pg
+
+PREFIXES = (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3))
+
+
+def si(value: float, unit: str = "", digits: int = 3) -> str:
+    """``value`` with an SI prefix and ``unit``, ``digits`` significant digits: 25557032 ->
+    "25.6 M", (8.18e9, "FLOPs") -> "8.18 GFLOPs"; no scientific notation."""
+    if value is None:
+        return "–"
+    v = float(value)
+    if v == 0:
+        return f"0 {unit}".strip()
+    for prefix, k in PREFIXES:
+        if abs(v) >= k:
+            return f"{v / k:.{digits}g} {prefix}{unit}".strip()
+    text = f"{v:.{digits}g}" if abs(v) >= 1e-3 else f"{v:.2e}"
+    return f"{text} {unit}".strip()
+
+
+def speed_text(before_ms: float, after_ms: float) -> str:
+    """"2.00× faster" or "1.30× slower" (never "0.77× faster")."""
+    if not before_ms or not after_ms:
+        return "not measured"
+    r = before_ms / after_ms
+    if abs(r - 1) < 0.005:
+        return "same speed"
+    return f"{r:.2f}× faster" if r > 1 else f"{1 / r:.2f}× slower"
+
+
+def elide_middle(text: str, n: int) -> str:
+    """``text`` in at most ``n`` characters, the middle replaced by "…" (both ends stay readable:
+    "encoder.layers.…mlp.0")."""
+    if len(text) <= n:
+        return text
+    head = (n - 1) // 2
+    tail = n - 1 - head
+    return text[:head] + "…" + text[-tail:]
+
+
+class SIAxis(pg.AxisItem):
+    """An axis whose tick labels are SI-prefixed numbers with a unit (pyqtgraph's default falls back
+    to "8e+07"); the axis' own automatic exponent label is off."""
+
+    def __init__(self, orientation: str, unit: str = "", **kw):
+        super().__init__(orientation, **kw)
+        self.unit = unit
+        self.enableAutoSIPrefix(False)
+
+    def tickStrings(self, values, scale, spacing):  # noqa: N802 - pyqtgraph's name
+        return [si(v * scale, self.unit) for v in values]
