@@ -63,8 +63,21 @@ class PruneResult:
     excluded: dict = field(default_factory=dict)  # group root -> why it was left out (oracle)
     warnings: list = field(default_factory=list)  # one line each: a target missed, a weak check
 
-    def report(self, dg: DependencyGraph | None = None) -> dict:
-        r = {
+    def report(self, dg: DependencyGraph | None = None, spec: str | None = None,
+               inputs=None) -> dict:
+        """The run as JSON; ``spec`` (the model source) and ``inputs`` (its example inputs) name
+        what was pruned, so a report read later says which model and input shape it is about."""
+        r = {}
+        if spec is not None or inputs is not None:
+            r["model"] = {"spec": spec}
+            if inputs is not None:
+                ex = as_example_inputs(inputs)
+                r["model"]["inputs"] = ex.describe()
+                r["model"]["input_shapes"] = [list(t.shape) for t in ex.args if hasattr(t, "shape")]
+                kw = {k: list(t.shape) for k, t in ex.kwargs.items() if hasattr(t, "shape")}
+                if kw:
+                    r["model"]["input_kwarg_shapes"] = kw
+        r |= {
             "before": self.before.to_json(), "after": self.after.to_json(),
             "reduction": {
                 "params": 1 - self.after.params / max(self.before.params, 1),

@@ -96,6 +96,10 @@ class MainWindow(QMainWindow):
         self.set_theme(self.settings.value("theme", themes.DEFAULT))
         ctx.changed()
         self._restore_layout()
+        # a model file dropped anywhere on the window opens it (the graph would take drops itself)
+        self.setAcceptDrops(True)
+        for w in (ui.view, ui.view.viewport()):
+            w.setAcceptDrops(False)
 
     # ---------------------------------------------------------------------------------- layout
     def _build_actions(self):
@@ -111,17 +115,36 @@ class MainWindow(QMainWindow):
         self.models.set_recent_menu(menus["recent"])
 
     def _restore_layout(self):
+        """The saved geometry, else a size that suits the screen; never larger than the screen's
+        available area (a 200 % scaled 1920×1080 screen has 960×540 of room)."""
+        avail = self.screen().availableGeometry()
         geo = self.settings.value("geometry")
         if geo is not None:
             self.restoreGeometry(geo)
         else:
-            self.resize(1600, 1000)
+            self.resize(min(1600, int(avail.width() * 0.92)), min(1000, int(avail.height() * 0.9)))
         docks = self.ui.docks
-        self.resizeDocks([docks["targets"], docks["details"]], [330, 400], Qt.Horizontal)
-        self.resizeDocks([docks["bottom"]], [290], Qt.Vertical)
+        w, h = min(self.width(), avail.width()), min(self.height(), avail.height())
+        self.resizeDocks([docks["targets"], docks["details"]], [max(300, w // 5), max(300, w // 4)],
+                         Qt.Horizontal)
+        self.resizeDocks([docks["bottom"]], [max(200, int(h * 0.3))], Qt.Vertical)
         state = self.settings.value("windowState")
         if state is not None:
             self.restoreState(state)
+        self.fit_to_screen()
+
+    def fit_to_screen(self):
+        """Shrink and move the window into the screen's available area (a geometry saved on a
+        bigger or unscaled screen would spill off this one)."""
+        avail = self.screen().availableGeometry()
+        frame = self.frameGeometry()
+        extra_w, extra_h = frame.width() - self.width(), frame.height() - self.height()
+        if frame.width() > avail.width() or frame.height() > avail.height():
+            self.resize(min(self.width(), avail.width() - extra_w), min(self.height(), avail.height() - extra_h))
+        frame = self.frameGeometry()
+        if not avail.contains(frame):
+            self.move(max(avail.left(), min(frame.left(), avail.right() - frame.width() + 1)),
+                      max(avail.top(), min(frame.top(), avail.bottom() - frame.height() + 1)))
 
     def _refresh_actions(self):
         state = action_table.enabled_states(self.ctx.busy, self.ctx.session)
@@ -156,6 +179,22 @@ class MainWindow(QMainWindow):
         """Cancel the running task, else a running evaluation."""
         if not self.ctx.tasks.cancel():
             self.accuracy.cancel_evaluation()
+
+    def dragEnterEvent(self, e):  # noqa: N802 - Qt's name
+        if self.models.dropped_specs(e.mimeData()):
+            e.acceptProposedAction()
+        else:
+            e.ignore()
+
+    def dragMoveEvent(self, e):  # noqa: N802
+        self.dragEnterEvent(e)
+
+    def dropEvent(self, e):  # noqa: N802
+        specs = self.models.dropped_specs(e.mimeData())
+        if specs:
+            e.acceptProposedAction()
+            spec = specs[0]
+            self.projects.open_project(spec) if spec.endswith(".psproj") else self.models.open_dropped(spec)
 
     def closeEvent(self, e):
         self.accuracy.shutdown()

@@ -52,6 +52,30 @@ class ModelController(QObject):
         ctx.settings.setValue("lastShape", dlg.shape.text())
         self.open_model(dlg.spec(), dlg.shape.text(), dlg.dtype.currentText(), options=dlg.options())
 
+    @staticmethod
+    def dropped_specs(mime) -> list[str]:
+        """Model specs for the local files of a drag: a saved model, a project, a .py factory
+        (its make_model) or a Hugging Face folder (config.json)."""
+        out = []
+        for url in mime.urls() if mime.hasUrls() else []:
+            path = url.toLocalFile()
+            if not path:
+                continue
+            if os.path.isdir(path):
+                if os.path.exists(os.path.join(path, "config.json")):
+                    out.append(f"hf:{path}")
+            elif path.endswith(".py"):
+                out.append(f"{path}:make_model")
+            elif os.path.isfile(path):
+                out.append(path)
+        return out
+
+    def open_dropped(self, spec: str):
+        """Open a dropped model like File > Open would (code it would run is asked about first:
+        open_model), with the input shape last used."""
+        shape = self.ctx.settings.value("lastShape", "1,3,224,224")
+        return self.open_model(spec, shape)
+
     def open_demo(self):
         self.open_model("demo", DEMO_INPUT_SHAPE)
 

@@ -41,7 +41,10 @@ class ProjectController(QObject):
     def save_project_dialog(self):
         if self.ctx.session is None:
             return
-        path, _ = QFileDialog.getSaveFileName(self.ctx.ui.window, "Save project", "work.psproj",
+        from .export import model_name
+        name = f"{model_name(self.ctx.session.spec)}.psproj"  # in the last folder written to
+        folder = self.ctx.settings.value("export/lastDir", "") or os.getcwd()
+        path, _ = QFileDialog.getSaveFileName(self.ctx.ui.window, "Save project", os.path.join(folder, name),
                                               FILTER, options=QFileDialog.DontConfirmOverwrite)
         if path:
             if not path.endswith(".psproj"):

@@ -3,8 +3,9 @@ example input."""
 from __future__ import annotations
 
 import torchvision
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
-                               QHBoxLayout, QLineEdit, QListWidget, QPushButton, QTabWidget,
+                               QHBoxLayout, QLabel, QLineEdit, QListWidget, QPushButton, QTabWidget,
                                QVBoxLayout, QWidget)
 
 from core.trace.inputs import DTYPES
@@ -17,6 +18,11 @@ def zoo_names() -> list[str]:
 
 
 class LoadDialog(QDialog):
+    """Typing goes to the search box (it has the focus); the highlighted match is what Enter or
+    Open loads, and a single click only highlights (double-click opens). Enter with nothing to
+    open says so and keeps the dialog open."""
+    Accepted, Rejected = QDialog.Accepted, QDialog.Rejected
+
     def __init__(self, parent=None, shape="1,3,224,224", dtype="float32", attention="heads"):
         super().__init__(parent)
         self.setWindowTitle("Open model")
@@ -31,7 +37,11 @@ class LoadDialog(QDialog):
         v.addWidget(self.search)
         v.addWidget(self.zoo)
         self.search.textChanged.connect(self._filter)
+        self.search.returnPressed.connect(self.accept)
         self.zoo.itemDoubleClicked.connect(lambda *_: self.accept())
+        self.message = QLabel()
+        self.message.setObjectName("dialogMessage")
+        self.message.setWordWrap(True)
         # file tab: a saved model (.pt/.pth/.pstudio), a python factory, a local Hugging Face
         # model directory (hf:DIR) or a timm model by name (timm:NAME, timm:NAME@pretrained)
         files = QWidget()
@@ -60,19 +70,60 @@ class LoadDialog(QDialog):
         form.addRow("dtype", self.dtype)
         self.attention = attention_combo(attention)  # analysis option: how attention is grouped
         form.addRow("attention", self.attention)
-        bb = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        bb = QDialogButtonBox(QDialogButtonBox.Open | QDialogButtonBox.Cancel)
         bb.accepted.connect(self.accept)
         bb.rejected.connect(self.reject)
+        for b in bb.buttons():  # Enter in the search box must not press a default button first
+            b.setAutoDefault(False)
+            b.setDefault(False)
         lay = QVBoxLayout(self)
         lay.addWidget(self.tabs, 1)
+        lay.addWidget(self.message)
         lay.addLayout(form)
         lay.addWidget(bb)
+        self.tabs.currentChanged.connect(self._focus_tab)
+        QTimer.singleShot(0, self._focus_tab)
+
+    def showEvent(self, e):  # noqa: N802 - Qt's name
+        super().showEvent(e)
+        self._focus_tab()
+
+    def _focus_tab(self, *_):
+        (self.search if self.tabs.currentIndex() == 0 else self.path).setFocus()
+
+    def accept(self):
+        """Open what is highlighted; with nothing to open, say why and stay."""
+        if self.spec():
+            self.message.clear()
+            super().accept()
+        elif self.tabs.currentIndex() == 0:
+            text = self.search.text().strip()
+            self.message.setText(f"No torchvision model matches '{text}'." if text else
+                                 "Pick a model in the list (or type part of its name).")
+        else:
+            self.message.setText("Type or browse to a model file, file.py:factory, hf:DIR or timm:NAME.")
 
     def _filter(self, text):
-        text = text.lower()
+        """Show the matches and highlight the best: an exact name, else the first match; the
+        highlight is what Enter opens, so it is never a hidden row."""
+        text = text.lower().strip()
+        first = exact = None
         for i in range(self.zoo.count()):
             it = self.zoo.item(i)
             it.setHidden(text not in it.text().lower())
+            if not it.isHidden():
+                first = first or it
+                exact = exact or (it if it.text().lower() == text else None)
+        if not text:  # everything shown again: keep what the user had picked
+            self.message.clear()
+            return
+        best = exact or first
+        if best is None:
+            self.zoo.setCurrentItem(None)
+        else:
+            self.zoo.setCurrentItem(best)
+            self.zoo.scrollToItem(best)
+        self.message.setText("" if best is not None or not text else f"No torchvision model matches '{text}'.")
 
     def _browse(self):
         path, _ = QFileDialog.getOpenFileName(self, "Model file", "",
@@ -92,5 +143,5 @@ class LoadDialog(QDialog):
     def spec(self) -> str:
         if self.tabs.currentIndex() == 0:
             it = self.zoo.currentItem()
-            return f"torchvision:{it.text()}" if it else ""
+            return f"torchvision:{it.text()}" if it is not None and not it.isHidden() else ""
         return self.path.text().strip()

@@ -88,7 +88,7 @@ class TargetsPanel(QWidget):
         self.criterion.addItems(list(CRITERIA))
         self.criterion.setCurrentText("l2")
         self.criterion.setToolTip(IMPORTANCE_TIP)
-        self.global_rank = QCheckBox("global ranking (else uniform per group)")
+        self.global_rank = QCheckBox("global ranking")
         self.global_rank.setToolTip(GLOBAL_TIP)
         self.round_to = QSpinBox()
         self.round_to.setRange(1, 256)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QDockWidget, QLabel, QLineEdit, QMainWindow, QPlainTextEdit,
-                               QProgressBar, QPushButton, QTabWidget)
+from PySide6.QtWidgets import (QDockWidget, QFrame, QLabel, QLineEdit, QMainWindow, QPlainTextEdit,
+                               QProgressBar, QPushButton, QScrollArea, QTabWidget)
 
 from .charts import ChartsPanel
 from .graph_view import GraphView
@@ -41,6 +41,18 @@ class Ui:
         return [self.view, self.side, self.details, self.groups, self.charts, self.sensitivity]
 
 
+def scrollable(w):
+    """``w`` in a vertical scroll area: a small or scaled screen scrolls the panel instead of
+    making the window taller than the screen."""
+    area = QScrollArea()
+    area.setWidget(w)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+    area.setMinimumWidth(w.minimumSizeHint().width() + area.verticalScrollBar().sizeHint().width())
+    return area
+
+
 def build(win: QMainWindow) -> Ui:
     view = GraphView()
     win.setCentralWidget(view)
@@ -55,7 +67,7 @@ def build(win: QMainWindow) -> Ui:
     for w, title in ((ui.groups, "Groups"), (ui.charts, "Charts"), (ui.sensitivity, "Sensitivity"),
                      (ui.logbox, "Log")):
         ui.tabs.addTab(w, title)
-    for title, w, area, name in (("Targets", side, Qt.LeftDockWidgetArea, "targets"),
+    for title, w, area, name in (("Targets", scrollable(side), Qt.LeftDockWidgetArea, "targets"),
                                  ("Coupled group", ui.details, Qt.RightDockWidgetArea, "details"),
                                  ("Groups · charts · sensitivity · log", ui.tabs,
                                   Qt.BottomDockWidgetArea, "bottom")):
