@@ -122,7 +122,7 @@ class MainWindow(QMainWindow):
         if geo is not None:
             self.restoreGeometry(geo)
         else:
-            self.resize(min(1600, int(avail.width() * 0.92)), min(1000, int(avail.height() * 0.9)))
+            self.resize(int(avail.width() * 0.94), int(avail.height() * 0.92))
         docks = self.ui.docks
         w, h = min(self.width(), avail.width()), min(self.height(), avail.height())
         self.resizeDocks([docks["targets"], docks["details"]], [max(300, w // 5), max(300, w // 4)],

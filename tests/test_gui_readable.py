@@ -62,13 +62,23 @@ def test_group_details_elide_in_the_middle_and_header_fits(qtbot, win):
     assert QApplication.clipboard().text() == m.text(0)
 
 
+def test_paths_shorten_keeping_the_parts_that_tell_rows_apart():
+    from gui.widgets.units import abbreviate_path
+    name = "encoder.layers.encoder_layer_11.self_attention.out_proj.weight[dim 0]"
+    assert abbreviate_path(name, lambda t: True) == name
+    assert abbreviate_path(name, lambda t: len(t) <= 50) == "e.l.encoder_layer_11.s.out_proj.weight[dim 0]"
+    short = abbreviate_path(name, lambda t: len(t) <= 20)
+    assert len(short) <= 20 and "…" in short and short.endswith("0]")
+
+
 def test_si_numbers_with_units():
-    from gui.widgets.units import si, speed_text
+    from gui.widgets.units import duration_ms, si, speed_text
     assert si(25_557_032) == "25.6 M"
     assert si(8.18e9, "FLOPs") == "8.18 GFLOPs"
     assert si(0) == "0"
     assert si(950, "FLOPs") == "950 FLOPs"
     assert si(12.5, "ms") == "12.5 ms"
+    assert duration_ms(850) == "850 ms" and duration_ms(1250) == "1.25 s" and duration_ms(0.042) == "42 µs"
     assert speed_text(10.0, 5.0) == "2.00× faster"
     assert speed_text(10.0, 13.0) == "1.30× slower"
     assert speed_text(10.0, 10.0) == "same speed"
@@ -83,7 +93,7 @@ def test_chart_axes_in_si_units_and_speed_wording(qtbot, win):
         assert not any("e+" in s for s in ticks), ticks
     assert c.plots["flops"].getAxis("left").tickStrings([4e9], 1.0, 1e9) == ["4 GFLOPs"]
     assert c.plots["params"].getAxis("left").tickStrings([2e7], 1.0, 1e7) == ["20 M"]
-    assert "ms" in c.plots["latency"].getAxis("left").tickStrings([50.0], 1.0, 10.0)[0]
+    assert c.plots["latency"].getAxis("left").tickStrings([50.0, 1000.0], 1.0, 10.0) == ["50 ms", "1 s"]
     slow = dataclasses.replace(r, after=dataclasses.replace(r.after, latency_ms=r.before.latency_ms * 1.3))
     c.show_result(slow)
     title = c.plots["latency"].plotItem.titleLabel.text
@@ -131,7 +141,7 @@ def test_per_layer_chart_is_legible_for_many_layers(qtbot, win):
     # labels are middle-elided (start and end of the name both visible), full names via the list
     shown = dict(c.layer_ticks)  # what the left axis was given
     assert all(len(s) <= c.LABEL_CHARS for s in shown.values())
-    assert shown[0].startswith("encoder.") and shown[0].endswith("linear_0")
+    assert shown[0] == "e.l.encoder_layer_0.m.linear_0"  # the numbered parts stay readable
     assert c.layers.getAxis("bottom").tickStrings([256.0], 1.0, 256) == ["256"]
 
 

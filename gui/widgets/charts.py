@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QGridLayout, QHeaderView, QLabel, QTableWidget, QTableWidgetItem,
-                               QWidget)
+from PySide6.QtWidgets import (QFrame, QGridLayout, QHeaderView, QLabel, QScrollArea, QTableWidget,
+                               QTableWidgetItem, QVBoxLayout, QWidget)
 
 from .. import theme as themes
 from .plots import set_title, style_plot
-from .units import SIAxis, elide_middle, si, speed_text
+from .units import SIAxis, abbreviate_path, si, speed_text
 
 TITLES = {"params": "parameters", "flops": "FLOPs", "latency": "latency"}
 UNITS = {"params": "", "flops": "FLOPs", "latency": "ms"}
@@ -21,7 +21,7 @@ def _bar_plot(unit: str) -> pg.PlotWidget:
     w.setMouseEnabled(False, False)
     w.hideButtons()
     w.getAxis("bottom").setTicks([[(0, "before"), (1, "after")]])
-    w.setMinimumHeight(120)
+    w.setMinimumSize(150, 110)
     return w
 
 
@@ -48,7 +48,18 @@ class ChartsPanel(QWidget):
         self.summary.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
         self.placeholder = QLabel("Prune the model to see before/after numbers here.")
         self.placeholder.setAlignment(Qt.AlignCenter)
-        g = QGridLayout(self)
+        # the charts scroll inside the panel, so a small (or 200 % scaled) screen gives the dock a
+        # scroll bar instead of a minimum height that squeezes the graph
+        inner = QWidget()
+        inner.setMinimumSize(900, 250)
+        area = QScrollArea()
+        area.setWidget(inner)
+        area.setWidgetResizable(True)
+        area.setFrameShape(QFrame.NoFrame)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(area)
+        g = QGridLayout(inner)
         g.setContentsMargins(2, 2, 2, 2)
         # left: the three before/after bars over the summary; right: the per-layer chart
         g.addWidget(self.placeholder, 0, 0, 1, 4)
@@ -113,11 +124,12 @@ class ChartsPanel(QWidget):
                 continue
             p.addItem(pg.BarGraphItem(x=[0, 1], height=[vb, va], width=0.6, brushes=[before, after],
                                       pen=pen))
+            # short titles (they must fit a narrow plot): the values are on the axis and in the table
             if k == "latency":
                 self._error_bars(p, b, a)
                 title = f"latency: {speed_text(vb, va)}"
             else:
-                title = f"{TITLES[k]} {si(vb, UNITS[k])} → {si(va, UNITS[k])}"
+                title = f"{TITLES[k]}: {1 - va / vb:.0%} less" if vb else TITLES[k]
             set_title(p, title, self.theme, size="9pt")
         self._layers(result.channels)
         self._summary(result)
@@ -146,7 +158,8 @@ class ChartsPanel(QWidget):
                                             name="original"))
         self.layers.addItem(pg.BarGraphItem(x0=0, y=ys, height=0.5, width=kept, brush=after, pen=pen,
                                             name="kept"))
-        self.layer_ticks = [(i, elide_middle(n, self.LABEL_CHARS)) for i, n in enumerate(names)]
+        self.layer_ticks = [(i, abbreviate_path(n, lambda t: len(t) <= self.LABEL_CHARS))
+                            for i, n in enumerate(names)]
         self.layers.getAxis("left").setTicks([self.layer_ticks])
         vb = self.layers.getViewBox()
         vb.invertY(True)

@@ -42,6 +42,17 @@ def _breakable(name) -> str:
     return html.escape(str(name or ""), quote=False).replace(".", ".\u200b")
 
 
+class _Tree(QTreeWidget):
+    """The member name takes what the index map leaves: the map gets about a third of the width,
+    never less than its header."""
+
+    def resizeEvent(self, e):  # noqa: N802 - Qt's name
+        super().resizeEvent(e)
+        hdr = self.header()
+        least = max(hdr.fontMetrics().horizontalAdvance(t) for t in (HEADERS[3], "000-000 → ch 000-000")) + 24
+        hdr.resizeSection(3, max(least, int(self.viewport().width() * 0.32)))
+
+
 class GroupDetails(QWidget):
     """Members are coloured by role (producer / consumer / pass-through), groups by their id."""
 
@@ -51,7 +62,8 @@ class GroupDetails(QWidget):
         self._shown = None  # the last show_node/show_groups call, redrawn on a theme change
         self.header = QLabel("Pick a node to see its coupled group.")
         self.header.setWordWrap(True)
-        self.tree = QTreeWidget()
+        self.tree = _Tree()
+        self.tree.setIndentation(12)
         self.tree.setHeaderLabels(HEADERS)
         for i, tip in enumerate(HEADER_TIPS):
             self.tree.headerItem().setToolTip(i, tip)
@@ -62,9 +74,9 @@ class GroupDetails(QWidget):
         hdr.setSectionResizeMode(1, QHeaderView.ResizeToContents)
         hdr.setSectionResizeMode(2, QHeaderView.ResizeToContents)
         hdr.setSectionResizeMode(3, QHeaderView.Interactive)
-        hdr.resizeSection(3, max(140, hdr.fontMetrics().horizontalAdvance(HEADERS[3]) + 24))
+        hdr.resizeSection(3, hdr.fontMetrics().horizontalAdvance(HEADERS[3]) + 24)
         self.tree.setMinimumWidth(300)
-        make_names_copyable(self.tree, self.selected_names)
+        make_names_copyable(self.tree, self.selected_names, path_columns=(0,))
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addWidget(self.header)
@@ -106,8 +118,9 @@ class GroupDetails(QWidget):
     def _show_groups(self, dg, groups, expand=True):
         self.tree.clear()
         for g in groups:
-            top = QTreeWidgetItem([f"group {g.id} · root {g.root}", "", str(g.n_channels),
-                                   f"{g.n_prunable} prunable, {len(g.members)} members"
+            # one line across the columns: the group's name and size must not be elided away
+            top = QTreeWidgetItem([f"group {g.id} · {g.root} · {g.n_channels} ch, {g.n_prunable} "
+                                   f"prunable, {len(g.members)} members"
                                    + ("" if g.exact[g.prunable].all() else ", approximate")])
             f = top.font(0)
             f.setBold(True)
@@ -115,7 +128,6 @@ class GroupDetails(QWidget):
             top.setIcon(0, self.theme.group_swatch(g.id))
             top.setData(0, Qt.UserRole, g.root)
             top.setToolTip(0, top.text(0))
-            top.setToolTip(3, top.text(3))
             for m in g.members:
                 it = QTreeWidgetItem(top, [m.name, m.slot.role, str(m.slot.size),
                                            format_index_map(m.index_map)])
@@ -126,4 +138,5 @@ class GroupDetails(QWidget):
                 for r in reasons:
                     QTreeWidgetItem(top, [kind, "", "", r]).setToolTip(3, r)
             self.tree.addTopLevelItem(top)
+            top.setFirstColumnSpanned(True)
             top.setExpanded(expand)

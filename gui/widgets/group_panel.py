@@ -53,7 +53,7 @@ class GroupPanel(QWidget):
         self.table.setAlternatingRowColors(True)
         # long module paths differ at the end ("layer1.0.downsample.0" / ".1"): keep both ends
         self.table.setWordWrap(False)
-        make_names_copyable(self.table, self.selected_names)
+        make_names_copyable(self.table, self.selected_names, path_columns=(2,))
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
         lay.addWidget(self.filter)

@@ -4,7 +4,35 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, Qt
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QAbstractItemView, QApplication
+from PySide6.QtWidgets import QAbstractItemView, QApplication, QStyledItemDelegate
+
+from .units import abbreviate_path
+
+
+class PathDelegate(QStyledItemDelegate):
+    """Draws a module path shortened the readable way (:func:`abbreviate_path`) when the column is
+    too narrow: "e.l.encoder_layer_11.mlp.0.weight" rather than "encoder.lay…weight"."""
+
+    def __init__(self, parent=None, leaves_only=False):
+        super().__init__(parent)
+        self.leaves_only = leaves_only  # a tree's top rows are titles, not paths
+
+    def initStyleOption(self, option, index):  # noqa: N802 - Qt's name
+        super().initStyleOption(option, index)
+        if self.leaves_only and not index.parent().isValid():
+            return
+        room = option.rect.width() - 10
+        if option.features & option.ViewItemFeature.HasDecoration:
+            room -= option.decorationSize.width() + 6
+        fm = option.fontMetrics
+        option.text = abbreviate_path(option.text, lambda t: fm.horizontalAdvance(t) <= room)
+
+
+def _paths_delegate(view, columns):
+    d = PathDelegate(view, leaves_only=hasattr(view, "topLevelItem"))
+    for c in columns:
+        view.setItemDelegateForColumn(c, d)
+    return d
 
 
 class _CopyKey(QObject):
@@ -27,10 +55,12 @@ def copy_text(text: str | None):
         QApplication.clipboard().setText(text)
 
 
-def make_names_copyable(view: QAbstractItemView, names) -> QAction:
-    """Elide ``view``'s texts in the middle and offer "Copy name" (context menu, Ctrl+C) copying
-    ``names()`` (the full names of the picked rows, one a line)."""
+def make_names_copyable(view: QAbstractItemView, names, path_columns=()) -> QAction:
+    """Elide ``view``'s texts in the middle (``path_columns``: module paths, abbreviated first)
+    and offer "Copy name" (context menu, Ctrl+C) copying ``names()`` (the full names of the picked
+    rows, one a line)."""
     view.setTextElideMode(Qt.ElideMiddle)
+    view.path_delegate = _paths_delegate(view, path_columns)  # kept alive with the view
     act = QAction("Copy name", view)
     act.setShortcut(QKeySequence.Copy)
     act.setShortcutContext(Qt.WidgetShortcut)

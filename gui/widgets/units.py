@@ -22,6 +22,20 @@ def si(value: float, unit: str = "", digits: int = 3) -> str:
     return f"{text} {unit}".strip()
 
 
+def duration_ms(ms: float, digits: int = 3) -> str:
+    """A time given in milliseconds: "850 ms", "1.25 s", "42 µs" (never "1 kms")."""
+    if ms is None:
+        return "–"
+    v = float(ms)
+    if v == 0:
+        return "0 ms"
+    if abs(v) >= 1000:
+        return f"{v / 1000:.{digits}g} s"
+    if abs(v) < 1:
+        return f"{v * 1000:.{digits}g} µs"
+    return f"{v:.{digits}g} ms"
+
+
 def speed_text(before_ms: float, after_ms: float) -> str:
     """"2.00× faster" or "1.30× slower" (never "0.77× faster")."""
     if not before_ms or not after_ms:
@@ -42,6 +56,27 @@ def elide_middle(text: str, n: int) -> str:
     return text[:head] + "…" + text[-tail:]
 
 
+def abbreviate_path(name: str, fits) -> str:
+    """A dotted module path shortened until ``fits(text)``: first the leading components without
+    digits shrink to their first letter, left to right ("encoder.layers.encoder_layer_11.mlp.0" ->
+    "e.l.encoder_layer_11.mlp.0", as loggers abbreviate packages), so the numbered parts and the
+    tail that tell rows apart stay; then the middle is elided."""
+    if fits(name):
+        return name
+    parts = name.split(".")
+    for i in range(len(parts) - 1):
+        if len(parts[i]) > 1 and not any(c.isdigit() for c in parts[i]):
+            parts[i] = parts[i][0]
+            text = ".".join(parts)
+            if fits(text):
+                return text
+    text = ".".join(parts)
+    n = len(text)
+    while n > 4 and not fits(elide_middle(text, n)):
+        n -= 1
+    return elide_middle(text, n)
+
+
 class SIAxis(pg.AxisItem):
     """An axis whose tick labels are SI-prefixed numbers with a unit (pyqtgraph's default falls back
     to "8e+07"); the axis' own automatic exponent label is off."""
@@ -52,4 +87,6 @@ class SIAxis(pg.AxisItem):
         self.enableAutoSIPrefix(False)
 
     def tickStrings(self, values, scale, spacing):  # noqa: N802 - pyqtgraph's name
+        if self.unit == "ms":
+            return [duration_ms(v * scale) for v in values]
         return [si(v * scale, self.unit) for v in values]
