@@ -50,7 +50,7 @@ class _Tree(QTreeWidget):
         super().resizeEvent(e)
         hdr = self.header()
         least = max(hdr.fontMetrics().horizontalAdvance(t) for t in (HEADERS[3], "000-000 → ch 000-000")) + 24
-        hdr.resizeSection(3, max(least, int(self.viewport().width() * 0.32)))
+        hdr.resizeSection(3, max(least, int(self.viewport().width() * 0.26)))
 
 
 class GroupDetails(QWidget):

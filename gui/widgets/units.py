@@ -57,20 +57,30 @@ def elide_middle(text: str, n: int) -> str:
 
 
 def abbreviate_path(name: str, fits) -> str:
-    """A dotted module path shortened until ``fits(text)``: first the leading components without
-    digits shrink to their first letter, left to right ("encoder.layers.encoder_layer_11.mlp.0" ->
-    "e.l.encoder_layer_11.mlp.0", as loggers abbreviate packages), so the numbered parts and the
-    tail that tell rows apart stay; then the middle is elided."""
+    """A dotted module path shortened until ``fits(text)``, keeping what tells rows apart (the
+    numbered components and the tail): components without digits shrink to their first letter,
+    those before the last numbered one first ("encoder.layers.encoder_layer_11.mlp.0" ->
+    "e.l.encoder_layer_11.mlp.0", as loggers abbreviate packages), then the ones after it; then
+    the components before the last numbered one are dropped ("…encoder_layer_11.m.0"); then the
+    middle is elided."""
     if fits(name):
         return name
     parts = name.split(".")
-    for i in range(len(parts) - 1):
+    numbered = [i for i, p in enumerate(parts[:-1]) if any(c.isdigit() for c in p)]
+    last_num = numbered[-1] if numbered else 0
+    order = [i for i in range(len(parts) - 1) if i < last_num] + \
+            [i for i in range(len(parts) - 1) if i > last_num]
+    for i in order:
         if len(parts[i]) > 1 and not any(c.isdigit() for c in parts[i]):
             parts[i] = parts[i][0]
             text = ".".join(parts)
             if fits(text):
                 return text
     text = ".".join(parts)
+    if last_num > 0:
+        text = "…" + ".".join(parts[last_num:])
+        if fits(text):
+            return text
     n = len(text)
     while n > 4 and not fits(elide_middle(text, n)):
         n -= 1
