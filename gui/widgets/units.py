@@ -61,7 +61,7 @@ def abbreviate_path(name: str, fits) -> str:
     numbered components and the tail): components without digits shrink to their first letter,
     those before the last numbered one first ("encoder.layers.encoder_layer_11.mlp.0" ->
     "e.l.encoder_layer_11.mlp.0", as loggers abbreviate packages), then the ones after it; then
-    the components before the last numbered one are dropped ("…encoder_layer_11.m.0"); then the
+    the leading components without digits are dropped ("…encoder_layer_11.m.0"); then the
     middle is elided."""
     if fits(name):
         return name
@@ -77,8 +77,11 @@ def abbreviate_path(name: str, fits) -> str:
             if fits(text):
                 return text
     text = ".".join(parts)
-    if last_num > 0:
-        text = "…" + ".".join(parts[last_num:])
+    lead = 0  # leading components without digits (already single letters): the least telling
+    while lead < last_num and not any(c.isdigit() for c in parts[lead]):
+        lead += 1
+    if lead:
+        text = "…" + ".".join(parts[lead:])
         if fits(text):
             return text
     n = len(text)
