@@ -195,3 +195,13 @@ def test_fresh_window_fits_the_available_screen(qtbot, monkeypatch):
         assert w.ui.docks["targets"].widget().inherits("QScrollArea")
     finally:
         w.settings.clear()
+
+
+def test_new_model_clears_the_group_table_selection(qtbot, win):
+    t = win.groups.table
+    t.selectRow(1)
+    assert t.selectedItems()
+    with qtbot.waitSignal(win.modelReady, timeout=TIMEOUT):
+        win.open_model("demo", DEMO_INPUT_SHAPE)
+    assert not t.selectedItems()  # the details say "Pick a node": nothing may look picked
+    assert "Pick a node" in win.details.header.text()
