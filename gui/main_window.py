@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from PySide6.QtCore import QSettings, QSize, Qt
+from PySide6.QtCore import QSettings, QSize, Qt, QTimer
 from PySide6.QtWidgets import QApplication, QMainWindow
 
 from . import actions as action_table, theme as themes
@@ -123,15 +123,18 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geo)
         else:
             self.resize(int(avail.width() * 0.94), int(avail.height() * 0.92))
-        docks = self.ui.docks
-        w, h = min(self.width(), avail.width()), min(self.height(), avail.height())
-        self.resizeDocks([docks["targets"], docks["details"]], [max(300, w // 5), max(300, w // 4)],
-                         Qt.Horizontal)
-        self.resizeDocks([docks["bottom"]], [max(200, int(h * 0.3))], Qt.Vertical)
         state = self.settings.value("windowState")
         if state is not None:
             self.restoreState(state)
+        else:
+            QTimer.singleShot(0, self._default_docks)  # once laid out: sizes relative to the window
         self.fit_to_screen()
+
+    def _default_docks(self):
+        docks, w, h = self.ui.docks, self.width(), self.height()
+        self.resizeDocks([docks["targets"], docks["details"]], [max(280, w // 5), max(300, w // 4)],
+                         Qt.Horizontal)
+        self.resizeDocks([docks["bottom"]], [max(150, int(h * 0.3))], Qt.Vertical)
 
     def fit_to_screen(self):
         """Shrink and move the window into the screen's available area (a geometry saved on a

@@ -12,7 +12,10 @@ from .. import theme as themes
 from .names import make_names_copyable
 
 HEADERS = ["member", "role", "size", "index map"]
-HEADER_TIPS = ["the member tensor and the dimension coupled (hover for the full name; Ctrl+C copies)",
+MAP = len(HEADERS) - 1  # the index-map column
+USUAL_DIM = {"out": 0, "pass": 0, "in": 1}  # a member on another dimension shows "[dim N]"
+HEADER_TIPS = ["the member tensor; [dim N] is shown when the channels are not on the usual dimension "
+               "for its role (0 for out and pass, 1 for in); hover for the full name, Ctrl+C copies",
                "out: produces the channels; in: consumes them; pass: carries them (norms, "
                "element-wise ops)", "channels of this member in the group",
                "which of the group's channels each index of the member holds (index → channel); "
@@ -43,14 +46,16 @@ def _breakable(name) -> str:
 
 
 class _Tree(QTreeWidget):
-    """The member name takes what the index map leaves: the map gets about a third of the width,
-    never less than its header."""
+    """The member name keeps at least 42 % of the width; the index map gets about a quarter (room
+    for "0-255 → ch 0-255" when there is), never less than its header."""
 
     def resizeEvent(self, e):  # noqa: N802 - Qt's name
         super().resizeEvent(e)
-        hdr = self.header()
-        least = max(hdr.fontMetrics().horizontalAdvance(t) for t in (HEADERS[3], "000-000 → ch 000-000")) + 24
-        hdr.resizeSection(3, max(least, int(self.viewport().width() * 0.26)))
+        hdr, fm = self.header(), self.header().fontMetrics()
+        w = self.viewport().width()
+        room = w - sum(hdr.sectionSize(i) for i in range(1, MAP)) - int(w * 0.42)  # the name keeps 42 %
+        wanted = max(fm.horizontalAdvance("000-000 → ch 000-000") + 24, int(w * 0.26))
+        hdr.resizeSection(MAP, max(fm.horizontalAdvance(HEADERS[MAP]) + 24, min(wanted, room)))
 
 
 class GroupDetails(QWidget):
@@ -71,10 +76,10 @@ class GroupDetails(QWidget):
         hdr = self.tree.header()
         hdr.setStretchLastSection(False)
         hdr.setSectionResizeMode(0, QHeaderView.Stretch)
-        hdr.setSectionResizeMode(1, QHeaderView.ResizeToContents)
-        hdr.setSectionResizeMode(2, QHeaderView.ResizeToContents)
-        hdr.setSectionResizeMode(3, QHeaderView.Interactive)
-        hdr.resizeSection(3, hdr.fontMetrics().horizontalAdvance(HEADERS[3]) + 24)
+        for i in range(1, MAP):
+            hdr.setSectionResizeMode(i, QHeaderView.ResizeToContents)
+        hdr.setSectionResizeMode(MAP, QHeaderView.Interactive)
+        hdr.resizeSection(MAP, hdr.fontMetrics().horizontalAdvance(HEADERS[MAP]) + 24)
         self.tree.setMinimumWidth(300)
         make_names_copyable(self.tree, self.selected_names, path_columns=(0,))
         lay = QVBoxLayout(self)
@@ -129,14 +134,16 @@ class GroupDetails(QWidget):
             top.setData(0, Qt.UserRole, g.root)
             top.setToolTip(0, top.text(0))
             for m in g.members:
-                it = QTreeWidgetItem(top, [m.name, m.slot.role, str(m.slot.size),
+                # the name column is the scarce one: the usual dimension goes without saying
+                name = m.slot.tensor_name if m.slot.dim == USUAL_DIM.get(m.slot.role) else m.name
+                it = QTreeWidgetItem(top, [name, m.slot.role, str(m.slot.size),
                                            format_index_map(m.index_map)])
                 it.setForeground(1, self.theme.role_colour(m.slot.role))
                 it.setToolTip(0, m.name)
-                it.setToolTip(3, it.text(3))
+                it.setToolTip(MAP, it.text(MAP))
             for kind, reasons in (("blocked", g.blocked_reasons), ("approximate", g.approx_reasons)):
                 for r in reasons:
-                    QTreeWidgetItem(top, [kind, "", "", r]).setToolTip(3, r)
+                    QTreeWidgetItem(top, [kind, "", "", r]).setToolTip(MAP, r)
             self.tree.addTopLevelItem(top)
             top.setFirstColumnSpanned(True)
             top.setExpanded(expand)
