@@ -10,7 +10,7 @@ from .. import theme as themes
 from .plots import set_title, style_plot
 from .units import SIAxis, abbreviate_path, si, speed_text
 
-TITLES = {"params": "parameters", "flops": "FLOPs", "latency": "latency"}
+TITLES = {"params": "params", "flops": "FLOPs", "latency": "latency"}
 UNITS = {"params": "", "flops": "FLOPs", "latency": "ms"}
 LAYERS_TITLE = "output channels per layer: original vs kept"
 
@@ -21,7 +21,7 @@ def _bar_plot(unit: str) -> pg.PlotWidget:
     w.setMouseEnabled(False, False)
     w.hideButtons()
     w.getAxis("bottom").setTicks([[(0, "before"), (1, "after")]])
-    w.setMinimumSize(150, 110)
+    w.setMinimumSize(210, 110)  # narrower clips the bars: the title and axis keep their width
     return w
 
 
@@ -51,7 +51,7 @@ class ChartsPanel(QWidget):
         # the charts scroll inside the panel, so a small (or 200 % scaled) screen gives the dock a
         # scroll bar instead of a minimum height that squeezes the graph
         inner = QWidget()
-        inner.setMinimumSize(900, 250)
+        inner.setMinimumSize(1040, 250)
         area = QScrollArea()
         area.setWidget(inner)
         area.setWidgetResizable(True)

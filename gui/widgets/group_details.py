@@ -9,7 +9,7 @@ from PySide6.QtWidgets import QHeaderView, QLabel, QTreeWidget, QTreeWidgetItem,
 from core.analysis.groups import compress_index_map
 
 from .. import theme as themes
-from .names import make_names_copyable
+from .names import elide_right, make_names_copyable
 
 HEADERS = ["member", "role", "size", "index map"]
 MAP = len(HEADERS) - 1  # the index-map column
@@ -82,6 +82,7 @@ class GroupDetails(QWidget):
         hdr.resizeSection(MAP, hdr.fontMetrics().horizontalAdvance(HEADERS[MAP]) + 24)
         self.tree.setMinimumWidth(300)
         make_names_copyable(self.tree, self.selected_names, path_columns=(0,))
+        elide_right(self.tree, MAP)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addWidget(self.header)

@@ -28,6 +28,14 @@ class PathDelegate(QStyledItemDelegate):
         option.text = abbreviate_path(option.text, lambda t: fm.horizontalAdvance(t) <= room)
 
 
+class RightElide(QStyledItemDelegate):
+    """Elides at the end: for lists such as index maps, whose beginning reads first."""
+
+    def initStyleOption(self, option, index):  # noqa: N802 - Qt's name
+        super().initStyleOption(option, index)
+        option.textElideMode = Qt.ElideRight
+
+
 def _paths_delegate(view, columns):
     d = PathDelegate(view, leaves_only=hasattr(view, "topLevelItem"))
     for c in columns:
@@ -53,6 +61,11 @@ class _CopyKey(QObject):
 def copy_text(text: str | None):
     if text:
         QApplication.clipboard().setText(text)
+
+
+def elide_right(view: QAbstractItemView, column: int):
+    view.right_delegate = RightElide(view)
+    view.setItemDelegateForColumn(column, view.right_delegate)
 
 
 def make_names_copyable(view: QAbstractItemView, names, path_columns=()) -> QAction:
