@@ -81,11 +81,15 @@ class LoadDialog(QDialog):
         lay.addWidget(self.message)
         lay.addLayout(form)
         lay.addWidget(bb)
+        for edit in (self.path, self.shape):  # Enter anywhere opens (or says why not)
+            edit.returnPressed.connect(self.accept)
         self.tabs.currentChanged.connect(self._focus_tab)
         QTimer.singleShot(0, self._focus_tab)
 
     def showEvent(self, e):  # noqa: N802 - Qt's name
         super().showEvent(e)
+        avail = self.screen().availableGeometry()  # a scaled screen may be smaller than 520×520
+        self.resize(min(self.width(), avail.width()), min(self.height(), avail.height()))
         self._focus_tab()
 
     def _focus_tab(self, *_):
