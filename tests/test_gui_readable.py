@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import Qt  # noqa: E402
+from PySide6.QtCore import QPointF, Qt  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 TIMEOUT = 60_000
@@ -145,6 +145,10 @@ def test_per_layer_chart_is_legible_for_many_layers(qtbot, win):
     assert all(len(s) <= c.LABEL_CHARS for s in shown.values())
     assert shown[0] == "e.l.encoder_layer_0.m.linear_0"  # the numbered parts stay readable
     assert c.layers.getAxis("bottom").tickStrings([256.0], 1.0, 256) == ["256"]
+    # hovering a bar names its layer in full
+    row0 = vb.mapViewToScene(QPointF(100, 0))
+    c.layers.scene().sigMouseMoved.emit(row0)
+    assert c.layers.toolTip().startswith(names[0] + "\n") and "384 of 768" in c.layers.toolTip()
 
 
 def test_group_table_shows_kept_channels_after_prune(qtbot, win):

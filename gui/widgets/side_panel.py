@@ -43,7 +43,8 @@ class SidePanel(QWidget):
         """``title`` in bold, then one line per (text, kind); kind "error" or "bold" or ""."""
         self._info = (title, lines)
         error = self.theme.color("ui.error")
-        out = [f"<b>{html.escape(title, quote=False)}</b>"]
+        # a long path may wrap after its separators instead of widening the dock
+        out = ["<b>" + html.escape(title, quote=False).replace("/", "/\u200b").replace(".", ".\u200b") + "</b>"]
         for text, kind in lines:
             text = html.escape(text, quote=False)
             out.append(f"<span style='color:{error}'>{text}</span>" if kind == "error"
