@@ -128,7 +128,13 @@ class MainWindow(QMainWindow):
             self.restoreState(state)
         else:
             QTimer.singleShot(0, self._default_docks)  # once laid out: sizes relative to the window
-        self.fit_to_screen()
+        # (restoreGeometry itself shrinks a geometry saved on a bigger or unscaled screen)
+
+    def _default_docks(self):
+        docks, w, h = self.ui.docks, self.width(), self.height()
+        self.resizeDocks([docks["targets"], docks["details"]], [max(280, w // 5), max(300, w // 4)],
+                         Qt.Horizontal)
+        self.resizeDocks([docks["bottom"]], [max(150, int(h * 0.3))], Qt.Vertical)
 
     def _default_docks(self):
         docks, w, h = self.ui.docks, self.width(), self.height()

@@ -205,3 +205,24 @@ def test_new_model_clears_the_group_table_selection(qtbot, win):
         win.open_model("demo", DEMO_INPUT_SHAPE)
     assert not t.selectedItems()  # the details say "Pick a node": nothing may look picked
     assert "Pick a node" in win.details.header.text()
+
+
+def test_a_geometry_saved_on_a_bigger_screen_is_brought_back_on_screen(qtbot, monkeypatch):
+    import uuid
+
+    from gui.main_window import MainWindow
+    monkeypatch.setenv("PRUNESTUDIO_SETTINGS_ORG", f"prunestudio-test-{uuid.uuid4().hex[:8]}")
+    big = MainWindow()
+    qtbot.addWidget(big)
+    big.show()
+    big.setGeometry(200, 150, 3000, 2000)  # as if saved on a 4K screen
+    big.close()  # saves the geometry
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.show()
+    avail = w.screen().availableGeometry()
+    try:
+        assert w.width() <= avail.width() and w.height() <= avail.height()
+        assert avail.contains(w.geometry().topLeft()) and avail.contains(w.geometry().bottomRight())
+    finally:
+        w.settings.clear()
