@@ -160,6 +160,8 @@ class MainWindow(QMainWindow):
         for spec in action_table.ACTIONS:
             if spec.id in self.action_map:
                 self.action_map[spec.id].setEnabled(state[spec.enabled])
+        if self.ctx.tasks.cancel_pending:  # pressed once: the worker stops at its next check
+            self.action_map["cancel"].setEnabled(False)
 
     # ---------------------------------------------------------------------------------- theme
     def set_theme(self, name: str):

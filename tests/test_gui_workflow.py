@@ -93,12 +93,15 @@ def test_cancel_is_disabled_while_a_cancel_is_pending(qtbot, win):
     win.ctx.tasks.run("slow", slow, on_done=lambda _r: None)
     btn = win.cancel_btn
     assert btn.isEnabled() and btn.text() == "Cancel"
+    assert win.a_cancel.isEnabled()
     win.cancel()
     assert not btn.isEnabled() and btn.text() == "Cancelling…"
+    assert not win.a_cancel.isEnabled()  # the toolbar/menu Cancel (Esc) too
     with qtbot.waitSignal(win.taskCancelled, timeout=TIMEOUT, raising=False):
         release.set()
     qtbot.waitUntil(lambda: win.task is None, timeout=5000)
     assert btn.isEnabled() and btn.text() == "Cancel"
+    assert not win.a_cancel.isEnabled()  # idle: nothing to cancel
 
 
 def test_export_names_follow_the_model_and_the_last_folder(qtbot, win, tmp_path, monkeypatch):

@@ -24,6 +24,7 @@ class TaskRunner(QObject):
         super().__init__(ctx)
         self.ctx = ctx
         self.task: worker.Task | None = None
+        self.cancel_pending = False
         self._on_done = None
         self._on_failed = None
 
@@ -66,6 +67,8 @@ class TaskRunner(QObject):
         btn = self.ctx.ui.cancel_btn
         btn.setEnabled(not pending)
         btn.setText("Cancelling…" if pending else "Cancel")
+        self.cancel_pending = pending
+        self.ctx.changed()  # the window's Cancel action follows (main_window._refresh_actions)
 
     def _on_progress(self, stage, done, total, message):
         ui = self.ctx.ui
