@@ -69,6 +69,7 @@ def test_paths_shorten_keeping_the_parts_that_tell_rows_apart():
     assert abbreviate_path(name, lambda t: len(t) <= 50) == "e.l.encoder_layer_11.s.out_proj.weight[dim 0]"
     assert abbreviate_path(name, lambda t: len(t) <= 40) == "e.l.encoder_layer_11.s.o.weight[dim 0]"
     assert abbreviate_path(name, lambda t: len(t) <= 36) == "…encoder_layer_11.s.o.weight[dim 0]"
+    assert abbreviate_path(name, lambda t: len(t) <= 28) == "…e…11.s.o.weight[dim 0]"
     short = abbreviate_path(name, lambda t: len(t) <= 20)
     assert len(short) <= 20 and "…" in short and short.endswith("0]")
 

@@ -2,6 +2,8 @@
 axes that use them, speed-up wording that is right both ways, and names elided in the middle."""
 from __future__ import annotations
 
+import re
+
 import pyqtgraph as pg
 
 PREFIXES = (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3))
@@ -61,8 +63,8 @@ def abbreviate_path(name: str, fits) -> str:
     numbered components and the tail): components without digits shrink to their first letter,
     those before the last numbered one first ("encoder.layers.encoder_layer_11.mlp.0" ->
     "e.l.encoder_layer_11.mlp.0", as loggers abbreviate packages), then the ones after it; then
-    the leading components without digits are dropped ("…encoder_layer_11.m.0"); then the
-    middle is elided."""
+    the leading components without digits are dropped ("…encoder_layer_11.m.0"); then numbered
+    components shrink to letter and number ("…e…11.m.0"); then the middle is elided."""
     if fits(name):
         return name
     parts = name.split(".")
@@ -80,10 +82,18 @@ def abbreviate_path(name: str, fits) -> str:
     lead = 0  # leading components without digits (already single letters): the least telling
     while lead < last_num and not any(c.isdigit() for c in parts[lead]):
         lead += 1
-    if lead:
-        text = "…" + ".".join(parts[lead:])
-        if fits(text):
-            return text
+    head = "…" if lead else ""
+    text = head + ".".join(parts[lead:])
+    if fits(text):
+        return text
+    # then numbered components keep their first letter and their number ("encoder_layer_11" -> "e…11")
+    for i in range(lead, len(parts) - 1):
+        m = re.match(r"^(\D)\D*?(\d+)$", parts[i])
+        if m and len(parts[i]) > len(m.group(2)) + 2:
+            parts[i] = f"{m.group(1)}…{m.group(2)}"
+            text = head + ".".join(parts[lead:])
+            if fits(text):
+                return text
     n = len(text)
     while n > 4 and not fits(elide_middle(text, n)):
         n -= 1
