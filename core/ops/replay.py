@@ -84,6 +84,7 @@ def replay(func, args, kwargs, labelings_for, table, reason: str, channel_dims=N
                 continue
             if len(lab.dims) > 1:
                 dyn = prefer_heads(dynamic_dims(func, args, kwargs, o), lab, o.shape, head_counts)
+                dyn = prefer_channel_first(dyn, lab, o.shape)
                 lab = collapse_split(lab, table, reason, dyn)
             results[j].append(lab)
     return results
@@ -118,6 +119,21 @@ def prefer_heads(dynamic: set, lab: Labeling, shape, head_counts) -> set:
         return dynamic
     match = [d for d in lab.dims[:-1] if shape[d] in head_counts]
     return dynamic | {match[0]} if len(match) == 1 else dynamic
+
+
+def prefer_channel_first(dynamic: set, lab: Labeling, shape) -> set:
+    """A flat channel dim split into dim 1 and *every* dim after it (``Linear(64, 512)`` ->
+    ``view(b, 32, 4, 4)`` -> deconv: the decoder pattern) is read channel-first, as PyTorch lays
+    feature maps out: dim 1 shrinks and each of its indices owns the contiguous block of positions
+    in the trailing (spatial) dims. When the last dim is the larger one (``view(b, 4, 4, C)``
+    before a permute, ``view(b, heads, head_dim)``) the innermost shrinks, as before. An inferred
+    (-1) or head-count dim still wins; a guess that does not fit the consumer blocks there, and
+    explicit sizes are checked by the shape probe."""
+    nd = len(shape)
+    if any(d in dynamic for d in lab.dims) or nd < 3 or lab.dims != tuple(range(1, nd)) \
+            or shape[-1] > shape[1]:
+        return dynamic
+    return dynamic | {1}
 
 
 def collapse_split(lab: Labeling, table, reason: str, dynamic: set) -> Labeling:
