@@ -119,3 +119,26 @@ def test_head_size_from_the_input_width_stays_blocked():
     for g in groups:
         assert not g.prunable.any()
         assert any("breaks forward" in r for r in g.blocked_reasons), g.blocked_reasons
+
+
+class NumHeadsAttention(MatmulAttention):
+    """The usual name, ``self.num_heads``, in a hand-written module (no family updater)."""
+
+    def __init__(self, d=32, heads=4):
+        super().__init__(d, heads)
+        del self.heads
+        self.num_heads = heads
+
+    def forward(self, x):
+        self.heads = self.num_heads
+        try:
+            return super().forward(x)
+        finally:
+            del self.heads
+
+
+def test_handwritten_num_heads_is_updated():
+    model = randomize(Net(NumHeadsAttention), seed=5).double()
+    dg, res = check_oracle(model, X, tol=1e-9)
+    assert len(_head_groups(dg, "num_heads")) == 2
+    assert [a.num_heads for a in res.model.attn] == [a.q.out_features // 8 for a in res.model.attn]

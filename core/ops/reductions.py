@@ -68,6 +68,7 @@ def _dims_arg(call, ndim, default_all=True):
 
 
 _EXACT_REDUCTIONS = {"sum", "nansum"}
+_WITH_INDICES = {"max", "min", "cummax", "cummin"}  # (values, indices) when given a dim
 _INDEX_REDUCTIONS = {"argmax", "argmin", "topk", "sort", "argsort", "kthvalue", "mode", "msort",
                      "median", "nanmedian"}
 
@@ -92,17 +93,23 @@ def reduction(ctx, call):
         keepdim_shape = False
     if dims is None:
         return ctx.block_inputs(call, "named dimensions are not supported")
+    index_out = call.name in _WITH_INDICES and len(call.out_tensors) > 1
     keep = []
     for lab in ctx.labels(x):
         hit = [d for d in lab.dims if d in dims]
         if not hit:
             keep.append(lab)
             continue
-        if call.name in _INDEX_REDUCTIONS:
-            ctx.table.block(lab.atoms, ctx.reason(call, "result depends on channel positions"))
+        if call.name in _INDEX_REDUCTIONS or index_out:
+            # an index along channels is a channel *position* used as a value (a router's
+            # ``idx == k``, a lookup): every removal shifts the later ones. max/min(dim) return
+            # their indices whether or not the code reads them; amax/amin do not.
+            ctx.table.block(lab.atoms, ctx.reason(
+                call, "its indices along the channel dim become values (removing a channel shifts "
+                      "them" + ("; amax/amin give the values alone)" if index_out else ")")))
         elif call.name not in _EXACT_REDUCTIONS:
             ctx.table.mark_approx(lab.atoms, ctx.reason(call, "statistic over pruned channels"))
-        if keepdim_shape and call.name not in _INDEX_REDUCTIONS:
+        if keepdim_shape and call.name not in _INDEX_REDUCTIONS and not index_out:
             keep.append(lab)
     for o in call.out_tensors:
         if o.ndim == ndim:

@@ -126,6 +126,12 @@ class HeadAttrs:
     module: str
     named: dict  # value -> attribute, for the usual head-count names
     other: dict  # value -> [attributes], every other int attribute of the module
+    library: bool = False  # a library's class: its own module updater keeps the named counts
+
+
+# Library classes that reshape by a named head count have updaters of their own (Hugging Face,
+# torchvision's MViT): their named counts are left to them, as before.
+LIBRARIES = ("torch.", "torchvision.", "transformers.", "timm.", "torch_geometric.")
 
 
 def head_attrs(ctx) -> HeadAttrs | None:
@@ -141,7 +147,8 @@ def head_attrs(ctx) -> HeadAttrs | None:
                 named.setdefault(v, a)
             else:
                 other.setdefault(v, []).append(a)
-    return HeadAttrs(name, named, other) if named or other else None
+    library = type(t.module_named(name)).__module__.startswith(LIBRARIES)
+    return HeadAttrs(name, named, other, library) if named or other else None
 
 
 def prefer_heads(dynamic: set, lab: Labeling, shape, heads: HeadAttrs | None):
@@ -157,8 +164,9 @@ def prefer_heads(dynamic: set, lab: Labeling, shape, heads: HeadAttrs | None):
     outer = lab.dims[:-1]
     match = [d for d in outer if shape[d] in heads.named]
     if match:
-        return (dynamic | {match[0]}, heads.named[shape[match[0]]]) if len(match) == 1 \
-            else (dynamic, None)
+        if len(match) != 1:
+            return dynamic, None
+        return dynamic | {match[0]}, None if heads.library else heads.named[shape[match[0]]]
     if lab.dims[-1] != len(shape) - 1:
         return dynamic, None
     match = [d for d in outer if shape[d] in heads.other]
