@@ -105,3 +105,26 @@ def test_max_over_tokens_stays_prunable():
     model = randomize(TokenArgmax()).double()
     dg, res = check_oracle(model, X, tol=1e-9)
     assert res.model.a.out_features < 12
+
+
+class ChannelMaxValues(nn.Module):
+    """CBAM's spatial attention: ``torch.max(x, dim=1)[0]`` over channels, values only. The
+    indices are never read, so the channels stay prunable (approximate: a max over fewer)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 8, 3, padding=1)
+        self.s = nn.Conv2d(1, 1, 3, padding=1)
+        self.o = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        h = torch.relu(self.c(x))
+        att = torch.sigmoid(self.s(torch.max(h, dim=1, keepdim=True)[0]))
+        return self.o(h * att)
+
+
+def test_channel_max_values_only_stays_prunable():
+    model = randomize(ChannelMaxValues()).double()
+    img = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    dg, res = check_oracle(model, img, expect_exact=False)
+    assert res.model.c.out_channels < 8

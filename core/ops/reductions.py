@@ -6,7 +6,7 @@ import torch
 
 from core.ops.atoms import Labeling
 from core.ops.elementwise import elementwise
-from core.ops.registry import register_op
+from core.ops.registry import mark_positions, register_op
 
 SPATIAL = {
     "max_pool1d": 1, "max_pool2d": 2, "max_pool3d": 3, "avg_pool1d": 1, "avg_pool2d": 2,
@@ -100,16 +100,19 @@ def reduction(ctx, call):
         if not hit:
             keep.append(lab)
             continue
-        if call.name in _INDEX_REDUCTIONS or index_out:
+        why = "its indices along the channel dim become values (removing a channel shifts them)"
+        if call.name in _INDEX_REDUCTIONS:
             # an index along channels is a channel *position* used as a value (a router's
-            # ``idx == k``, a lookup): every removal shifts the later ones. max/min(dim) return
-            # their indices whether or not the code reads them; amax/amin do not.
-            ctx.table.block(lab.atoms, ctx.reason(
-                call, "its indices along the channel dim become values (removing a channel shifts "
-                      "them" + ("; amax/amin give the values alone)" if index_out else ")")))
-        elif call.name not in _EXACT_REDUCTIONS:
+            # ``idx == k``, a lookup): every removal shifts the later ones
+            ctx.table.block(lab.atoms, ctx.reason(call, why))
+        elif index_out:
+            # max/min(dim) return (values, indices): the values are a statistic like amax; the
+            # indices block the channels only if some later op reads them
+            mark_positions(call.out_tensors[1], ctx.table, lab.atoms, f"reads the indices of "
+                           f"{ctx.reason(call, why)}")
+        if call.name not in _EXACT_REDUCTIONS and call.name not in _INDEX_REDUCTIONS:
             ctx.table.mark_approx(lab.atoms, ctx.reason(call, "statistic over pruned channels"))
-        if keepdim_shape and call.name not in _INDEX_REDUCTIONS and not index_out:
+        if keepdim_shape and call.name not in _INDEX_REDUCTIONS:
             keep.append(lab)
     for o in call.out_tensors:
         if o.ndim == ndim:
