@@ -126,11 +126,12 @@ class HeadAttrs:
     module: str
     named: dict  # value -> attribute, for the usual head-count names
     other: dict  # value -> [attributes], every other int attribute of the module
-    library: bool = False  # a library's class: its own module updater keeps the named counts
+    library: bool = False  # a library's class: its updater keeps the named counts (see below)
 
 
 # Library classes that reshape by a named head count have updaters of their own (Hugging Face,
-# torchvision's MViT): their named counts are left to them, as before.
+# torchvision's MViT): their named counts are left to them, and their other int attributes are
+# not read as head counts (torch_geometric's GAT keeps its ``heads``, pruning per-head widths).
 LIBRARIES = ("torch.", "torchvision.", "transformers.", "timm.", "torch_geometric.")
 
 
@@ -148,6 +149,8 @@ def head_attrs(ctx) -> HeadAttrs | None:
             else:
                 other.setdefault(v, []).append(a)
     library = type(t.module_named(name)).__module__.startswith(LIBRARIES)
+    if library:
+        other = {}
     return HeadAttrs(name, named, other, library) if named or other else None
 
 
