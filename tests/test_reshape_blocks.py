@@ -155,3 +155,18 @@ def test_interleaved_channels_stay_blocked():
     g, _ = _group_of(dg, "fc.weight", 0)
     assert not g.prunable.any()
     assert any("spatial" in r for r in g.blocked_reasons), g.blocked_reasons
+
+
+def unflatten_decoder():
+    """The Sequential decoder: ``nn.Unflatten(1, (32, 4, 4))`` has constant sizes, but they live
+    in the module, whose updater rewrites the channel count after pruning."""
+    return nn.Sequential(nn.Linear(64, 512), nn.ReLU(), nn.Unflatten(1, (32, 4, 4)),
+                         nn.ConvTranspose2d(32, 16, 4, 2, 1), nn.ReLU(), nn.Conv2d(16, 3, 3, padding=1))
+
+
+def test_unflatten_module_decoder_prunes_exactly():
+    model = randomize(unflatten_decoder()).double()
+    dg, res = check_oracle(model, Z, tol=1e-9)
+    kept = res.model[3].in_channels
+    assert kept < 32 and res.model[2].unflattened_size == (kept, 4, 4)
+    assert res.model[0].out_features == 16 * kept

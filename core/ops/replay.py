@@ -141,14 +141,19 @@ def head_attrs(ctx) -> HeadAttrs | None:
     if t is None or ctx.options.get("attention", "heads") != "heads" or not t.scope:
         return None
     name = t.scope[-1]
+    mod = t.module_named(name)
+    if isinstance(mod, torch.nn.Unflatten) and isinstance(mod.unflattened_size[0], int):
+        # its leading size is the channel count when it unflattens channels into blocks
+        # (Linear -> Unflatten(1, (32, 4, 4)) -> deconv); its updater rewrites it
+        return HeadAttrs(name, {}, {mod.unflattened_size[0]: ["unflattened_size"]})
     named, other = {}, {}
-    for a, v in vars(t.module_named(name)).items():
+    for a, v in vars(mod).items():
         if isinstance(v, int) and not isinstance(v, bool) and v > 1 and not a.startswith("_"):
             if a in HEAD_NAMES:
                 named.setdefault(v, a)
             else:
                 other.setdefault(v, []).append(a)
-    library = type(t.module_named(name)).__module__.startswith(LIBRARIES)
+    library = type(mod).__module__.startswith(LIBRARIES)
     if library:
         other = {}
     return HeadAttrs(name, named, other, library) if named or other else None
