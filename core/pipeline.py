@@ -127,13 +127,16 @@ def cost_model(dg, model, inputs, base_flops: float | None = None) -> CostModel:
 def prune_model(model: nn.Module, inputs, dg: DependencyGraph, settings: PlanSettings,
                 latency: bool = True, verify: bool = True, latency_runs: int = 10, calibration=None,
                 progress=None, should_stop=None, before: Metrics | None = None,
-                exclude_mismatches: bool = True) -> PruneResult:
+                exclude_mismatches: bool = True, accept_approximate: bool = True,
+                approx_bounds: dict | None = None) -> PruneResult:
     """Plan, prune a copy, measure before/after and (by default) run the oracle.
 
     If the oracle fails, the groups responsible are located (``core.prune.diagnose``) and, with
     ``exclude_mismatches``, blocked in ``dg`` and left out of a new plan; they are listed in
     ``PruneResult.excluded``. Without it, or if no single group explains the mismatch, a
-    :class:`VerificationError` is raised."""
+    :class:`VerificationError` is raised. An approximate plan whose difference exceeds its bound
+    (``approx_bounds``, see ``core.prune.bounds``), or that ``accept_approximate=False`` refuses,
+    raises it too (the CLI and the GUI ask the user to accept approximate results)."""
     progress = progress or _noop
     check = _checker(should_stop)
     ex = as_example_inputs(inputs)
@@ -166,13 +169,16 @@ def prune_model(model: nn.Module, inputs, dg: DependencyGraph, settings: PlanSet
             break
         t = time.perf_counter()
         progress("verify", 3, 4, "checking the pruned model against the zeroed original")
-        report = verify_plan(model, ex, dg, plan, pruned=pruned)
+        report = verify_plan(model, ex, dg, plan, pruned=pruned,
+                             accept_approximate=accept_approximate, bounds=approx_bounds)
         secs["verify"] = secs.get("verify", 0.0) + time.perf_counter() - t
         check()
         if report.passed:
             break
         if not report.finite:
             raise VerificationError(f"cannot verify the pruning: {report.message}")
+        if not report.expected_exact:  # approximate by design: nothing to locate
+            raise VerificationError(f"approximate result refused: {report.message}")
         found = None
         if exclude_mismatches and attempt < 2:
             t = time.perf_counter()

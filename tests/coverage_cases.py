@@ -24,6 +24,7 @@ import test_attention_heads as tah  # noqa: E402
 import test_detection_heads as tdh  # noqa: E402
 import test_layers as tl  # noqa: E402
 import test_pyg as tpg  # noqa: E402
+import test_reshape_blocks as trb  # noqa: E402
 import test_rnn as trnn  # noqa: E402
 import test_scatter as tsc  # noqa: E402
 import test_setitem as tsi  # noqa: E402
@@ -181,6 +182,7 @@ CASES["extra:products"] = (_extra_products, HALF, None)
 CASES["extra:sdpa"] = (_sdpa, HALF, None)
 CASES["extra:misc"] = (_misc_ops, HALF, None)
 CASES["extra:fresh"] = (_fresh, HALF, None)
+CASES["extra:unflatten_decoder"] = (lambda: _double(trb.unflatten_decoder(), _R(2, 64)), HALF, None)
 
 
 # (kind, entry) -> cases; the cheapest case reaching each entry, as printed by running this file.
@@ -294,6 +296,7 @@ COVERS: dict[tuple[str, str], tuple[str, ...]] = {
     ('updaters', 'torch.nn.modules.activation.PReLU'): ('layers:prelu_per_channel',),
     ('updaters', 'torch.nn.modules.batchnorm._NormBase'): ('layers:batchnorm1d_3d_input',),
     ('updaters', 'torch.nn.modules.conv._ConvNd'): ('ops:view_linear',),
+    ('updaters', 'torch.nn.modules.flatten.Unflatten'): ('extra:unflatten_decoder',),
     ('updaters', 'torch.nn.modules.linear.Linear'): ('layers:embedding_linear',),
     ('updaters', 'torch.nn.modules.module.Module'): ('layers:embedding_linear',),
     ('updaters', 'torch.nn.modules.normalization.GroupNorm'): ('layers:groupnorm_no_affine',),

@@ -185,7 +185,8 @@ def test_cli_head_dim_pruning_and_project_replay(tmp_path, capsys):
     spec = f"{factory}:make"
     out, proj = tmp_path / "p.pt", tmp_path / "p.psproj"
     rc = entry.main(["prune", spec, "--input-shape", "1,3,32,32", "--attention", "head-dim",
-                     "--ratio", "0.5", "--no-latency", "--trust", "-o", str(out), "--project", str(proj)])
+                     "--ratio", "0.5", "--no-latency", "--trust", "--accept-approximate", "-o", str(out),
+                     "--project", str(proj)])
     assert rc == 0, capsys.readouterr().err
     pruned = torch.load(out, weights_only=False)
     attn = [m for m in pruned.modules() if isinstance(m, swin.ShiftedWindowAttention)]

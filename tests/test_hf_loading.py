@@ -206,7 +206,7 @@ def test_cli_prune_hf_dir_to_dir(tmp_path, dirs, capsys):
     src = dirs["llama"][0]
     out = tmp_path / "llama_pruned"
     rc, so, err = run(["prune", f"hf:{src}", *IDS, "--ratio", "0.5", "--no-latency",
-                       "-o", f"{out}/"], capsys)
+                       "--accept-approximate", "-o", f"{out}/"], capsys)
     assert rc == 0, err
     assert err == ""
     assert "from_pretrained" in so and "saved:" in so

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from core.cli.args import UsageError, model_args, target_args
+from core.cli.verify import approximate_args, approximate_options
 from core.cli.common import (analyze, calibration, check_ignore, example_inputs, human, input_paths,
                              load, out, plan_settings, warn, write_json)
 
@@ -30,6 +31,7 @@ def register(subparsers, epilog: str) -> None:
         pr.add_argument("--force", action="store_true", help="overwrite existing output files")
         pr.add_argument("--no-verify", action="store_true", help="skip the zeroed-group oracle")
         pr.add_argument("--no-latency", action="store_true", help="skip latency measurements")
+        approximate_args(pr)
 
     pr = subparsers.add_parser("prune", help="prune a model and save it", epilog=epilog,
                                formatter_class=argparse.RawDescriptionHelpFormatter, fill=fill)
@@ -106,7 +108,8 @@ def _prune(run: _Run, progress) -> None:
     run.seconds["analyze"] = time.perf_counter() - t
     run.result = prune_model(run.model, run.inputs, run.dg, run.settings,
                              latency=not run.args.no_latency, verify=not run.args.no_verify,
-                             calibration=calibration(run.settings, run.inputs), progress=progress)
+                             calibration=calibration(run.settings, run.inputs), progress=progress,
+                             **approximate_options(run.args))
     progress.close()
 
 

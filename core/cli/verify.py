@@ -1,5 +1,6 @@
 """``verify``: plan a pruning and check it with the zeroed-group oracle (exit code 1 on a
-mismatch), without pruning or writing the model."""
+mismatch, or on an approximate plan that is beyond its bound or not accepted with
+``--accept-approximate``), without pruning or writing the model."""
 from __future__ import annotations
 
 import sys
@@ -9,10 +10,42 @@ from core.cli.common import (analyze, calibration, check_ignore, example_inputs,
                              out, plan_settings, warn, write_json)
 
 
+def approximate_args(sp) -> None:
+    """Whether approximate results are accepted, and their bound (prune, verify)."""
+    from core.prune.bounds import DEFAULT_BOUND
+
+    sp.add_argument("--accept-approximate", action="store_true", help="accept an approximate plan "
+                    "(LayerNorm through a pruned stream, softmax/GroupNorm over pruned channels) "
+                    "whose measured difference stays within its bound; without it such a plan "
+                    "fails")
+    sp.add_argument("--approximate-bound", type=_bound, default=None, metavar="REL",
+                    help=f"bound on the relative output difference of each kind of approximation "
+                         f"(default {DEFAULT_BOUND:g}; 'inf' for none)")
+
+
+def _bound(text: str) -> float:
+    import argparse
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return v
+
+
+def approximate_options(args) -> dict:
+    """``accept_approximate`` / ``approx_bounds`` keywords from the parsed arguments."""
+    b = getattr(args, "approximate_bound", None)
+    return {"accept_approximate": bool(getattr(args, "accept_approximate", False)),
+            "approx_bounds": None if b is None else {"*": b}}
+
+
 def register(subparsers) -> None:
     def fill(ve):
         model_args(ve)
         target_args(ve)
+        approximate_args(ve)
         ve.add_argument("--tolerance", type=float, default=1e-4, help="relative tolerance "
                         "(default 1e-4)")
         ve.add_argument("--report", metavar="REPORT.json", help="write the verification as JSON")
@@ -41,7 +74,9 @@ def cmd_verify(args, progress) -> int:
     plan = make_plan(dg, model, settings, cost=cost_model(dg, model, ex),
                      calibration=calibration(settings, ex))
     progress("verify", 1, 2, "zeroed-group oracle")
-    rep = verify_plan(model, ex, dg, plan, tolerance=args.tolerance)
+    opts = approximate_options(args)
+    rep = verify_plan(model, ex, dg, plan, tolerance=args.tolerance,
+                      accept_approximate=opts["accept_approximate"], bounds=opts["approx_bounds"])
     progress.close()
     if args.report:
         write_json(args.report, {"model": args.model, "input": ex.describe(),
@@ -56,7 +91,11 @@ def cmd_verify(args, progress) -> int:
     out(f"expected: {kind}")
     for r in rep.approximate_reasons[:10]:
         out(f"  approximate: {r}")
-    verdict = "PASS" if rep.passed else "MISMATCH" if rep.finite else "NOT CHECKED"
+    for e in rep.approximations:
+        out(f"  {e['kind']}: relative difference {e['rel_diff']:.3g} "
+            f"{'within' if e['within'] else 'BEYOND'} bound {e['bound']:g} ({e['what']})")
+    verdict = ("PASS" if rep.passed else "MISMATCH" if rep.finite and rep.expected_exact
+               else "APPROXIMATE" if rep.finite else "NOT CHECKED")
     out(f"result: {rep.message if rep.message.startswith(verdict) else f'{verdict}: {rep.message}'}")
     for line in rep.warnings:
         warn(line)

@@ -61,7 +61,8 @@ def _fast_reshape(ctx, call):
     """view/reshape/flatten/unflatten of one labelled dim of size C, read off the shapes:
     kept (same prefix and size), split into contiguous dims whose product is C (heads x
     head_dim), or merged with the dims after it (flatten of C x H x W)."""
-    from core.ops.replay import collapse_split, dynamic_dims, prefer_heads
+    from core.ops.replay import (collapse_split, dynamic_dims, head_attrs, prefer_channel_first,
+                                 prefer_heads, tie_head_attr)
 
     got = _single_dim_input(ctx, call)
     if got is None or len(call.out_tensors) != 1:
@@ -89,8 +90,13 @@ def _fast_reshape(ctx, call):
         atoms = lab.atoms.reshape(out.shape[e:f])
         split = Labeling(tuple(range(e, f)), atoms, joint=ctx.reason(call, ""))
         dyn = dynamic_dims(call.func, call.args, call.kwargs, out)
-        dyn = prefer_heads(dyn, split, out.shape, ctx.head_counts())
-        return [[collapse_split(split, ctx.table, ctx.reason(call, ""), dyn)]]
+        heads = head_attrs(ctx)
+        dyn, attr = prefer_heads(dyn, split, out.shape, heads)
+        dyn = prefer_channel_first(dyn, split, out.shape)
+        lab = collapse_split(split, ctx.table, ctx.reason(call, ""), dyn)
+        if attr is not None:
+            tie_head_attr(ctx.table, heads, attr, lab.atoms, ctx.reason(call, ""))
+        return [[lab]]
     suffix = x.shape[d + 1:]
     rest, k = out.shape[e] // c, d + 1
     if out.shape[e] % c or int(np.prod(suffix)) % rest:

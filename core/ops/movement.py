@@ -7,7 +7,7 @@ import torch
 
 from core.ops.fast import FAST_PATHS
 from core.ops.registry import register_op
-from core.ops.replay import dynamic_dims, replay
+from core.ops.replay import dynamic_dims, head_attrs, replay
 
 DATA_MOVEMENT = [
     "view", "reshape", "flatten", "unflatten", "permute", "transpose", "swapaxes", "swapdims",
@@ -43,7 +43,7 @@ def data_movement(ctx, call, channel_dims=None):
     results = fast(ctx, call) if fast is not None else None
     if results is None:
         results = replay(call.func, call.args, call.kwargs, ctx.labels, ctx.table,
-                         ctx.reason(call, ""), channel_dims, ctx.head_counts())
+                         ctx.reason(call, ""), channel_dims, head_attrs(ctx))
     if results is None:
         return
     for o, labs in zip(call.out_tensors, results):

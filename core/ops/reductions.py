@@ -6,7 +6,7 @@ import torch
 
 from core.ops.atoms import Labeling
 from core.ops.elementwise import elementwise
-from core.ops.registry import register_op
+from core.ops.registry import mark_positions, register_op
 
 SPATIAL = {
     "max_pool1d": 1, "max_pool2d": 2, "max_pool3d": 3, "avg_pool1d": 1, "avg_pool2d": 2,
@@ -68,6 +68,7 @@ def _dims_arg(call, ndim, default_all=True):
 
 
 _EXACT_REDUCTIONS = {"sum", "nansum"}
+_WITH_INDICES = {"max", "min", "cummax", "cummin"}  # (values, indices) when given a dim
 _INDEX_REDUCTIONS = {"argmax", "argmin", "topk", "sort", "argsort", "kthvalue", "mode", "msort",
                      "median", "nanmedian"}
 
@@ -92,15 +93,24 @@ def reduction(ctx, call):
         keepdim_shape = False
     if dims is None:
         return ctx.block_inputs(call, "named dimensions are not supported")
+    index_out = call.name in _WITH_INDICES and len(call.out_tensors) > 1
     keep = []
     for lab in ctx.labels(x):
         hit = [d for d in lab.dims if d in dims]
         if not hit:
             keep.append(lab)
             continue
+        why = "its indices along the channel dim become values (removing a channel shifts them)"
         if call.name in _INDEX_REDUCTIONS:
-            ctx.table.block(lab.atoms, ctx.reason(call, "result depends on channel positions"))
-        elif call.name not in _EXACT_REDUCTIONS:
+            # an index along channels is a channel *position* used as a value (a router's
+            # ``idx == k``, a lookup): every removal shifts the later ones
+            ctx.table.block(lab.atoms, ctx.reason(call, why))
+        elif index_out:
+            # max/min(dim) return (values, indices): the values are a statistic like amax; the
+            # indices block the channels only if some later op reads them
+            mark_positions(call.out_tensors[1], ctx.table, lab.atoms, f"reads the indices of "
+                           f"{ctx.reason(call, why)}")
+        if call.name not in _EXACT_REDUCTIONS and call.name not in _INDEX_REDUCTIONS:
             ctx.table.mark_approx(lab.atoms, ctx.reason(call, "statistic over pruned channels"))
         if keepdim_shape and call.name not in _INDEX_REDUCTIONS:
             keep.append(lab)

@@ -9,6 +9,7 @@ Custom functions are described with :func:`register_op`.
 """
 from __future__ import annotations
 
+import weakref
 from typing import Callable
 
 
@@ -86,4 +87,28 @@ def lookup(name: str):
     h = OP_HANDLERS.get(name)
     if h is None and name.endswith("_") and not name.startswith("_"):
         h = OP_HANDLERS.get(name[:-1])  # in-place variant
+    if h is not None and POSITIONS:
+        return _reading_positions(h)
     return h
+
+
+# Integer tensors whose values are channel *positions* (the indices ``max(x, dim)`` returns along a
+# channel dim): id -> (weakref, atom table, atoms, reason). They carry no channels themselves, but
+# any op that reads them turns positions into values, which pruning would shift: the channels are
+# blocked then. Indices nobody reads (``x.max(1)[0]``) are freed at once and block nothing.
+POSITIONS: dict[int, tuple] = {}
+
+
+def mark_positions(t, table, atoms, reason: str) -> None:
+    key = id(t)
+    POSITIONS[key] = (weakref.ref(t, lambda _r, k=key: POSITIONS.pop(k, None)), table, atoms, reason)
+
+
+def _reading_positions(h):
+    def run(ctx, call):
+        for t in call.in_tensors:
+            e = POSITIONS.get(id(t))
+            if e is not None and e[0]() is t and e[1] is ctx.table:
+                ctx.table.block(e[2], ctx.reason(call, e[3]))
+        return h(ctx, call)
+    return run

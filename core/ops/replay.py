@@ -9,6 +9,8 @@ dimensions and the positions that must be coupled.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten  # noqa: PLC2701 (torch's pytree: no public alias)
@@ -31,7 +33,7 @@ def _index_tensor(shape, lab: Labeling, base: int) -> torch.Tensor:
 
 
 def replay(func, args, kwargs, labelings_for, table, reason: str, channel_dims=None,
-           head_counts=()):
+           heads: HeadAttrs | None = None):
     """Run ``func`` on index tensors; return one list of Labeling per tensor output.
 
     ``labelings_for(t)`` gives the labelings of a floating-point tensor input; integer and bool
@@ -83,8 +85,11 @@ def replay(func, args, kwargs, labelings_for, table, reason: str, channel_dims=N
             if lab is None:
                 continue
             if len(lab.dims) > 1:
-                dyn = prefer_heads(dynamic_dims(func, args, kwargs, o), lab, o.shape, head_counts)
+                dyn, attr = prefer_heads(dynamic_dims(func, args, kwargs, o), lab, o.shape, heads)
+                dyn = prefer_channel_first(dyn, lab, o.shape)
                 lab = collapse_split(lab, table, reason, dyn)
+                if attr is not None:
+                    tie_head_attr(table, heads, attr, lab.atoms, reason)
             results[j].append(lab)
     return results
 
@@ -110,14 +115,94 @@ def dynamic_dims(func, args, kwargs, out) -> set:
     return {i for i, v in enumerate(shape) if isinstance(v, int) and v == -1}
 
 
-def prefer_heads(dynamic: set, lab: Labeling, shape, head_counts) -> set:
+HEAD_NAMES = ("num_heads", "n_heads", "n_head", "num_attention_heads", "num_key_value_heads")
+
+
+@dataclass
+class HeadAttrs:
+    """Integer attributes of the module running a reshape, by value: a split dim sized like one
+    of them is read as that module's head count (``reshape(b, n, 3, self.h, d // self.h)``)."""
+
+    module: str
+    named: dict  # value -> attribute, for the usual head-count names
+    other: dict  # value -> [attributes], every other int attribute of the module
+    library: bool = False  # a library's class: its updater keeps the named counts (see below)
+
+
+# Library classes that reshape by a named head count have updaters of their own (Hugging Face,
+# torchvision's MViT): their named counts are left to them, and their other int attributes are
+# not read as head counts (torch_geometric's GAT keeps its ``heads``, pruning per-head widths).
+LIBRARIES = ("torch.", "torchvision.", "transformers.", "timm.", "torch_geometric.")
+
+
+def head_attrs(ctx) -> HeadAttrs | None:
+    """The running module's candidate head counts (heads mode only)."""
+    t = getattr(ctx, "tracer", None)
+    if t is None or ctx.options.get("attention", "heads") != "heads" or not t.scope:
+        return None
+    name = t.scope[-1]
+    mod = t.module_named(name)
+    if isinstance(mod, torch.nn.Unflatten) and isinstance(mod.unflattened_size[0], int):
+        # its leading size is the channel count when it unflattens channels into blocks
+        # (Linear -> Unflatten(1, (32, 4, 4)) -> deconv); its updater rewrites it
+        return HeadAttrs(name, {}, {mod.unflattened_size[0]: ["unflattened_size"]})
+    named, other = {}, {}
+    for a, v in vars(mod).items():
+        if isinstance(v, int) and not isinstance(v, bool) and v > 1 and not a.startswith("_"):
+            if a in HEAD_NAMES:
+                named.setdefault(v, a)
+            else:
+                other.setdefault(v, []).append(a)
+    library = type(mod).__module__.startswith(LIBRARIES)
+    if library:
+        other = {}
+    return HeadAttrs(name, named, other, library) if named or other else None
+
+
+def prefer_heads(dynamic: set, lab: Labeling, shape, heads: HeadAttrs | None):
     """With no inferred (-1) dim among a split's dims, a dim sized like the running module's head
-    count (``view(b, n, self.num_heads, self.head_dim)``) is the one that shrinks: the module's
-    updater (e.g. Hugging Face's) rewrites ``num_heads``. Only outer dims qualify, only one match."""
-    if not head_counts or any(d in dynamic for d in lab.dims):
+    count is the one that shrinks; returns (dims that shrink, that attribute or None).
+
+    A usual name (``num_heads``...) qualifies on any outer dim of the split; any other int
+    attribute (``self.h``, ``self.heads``) only when the split ends on the last dim (``..., h,
+    d``, as attention lays heads out) and exactly one attribute has that value: the attribute is
+    then set to the kept head count after pruning (a virtual slot, see :func:`tie_head_attr`)."""
+    if heads is None or any(d in dynamic for d in lab.dims):
+        return dynamic, None
+    outer = lab.dims[:-1]
+    match = [d for d in outer if shape[d] in heads.named]
+    if match:
+        if len(match) != 1:
+            return dynamic, None
+        return dynamic | {match[0]}, None if heads.library else heads.named[shape[match[0]]]
+    if lab.dims[-1] != len(shape) - 1:
+        return dynamic, None
+    match = [d for d in outer if shape[d] in heads.other]
+    if len(match) != 1 or len(heads.other[shape[match[0]]]) != 1:
+        return dynamic, None
+    return dynamic | {match[0]}, heads.other[shape[match[0]]][0]
+
+
+def tie_head_attr(table, heads: HeadAttrs, attr: str, rep, reason: str) -> None:
+    """Head j of the collapsed split goes with index j of a virtual slot ``module.<heads:attr>``:
+    the module updater sets ``attr`` to the number of heads kept."""
+    slot = table.virtual_slot(heads.module, f"heads:{attr}", len(rep))
+    table.join(rep, slot.atoms, f"{reason}: heads counted by {heads.module or 'the model'}.{attr}")
+
+
+def prefer_channel_first(dynamic: set, lab: Labeling, shape) -> set:
+    """A flat channel dim split into dim 1 and *every* dim after it (``Linear(64, 512)`` ->
+    ``view(b, 32, 4, 4)`` -> deconv: the decoder pattern) is read channel-first, as PyTorch lays
+    feature maps out: dim 1 shrinks and each of its indices owns the contiguous block of positions
+    in the trailing (spatial) dims. When the last dim is the larger one (``view(b, 4, 4, C)``
+    before a permute, ``view(b, heads, head_dim)``) the innermost shrinks, as before. An inferred
+    (-1) or head-count dim still wins; a guess that does not fit the consumer blocks there, and
+    explicit sizes are checked by the shape probe."""
+    nd = len(shape)
+    if any(d in dynamic for d in lab.dims) or nd < 3 or lab.dims != tuple(range(1, nd)) \
+            or shape[-1] > shape[1]:
         return dynamic
-    match = [d for d in lab.dims[:-1] if shape[d] in head_counts]
-    return dynamic | {match[0]} if len(match) == 1 else dynamic
+    return dynamic | {1}
 
 
 def collapse_split(lab: Labeling, table, reason: str, dynamic: set) -> Labeling:

@@ -167,6 +167,9 @@ def _name_of(model, mod):
 
 
 def update_module(m: nn.Module, virtual: dict) -> None:
+    for key, n in virtual.items():  # a head count the module's own reshape reads (ops.replay)
+        if key.startswith("heads:") and isinstance(getattr(m, key[6:], None), int):
+            setattr(m, key[6:], n)
     for typ, fn in MODULE_UPDATERS:
         if isinstance(m, typ):
             fn(m, virtual)

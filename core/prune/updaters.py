@@ -60,3 +60,11 @@ def _prelu(m, virtual):
 @register_module_updater(nn.Embedding)
 def _emb(m, virtual):
     m.num_embeddings, m.embedding_dim = m.weight.shape
+
+
+@register_module_updater(nn.Unflatten)
+def _unflatten(m, virtual):
+    # the leading size is a channel count when channels were unflattened into blocks (ops.replay)
+    n = virtual.get("heads:unflattened_size")
+    if n is not None:
+        m.unflattened_size = (n, *tuple(m.unflattened_size)[1:])

@@ -24,6 +24,7 @@ from torch.utils._pytree import tree_map  # noqa: PLC2701 (torch's pytree: no pu
 
 from core.trace.inputs import as_example_inputs
 from core.prune.apply import apply_kept, zero_channels
+from core.prune.bounds import measure_kinds, summary as bound_summary
 from core.prune.weak import check_activations
 from core.trace.tracer import flatten_outputs
 
@@ -48,6 +49,12 @@ class VerifyReport:
     warnings: list[str] = field(default_factory=list)
     # module outputs compared besides the final ones (when an output is input-independent)
     intermediates_compared: int = 0
+    # approximate plans: per kind of reason its bound and measured relative difference
+    # (core.prune.bounds); within_bounds: every kind at most its bound; accepted: the caller
+    # accepts approximate results at all. An approximate verdict passes only with both.
+    approximations: list[dict] = field(default_factory=list)
+    within_bounds: bool = True
+    accepted: bool = True
 
     def to_json(self):
         return asdict(self)
@@ -83,8 +90,13 @@ def non_finite(out) -> str | None:
     return f"{where} has {n} of {t.numel()} values NaN or inf"
 
 
-def verify_plan(model, inputs, dg, plan, tolerance: float = 1e-4, pruned=None) -> VerifyReport:
-    """Run the oracle. ``tolerance`` applies to the relative difference."""
+def verify_plan(model, inputs, dg, plan, tolerance: float = 1e-4, pruned=None,
+                accept_approximate: bool = True, bounds: dict | None = None,
+                check_bounds: bool = True) -> VerifyReport:
+    """Run the oracle. ``tolerance`` applies to the relative difference of exact plans; an
+    approximate plan passes when ``accept_approximate`` and, with ``check_bounds``, every kind of
+    approximation stays within its bound (``bounds``: kind or ``"*"`` -> relative bound; default
+    :data:`core.prune.bounds.DEFAULT_BOUND`)."""
     ex = as_example_inputs(inputs)
     kept = plan.kept_indices(dg)
     zeroed = zero_channels(model, kept)
@@ -126,6 +138,18 @@ def verify_plan(model, inputs, dg, plan, tolerance: float = 1e-4, pruned=None) -
     msg = (f"exact: max difference {abs_d:.3g} (relative {rel_d:.3g})" if expected_exact else
            f"approximate by design ({len(approx)} reason(s)): max difference {abs_d:.3g} "
            f"(relative {rel_d:.3g})")
+    kinds, within = [], True
+    if not expected_exact and check_bounds:
+        kinds = measure_kinds(model, ex, dg, plan, rel_d, bounds, compare_outputs)
+        within = all(e["within"] for e in kinds)
+        msg += f"; per reason: {bound_summary(kinds)}"
+        if not within:
+            passed = False
+            msg = "APPROXIMATE BEYOND BOUND: " + msg
+        elif not accept_approximate:
+            passed = False
+            msg = ("APPROXIMATE (not accepted: pass --accept-approximate to accept results within "
+                   "their bounds): " + msg)
     if expected_exact and not passed:
         msg = (f"MISMATCH: max difference {abs_d:.3g} (relative {rel_d:.3g}) exceeds {tolerance:g}; "
                f"the engine coupled the wrong slices")
@@ -135,7 +159,8 @@ def verify_plan(model, inputs, dg, plan, tolerance: float = 1e-4, pruned=None) -
     elif f32 is not None:
         msg += f" in float64 too (float32: relative {f32[1]:.3g})"
     rep = VerifyReport(abs_d, rel_d, True, expected_exact, passed, tolerance, approx, msg,
-                       *(f32 or (None, None)))
+                       *(f32 or (None, None)), approximations=kinds, within_bounds=within,
+                       accepted=accept_approximate)
     if passed:
         check_activations(rep, zeroed, pruned, ex, y0, kept)
     return rep
