@@ -360,10 +360,15 @@ class _Builder:
                 continue
             if node.op_type in LAYER_OPS and self.layer(idx, node, at):
                 continue
-            for v in node.input:
+            ins = list(node.input)
+            if node.op_type == "Clip":  # constant bounds as numbers: no data-dependent .item()
+                for slot, key in ((1, "min"), (2, "max")):
+                    if len(ins) > slot and ins[slot] in self.consts:
+                        at[key], ins[slot] = float(np.asarray(self.consts[ins[slot]]).reshape(-1)[0]), ""
+            for v in ins:
                 if v and v in self.consts:
                     self.use_const(v)
-            self.m.steps.append((node.op_type, list(node.input), list(node.output), at, None))
+            self.m.steps.append((node.op_type, ins, list(node.output), at, None))
         for o in self.m.output_names:
             if o in self.consts:
                 self.use_const(o)

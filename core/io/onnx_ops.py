@@ -22,14 +22,25 @@ class Ints(tuple):
 
 
 def _is_int(v) -> bool:
-    return isinstance(v, (int, Ints)) and not isinstance(v, bool)
+    return isinstance(v, (int, Ints, torch.SymInt)) and not isinstance(v, bool)
 
 
-def _ints(v) -> list[int]:
+def _i(v):
+    """An int; a symbolic size (torch.export with a dynamic batch) stays symbolic."""
+    return v if isinstance(v, torch.SymInt) else int(v)
+
+
+def _ints(v) -> list:
     """A shape-like input as a list of ints."""
     if isinstance(v, torch.Tensor):
         return [int(i) for i in v.reshape(-1).tolist()]
-    return [int(v)] if isinstance(v, int) else [int(i) for i in v]
+    return [_i(v)] if isinstance(v, (int, torch.SymInt)) else [_i(i) for i in v]
+
+
+def _trunc_div(a, b):
+    if isinstance(a, torch.SymInt) or isinstance(b, torch.SymInt):
+        return a // b  # sizes divided by a positive constant: floor is truncation
+    return int(a / b)
 
 
 def _tensor(v, like=None):
@@ -85,7 +96,7 @@ def _identity(ins, at):
 
 
 _INT_BIN = {"Add": lambda a, b: a + b, "Sub": lambda a, b: a - b, "Mul": lambda a, b: a * b,
-            "Div": lambda a, b: int(a / b), "Mod": lambda a, b: a % b,
+            "Div": _trunc_div, "Mod": lambda a, b: a % b,
             "Equal": lambda a, b: int(a == b)}
 _BIN = {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Div": torch.div, "Pow": torch.pow,
         "Equal": torch.eq, "Less": torch.lt, "Greater": torch.gt, "And": torch.logical_and,
@@ -94,7 +105,7 @@ _BIN = {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Div": torch.div, 
 
 def _int_binary(name, a, b):
     f = _INT_BIN[name]
-    if isinstance(a, int) and isinstance(b, int):
+    if not isinstance(a, Ints) and not isinstance(b, Ints):
         return f(a, b)
     la, lb = _ints(a), _ints(b)
     n = max(len(la), len(lb))
@@ -284,8 +295,7 @@ for _n in _REDUCE:
 @op("Shape")
 def _shape(ins, at):
     shape = list(ins[0].shape)
-    return [Ints(int(d) if not isinstance(d, torch.SymInt) else d
-                 for d in shape[at.get("start", 0):at.get("end", len(shape))])]
+    return [Ints(_i(d) for d in shape[at.get("start", 0):at.get("end", len(shape))])]
 
 
 @op("Size")
@@ -305,7 +315,7 @@ def _cast(ins, at):
 def _reshape(ins, at):
     x, shape = ins[0], _ints(ins[1])
     if not at.get("allowzero", 0):
-        shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+        shape = [x.shape[i] if isinstance(d, int) and d == 0 else d for i, d in enumerate(shape)]
     if _is_int(x):
         return [Ints(_ints(x))]
     return [torch.reshape(x, shape)]
@@ -368,9 +378,7 @@ def _slice(ins, at):
     for s, e, a, st in zip(starts, ends, axes, steps):
         if st < 0:
             raise NotImplementedError("Slice with a negative step")
-        n = x.shape[_axis(a, x.dim())]
-        idx[_axis(a, x.dim())] = slice(max(min(s, n), -n), max(min(e, n), -n - 1) if e < 0 else
-                                       min(e, n), st)
+        idx[_axis(a, x.dim())] = slice(s, e, st)  # Python's clamping is ONNX's (step > 0)
     return [x[tuple(idx)]]
 
 
@@ -394,7 +402,7 @@ def _gather(ins, at):
 def _unsqueeze(ins, at):
     x = ins[0]
     axes = _ints(ins[1]) if len(ins) > 1 and ins[1] is not None else list(at["axes"])
-    if isinstance(x, int) and axes in ([0], [-1]):
+    if isinstance(x, (int, torch.SymInt)) and axes in ([0], [-1]):
         return [Ints((x,))]
     x = _tensor(x)
     rank = x.dim() + len(axes)
