@@ -98,7 +98,8 @@ class OnnxModel(nn.Module):
         self.const_names: dict = {}  # ONNX value name -> buffer name in self.consts
         self.input_names: list[str] = []
         self.output_names: list[str] = []
-        # parameter/buffer qualified name -> (node index, input slot, initializer, transposed)
+        # parameter/buffer qualified name -> (node index, input slot, ONNX value name, transposed,
+        # ONNX shape); node index None: every use of the value
         self.origins: dict = {}
 
     def forward(self, *args):
@@ -190,7 +191,7 @@ class _Builder:
 
     def origin(self, pname, idx, slot, transposed=False):
         name = self.g.node[idx].input[slot]
-        self.m.origins[pname] = (idx, slot, name, transposed)
+        self.m.origins[pname] = (idx, slot, name, transposed, tuple(self.consts[name].shape))
 
     # ------------------------------------------------------------------------- layers
     def layer(self, idx, node, at) -> bool:
@@ -290,7 +291,7 @@ class _Builder:
             b_idx, b_slot = bias
             b_node = self.g.node[b_idx]
             with torch.no_grad():
-                mod.bias.copy_(torch.from_numpy(np.array(self.const(b_node.input[b_slot]))))
+                mod.bias.copy_(torch.from_numpy(np.array(self.const(b_node.input[b_slot])).reshape(-1)))
             if b_idx != idx:  # a fused Add: its output is the layer's
                 outputs = [b_node.output[0]]
                 self.skip.add(b_idx)
@@ -335,7 +336,8 @@ class _Builder:
         buf = f"c{len(self.m.const_names)}"
         self.m.consts.register_buffer(buf, v)
         self.m.const_names[name] = buf
-        self.m.origins[f"consts.{buf}"] = (None, None, name, False)  # every use of ``name``
+        # every use of ``name`` (buffers are never zeroed by the oracle: recorded for completeness)
+        self.m.origins[f"consts.{buf}"] = (None, None, name, False, tuple(v.shape))
 
     def build(self) -> OnnxModel:
         from onnx import numpy_helper
