@@ -9,6 +9,7 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog
 
 from core.trace.inputs import DTYPES
 
+from ..jobs import model_io
 from .targets_panel import attention_combo
 
 
@@ -75,8 +76,7 @@ class LoadDialog(QDialog):
             it.setHidden(text not in it.text().lower())
 
     def _browse(self):
-        path, _ = QFileDialog.getOpenFileName(self, "Model file", "",
-                                              "Models (*.pt *.pth *.pstudio *.py);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(self, "Model file", "", model_io.open_filter())
         if path:
             self.path.setText(path + (":make_model" if path.endswith(".py") else ""))
 
