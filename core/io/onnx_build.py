@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from core.errors import LoadError
+from core.io import onnx_shape_ops  # noqa: F401 - registers the shape operators in OPS
 from core.io.onnx_ops import OPS, Ints
 
 LAYER_OPS = {"Conv", "ConvTranspose", "BatchNormalization", "Gemm", "MatMul", "LayerNormalization"}

@@ -11,7 +11,6 @@ None (an omitted optional input); ``attrs`` the node's attributes as Python valu
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -21,20 +20,20 @@ class Ints(tuple):
     """A 1-D int64 ONNX value computed in Python (a shape or a list of indices)."""
 
 
-def _is_int(v) -> bool:
+def is_int(v) -> bool:
     return isinstance(v, (int, Ints, torch.SymInt)) and not isinstance(v, bool)
 
 
-def _i(v):
+def i_of(v):
     """An int; a symbolic size (torch.export with a dynamic batch) stays symbolic."""
     return v if isinstance(v, torch.SymInt) else int(v)
 
 
-def _ints(v) -> list:
+def ints_of(v) -> list:
     """A shape-like input as a list of ints."""
     if isinstance(v, torch.Tensor):
         return [int(i) for i in v.reshape(-1).tolist()]
-    return [_i(v)] if isinstance(v, (int, torch.SymInt)) else [_i(i) for i in v]
+    return [i_of(v)] if isinstance(v, (int, torch.SymInt)) else [i_of(i) for i in v]
 
 
 def _trunc_div(a, b):
@@ -43,18 +42,18 @@ def _trunc_div(a, b):
     return int(a / b)
 
 
-def _tensor(v, like=None):
+def as_tensor(v, like=None):
     if isinstance(v, torch.Tensor):
         return v
     dev = like.device if isinstance(like, torch.Tensor) else None
     return torch.tensor(list(v) if isinstance(v, Ints) else v, dtype=torch.int64, device=dev)
 
 
-def _axis(a: int, rank: int) -> int:
+def axis_of(a: int, rank: int) -> int:
     return a + rank if a < 0 else a
 
 
-def _scalar(v, default=None):
+def scalar_of(v, default=None):
     """An optional scalar input (Clip's min/max) as a Python number."""
     if v is None:
         return default
@@ -107,7 +106,7 @@ def _int_binary(name, a, b):
     f = _INT_BIN[name]
     if not isinstance(a, Ints) and not isinstance(b, Ints):
         return f(a, b)
-    la, lb = _ints(a), _ints(b)
+    la, lb = ints_of(a), ints_of(b)
     n = max(len(la), len(lb))
     la, lb = la * n if len(la) == 1 else la, lb * n if len(lb) == 1 else lb
     return Ints(f(x, y) for x, y in zip(la, lb))
@@ -116,12 +115,12 @@ def _int_binary(name, a, b):
 def _binary(name):
     def run(ins, at):
         a, b = ins
-        if _is_int(a) and _is_int(b) and name in _INT_BIN:
+        if is_int(a) and is_int(b) and name in _INT_BIN:
             return [_int_binary(name, a, b)]
         if name == "Div" and not (isinstance(a, torch.Tensor) and a.is_floating_point()):
-            a, b = _tensor(a, b), _tensor(b, a)
+            a, b = as_tensor(a, b), as_tensor(b, a)
             return [torch.div(a, b, rounding_mode="trunc")]  # integer Div truncates
-        return [_BIN[name](_tensor(a, b), _tensor(b, a))]
+        return [_BIN[name](as_tensor(a, b), as_tensor(b, a))]
     return run
 
 
@@ -132,7 +131,7 @@ for _n in _BIN:
 @op("Mod")
 def _mod(ins, at):
     a, b = ins
-    if _is_int(a) and _is_int(b) and not at.get("fmod", 0):
+    if is_int(a) and is_int(b) and not at.get("fmod", 0):
         return [_int_binary("Mod", a, b)]
     return [torch.fmod(a, b) if at.get("fmod", 0) else torch.remainder(a, b)]
 
@@ -181,8 +180,8 @@ def _gelu(ins, at):
 @op("Clip")
 def _clip(ins, at):
     x = ins[0]
-    lo = _scalar(ins[1] if len(ins) > 1 else None, at.get("min"))
-    hi = _scalar(ins[2] if len(ins) > 2 else None, at.get("max"))
+    lo = scalar_of(ins[1] if len(ins) > 1 else None, at.get("min"))
+    hi = scalar_of(ins[2] if len(ins) > 2 else None, at.get("max"))
     if lo == 0 and hi == 6:
         return [F.relu6(x)]
     return [torch.clamp(x, lo, hi)]
@@ -193,7 +192,7 @@ def _softmax_of(log: bool):
 
     def run(ins, at):
         x, opset = ins[0], at.get("_opset", 13)
-        axis = _axis(at.get("axis", -1 if opset >= 13 else 1), x.dim())
+        axis = axis_of(at.get("axis", -1 if opset >= 13 else 1), x.dim())
         if opset < 13 and axis != x.dim() - 1:  # before opset 13: over the flattened tail
             return [fn(x.flatten(axis), dim=axis).reshape(x.shape)]
         return [fn(x, dim=axis)]
@@ -276,180 +275,15 @@ def _reduce_of(name):
         x = ins[0]
         axes = at.get("axes")
         if len(ins) > 1 and ins[1] is not None:
-            axes = _ints(ins[1])
+            axes = ints_of(ins[1])
         keep = bool(at.get("keepdims", 1))
         if not axes:
             if at.get("noop_with_empty_axes", 0):
                 return [x]
             axes = list(range(x.dim()))
-        return [fn(x, dim=[_axis(a, x.dim()) for a in axes], keepdim=keep)]
+        return [fn(x, dim=[axis_of(a, x.dim()) for a in axes], keepdim=keep)]
     return run
 
 
 for _n in _REDUCE:
     OPS[_n] = _reduce_of(_n)
-
-
-# ----------------------------------------------------------------------------- shapes and movement
-
-@op("Shape")
-def _shape(ins, at):
-    shape = list(ins[0].shape)
-    return [Ints(_i(d) for d in shape[at.get("start", 0):at.get("end", len(shape))])]
-
-
-@op("Size")
-def _size(ins, at):
-    return [math.prod(ins[0].shape)]
-
-
-@op("Cast")
-def _cast(ins, at):
-    x, dtype = ins[0], at["to"]  # a torch dtype (converted when the file is read)
-    if _is_int(x) and dtype in (torch.int64, torch.int32):
-        return [x]
-    return [_tensor(x).to(dtype)]
-
-
-@op("Reshape")
-def _reshape(ins, at):
-    x, shape = ins[0], _ints(ins[1])
-    if not at.get("allowzero", 0):
-        shape = [x.shape[i] if isinstance(d, int) and d == 0 else d for i, d in enumerate(shape)]
-    if _is_int(x):
-        return [Ints(_ints(x))]
-    return [torch.reshape(x, shape)]
-
-
-@op("Flatten")
-def _flatten(ins, at):
-    x = ins[0]
-    axis = _axis(at.get("axis", 1), x.dim())
-    if axis == 0:
-        return [x.reshape(1, -1)]
-    return [torch.flatten(x, axis).flatten(0, axis - 1) if axis > 1 else torch.flatten(x, 1)]
-
-
-@op("Transpose")
-def _transpose(ins, at):
-    x = ins[0]
-    perm = at.get("perm", list(range(x.dim()))[::-1])
-    return [x.permute(*perm)]
-
-
-@op("Concat")
-def _concat(ins, at):
-    vals = [v for v in ins if v is not None]
-    if all(_is_int(v) for v in vals):
-        return [Ints(i for v in vals for i in _ints(v))]
-    vals = [_tensor(v, vals[0]) for v in vals]
-    return [torch.cat(vals, dim=at["axis"])]
-
-
-@op("Split")
-def _split(ins, at, n_out=1):
-    x = ins[0]
-    axis = _axis(at.get("axis", 0), x.dim())
-    sizes = at.get("split")
-    if len(ins) > 1 and ins[1] is not None:
-        sizes = _ints(ins[1])
-    if sizes is None:
-        whole, n = x.shape[axis], at.get("num_outputs", n_out)
-        step = -(-whole // n)
-        sizes = [min(step, whole - i * step) for i in range(n)]
-    return list(torch.split(x, list(sizes), dim=axis))
-
-
-def _slices(ins):
-    starts, ends = _ints(ins[1]), _ints(ins[2])
-    axes = _ints(ins[3]) if len(ins) > 3 and ins[3] is not None else list(range(len(starts)))
-    steps = _ints(ins[4]) if len(ins) > 4 and ins[4] is not None else [1] * len(starts)
-    return starts, ends, axes, steps
-
-
-@op("Slice")
-def _slice(ins, at):
-    x = ins[0]
-    starts, ends, axes, steps = _slices(ins)
-    if _is_int(x):
-        (s, e, st), = zip(starts, ends, steps)
-        return [Ints(_ints(x)[slice(s, e, st)])]
-    idx = [slice(None)] * x.dim()
-    for s, e, a, st in zip(starts, ends, axes, steps):
-        if st < 0:
-            raise NotImplementedError("Slice with a negative step")
-        idx[_axis(a, x.dim())] = slice(s, e, st)  # Python's clamping is ONNX's (step > 0)
-    return [x[tuple(idx)]]
-
-
-@op("Gather")
-def _gather(ins, at):
-    data, idx = ins
-    axis = at.get("axis", 0)
-    if _is_int(data):
-        vals = _ints(data)
-        return [vals[idx] if isinstance(idx, int) else Ints(vals[i] for i in _ints(idx))]
-    axis = _axis(axis, data.dim())
-    if isinstance(idx, int):
-        return [torch.select(data, axis, idx)]
-    idx = _tensor(idx, data)
-    idx = torch.where(idx < 0, idx + data.shape[axis], idx)
-    flat = torch.index_select(data, axis, idx.reshape(-1))
-    return [flat.reshape(*data.shape[:axis], *idx.shape, *data.shape[axis + 1:])]
-
-
-@op("Unsqueeze")
-def _unsqueeze(ins, at):
-    x = ins[0]
-    axes = _ints(ins[1]) if len(ins) > 1 and ins[1] is not None else list(at["axes"])
-    if isinstance(x, (int, torch.SymInt)) and axes in ([0], [-1]):
-        return [Ints((x,))]
-    x = _tensor(x)
-    rank = x.dim() + len(axes)
-    for a in sorted(_axis(a, rank) for a in axes):
-        x = x.unsqueeze(a)
-    return [x]
-
-
-@op("Squeeze")
-def _squeeze(ins, at):
-    x = ins[0]
-    axes = _ints(ins[1]) if len(ins) > 1 and ins[1] is not None else at.get("axes")
-    if isinstance(x, Ints) and len(x) == 1:
-        return [x[0]]
-    if axes is None:
-        return [x.squeeze()]
-    return [x.squeeze(tuple(_axis(a, x.dim()) for a in axes))]
-
-
-@op("Expand")
-def _expand(ins, at):
-    x, shape = ins[0], _ints(ins[1])
-    return [x.expand(torch.broadcast_shapes(tuple(x.shape), tuple(shape)))]
-
-
-@op("ConstantOfShape")
-def _const_of_shape(ins, at):
-    value = at.get("value")
-    v = value.reshape(-1)[0] if value is not None else torch.tensor(0.0)
-    return [torch.full(_ints(ins[0]), v.item(), dtype=v.dtype)]
-
-
-@op("Range")
-def _range(ins, at):
-    a, b, d = (_scalar(v) for v in ins)
-    return [torch.arange(a, b, d)]
-
-
-@op("Pad")
-def _pad(ins, at):
-    x = ins[0]
-    if at.get("mode", "constant") != "constant" or (len(ins) > 3 and ins[3] is not None):
-        raise NotImplementedError("Pad other than constant mode over all axes")
-    pads = _ints(ins[1]) if len(ins) > 1 else list(at["pads"])
-    value = _scalar(ins[2] if len(ins) > 2 else None, at.get("value", 0.0)) or 0.0
-    n = x.dim()
-    torch_pads = []
-    for d in reversed(range(n)):  # F.pad lists the last dim first, begin then end
-        torch_pads += [pads[d], pads[d + n]]
-    return [F.pad(x, torch_pads, value=value)]
