@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -91,3 +92,30 @@ def test_cli_prune_onnx_to_onnx(tmp_path, capsys):
     assert ort_run(out_path, x)[0].shape == (3, 5)
     rc, out, err = _cli(["verify", path, "--ratio", "0.3"], capsys)
     assert rc == 0 and "exact" in out, out + err
+
+
+def test_unsupported_form_of_a_known_op_is_named(tmp_path, capsys):
+    """A Conv whose weight is computed in the graph cannot become a layer: refused by name."""
+    import onnx
+    from onnx import helper
+    path = helper_graph(tmp_path / "net.onnx")
+    m = onnx.load(path)
+    m.graph.node.insert(0, helper.make_node("Neg", ["conv1.weight"], ["w_neg"], name="neg"))
+    conv = next(n for n in m.graph.node if n.name == "conv1")
+    conv.input[1] = "w_neg"
+    onnx.save(m, str(tmp_path / "computed.onnx"))
+    rc, out, err = _cli(["graph", str(tmp_path / "computed.onnx")], capsys)
+    assert rc == 2 and "unsupported form of ONNX op 'Conv' (node 'conv1'" in err, err
+    assert "Traceback" not in err
+
+
+def test_unsupported_attribute_at_run_time_is_named(tmp_path, capsys):
+    from onnx import helper
+    path = _with(tmp_path, helper.make_node("Pad", ["y", "pads"], ["z"], name="pad", mode="reflect"))
+    import onnx
+    m = onnx.load(path)
+    m.graph.initializer.append(onnx.numpy_helper.from_array(np.array([0, 1, 0, 1], np.int64), "pads"))
+    onnx.save(m, path)
+    rc, out, err = _cli(["graph", path], capsys)
+    assert rc == 2 and "unsupported form of ONNX op 'Pad'" in err, err
+    assert "Traceback" not in err

@@ -11,7 +11,7 @@ from torch import nn
 
 from core.errors import LoadError
 from core.io import onnx_shape_ops  # noqa: F401 - registers the shape operators in OPS
-from core.io.onnx_ops import OPS, Ints
+from core.io.onnx_ops import OPS, Ints, UnsupportedOnnxOp
 
 LAYER_OPS = {"Conv", "ConvTranspose", "BatchNormalization", "Gemm", "MatMul", "LayerNormalization"}
 
@@ -112,7 +112,11 @@ class OnnxModel(nn.Module):
             if path is not None:
                 vals = [self.get_submodule(path)(env[ins[0]])]
             else:
-                vals = OPS[op]([env[i] if i else None for i in ins], at)
+                try:
+                    vals = OPS[op]([env[i] if i else None for i in ins], at)
+                except NotImplementedError as e:  # a form of the op the table does not run
+                    raise UnsupportedOnnxOp(f"unsupported form of ONNX op '{op}' (output "
+                                            f"'{outs[0]}'): {e}") from None
             for name, v in zip(outs, vals):
                 if name:
                     env[name] = v
@@ -363,6 +367,12 @@ class _Builder:
                 continue
             if node.op_type in LAYER_OPS and self.layer(idx, node, at):
                 continue
+            if node.op_type not in OPS:  # a layer in a form the table cannot run
+                raise UnsupportedOnnxOp(
+                    f"{self.path}: unsupported form of ONNX op '{node.op_type}' (node "
+                    f"'{node.name or node.output[0]}': weights computed in the graph, training "
+                    f"mode or attributes PruneStudio does not import)")
+            at["_op"] = node.op_type
             ins = list(node.input)
             if node.op_type == "Clip":  # constant bounds as numbers: no data-dependent .item()
                 for slot, key in ((1, "min"), (2, "max")):

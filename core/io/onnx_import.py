@@ -21,15 +21,13 @@ import numpy as np
 
 from core.errors import LoadError
 from core.io.onnx_build import LAYER_OPS, build_onnx_model, opset_of
-from core.io.onnx_ops import OPS
+from core.io.onnx_ops import OPS, UnsupportedOnnxOp
+
+__all__ = ["UnsupportedOnnxOp", "declared_input_shape", "import_onnx", "read_onnx"]
 
 #: the newest default-domain opset whose operator semantics the table follows
 MAX_OPSET = 23
 MIN_OPSET = 13  # older files are upgraded with onnx.version_converter first
-
-
-class UnsupportedOnnxOp(LoadError):
-    """An ONNX operator the importer does not know (one line names it)."""
 
 
 def _resolve_external(model, path: str) -> None:

@@ -108,7 +108,10 @@ def with_batch(ex, b: int, seed: int = 0):
 def is_dynamic(path: str, n_inputs: int) -> bool:
     """Whether dim 0 of every input of the ONNX file is symbolic."""
     import onnx
-    g = onnx.load(path, load_external_data=False).graph
+    try:
+        g = onnx.load(path, load_external_data=False).graph
+    except Exception:  # noqa: BLE001 - not an ONNX file: the onnxruntime check will say so
+        return False
     inits = {t.name for t in g.initializer}
     ins = [v for v in g.input if v.name not in inits][:n_inputs]
     return bool(ins) and all(v.type.tensor_type.shape.dim and
@@ -118,7 +121,10 @@ def is_dynamic(path: str, n_inputs: int) -> bool:
 def name_batch_dim(path: str, n_inputs: int) -> None:
     """Rename the exporter's symbol for the batch (``s77``) to ``batch`` everywhere in the file."""
     import onnx
-    model = onnx.load(path, load_external_data=False)
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception:  # noqa: BLE001 - not an ONNX file: the onnxruntime check will say so
+        return
     g = model.graph
     inits = {t.name for t in g.initializer}
     first = [v for v in g.input if v.name not in inits][:n_inputs]

@@ -15,6 +15,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from core.errors import LoadError
+
+
+class UnsupportedOnnxOp(LoadError):
+    """An ONNX operator (or a form of one) the importer does not know: one line names it."""
+
 
 class Ints(tuple):
     """A 1-D int64 ONNX value computed in Python (a shape or a list of indices)."""
@@ -227,6 +233,8 @@ def _pool_args(at, n):
     if at.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
         raise NotImplementedError(f"auto_pad={at['auto_pad']}")
     pads = at.get("pads", [0] * 2 * n)
+    if at.get("_op") == "AveragePool" and any(d != 1 for d in at.get("dilations", [])):
+        raise NotImplementedError(f"dilations {list(at['dilations'])}")
     if list(pads[:n]) != list(pads[n:]):
         raise NotImplementedError(f"asymmetric pads {list(pads)}")
     return (list(at["kernel_shape"]), list(at.get("strides", [1] * n)), list(pads[:n]),
