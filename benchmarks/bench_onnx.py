@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -23,6 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import main as entry  # noqa: E402
+from core.io.onnx_names import is_dynamic  # noqa: E402
 from tests.onnx_cases import export, small_transformer  # noqa: E402
 
 
@@ -51,12 +53,16 @@ def run(name: str, tmp: str, ratio: float = 0.3) -> dict:
         raise SystemExit(f"{name}: exit {rc}\n{buf.getvalue()}")
     r = json.load(open(rep))
     text = buf.getvalue()
+    scale = float(re.search(r"onnx oracle: .*\(scale ([0-9.e+-]+)\)", text).group(1))
+    excluded = [ln.split(":")[0].replace("excluded group ", "") for ln in text.splitlines()
+                if ln.startswith("excluded group ")]
     return {"model": name, "command": "python main.py " + " ".join(
                 [cmd[0], f"{name}.onnx", *cmd[2:6], "-o", f"{name}-pruned.onnx"]),
             "params": (r["before"]["params"], r["after"]["params"]),
             "flops": (r["before"]["flops"], r["after"]["flops"]),
             "onnx_vs_torch": r["onnx_max_abs_diff"], "oracle": r.get("onnx_oracle_max_abs_diff"),
-            "dynamic_batch": "batch dimension is fixed" not in text,
+            "dynamic_batch": is_dynamic(out, 1), "scale": scale,
+            "excluded": excluded,
             "export_s": t_export, "prune_s": wall}
 
 
@@ -69,19 +75,20 @@ def main(names):
             (p0, p1), (f0, f1) = r["params"], r["flops"]
             print(f"{name}: params {p0 / 1e6:.2f}M -> {p1 / 1e6:.2f}M (-{1 - p1 / p0:.1%}), FLOPs "
                   f"{f0 / 1e9:.3f}G -> {f1 / 1e9:.3f}G (-{1 - f1 / f0:.1%}), onnxruntime vs torch "
-                  f"{r['onnx_vs_torch']:.2g}, ONNX oracle {r['oracle']:.2g}, dynamic batch "
+                  f"{r['onnx_vs_torch']:.2g}, ONNX oracle {r['oracle']:.2g} (output scale {r['scale']:.2g}), "
+                  f"excluded by the oracle {r['excluded'] or 'none'}, dynamic batch "
                   f"{'yes' if r['dynamic_batch'] else 'no'}, {r['prune_s']:.1f} s", flush=True)
     lines = ["# ONNX in, ONNX out (benchmarks/bench_onnx.py)", "",
              "Random weights (seed 0), `--ratio 0.3`, l1 importance. *ONNX oracle*: the pruned file vs the",
              "original file with the removed channels zeroed in its initializers, both run in onnxruntime",
              "(max abs difference). Wall times on a shared, loaded 2-core machine.", "",
-             "| model | params | FLOPs | onnxruntime vs torch | ONNX oracle | dynamic batch | prune + export |",
+             "| model | params | FLOPs | onnxruntime vs torch | ONNX oracle (output scale) | dynamic batch | prune + export |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         (p0, p1), (f0, f1) = r["params"], r["flops"]
         lines.append(f"| {r['model']} | {p0 / 1e6:.2f}M → {p1 / 1e6:.2f}M (−{1 - p1 / p0:.1%}) | "
                      f"{f0 / 1e9:.3f}G → {f1 / 1e9:.3f}G (−{1 - f1 / f0:.1%}) | "
-                     f"{r['onnx_vs_torch']:.2g} | {r['oracle']:.2g} | "
+                     f"{r['onnx_vs_torch']:.2g} | {r['oracle']:.2g} ({r['scale']:.2g}) | "
                      f"{'yes' if r['dynamic_batch'] else 'no (fixed)'} | {r['prune_s']:.0f} s |")
     lines += ["", "Commands:", ""] + [f"    {r['command']}" for r in rows]
     with open(os.path.join(ROOT, "benchmarks", "onnx_results.md"), "w") as f:
