@@ -262,7 +262,7 @@ def export_onnx(model: nn.Module, inputs, path: str, force: bool = False, source
     model, :mod:`core.io.onnx_oracle`) returning (max abs difference, lines to print); it raises
     :class:`VerificationError` on a mismatch."""
     from core.io.onnx_names import (batch_size, dynamic_shapes, input_names, is_dynamic, name_batch_dim,
-                                    output_names)
+                                    output_names, with_batch)
     ex = as_example_inputs(inputs).to("cpu")
     model = copy.deepcopy(model).cpu().eval()
     with torch.no_grad():
@@ -295,8 +295,12 @@ def export_onnx(model: nn.Module, inputs, path: str, force: bool = False, source
                 n: {0: "batch"} for n, r in zip(out_names, ref) if r.dim() and r.shape[0] == batch}
         if opset is not None:
             kw["opset_version"] = opset
+        args = ex.args
+        if dynamic and batch == 1:  # traced at batch 1, sizes such as 8 * batch are baked in
+            two = with_batch(ex, 2)
+            args, kw["kwargs"] = two.args, two.kwargs or None
         with _quiet(), torch.no_grad():
-            torch.onnx.export(model, ex.args, tmp, **kw)
+            torch.onnx.export(model, args, tmp, **kw)
         if not os.path.exists(tmp) or os.path.getsize(tmp) == 0:
             raise RuntimeError("the exporter wrote no file")
         if dynamic and dynamo:
@@ -307,16 +311,21 @@ def export_onnx(model: nn.Module, inputs, path: str, force: bool = False, source
         want_dynamic = batch is not None and dynamic_shapes(model, ex) is not None
         for dynamo in (True, False):
             try:
-                export(tmp, dynamo, want_dynamic)
                 why = None
                 if want_dynamic:
-                    why = ("the exporter fixed it" if not is_dynamic(tmp, len(feeds_t)) else
-                           _batch_ok(model, ex, tmp, tolerance))
+                    try:
+                        export(tmp, dynamo, True)
+                        why = ("the exporter fixed it" if not is_dynamic(tmp, len(feeds_t)) else
+                               _batch_ok(model, ex, tmp, tolerance))
+                    except Exception as e:  # noqa: BLE001 - e.g. the model runs at one batch only
+                        why = _cut(e)
                     if why is not None:  # the model fixes its batch: a file that says so
                         export(tmp, dynamo, False)
                         result["notes"].append(f"onnx: the batch dimension is fixed at {batch} "
                                                f"(another batch size does not export: {why[:160]})")
-                elif batch is None:
+                else:
+                    export(tmp, dynamo, False)
+                if batch is None:
                     result["notes"].append("onnx: the inputs have no common batch dimension; "
                                            "the file takes the example's shapes only")
                 result["dynamic"] = want_dynamic and why is None
