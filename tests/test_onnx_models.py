@@ -133,3 +133,18 @@ def test_declared_input_shape(tmp_path):
     from core.errors import LoadError
     with pytest.raises(LoadError, match=r"dynamic dims: give --input-shape \(e.g. --input-shape 1,3,8,8\)"):
         declared_input_shape(helper_graph(tmp_path / "d.onnx", batch="N"))
+
+
+def test_portable_and_whole_model_forms_of_an_onnx_model(pruned, tmp_path):
+    """The .pstudio form records the .onnx spec and the plan: it rebuilds by importing the file
+    again; the whole-model .pt pickles the imported module (core's own class)."""
+    _, path, x, _, res, *_ = pruned
+    with torch.no_grad():
+        ref = res.model(x)
+    EXPORTERS.get(".pstudio").write(res.model, str(tmp_path / "m.pstudio"), spec=path,
+                                    kept=res.kept, plan=res.plan)
+    EXPORTERS.get(".pt").write(res.model, str(tmp_path / "m.pt"))
+    for spec, trust in ((str(tmp_path / "m.pstudio"), False), (str(tmp_path / "m.pt"), True)):
+        with torch.no_grad():
+            back = load_model(spec, trust=trust)(x)
+        assert torch.allclose(back, ref, atol=1e-6), spec
