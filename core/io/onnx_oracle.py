@@ -88,4 +88,5 @@ def onnx_oracle(path: str, pruned_path: str, kept: dict, inputs,
                                 f"removed channels zeroed by {diff:.3g} (scale {scale:.3g}), both in "
                                 f"onnxruntime")
     return diff, [f"onnx oracle: pruned file vs the original {path} with the removed channels "
-                  f"zeroed, both in onnxruntime: max abs difference {diff:.3g} (scale {scale:.3g})"]
+                  f"zeroed, both in onnxruntime: max abs difference {diff:.3g} (relative "
+                  f"{diff / scale if scale else 0.0:.3g}, scale {scale:.3g})"]
