@@ -325,6 +325,9 @@ def export_onnx(model: nn.Module, inputs, path: str, force: bool = False, source
                                                f"(another batch size does not export: {why[:160]})")
                 else:
                     export(tmp, dynamo, False)
+                    if batch is not None:
+                        result["notes"].append(f"onnx: the batch dimension is fixed at {batch} "
+                                               f"(keyword inputs keep their example shapes)")
                 if batch is None:
                     result["notes"].append("onnx: the inputs have no common batch dimension; "
                                            "the file takes the example's shapes only")
