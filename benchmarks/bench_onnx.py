@@ -71,6 +71,10 @@ def run(name: str, tmp: str, ratio: float = 0.3) -> dict:
             "export_s": t_export, "prune_s": wall}
 
 
+def _si(v: float) -> str:
+    return f"{v / 1e9:.3f}G" if v >= 1e8 else f"{v / 1e6:.3f}M"
+
+
 def main(names):
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,7 +83,7 @@ def main(names):
             rows.append(r)
             (p0, p1), (f0, f1) = r["params"], r["flops"]
             print(f"{name}: params {p0 / 1e6:.2f}M -> {p1 / 1e6:.2f}M (-{1 - p1 / p0:.1%}), FLOPs "
-                  f"{f0 / 1e9:.3f}G -> {f1 / 1e9:.3f}G (-{1 - f1 / f0:.1%}), onnxruntime vs torch "
+                  f"{_si(f0)} -> {_si(f1)} (-{1 - f1 / f0:.1%}), onnxruntime vs torch "
                   f"{r['onnx_vs_torch']:.2g}, ONNX oracle {r['oracle']:.2g} (output scale {r['scale']:.2g}), "
                   f"excluded by the oracle {r['excluded'] or 'none'}, dynamic batch "
                   f"{'yes' if r['dynamic_batch'] else 'no'}, {r['prune_s']:.1f} s", flush=True)
@@ -92,7 +96,7 @@ def main(names):
     for r in rows:
         (p0, p1), (f0, f1) = r["params"], r["flops"]
         lines.append(f"| {r['model']} | {p0 / 1e6:.2f}M → {p1 / 1e6:.2f}M (−{1 - p1 / p0:.1%}) | "
-                     f"{f0 / 1e9:.3f}G → {f1 / 1e9:.3f}G (−{1 - f1 / f0:.1%}) | "
+                     f"{_si(f0)} → {_si(f1)} (−{1 - f1 / f0:.1%}) | "
                      f"{r['onnx_vs_torch']:.2g} | {r['oracle']:.2g} ({r['scale']:.2g}) | "
                      f"{'yes' if r['dynamic_batch'] else 'no (fixed)'} | {r['prune_s']:.0f} s |")
     lines += ["", "Commands:", ""] + [f"    {r['command']}" for r in rows]
