@@ -105,6 +105,10 @@ def example_inputs(args, device, model=None):
         if args.model == "demo":
             from core.models.demo import DEMO_INPUT_SHAPE
             return make_inputs(DEMO_INPUT_SHAPE, args.input_dtype, str(device))
+        from core.io.sources import declared_input_shape
+        declared = declared_input_shape(args.model)  # an ONNX graph's own input shape
+        if declared:
+            return make_inputs(declared, args.input_dtype, str(device))
         raise UsageError("the example input is missing: give --input-shape (e.g. 1,3,224,224) or "
                          "--inputs file.py:function")
     from core.io.memory import check_input_memory

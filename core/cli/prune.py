@@ -119,6 +119,8 @@ def _check_fields(run: _Run) -> dict:
     fields = {e.report_key: None for _, e in EXPORTERS.items() if e.report_key}
     if run.exporter is not None and run.exporter.report_key:
         fields[run.exporter.report_key] = run.check_diff
+        if getattr(run.check_diff, "oracle_diff", None) is not None:
+            fields["onnx_oracle_max_abs_diff"] = run.check_diff.oracle_diff
     return fields
 
 
@@ -181,6 +183,8 @@ def _print_summary(run: _Run) -> None:
     if run.check_diff is not None:
         out(f"{exp.suffixes[0].lstrip('.') if exp.suffixes else 'output'}: {exp.checked_by} vs "
             f"torch max abs difference {run.check_diff:.3g}")
+        for line in getattr(run.check_diff, "info", []):
+            out(line)
     if args.output:
         out(f"saved: {args.output}")
         for line in exp.notes(result.model, args.output):

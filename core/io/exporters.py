@@ -129,15 +129,26 @@ class Portable(Exporter):
 class Onnx(Exporter):
     suffixes = (".onnx",)
     summary = "verified in onnxruntime"
-    description = "ONNX, checked in onnxruntime against torch"
+    description = ("ONNX (named inputs/outputs, dynamic batch), checked in onnxruntime against "
+                   "torch;\nfrom an .onnx MODEL also against the original file with the removed "
+                   "channels zeroed")
     file_filter = "ONNX (*.onnx)"
     checked_by = "onnxruntime"
     report_key = "onnx_max_abs_diff"
     task = "ONNX export"
 
-    def write(self, model, path, *, inputs=None, force=False, source=None, should_stop=None, **_):
+    def write(self, model, path, *, inputs=None, force=False, source=None, should_stop=None,
+              spec=None, kept=None, **_):
         from core.io.onnx import export_onnx
-        return export_onnx(model, inputs, path, force=force, source=source, should_stop=should_stop)
+        oracle = None
+        if spec is not None and kept is not None and spec.lower().endswith(".onnx"):
+            # an imported ONNX model: also compare with the original file, channels zeroed
+            from core.io.onnx_oracle import onnx_oracle
+
+            def oracle(tmp):
+                return onnx_oracle(spec, tmp, kept, inputs)
+        return export_onnx(model, inputs, path, force=force, source=source, should_stop=should_stop,
+                           oracle=oracle)
 
 
 @_exporter("hf-dir")

@@ -44,12 +44,18 @@ def _quiet():
 class CheckedDiff(float):
     """The max abs difference onnxruntime vs torch, with ``warnings`` (one line each) when an
     output does not depend on the input (it matches whatever the file computes): they say how many
-    intermediate activations were compared instead, or that the check is weak."""
+    intermediate activations were compared instead, or that the check is weak; or that the batch
+    dimension could not be made dynamic. ``info``: lines about further checks (the ONNX oracle);
+    ``dynamic_batch``: whether the file takes any batch size (checked at two)."""
     warnings: list[str]
+    info: list[str]
+    dynamic_batch: bool
+    oracle_diff: float | None
 
     def __new__(cls, value: float, warnings: list[str] | None = None):
         obj = super().__new__(cls, value)
         obj.warnings = list(warnings or [])
+        obj.info, obj.dynamic_batch, obj.oracle_diff = [], False, None
         return obj
 
 
@@ -194,22 +200,74 @@ def _weak_lines(weak: list[str], model: nn.Module, ex, path: str, feeds: dict,
             f"is weak" for line in weak]
 
 
+def _ort_run(path: str, feeds_t: list, names_out: list | None = None, quiet: bool = False) -> list:
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.log_severity_level = 4 if quiet else 3  # quiet: a failure is expected and reported by us
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    if len(names) != len(feeds_t):
+        raise RuntimeError(f"the ONNX graph takes {len(names)} inputs, the model {len(feeds_t)}")
+    if names_out is not None:
+        names_out[:] = names
+    return sess.run(None, {n: t.detach().numpy() for n, t in zip(names, feeds_t)})
+
+
+def _max_diff(outs, ref) -> tuple[float, float]:
+    import numpy as np
+    diff, scale = 0.0, 0.0
+    for o, r in zip(outs, ref):
+        r = r.detach().double().numpy()
+        if r.size:
+            diff = max(diff, float(np.abs(o.astype(np.float64) - r).max()))
+            scale = max(scale, float(np.abs(r).max()))
+    return diff, scale
+
+
+def _batch_ok(model, ex, path: str, tolerance: float) -> str | None:
+    """Why the file does not compute torch's outputs at another batch size (None when it does)."""
+    from core.io.onnx_names import batch_size, with_batch
+    b = batch_size(list(ex.args) + list(ex.kwargs.values()))
+    other = with_batch(ex, 3 if b != 3 else 2)
+    try:
+        with torch.no_grad():
+            ref = _flat(other.call(model))
+    except Exception as e:  # noqa: BLE001 - the model is written for its example's batch only
+        return f"the model itself does not run at batch {other.args[0].shape[0] if other.args else '?'}: {_cut(e)}"
+    try:
+        outs = _ort_run(path, list(other.args) + list(other.kwargs.values()), quiet=True)
+    except Exception as e:  # noqa: BLE001
+        return _cut(e)
+    if [tuple(o.shape) for o in outs] != [tuple(r.shape) for r in ref]:
+        return "the outputs' shapes differ"
+    diff, scale = _max_diff(outs, ref)
+    return None if diff <= tolerance * max(scale, 1.0) else f"outputs differ by {diff:.3g}"
+
+
 def export_onnx(model: nn.Module, inputs, path: str, force: bool = False, source=None,
-                tolerance: float = 1e-3, opset: int | None = None, should_stop=None) -> CheckedDiff:
+                tolerance: float = 1e-3, opset: int | None = None, should_stop=None,
+                oracle=None) -> CheckedDiff:
     """Export to ONNX (dynamo exporter, falling back to the TorchScript one), run the file in
     onnxruntime on CPU and return the max abs difference to torch's outputs. Raises (leaving no
     file) if no exporter succeeds, onnxruntime cannot run the file, or the outputs differ by more
     than ``tolerance`` relative to the output scale, or either side has NaN or inf values. When an
     output does not depend on the input (a dead or zero head), the intermediate activations are
     compared too (:func:`_compare_intermediates`; a mismatch raises). The difference returned is a
-    :class:`CheckedDiff`: its ``warnings`` say so, or that the check is weak."""
-    import numpy as np
-    import onnxruntime as ort
+    :class:`CheckedDiff`: its ``warnings`` say so, or that the check is weak.
 
+    The file's inputs and outputs are named (:mod:`core.io.onnx_names`) and its batch dimension is
+    dynamic when the model allows it: the file is then also run at another batch size and
+    compared with torch; otherwise it is exported with the example's batch and a warning says so.
+    ``oracle(path)``: a further check of the written file (the ONNX oracle of an imported ONNX
+    model, :mod:`core.io.onnx_oracle`) returning (max abs difference, lines to print); it raises
+    :class:`VerificationError` on a mismatch."""
+    from core.io.onnx_names import (batch_size, dynamic_shapes, input_names, is_dynamic, name_batch_dim,
+                                    output_names, with_batch)
     ex = as_example_inputs(inputs).to("cpu")
     model = copy.deepcopy(model).cpu().eval()
     with torch.no_grad():
-        ref = _flat(ex.call(model))
+        raw = ex.call(model)
+        ref = _flat(raw)
     bad = _non_finite([r.detach().cpu().double().numpy() if r.is_floating_point() else
                        r.detach().cpu().numpy() for r in ref])
     if bad is not None:
@@ -219,41 +277,73 @@ def export_onnx(model: nn.Module, inputs, path: str, force: bool = False, source
     feeds_t = list(ex.args) + list(ex.kwargs.values())
     if not all(isinstance(t, torch.Tensor) for t in feeds_t):
         raise PruneStudioError("ONNX export needs every example input to be a tensor")
-    result = {}
+    result = {"notes": []}
+    in_names = input_names(model, ex)
+    out_names = output_names(model, raw, len(ref))
+    batch = batch_size(feeds_t)
+
+    def export(tmp, dynamo, dynamic):
+        remove_quietly(tmp)
+        kw = {"dynamo": dynamo, "kwargs": ex.kwargs or None, "input_names": in_names,
+              "output_names": out_names}
+        if dynamo:
+            kw["external_data"] = False  # one self-contained file (models < 2 GB)
+            if dynamic:
+                kw["dynamic_shapes"] = dynamic_shapes(model, ex)
+        elif dynamic:
+            kw["dynamic_axes"] = {n: {0: "batch"} for n in in_names} | {
+                n: {0: "batch"} for n, r in zip(out_names, ref) if r.dim() and r.shape[0] == batch}
+        if opset is not None:
+            kw["opset_version"] = opset
+        args = ex.args
+        if dynamic and batch == 1:  # traced at batch 1, sizes such as 8 * batch are baked in
+            two = with_batch(ex, 2)
+            args, kw["kwargs"] = two.args, two.kwargs or None
+        with _quiet(), torch.no_grad():
+            torch.onnx.export(model, args, tmp, **kw)
+        if not os.path.exists(tmp) or os.path.getsize(tmp) == 0:
+            raise RuntimeError("the exporter wrote no file")
+        if dynamic and dynamo:
+            name_batch_dim(tmp, len(feeds_t))
 
     def write(tmp):
         errors = []
+        want_dynamic = batch is not None and dynamic_shapes(model, ex) is not None
         for dynamo in (True, False):
             try:
-                remove_quietly(tmp)
-                kw = {"dynamo": dynamo, "kwargs": ex.kwargs or None}
-                if dynamo:
-                    kw["external_data"] = False  # one self-contained file (models < 2 GB)
-                if opset is not None:
-                    kw["opset_version"] = opset
-                if not dynamo:
-                    kw["input_names"] = [f"input_{i}" for i in range(len(ex.args))] + list(ex.kwargs)
-                with _quiet(), torch.no_grad():
-                    torch.onnx.export(model, ex.args, tmp, **kw)
-                if not os.path.exists(tmp) or os.path.getsize(tmp) == 0:
-                    raise RuntimeError("the exporter wrote no file")
+                why = None
+                if want_dynamic:
+                    try:
+                        export(tmp, dynamo, True)
+                        why = ("the exporter fixed it" if not is_dynamic(tmp, len(feeds_t)) else
+                               _batch_ok(model, ex, tmp, tolerance))
+                    except Exception as e:  # noqa: BLE001 - e.g. the model runs at one batch only
+                        why = _cut(e)
+                    if why is not None:  # the model fixes its batch: a file that says so
+                        export(tmp, dynamo, False)
+                        result["notes"].append(f"onnx: the batch dimension is fixed at {batch} "
+                                               f"(another batch size does not export: {why[:160]})")
+                else:
+                    export(tmp, dynamo, False)
+                    if batch is not None:
+                        result["notes"].append(f"onnx: the batch dimension is fixed at {batch} "
+                                               f"(keyword inputs keep their example shapes)")
+                if batch is None:
+                    result["notes"].append("onnx: the inputs have no common batch dimension; "
+                                           "the file takes the example's shapes only")
+                result["dynamic"] = want_dynamic and why is None
                 result["exporter"] = "dynamo" if dynamo else "torchscript"
                 return
             except Exception as e:  # noqa: BLE001
                 errors.append(f"{'dynamo' if dynamo else 'torchscript'} exporter: {_cut(e)}")
+                result["notes"].clear()
         raise PruneStudioError("ONNX export failed: " + "; ".join(errors))
 
     def check(tmp):
         try:
-            so = ort.SessionOptions()
-            so.log_severity_level = 3
-            sess = ort.InferenceSession(tmp, so, providers=["CPUExecutionProvider"])
-            names = [i.name for i in sess.get_inputs()]
-            if len(names) != len(feeds_t):
-                raise RuntimeError(f"the ONNX graph takes {len(names)} inputs, the model "
-                                   f"{len(feeds_t)}")
+            names: list = []
+            outs = _ort_run(tmp, feeds_t, names)
             feeds = {n: t.detach().numpy() for n, t in zip(names, feeds_t)}
-            outs = sess.run(None, feeds)
         except Exception as e:  # noqa: BLE001
             raise VerificationError(f"the exported ONNX file does not run in onnxruntime: "
                                     f"{_cut(e)}") from None
@@ -262,16 +352,16 @@ def export_onnx(model: nn.Module, inputs, path: str, force: bool = False, source
         bad_o = _non_finite(outs)
         if bad_o is not None:
             raise VerificationError(f"onnxruntime's {bad_o} where torch's are finite")
-        diff, scale = 0.0, 0.0
-        for o, r in zip(outs, ref):
-            r = r.detach().double().numpy()
-            if r.size:
-                diff = max(diff, float(np.abs(o.astype(np.float64) - r).max()))
-                scale = max(scale, float(np.abs(r).max()))
+        diff, scale = _max_diff(outs, ref)
         if diff > tolerance * max(scale, 1.0):
             raise VerificationError(f"onnxruntime's outputs differ from torch's by {diff:.3g} "
                                     f"(scale {scale:.3g})")
-        result["diff"] = CheckedDiff(diff, _weak_lines(weak, model, ex, tmp, feeds, tolerance))
+        res = CheckedDiff(diff, result["notes"] + _weak_lines(weak, model, ex, tmp, feeds,
+                                                               tolerance))
+        res.dynamic_batch = bool(result.get("dynamic"))
+        if oracle is not None:
+            res.oracle_diff, res.info = oracle(tmp)
+        result["diff"] = res
 
     with torch.no_grad():
         atomic_write(path, write, check, force, source, suffix=".onnx", should_stop=should_stop)

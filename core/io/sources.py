@@ -21,6 +21,10 @@ and for building the architecture on the meta device (:func:`build_meta_model`).
   (``torch.load(weights_only=True)``); a pickled module contains code and needs ``trust=True``.
   A file holding only a state dict needs an architecture: ``load_model("torchvision:resnet18",
   weights="sd.pt")``.
+* ``model.onnx`` - an ONNX graph, imported into plain torch layers and calls
+  (:mod:`core.io.onnx_import`); an ONNX file is data: nothing in it runs as code. Its example input
+  comes from the graph's input shapes (:meth:`Source.input_shape`; dynamic dims need
+  ``--input-shape``).
 * ``model.pstudio`` - PruneStudio's portable form (see :mod:`core.io.portable_format`); the spec it
   records is loaded as recorded (a missing file is an error, never looked for elsewhere) and needs
   consent like any other.
@@ -82,6 +86,11 @@ class Source:
         """The code loading ``spec`` would run (read without running anything); none by default."""
         return []
 
+    def input_shape(self, spec: str) -> str | None:
+        """The example input shape(s) the model itself declares (``"1,3,224,224"``, several
+        joined by ``;``), or None when only the user can say."""
+        return None
+
 
 SOURCES: Registry[Source] = Registry("model source")
 
@@ -137,6 +146,29 @@ class HuggingFaceSource(Source):
     def code(self, spec):
         ref = source_hf.custom_code_ref(spec_body(spec))
         return [ref] if ref is not None else []
+
+
+@_source("onnx")
+class OnnxSource(Source):
+    """``model.onnx``: imported (:mod:`core.io.onnx_import`), never executed."""
+    from_disk = True
+
+    def build(self, spec, trust, weights):
+        if weights is not None:
+            raise LoadError(f"{spec}: --weights does not apply to an ONNX model (its weights are "
+                            f"in the file)")
+        from core.io.onnx_import import import_onnx
+        return import_onnx(spec)
+
+    def build_meta(self, spec, trust=False):
+        return self.build(spec, trust, None)  # build_meta_model swaps in meta tensors
+
+    def disk_bytes(self, spec):
+        return os.path.getsize(spec) if os.path.isfile(spec) else None
+
+    def input_shape(self, spec):
+        from core.io.onnx_import import declared_input_shape
+        return declared_input_shape(spec)
 
 
 @_source("file")
@@ -255,6 +287,13 @@ def what_would_run(spec: str) -> list[CodeRef]:
     spec = _checked(spec)
     refs = SOURCES.get(spec_kind(spec)).code(spec)
     return list(dict.fromkeys(refs))
+
+
+def declared_input_shape(spec: str) -> str | None:
+    """The example input shape the model named by ``spec`` declares (an ONNX graph's inputs), or
+    None; raises :class:`~core.errors.LoadError` when it declares dynamic dims."""
+    spec = _checked(spec)
+    return SOURCES.get(spec_kind(spec)).input_shape(spec)
 
 
 def load_model(spec: str, trust=False, weights: str | None = None, seed: int = 0) -> nn.Module:

@@ -6,6 +6,7 @@ Nothing here builds a model or imports torch; :mod:`core.io.sources` maps each k
 * ``torchvision:NAME[@WEIGHTS]``, ``timm:NAME[@pretrained]``, ``hf:DIR`` - kind = the prefix
 * ``path/to/file.py:factory`` - kind ``file``
 * ``demo`` - kind ``demo``
+* ``model.onnx`` - kind ``onnx`` (imported by :mod:`core.io.onnx_import`)
 * ``model.pstudio`` - kind ``pstudio``; any other saved model file - kind ``pt``
 """
 from __future__ import annotations
@@ -15,8 +16,9 @@ import os
 #: spec prefixes (``prefix:rest``) that name a source kind directly
 PREFIXES = ("torchvision", "hf", "timm")
 #: file names a saved model usually has (whole pickles, state dicts, the portable form)
-MODEL_SUFFIXES = (".pt", ".pth", ".pkl", ".bin", ".ckpt", ".pstudio")
+MODEL_SUFFIXES = (".pt", ".pth", ".pkl", ".bin", ".ckpt", ".pstudio", ".onnx")
 PORTABLE_SUFFIX = ".pstudio"
+ONNX_SUFFIX = ".onnx"
 
 
 def split_factory_spec(spec: str) -> tuple[str, str] | None:
@@ -30,7 +32,7 @@ def split_factory_spec(spec: str) -> tuple[str, str] | None:
 
 def spec_kind(spec: str) -> str:
     """The ``SOURCES`` key of ``spec``: 'torchvision' | 'hf' | 'timm' | 'file' (file.py:factory) |
-    'demo' | 'pstudio' | 'pt' (any other saved model file)."""
+    'demo' | 'pstudio' | 'onnx' | 'pt' (any other saved model file)."""
     prefix, sep, _ = spec.partition(":")
     if sep and prefix in PREFIXES:
         return prefix
@@ -38,6 +40,8 @@ def spec_kind(spec: str) -> str:
         return "file"
     if spec == "demo":
         return "demo"
+    if spec.lower().endswith(ONNX_SUFFIX):
+        return "onnx"
     return "pstudio" if spec.lower().endswith(PORTABLE_SUFFIX) else "pt"
 
 
@@ -61,7 +65,7 @@ def normalize_spec(spec: str) -> str:
     if kind == "file":
         path, name = split_factory_spec(spec)
         return f"{os.path.abspath(path)}:{name}"
-    if kind in ("pt", "pstudio"):
+    if kind in ("pt", "pstudio", "onnx"):
         return os.path.abspath(spec)
     if kind == "hf" and os.path.isdir(spec[3:]):
         return "hf:" + os.path.abspath(spec[3:])
@@ -80,6 +84,6 @@ def spec_file(spec: str) -> str | None:
     kind = spec_kind(spec)
     if kind == "file":
         return split_factory_spec(spec)[0]
-    if kind in ("pt", "pstudio"):
+    if kind in ("pt", "pstudio", "onnx"):
         return spec
     return None

@@ -14,6 +14,23 @@ def load_model(spec: str, trust=None, weights: str | None = None, seed: int = 0)
     return load(spec, trust=trust, weights=weights, seed=seed)
 
 
+def open_filter() -> str:
+    """The open dialog's filter: every saved-model suffix core reads (core.io.specs) and factories."""
+    from core.io.specs import MODEL_SUFFIXES
+    return f"Models ({' '.join('*' + s for s in MODEL_SUFFIXES)} *.py);;All files (*)"
+
+
+def input_shape_for(spec: str, shape: str) -> str:
+    """The example input shape for ``spec``: the one an ONNX graph fixes (any other would not
+    run), else ``shape`` as typed (a dynamic dim is the user's to choose)."""
+    from core.errors import LoadError
+    from core.io.sources import declared_input_shape
+    try:
+        return declared_input_shape(spec) or shape
+    except LoadError:
+        return shape  # dynamic dims, or an unreadable file that loading will name
+
+
 def _atomic(path: str, write):
     """Core's atomic writer (the window already asked about overwriting): a recognisable
     temporary file, mode from the umask, never replacing a FIFO or a link, disk errors named."""

@@ -48,6 +48,7 @@ def load_and_analyse(spec: str, shape: str, dtype: str = "float32", trust=None, 
     t = time.perf_counter()
     if progress:
         progress("load", 0, 1, f"loading {spec}")
+    shape = model_io.input_shape_for(spec, shape)  # an ONNX graph's fixed input shape
     inputs = make_inputs(shape, dtype)
     if model is None:
         if meta:

@@ -10,6 +10,7 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog
 
 from core.trace.inputs import DTYPES
 
+from ..jobs import model_io
 from .targets_panel import attention_combo
 
 
@@ -130,8 +131,7 @@ class LoadDialog(QDialog):
         self.message.setText("" if best is not None or not text else f"No torchvision model matches '{text}'.")
 
     def _browse(self):
-        path, _ = QFileDialog.getOpenFileName(self, "Model file", "",
-                                              "Models (*.pt *.pth *.pstudio *.py);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(self, "Model file", "", model_io.open_filter())
         if path:
             self.path.setText(path + (":make_model" if path.endswith(".py") else ""))
 
