@@ -1,22 +1,25 @@
-"""QGraphicsView of the dependency graph (dg.graph), laid out by graph_layout on a worker.
+"""QGraphicsView of the dependency graph (dg.graph), collapsed by module scope and laid out top to
+bottom by graph_layout (on a worker when large).
 
-Nodes are light custom items (one paint call, text skipped when zoomed out); all edges are a
-single QPainterPath item so a 20k-node graph stays cheap to build and to repaint.
+Visible items are layer/op nodes and collapsed blocks; expanded blocks get a frame. Expanding or
+collapsing lays out the visible part again (keeping the left-to-right order of what stays) and
+keeps the block under the user's eye where it was. All edges are one path item.
 """
 from __future__ import annotations
 
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QFont, QImage, QPainter, QPainterPath, QPen, QWheelEvent
-from PySide6.QtWidgets import (QGraphicsItem, QGraphicsPathItem, QGraphicsScene, QGraphicsView,
-                               QStyleOptionGraphicsItem)
+from PySide6.QtGui import QImage, QPainter, QPainterPath, QPen, QWheelEvent
+from PySide6.QtWidgets import QGraphicsPathItem, QGraphicsScene, QGraphicsView
 
 from .. import theme as themes
-from ..jobs.graph_layout import NODE_H, NODE_W, Layout, place
+from ..jobs import worker
+from ..jobs.graph_layout import NODE_H, NODE_W, Layout, layout as run_layout
+from . import graph_overlays
+from .graph_items import (FAR_LOD, OVERVIEW_LOD, BlockItem, EdgesItem, FrameItem, NodeItem,
+                          PaintColours, arrow_heads, group_palette_colour, route_path)
+from ..jobs.graph_groups import GroupStyle
 
-OVERVIEW_LOD = 0.12  # below this zoom plain nodes are drawn by one path item, not one by one
-FAR_LOD = 0.3  # below this zoom: straight edges, no antialiasing
-PAINT_KEYS = ("outline", "label", "sublabel", "label_on_dark", "sublabel_on_dark", "selected",
-              "group", "blocked")
+SYNC_MAX = 3000  # lay out at most this many visible items on the GUI thread (a few ms); else a worker
 
 
 def node_colour(d: dict, theme=None):
@@ -29,111 +32,11 @@ def removed_colour(frac: float, theme=None):
     return (theme or themes.current()).scale_colour(frac)
 
 
-class PaintColours:
-    """The graph colours NodeItem.paint needs, as QColors made once per theme (paint is hot)."""
-
-    def __init__(self, theme):
-        for k in PAINT_KEYS:
-            setattr(self, k, theme.qcolor(f"graph.{k}"))
-
-
-class NodeItem(QGraphicsItem):
-    FONT = QFont("Sans", 9)
-    SMALL = QFont("Sans", 7)
-    RECT = QRectF(0, 0, NODE_W, NODE_H)
-
-    def __init__(self, node, data: dict, view: "GraphView"):
-        super().__init__()
-        self.node, self.data, self.view = node, data, view
-        self.base = view.theme.node_colour(data)
-        self.fill = self.base
-        self.highlight = 0  # 0 none, 1 member of the highlighted group(s), 2 the chosen node
-        self.unknown = bool(data.get("unknown"))
-        self.setFlag(QGraphicsItem.ItemIsSelectable)
-        self.setAcceptHoverEvents(True)
-        op, label = data.get("op", ""), data.get("label", "")
-        shapes = data.get("shape") or []
-        tip = f"{label}\nop: {op}\nscope: {data.get('scope') or '<root>'}"
-        if shapes:
-            tip += "\nout: " + ", ".join(str(tuple(s)) for s in shapes[:3])
-        if self.unknown:
-            tip += f"\nBLOCKED: '{op}' has no registered channel semantics, so channels through it stay"
-        self.setToolTip(tip)
-
-    def boundingRect(self):
-        return self.RECT.adjusted(-3, -3, 3, 3)
-
-    def paint(self, p: QPainter, opt: QStyleOptionGraphicsItem, widget=None):
-        lod = QStyleOptionGraphicsItem.levelOfDetailFromTransform(p.worldTransform())
-        sel = self.isSelected()
-        c = self.view.colours
-        if lod < OVERVIEW_LOD and not (self.highlight or sel or self.fill != self.base or self.unknown):
-            return  # far out: the one overview path shows plain nodes much faster
-        if self.highlight == 2 or sel:
-            pen = QPen(c.selected, 3)
-        elif self.highlight == 1:
-            pen = QPen(c.group, 3)
-        elif self.unknown:
-            pen = QPen(c.blocked, 2, Qt.DashLine)
-        else:
-            pen = QPen(c.outline, 1)
-        pen.setCosmetic(lod < 0.3)  # keep outlines visible when far out
-        p.setPen(pen)
-        fill = self.fill
-        if self.highlight:
-            fill = fill.darker(112)
-        p.setBrush(fill)
-        if lod < 0.25:  # far out: a plain box is all one can see
-            p.drawRect(self.RECT)
-            return
-        p.drawRoundedRect(self.RECT, 6, 6)
-        if lod < 0.45:
-            return
-        # dark fills (the red end of an overlay): light text, else the labels drown
-        dark = 0.299 * fill.red() + 0.587 * fill.green() + 0.114 * fill.blue() < 150
-        p.setPen(c.label_on_dark if dark else c.label)
-        p.setFont(self.FONT)
-        label = self.data.get("label", "")
-        fm = p.fontMetrics()
-        p.drawText(QRectF(6, 2, NODE_W - 12, 18), Qt.AlignLeft | Qt.AlignVCenter,
-                   fm.elidedText(label, Qt.ElideMiddle, int(NODE_W - 12)))
-        p.setFont(self.SMALL)
-        op = self.data.get("op", "")
-        if self.unknown:
-            op = "⚠ blocked: " + op
-            p.setPen(c.blocked)
-        elif self.data.get("kind") == "op" or label != op:
-            p.setPen(c.sublabel_on_dark if dark else c.sublabel)
-        shp = self.data.get("shape") or []
-        if shp and shp[0]:
-            op += "  " + "×".join(str(s) for s in shp[0][1:])
-        p.drawText(QRectF(6, 19, NODE_W - 12, 16), Qt.AlignLeft | Qt.AlignVCenter, op)
-
-    def hoverEnterEvent(self, e):
-        self.view.nodeHovered.emit(self.node)
-
-    def hoverLeaveEvent(self, e):
-        self.view.nodeHovered.emit(-1)
-
-
-class EdgesItem(QGraphicsPathItem):
-    """All edges in one item: curves when close, straight lines (far cheaper) when far out."""
-
-    def __init__(self, curved: QPainterPath, straight: QPainterPath):
-        super().__init__(curved)
-        self.straight = straight
-
-    def paint(self, p, opt, widget=None):
-        if QStyleOptionGraphicsItem.levelOfDetailFromTransform(p.worldTransform()) < FAR_LOD:
-            p.setPen(self.pen())
-            p.drawPath(self.straight)
-        else:
-            super().paint(p, opt, widget)
-
-
 class GraphView(QGraphicsView):
     nodeSelected = Signal(int)  # -1 when the selection is cleared
     nodeHovered = Signal(int)
+    blockSelected = Signal(str)  # a collapsed block picked
+    layoutChanged = Signal()  # the visible part was laid out again and drawn
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -146,17 +49,28 @@ class GraphView(QGraphicsView):
         self.colours = PaintColours(self.theme)
         self.setBackgroundBrush(self.theme.qcolor("graph.background"))
         self.items_by_node: dict = {}
-        self._edges = None
-        self._overview = None
+        self.blocks_by_id: dict = {}
+        self.frames: dict = {}
+        self._edges = self._overview = None
         self._hi_edges = QGraphicsPathItem()
         self._highlighted: set = set()
+        self._primary = None
         self._matches: list = []
         self._match_i = -1
         self.graph = None
+        self.hierarchy = None
+        self.layout_: Layout | None = None
+        self.groups = GroupStyle()
+        self.colour_by_group = False
         self.overlay_kind: str | None = None  # None, "removed" or "sensitivity"
         self.overlay_values: dict = {}
         self._overlay_colour = None  # None: the theme's scale
+        self._task = None
+        self._generation = 0
         self.scene().selectionChanged.connect(self._on_selection)
+        self.minimap = graph_overlays.Minimap(self)
+        self.crumbs = graph_overlays.Breadcrumb(self)
+        self.legend = graph_overlays.Legend(self)
 
     def apply_theme(self, theme):
         """Recolour background, edges, nodes and the overlay (its values are kept)."""
@@ -164,16 +78,21 @@ class GraphView(QGraphicsView):
         self.setBackgroundBrush(theme.qcolor("graph.background"))
         for it in self.items_by_node.values():
             it.base = theme.node_colour(it.data)
+        for it in self.blocks_by_id.values():
+            it.base = self.colours.block
         if self._edges is not None:
             self._style_items()
-        self.set_overlay(self.overlay_values if self.overlay_kind else None, self._overlay_colour,
-                         self.overlay_kind or "removed")
+        self._recolour()
+        self.legend.refresh()
+        self.minimap.refresh()
         self.viewport().update()
 
     def _style_items(self):
         pen = QPen(self.theme.qcolor("graph.edge"), 1.2)
         pen.setCosmetic(True)
         self._edges.setPen(pen)
+        self._arrows.setBrush(self.theme.qcolor("graph.edge"))
+        self._arrows.setPen(Qt.NoPen)
         self._overview.setBrush(self.theme.qcolor("graph.overview"))
         hpen = QPen(self.theme.qcolor("graph.group"), 2.5)
         hpen.setCosmetic(True)
@@ -181,102 +100,257 @@ class GraphView(QGraphicsView):
 
     # building -----------------------------------------------------------------------------
     def set_graph(self, graph, lay: Layout, wrap_to_view: bool = True):
-        if wrap_to_view:  # re-wrap the bands for this viewport's shape (the worker guessed)
-            lay = place(lay.layers, self.aspect())
+        """Show ``graph`` as laid out in ``lay`` (its hierarchy and expanded blocks);
+        ``wrap_to_view`` is accepted for older callers: the layout no longer wraps."""
+        self.graph, self.hierarchy = graph, lay.hierarchy
+        self.groups = GroupStyle()
+        self.overlay_kind, self.overlay_values = None, {}
+        self._highlighted, self._primary = set(), None
+        self._matches, self._match_i = [], -1
+        self._build(lay)
+
+    def _build(self, lay: Layout):
         self.layout_ = lay
         sc = self.scene()
+        keep = self.selected_key()
         sc.blockSignals(True)
         sc.clear()
-        sc.blockSignals(False)
-        self.graph, self.items_by_node, self._highlighted = graph, {}, set()
-        self.overlay_kind, self.overlay_values = None, {}
-        for n, d in graph.nodes(data=True):
-            it = NodeItem(n, d, self)
-            x, y = lay.pos[n]
-            it.setPos(x, y)
-            sc.addItem(it)
-            self.items_by_node[n] = it
-        self._edges = EdgesItem(self._edge_path(graph.edges(), lay.pos),
-                                self._edge_path(graph.edges(), lay.pos, straight=True))
+        self.items_by_node, self.blocks_by_id, self.frames = {}, {}, {}
+        h = lay.hierarchy
+        for it, (x, y) in lay.pos.items():
+            if isinstance(it, str):
+                b = h.blocks[it]
+                item = BlockItem(it, self, b.short(self._visible_parent(it)))
+                self.blocks_by_id[it] = item
+            else:
+                item = NodeItem(it, self.graph.nodes[it], self)
+                self.items_by_node[it] = item
+            item.setPos(x, y)
+            sc.addItem(item)
+        for b, rect in lay.frames.items():
+            fr = FrameItem(b, rect, self, h.blocks[b].short(self._visible_parent(b)))
+            self.frames[b] = fr
+            sc.addItem(fr)
+        routes = [r[3] for r in lay.edges]
+        self._edges = EdgesItem(route_path(routes), route_path(routes, straight=True))
         self._edges.setZValue(-1)
         sc.addItem(self._edges)
+        self._arrows = QGraphicsPathItem(arrow_heads(routes))
+        self._arrows.setZValue(-0.9)
+        sc.addItem(self._arrows)
         over = QPainterPath()
-        for x, y in lay.pos.values():
+        for x, y in (lay.pos[n] for n in self.items_by_node):
             over.addRect(x, y, NODE_W, NODE_H)
         self._overview = QGraphicsPathItem(over)
         self._overview.setPen(Qt.NoPen)
         self._overview.setZValue(-0.8)
         sc.addItem(self._overview)
-        self._apply_lod()
         self._hi_edges = QGraphicsPathItem()
         self._hi_edges.setZValue(-0.5)
-        self._style_items()
         sc.addItem(self._hi_edges)
-        sc.setSceneRect(QRectF(-40, -40, lay.width + 80, lay.height + 80))
-
-    @staticmethod
-    def _edge_path(edges, pos, straight=False) -> QPainterPath:
-        path = QPainterPath()
-        for a, b in edges:
-            (x1, y1), (x2, y2) = pos[a], pos[b]
-            s, t = QPointF(x1 + NODE_W, y1 + NODE_H / 2), QPointF(x2, y2 + NODE_H / 2)
-            path.moveTo(s)
-            if straight:
-                path.lineTo(t)
-            elif t.x() > s.x():
-                dx = (t.x() - s.x()) / 2
-                path.cubicTo(QPointF(s.x() + dx, s.y()), QPointF(t.x() - dx, t.y()), t)
-            else:  # into the next wrapped band: swing out right, come in from the left
-                path.cubicTo(QPointF(s.x() + 90, s.y() + 40), QPointF(t.x() - 90, t.y() - 40), t)
-        return path
-
-    # highlighting ---------------------------------------------------------------------------
-    def highlight(self, nodes, primary=None):
-        """Outline ``nodes`` (a coupled group) and ``primary`` (the node the user picked)."""
-        for n in self._highlighted:
-            it = self.items_by_node.get(n)
+        self._style_items()
+        self._apply_lod()
+        sc.setSceneRect(QRectF(-60, -60, lay.width + 120, lay.height + 120))
+        self._update_blocks()
+        self._recolour()
+        self.highlight(self._highlighted, self._primary, _keep_roles=True)
+        if keep is not None:
+            it = self.items_by_node.get(keep) if not isinstance(keep, str) else self.blocks_by_id.get(keep)
             if it is not None:
-                it.highlight = 0
-                it.update()
-        self._highlighted = set(nodes) | ({primary} if primary is not None else set())
-        for n in self._highlighted:
-            it = self.items_by_node.get(n)
-            if it is not None:
-                it.highlight = 2 if n == primary else 1
-                it.update()
-        if self.graph is not None:
-            pos = {n: (it.x(), it.y()) for n, it in self.items_by_node.items() if n in self._highlighted}
-            sub = [(a, b) for a, b in self.graph.subgraph(self._highlighted).edges()]
-            self._hi_edges.setPath(self._edge_path(sub, pos))
+                it.setSelected(True)
+        sc.blockSignals(False)
+        self.crumbs.refresh()
+        self.minimap.refresh()
 
-    def highlighted(self) -> set:
-        return {n for n, it in self.items_by_node.items() if it.highlight}
+    def _visible_parent(self, block):
+        p = self.hierarchy.blocks[block].parent
+        return p if p else None
+
+    # hierarchy ------------------------------------------------------------------------------
+    @property
+    def expanded(self) -> frozenset:
+        return self.layout_.expanded if self.layout_ is not None else frozenset()
+
+    def item_of(self, node):
+        """The visible item (NodeItem or BlockItem) standing for graph ``node``."""
+        if self.layout_ is None or node not in self.layout_.rep:
+            return None
+        r = self.layout_.rep[node]
+        return self.blocks_by_id.get(r) if isinstance(r, str) else self.items_by_node.get(r)
+
+    def expand(self, block):
+        if self.hierarchy and block in self.hierarchy.blocks:
+            self.set_expanded(self.expanded | set(self.hierarchy.block_path(block)) - {""}, anchor=block)
+
+    def collapse(self, block):
+        if self.hierarchy and block:
+            inner = {b for b in self.expanded if b == block or b.startswith(block + ".")}
+            self.set_expanded(self.expanded - inner, anchor=block)
+
+    def expand_all(self):
+        if self.hierarchy:
+            self.set_expanded(self.hierarchy.all_blocks())
+
+    def collapse_all(self):
+        self.set_expanded(set())
+
+    def auto_expand(self):
+        if self.hierarchy:
+            self.set_expanded(self.hierarchy.auto_expanded())
+
+    def reveal(self, node):
+        """Expand the blocks that hide ``node`` (laid out at once)."""
+        if self.hierarchy is None or node in self.items_by_node or node not in self.hierarchy.owner:
+            return
+        self.set_expanded(self.expanded | set(self.hierarchy.ancestors(node)) - {""}, sync=True)
+
+    def set_expanded(self, expanded, anchor=None, sync: bool | None = None):
+        """Lay out with ``expanded`` open: on the GUI thread when small (or ``sync``), else on a
+        worker (the old picture stays until the new one is ready)."""
+        if self.graph is None:
+            return
+        expanded = frozenset(expanded)
+        self._generation += 1
+        gen, prev = self._generation, self.layout_
+        kw = dict(hierarchy=self.hierarchy, expanded=expanded, previous=prev)
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        n_visible = len(self.hierarchy.visible(expanded)[0])
+        if sync or n_visible <= SYNC_MAX:
+            self._apply_layout(run_layout(self.graph, **kw), gen, anchor)
+            return
+        self._task = task = worker.Task("layout", run_layout, self.graph, **kw)
+        task.finished.connect(lambda lay: self._apply_layout(lay, gen, anchor))
+        worker.start(task)
+
+    def _apply_layout(self, lay, gen, anchor=None):
+        if gen != self._generation:
+            return  # a newer request superseded this one
+        self._task = None
+        old = self._anchor_point(anchor)
+        self._build(lay)
+        if old is not None:
+            scene_pt, vp = old
+            rect = lay.frames.get(anchor) or (lay.pos.get(anchor, (0, 0)) + (0, 0))
+            new_pt = QPointF(rect[0] + rect[2] / 2, rect[1] + 30)
+            delta = self.mapToScene(self.viewport().rect().center()) - self.mapToScene(vp)
+            self.centerOn(new_pt + delta)
+        self.layoutChanged.emit()
+
+    def _anchor_point(self, anchor):
+        it = self.blocks_by_id.get(anchor) if anchor is not None else None
+        if it is None and anchor in self.frames:
+            it = self.frames[anchor]
+        if it is None:
+            return None
+        r = it.sceneBoundingRect()
+        top = QPointF(r.center().x(), r.top() + 30)
+        return top, self.mapFromScene(top)
+
+    # groups, colours, overlays --------------------------------------------------------------
+    def set_groups(self, dg, node_groups: dict):
+        """The analysis's groups: block captions, colour-by-group and role styles use them."""
+        self.groups = GroupStyle(dg, node_groups)
+        self._update_blocks()
+        self._recolour()
+        self.legend.refresh()
+
+    def set_colour_by_group(self, on: bool):
+        self.colour_by_group = bool(on)
+        self._recolour()
+        self.legend.refresh()
+
+    def group_colour(self, gid: int):
+        return group_palette_colour(self.theme, gid)
+
+    def _update_blocks(self):
+        h = self.hierarchy
+        for b, it in self.blocks_by_id.items():
+            nodes = h.nodes_under(b)
+            gids = self.groups.groups_of(nodes)
+            it.info = f"{len(nodes)} nodes · {len(gids)} group{'s' if len(gids) != 1 else ''}"
+            it.nodes = nodes
+            it.update()
+
+    def _recolour(self):
+        vals, kind = self.overlay_values, self.overlay_kind
+        paint = self._overlay_colour or self.theme.scale_colour
+        none = self.theme.qcolor("graph.no_value")
+        by_group = self.colour_by_group and self.groups.dg is not None
+        for n, it in self.items_by_node.items():
+            it.band = None
+            if kind is not None:
+                it.fill = paint(vals[n]) if n in vals else none
+            elif by_group:
+                out_g, in_g = self.groups.colour_groups(n)
+                it.fill = self.group_colour(out_g) if out_g is not None else it.base
+                it.band = self.group_colour(in_g) if in_g is not None else None
+            else:
+                it.fill = it.base
+            it.update()
+        for b, it in self.blocks_by_id.items():
+            nodes = getattr(it, "nodes", None) or self.hierarchy.nodes_under(b)
+            got = [vals[n] for n in nodes if n in vals] if kind is not None else []
+            if got:
+                v = sum(got) / len(got) if kind == "removed" else max(got)
+                it.fill = paint(v)
+                it.removed = f"{v:.0%} removed" if kind == "removed" else f"sensitivity ≤ {v:.2f}"
+            else:
+                it.fill, it.removed = it.base, ""
+            it.update()
+        self.minimap.refresh()
 
     def set_overlay(self, removed: dict | None, colour=None, kind: str = "removed"):
         """Colour nodes by a value in [0, 1] ({node: value}; by default the fraction of channels
         removed, or e.g. a group's normalised sensitivity with ``kind="sensitivity"``) through
         ``colour`` (default: the theme's scale); nodes without a value turn the theme's
-        no-value colour. None restores the kind colours."""
+        no-value colour; a collapsed block shows its members' mean (removed) or max. None
+        restores the kind colours."""
         self.overlay_kind = None if removed is None else kind
         self.overlay_values = dict(removed) if removed is not None else {}
         self._overlay_colour = colour
-        paint = colour or self.theme.scale_colour
-        none = self.theme.qcolor("graph.no_value")
-        for n, it in self.items_by_node.items():
-            if removed is None:
-                it.fill = it.base
-            elif n in removed:
-                it.fill = paint(removed[n])
-            else:
-                it.fill = none
+        self._recolour()
+
+    # highlighting ---------------------------------------------------------------------------
+    def highlight(self, nodes, primary=None, roles: dict | None = None, _keep_roles=False):
+        """Outline ``nodes`` (a coupled group) and ``primary`` (the node the user picked); hidden
+        nodes outline the block that holds them. ``roles`` ({node: "out"|"in"|"pass"}) styles
+        producers, consumers and pass-through members apart."""
+        for it in list(self.items_by_node.values()) + list(self.blocks_by_id.values()):
+            if it.highlight:
+                it.highlight, it.role = 0, None
+                it.update()
+        self._highlighted = set(nodes) | ({primary} if primary is not None else set())
+        self._primary = primary
+        if not _keep_roles:
+            self._roles = roles if roles is not None else self.groups.roles_for(self._highlighted)
+        roles = getattr(self, "_roles", {}) or {}
+        for n in self._highlighted:
+            it = self.item_of(n)
+            if it is None:
+                continue
+            if n == primary and it is self.items_by_node.get(n):
+                it.highlight = 2
+            elif it.highlight != 2:
+                it.highlight = 1
+                it.role = it.role or roles.get(n)
             it.update()
+        if self.layout_ is not None:
+            vis = {self.layout_.rep.get(n) for n in self._highlighted}
+            self._hi_edges.setPath(route_path([r[3] for r in self.layout_.edges
+                                               if r[0] in vis and r[1] in vis]))
+
+    def highlighted(self) -> set:
+        return {n for n, it in self.items_by_node.items() if it.highlight}
 
     # navigation -----------------------------------------------------------------------------
     def _apply_lod(self):
         z = self.transform().m11()
         self.setRenderHint(QPainter.Antialiasing, z >= FAR_LOD)  # AA costs most when far out
-        if getattr(self, "_overview", None) is not None:
+        if self._overview is not None:
             self._overview.setVisible(z < OVERVIEW_LOD)
+        self.minimap.update()
 
     def scale(self, sx, sy):
         super().scale(sx, sy)
@@ -290,24 +364,55 @@ class GraphView(QGraphicsView):
         super().fitInView(*a, **k)
         self._apply_lod()
 
-    def wheelEvent(self, e: QWheelEvent):
-        f = 1.2 ** (e.angleDelta().y() / 120)
+    def zoom(self, f: float):
         z = self.transform().m11() * f
         if 0.002 < z < 8:
             self.scale(f, f)
+
+    def zoom_in(self):
+        self.zoom(1.25)
+
+    def zoom_out(self):
+        self.zoom(0.8)
+
+    def wheelEvent(self, e: QWheelEvent):
+        self.zoom(1.2 ** (e.angleDelta().y() / 120))
+
+    def scrollContentsBy(self, dx, dy):
+        super().scrollContentsBy(dx, dy)
+        self.minimap.update()
+
+    def resizeEvent(self, e):
+        super().resizeEvent(e)
+        graph_overlays.place(self)
+
+    def keyPressEvent(self, e):
+        if graph_overlays.handle_key(self, e):
+            return
+        super().keyPressEvent(e)
 
     def aspect(self) -> float:
         return max(0.5, min(4.0, self.viewport().width() / max(self.viewport().height(), 1)))
 
     def fit(self):
-        if self.scene().items():
-            self.fitInView(self.scene().sceneRect(), Qt.KeepAspectRatio)
-            if self.transform().m11() > 1.5:  # small graphs: do not blow text up
-                self.resetTransform()
-                self.scale(1.5, 1.5)
-                self.centerOn(self.scene().sceneRect().center())
+        """The whole graph in view, but never smaller than readable block names: a long graph
+        fits its width and starts at the top."""
+        if not self.scene().items():
+            return
+        r = self.scene().sceneRect()
+        self.fitInView(r, Qt.KeepAspectRatio)
+        z = self.transform().m11()
+        if z > 1.5 or z < 0.35:
+            self.resetTransform()
+            k = 1.5 if z > 1.5 else max(z, min(0.35, self.viewport().width() / max(r.width(), 1)))
+            self.scale(k, k)
+            if z > 1.5:
+                self.centerOn(r.center())
+            else:
+                self.centerOn(QPointF(r.center().x(), r.top() + self.viewport().height() / (2 * k)))
 
     def select_node(self, n, center=True):
+        self.reveal(n)
         it = self.items_by_node.get(n)
         if it is None:
             return
@@ -320,7 +425,7 @@ class GraphView(QGraphicsView):
             self.centerOn(it)
 
     def center_on_nodes(self, nodes):
-        items = [self.items_by_node[n] for n in nodes if n in self.items_by_node]
+        items = [it for it in (self.item_of(n) for n in nodes) if it is not None]
         if items:
             r = items[0].sceneBoundingRect()
             for it in items[1:]:
@@ -328,7 +433,8 @@ class GraphView(QGraphicsView):
             self.centerOn(r.center())
 
     def find(self, text: str):
-        """Select the next node whose label, op, module or scope contains ``text``."""
+        """Select the next node whose label, op, module or scope contains ``text`` (its blocks
+        open to show it): ``(node, number of matches, which match)`` or None."""
         text = text.strip().lower()
         if not text or self.graph is None:
             return None
@@ -340,11 +446,32 @@ class GraphView(QGraphicsView):
             return None
         self._match_i = (self._match_i + 1) % len(matches)
         self.select_node(matches[self._match_i])
-        return matches[self._match_i], len(matches)
+        return matches[self._match_i], len(matches), self._match_i + 1
+
+    def selected_key(self):
+        sel = self.scene().selectedItems()
+        for it in sel:
+            if isinstance(it, NodeItem):
+                return it.node
+            if isinstance(it, BlockItem):
+                return it.block
+        return None
+
+    def selected_block(self):
+        """The block of the current pick: a collapsed block, or the block holding a node."""
+        k = self.selected_key()
+        if isinstance(k, str) or k is None:
+            return k
+        return self.hierarchy.owner.get(k) if self.hierarchy else None
 
     def _on_selection(self):
-        sel = [it for it in self.scene().selectedItems() if isinstance(it, NodeItem)]
-        self.nodeSelected.emit(sel[0].node if sel else -1)
+        k = self.selected_key()
+        if isinstance(k, str):
+            self.blockSelected.emit(k)
+            self.nodeSelected.emit(-1)
+        else:
+            self.nodeSelected.emit(k if k is not None else -1)
+        self.crumbs.refresh()
 
     # export ----------------------------------------------------------------------------------
     def export_png(self, path: str, max_side: int = 8000):
