@@ -1,0 +1,96 @@
+"""The graph's hierarchy and layered layout (pure Python: gui/jobs, no Qt)."""
+from __future__ import annotations
+
+import pytest
+
+torchvision = pytest.importorskip("torchvision")
+
+from core import pipeline  # noqa: E402
+from core.trace.inputs import make_inputs  # noqa: E402
+from gui.jobs.graph_layout import layout  # noqa: E402
+from gui.jobs.hierarchy import Hierarchy  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    m = torchvision.models.resnet18().eval()
+    return pipeline.analyze_model(m, make_inputs("1,3,64,64"), probe=False).graph
+
+
+def _edges_connected(g, lay):
+    vis = set(lay.pos)
+    for a, b, *_ in lay.edges:
+        assert a in vis and b in vis
+    # every graph edge between different visible items has its aggregated edge
+    pairs = {(a, b) for a, b, *_ in lay.edges}
+    for a, b in g.edges():
+        ra, rb = lay.rep[a], lay.rep[b]
+        if ra != rb:
+            assert (ra, rb) in pairs
+
+
+def test_opens_collapsed_by_module_scope(resnet):
+    lay = layout(resnet)
+    blocks = [it for it in lay.pos if isinstance(it, str)]
+    assert blocks == ["layer1", "layer2", "layer3", "layer4"]
+    assert len(lay.pos) < 20  # stem and head layers stay loose around the four blocks
+    _edges_connected(resnet, lay)
+    # a collapsed block stands for every node under it
+    h = lay.hierarchy
+    assert {n for n, r in lay.rep.items() if r == "layer2"} == set(h.nodes_under("layer2"))
+
+
+def test_expand_and_collapse_change_visible_items(resnet):
+    h = Hierarchy(resnet)
+    lay = layout(resnet, hierarchy=h)
+    lay2 = layout(resnet, hierarchy=h, expanded=lay.expanded | {"layer2"}, previous=lay)
+    assert "layer2" not in lay2.pos and "layer2.0" in lay2.pos and "layer2.1" in lay2.pos
+    assert "layer2" in lay2.frames  # the open block is framed
+    _edges_connected(resnet, lay2)
+    lay3 = layout(resnet, hierarchy=h, expanded="all")
+    assert set(lay3.pos) == set(resnet.nodes)
+    _edges_connected(resnet, lay3)
+    # leaf modules called twice (a block's relu) are not blocks of their own
+    assert not any(b.endswith(".relu") for b in h.blocks)
+
+
+def test_layers_read_top_to_bottom_without_wrapping(resnet):
+    lay = layout(resnet, expanded="all")
+    for a, b, _c, pts, back in lay.edges:
+        if not back:
+            assert lay.pos[b][1] > lay.pos[a][1], (a, b)
+            ys = [p[1] for p in pts]
+            assert ys == sorted(ys)  # routed downwards, never back up into an earlier row
+
+
+def test_skip_edges_route_beside_the_chain(resnet):
+    lay = layout(resnet, expanded="all")
+    boxes = {it: (x, y, x + lay.size[it][0], y + lay.size[it][1]) for it, (x, y) in lay.pos.items()}
+    long_edges = [e for e in lay.edges if len(e[3]) > 2]
+    assert long_edges  # the residuals have dummy points
+    for a, b, _c, pts, _back in long_edges:
+        for (px, py) in pts[1:-1]:
+            for it, (x0, y0, x1, y1) in boxes.items():
+                assert not (x0 < px < x1 and y0 < py < y1), f"edge {a}->{b} runs through {it}"
+
+
+def test_expansion_is_stable(resnet):
+    h = Hierarchy(resnet)
+    lay = layout(resnet, hierarchy=h)
+    lay2 = layout(resnet, hierarchy=h, expanded=lay.expanded | {"layer3"}, previous=lay)
+    both = [it for it in lay.pos if it in lay2.pos]
+    order1 = sorted(both, key=lambda it: lay.pos[it][1])
+    order2 = sorted(both, key=lambda it: lay2.pos[it][1])
+    assert order1 == order2
+    # what sits above the opened block does not move down
+    above = [it for it in both if lay.pos[it][1] < lay.pos["layer3"][1]]
+    assert all(lay2.pos[it][1] == lay.pos[it][1] for it in above)
+
+
+def test_transformer_opens_as_its_layers():
+    m = torchvision.models.VisionTransformer(32, 8, num_layers=6, num_heads=2, hidden_dim=32, mlp_dim=64).eval()
+    g = pipeline.analyze_model(m, make_inputs("1,3,32,32"), probe=False).graph
+    lay = layout(g)
+    blocks = [it for it in lay.pos if isinstance(it, str)]
+    assert blocks == [f"encoder.layers.encoder_layer_{i}" for i in range(6)]
+    _edges_connected(g, lay)
