@@ -84,7 +84,7 @@ ACTIONS: list[ActionSpec | SubMenu] = [
     ActionSpec("collapse_all", "&View", "&Collapse all blocks", "view.collapse_all", "Ctrl+Shift+-",
                tip="every module folded (double-click a frame or − folds one)", group=2),
     ActionSpec("colour_groups", "&View", "Colour by &group", "selection.toggle_group_colours", "G",
-               tip="each coupled group its own colour", group=3, toolbar=(1, 1), checkable=True),
+               tip="each coupled group its own colour", group=3, checkable=True),
     ActionSpec("group_view", "&View", "Group in &paper notation…", "selection.open_group_view",
                "Ctrl+G", "model_any", "the picked group as DepGraph draws it: f⁻/f⁺ ends, index maps",
                group=3),
