@@ -36,7 +36,7 @@ class SelectionController(QObject):
 
     def _highlight(self, gids, node=None):
         view = self.ctx.ui.view
-        view.highlight(self._groups_nodes(gids), node, roles=view.groups.roles_for((), gids))
+        view.highlight(self._groups_nodes(gids), node, roles=view.groups.roles_for((), gids), gids=gids)
 
     def on_node_selected(self, node):
         s, ui = self.ctx.session, self.ctx.ui

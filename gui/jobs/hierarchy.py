@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 ROOT = ""
+MIN_BLOCK = 2  # a block with at most this many nodes shows them instead (conv + BN downsample)
 MIN_LEAF_BLOCK = 3  # a scope without sub-scopes is a block only with this many nodes (e.g. attention)
 AUTO_MAX_ITEMS = 48  # automatic opening: expand while at most this many items are visible
 AUTO_MIN_BLOCKS = 4  # ... and while fewer than this many blocks are visible
@@ -49,8 +50,10 @@ class Hierarchy:
             parts = s.split(".")
             for k in range(1, len(parts)):
                 prefixes.add(".".join(parts[:k]))
-        # scopes that are a block: have sub-scopes, or hold enough nodes of their own
-        is_block = {s for s in counts if s in prefixes or counts[s] >= MIN_LEAF_BLOCK}
+        # scopes that are a block: have sub-scopes, or hold enough connected nodes of their own
+        # (an attention module run as functional ops; not a ReLU module called three times)
+        inner = {scopes[a] for a, b in g.edges() if scopes[a] == scopes[b]}
+        is_block = {s for s in counts if s in prefixes or (counts[s] >= MIN_LEAF_BLOCK and s in inner)}
         is_block |= prefixes
         is_block.add(ROOT)
         self.blocks: dict[str, Block] = {}
@@ -87,7 +90,7 @@ class Hierarchy:
             b.size = len(b.nodes) + sum(self.blocks[c].size for c in b.children)
             if s == ROOT:
                 continue
-            if b.size <= 1 or (not b.nodes and len(b.children) == 1):
+            if b.size <= MIN_BLOCK or (not b.nodes and len(b.children) == 1):
                 self._dissolve(s)
         for s in sorted(self.blocks, key=len, reverse=True):
             b = self.blocks[s]

@@ -80,6 +80,10 @@ class NodeItem(QGraphicsItem):
         self.unknown = bool(data.get("unknown"))
         self.setFlag(QGraphicsItem.ItemIsSelectable)
         self.setAcceptHoverEvents(True)
+        owner = view.hierarchy.owner.get(node) if view.hierarchy is not None else None
+        label = data.get("label", "")
+        # inside an open block its frame names the prefix: "layer1.0.conv1" reads "conv1"
+        self.short = label[len(owner) + 1:] if owner and label.startswith(owner + ".") else label
         op, label = data.get("op", ""), data.get("label", "")
         shapes = data.get("shape") or []
         tip = f"{label}\nop: {op}\nscope: {data.get('scope') or '<root>'}"
@@ -119,7 +123,7 @@ class NodeItem(QGraphicsItem):
         label = self.data.get("label", "")
         fm = p.fontMetrics()
         p.drawText(QRectF(6, 2, NODE_W - 12, 18), Qt.AlignLeft | Qt.AlignVCenter,
-                   fm.elidedText(label, Qt.ElideMiddle, int(NODE_W - 12)))
+                   fm.elidedText(self.short, Qt.ElideMiddle, int(NODE_W - 12)))
         p.setFont(self.SMALL)
         op = self.data.get("op", "")
         if self.unknown:

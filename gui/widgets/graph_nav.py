@@ -17,7 +17,7 @@ class Navigation:
         self.setRenderHint(QPainter.Antialiasing, z >= FAR_LOD)  # AA costs most when far out
         if self._overview is not None:
             self._overview.setVisible(z < OVERVIEW_LOD)
-        self.minimap.update()
+        self.minimap.follow()
 
     def scale(self, sx, sy):
         QGraphicsView.scale(self, sx, sy)
@@ -47,7 +47,7 @@ class Navigation:
 
     def scrollContentsBy(self, dx, dy):
         QGraphicsView.scrollContentsBy(self, dx, dy)
-        self.minimap.update()
+        self.minimap.follow()
 
     def resizeEvent(self, e):
         QGraphicsView.resizeEvent(self, e)

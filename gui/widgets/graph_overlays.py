@@ -52,7 +52,17 @@ class Minimap(QWidget):
             p.fillRect(QRectF(item.x(), item.y(), max(w, 2 / k), max(h, 2 / k)), item.fill.darker(115))
         p.end()
         self._img = img
-        self.setVisible(len(lay.pos) > 1)
+        self.update()
+        self.follow()
+
+    def follow(self):
+        """Shown only while part of the graph is out of view."""
+        v = self.view
+        if v.layout_ is None or len(v.layout_.pos) < 2:
+            self.setVisible(False)
+            return
+        seen = v.mapToScene(v.viewport().rect()).boundingRect()
+        self.setVisible(not seen.contains(v.scene().sceneRect().adjusted(60, 60, -60, -60)))
         self.update()
 
     def paintEvent(self, e):

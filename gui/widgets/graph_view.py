@@ -53,7 +53,8 @@ class GraphView(Navigation, QGraphicsView):
         self.blocks_by_id: dict = {}
         self.frames: dict = {}
         self._edges = self._overview = None
-        self._hi_edges = QGraphicsPathItem()
+        self._hi_items: list = []  # one path of highlighted edges per group, in its colour
+        self._hi_gids: list = []
         self._highlighted: set = set()
         self._primary = None
         self._matches: list = []
@@ -95,9 +96,6 @@ class GraphView(Navigation, QGraphicsView):
         self._arrows.setBrush(self.theme.qcolor("graph.edge"))
         self._arrows.setPen(Qt.NoPen)
         self._overview.setBrush(self.theme.qcolor("graph.overview"))
-        hpen = QPen(self.theme.qcolor("graph.group"), 2.5)
-        hpen.setCosmetic(True)
-        self._hi_edges.setPen(hpen)
 
     # building -----------------------------------------------------------------------------
     def set_graph(self, graph, lay: Layout, wrap_to_view: bool = True):
@@ -146,15 +144,13 @@ class GraphView(Navigation, QGraphicsView):
         self._overview.setPen(Qt.NoPen)
         self._overview.setZValue(-0.8)
         sc.addItem(self._overview)
-        self._hi_edges = QGraphicsPathItem()
-        self._hi_edges.setZValue(-0.5)
-        sc.addItem(self._hi_edges)
+        self._hi_items = []
         self._style_items()
         self._apply_lod()
         sc.setSceneRect(QRectF(-60, -60, lay.width + 120, lay.height + 120))
         self._update_blocks()
         self._recolour()
-        self.highlight(self._highlighted, self._primary, _keep_roles=True)
+        self.highlight(self._highlighted, self._primary, gids=self._hi_gids, _keep_roles=True)
         if keep is not None:
             it = self.items_by_node.get(keep) if not isinstance(keep, str) else self.blocks_by_id.get(keep)
             if it is not None:
@@ -314,10 +310,11 @@ class GraphView(Navigation, QGraphicsView):
         self._recolour()
 
     # highlighting ---------------------------------------------------------------------------
-    def highlight(self, nodes, primary=None, roles: dict | None = None, _keep_roles=False):
+    def highlight(self, nodes, primary=None, roles: dict | None = None, gids=None, _keep_roles=False):
         """Outline ``nodes`` (a coupled group) and ``primary`` (the node the user picked); hidden
         nodes outline the block that holds them. ``roles`` ({node: "out"|"in"|"pass"}) styles
-        producers, consumers and pass-through members apart."""
+        producers, consumers and pass-through members apart; ``gids`` (the groups shown) draws
+        each group's edges in its own colour, so input-side and output-side groups differ."""
         for it in list(self.items_by_node.values()) + list(self.blocks_by_id.values()):
             if it.highlight:
                 it.highlight, it.role = 0, None
@@ -337,10 +334,29 @@ class GraphView(Navigation, QGraphicsView):
                 it.highlight = 1
                 it.role = it.role or roles.get(n)
             it.update()
-        if self.layout_ is not None:
-            vis = {self.layout_.rep.get(n) for n in self._highlighted}
-            self._hi_edges.setPath(route_path([r[3] for r in self.layout_.edges
-                                               if r[0] in vis and r[1] in vis]))
+        self._hi_gids = list(gids or [])
+        self._draw_group_edges()
+
+    def _draw_group_edges(self):
+        for it in self._hi_items:
+            self.scene().removeItem(it)
+        self._hi_items = []
+        if self.layout_ is None or not self._highlighted:
+            return
+        rep = self.layout_.rep
+        sets = [({rep.get(n) for n in self.groups.dg.groups[g].nodes}, self.group_colour(g))
+                for g in self._hi_gids[:8] if self.groups.dg is not None]
+        if not sets:
+            sets = [({rep.get(n) for n in self._highlighted}, self.theme.qcolor("graph.group"))]
+        for k, (vis, colour) in enumerate(sets):
+            item = QGraphicsPathItem(route_path([r[3] for r in self.layout_.edges
+                                                 if r[0] in vis and r[1] in vis]))
+            pen = QPen(colour, 2.5 + 1.5 * (len(sets) - 1 - k))  # the first group drawn widest, under
+            pen.setCosmetic(True)
+            item.setPen(pen)
+            item.setZValue(-0.5 + 0.01 * k)
+            self.scene().addItem(item)
+            self._hi_items.append(item)
 
     def highlighted(self) -> set:
         return {n for n, it in self.items_by_node.items() if it.highlight}
