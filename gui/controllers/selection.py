@@ -49,7 +49,9 @@ class SelectionController(QObject):
             self.current_groups = []
             return
         gids = s.node_groups.get(node, [])
-        self.current_groups = list(gids)
+        roles = ui.view.groups
+        # the group the node produces first: that is "its" group for the paper view
+        self.current_groups = sorted(gids, key=lambda g: roles.roles(g).get(node) != "out")
         self._highlight(gids, node)
         ui.details.show_node(s.dg, node)
         ui.groups.select_groups(gids)

@@ -115,10 +115,16 @@ class NodeItem(QGraphicsItem):
             p.setPen(Qt.NoPen)
             p.setBrush(self.band)
             p.drawRect(QRectF(4, 1.5, NODE_W - 8, 4))
-        if lod < 0.45:
-            return
         dark = is_dark(fill)  # dark fills (the red end of an overlay): light text
         p.setPen(c.label_on_dark if dark else c.label)
+        if lod < 0.45:  # middle distance: the short name alone, at a size one can read
+            if lod >= 0.28:
+                f = QFont(self.FONT)
+                f.setPointSizeF(7.5 / lod)
+                p.setFont(f)
+                p.drawText(self.RECT, Qt.AlignCenter,
+                           p.fontMetrics().elidedText(self.short, Qt.ElideRight, int(NODE_W - 6)))
+            return
         p.setFont(self.FONT)
         label = self.data.get("label", "")
         fm = p.fontMetrics()
@@ -167,8 +173,8 @@ class BlockItem(QGraphicsItem):
         self.setFlag(QGraphicsItem.ItemIsSelectable)
         self.setToolTip(f"{block}\ndouble-click or + to expand")
 
-    def boundingRect(self):
-        return self.RECT.adjusted(-3, -3, 9, 9)
+    def boundingRect(self):  # far out the name may run wider than the card
+        return self.RECT.adjusted(-BLOCK_W, -3, BLOCK_W, 9)
 
     def paint(self, p: QPainter, opt, widget=None):
         lod = lod_of(p)
@@ -188,10 +194,11 @@ class BlockItem(QGraphicsItem):
         p.setPen(c.label_on_dark if dark else c.label)
         if lod < 0.45:  # far: the name alone, drawn at a size one can still read
             f = QFont(self.FONT)
-            f.setPointSizeF(min(40.0, max(10.0, 9 / max(lod, 0.01) * 0.45)))
+            f.setPointSizeF(min(70.0, 8.5 / max(lod, 0.01)))
             p.setFont(f)
-            p.drawText(self.RECT, Qt.AlignCenter,
-                       p.fontMetrics().elidedText(self.title, Qt.ElideMiddle, int(BLOCK_W - 8)))
+            wide = self.RECT.adjusted(-BLOCK_W, -40, BLOCK_W, 40)
+            p.drawText(wide, Qt.AlignCenter,
+                       p.fontMetrics().elidedText(self.title, Qt.ElideMiddle, int(3 * BLOCK_W)))
             return
         p.setFont(self.FONT)
         p.drawText(QRectF(8, 3, BLOCK_W - 16, 22), Qt.AlignLeft | Qt.AlignVCenter,

@@ -10,6 +10,9 @@ from . import graph_overlays
 from .graph_items import FAR_LOD, OVERVIEW_LOD, BlockItem, NodeItem
 
 
+READABLE = 0.5  # the smallest zoom at which node names are drawn
+
+
 class Navigation:
     # navigation -----------------------------------------------------------------------------
     def _apply_lod(self):
@@ -62,21 +65,26 @@ class Navigation:
         return max(0.5, min(4.0, self.viewport().width() / max(self.viewport().height(), 1)))
 
     def fit(self):
-        """The whole graph in view, but never smaller than readable block names: a long graph
-        fits its width and starts at the top."""
+        """The whole graph when it can be read at that size, else the top of it at a readable
+        zoom (the minimap shows the rest)."""
         if not self.scene().items():
             return
         r = self.scene().sceneRect()
         self.fitInView(r, Qt.KeepAspectRatio)
         z = self.transform().m11()
-        if z > 1.5 or z < 0.35:
+        if z > 1.5 or z < READABLE:
+            k = 1.5 if z > 1.5 else READABLE
             self.resetTransform()
-            k = 1.5 if z > 1.5 else max(z, min(0.35, self.viewport().width() / max(r.width(), 1)))
             self.scale(k, k)
             if z > 1.5:
                 self.centerOn(r.center())
             else:
                 self.centerOn(QPointF(r.center().x(), r.top() + self.viewport().height() / (2 * k)))
+
+    def fit_all(self):
+        """The whole graph in view, however small."""
+        if self.scene().items():
+            self.fitInView(self.scene().sceneRect(), Qt.KeepAspectRatio)
 
     def select_node(self, n, center=True):
         self.reveal(n)

@@ -196,7 +196,7 @@ def handle_key(view, e) -> bool:
         elif key == Qt.Key_Minus:
             view.zoom_out()
         elif key == Qt.Key_0:
-            view.fit()
+            view.fit_all()
         else:
             return False
         return True

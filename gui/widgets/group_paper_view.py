@@ -32,7 +32,7 @@ class GroupPaperView(QDialog):
         self.view.setDragMode(QGraphicsView.ScrollHandDrag)
         self.tree = QTreeWidget()
         self.tree.setHeaderLabels(COLUMNS)
-        self.tree.setColumnWidth(0, 200)
+        self.tree.setColumnWidth(0, 280)
         self.tree.setColumnWidth(2, 70)
         self.tree.setColumnWidth(3, 190)
         self.tree.setSelectionMode(QTreeWidget.ExtendedSelection)
@@ -85,11 +85,16 @@ class GroupPaperView(QDialog):
                 lab.setBrush(text)
                 lab.setPos(8, y + k * HALF_H + 4)
             if la.intra:  # the layer maps channel k to channel k: its two ends move together
-                x = BOX_W - 22
-                sc.addLine(x, y + 6, x, y + 2 * HALF_H - 6, QPen(pas, 3))
-                mark = sc.addSimpleText("⇕", font)
-                mark.setBrush(pas)
-                mark.setPos(x - 18, y + HALF_H - 9)
+                x, y0, y1 = -12.0, y + HALF_H / 2, y + 1.5 * HALF_H
+                arrow = QPainterPath(QPointF(x, y0))
+                arrow.lineTo(x, y1)
+                for yy, d in ((y0, 1), (y1, -1)):
+                    arrow.moveTo(x - 4, yy + 6 * d)
+                    arrow.lineTo(x, yy)
+                    arrow.lineTo(x + 4, yy + 6 * d)
+                sc.addPath(arrow, QPen(pas, 2.2))
+                for yy in (y0, y1):
+                    sc.addLine(x, yy, 0, yy, QPen(pas, 1.2, Qt.DotLine))
         arcs = 0
         for i, j, label in pg.inter:
             y0, y1 = top[i] + 2 * HALF_H, top[j]
