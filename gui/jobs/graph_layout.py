@@ -227,10 +227,18 @@ def _place_x(rows, vw, weight, vpred, vsucc, iterations: int = 6) -> list:
             acc += vw[v] + X_GAP
         for v in row:
             x[v] -= acc / 2
+    if total > 20_000:  # big graphs: fewer passes (each is a walk over every item)
+        iterations = 3
     for it in range(iterations):
         down = it % 2 == 0
         seq = rows if down else rows[::-1]
         for row in seq:
+            if len(row) == 1:  # a chain link: straight under (or over) its neighbours
+                v = row[0]
+                nb = (vpred[v] or vsucc[v]) if down else (vsucc[v] or vpred[v])
+                if nb:
+                    x[v] = sum(x[u] for u in nb) / len(nb)
+                continue
             if not row:
                 continue
             desired = []

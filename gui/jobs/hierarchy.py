@@ -158,22 +158,23 @@ class Hierarchy:
         return items, rep
 
     def auto_expanded(self) -> set:
-        """The blocks to expand when a graph opens: everything for a small graph; else level by
-        level while few blocks are visible and the view stays readable (ResNet-50: layer1…4;
-        a transformer: its N layers)."""
+        """The blocks to expand when a graph opens: everything for a small graph; else the
+        largest block, again and again, while fewer than AUTO_MIN_BLOCKS blocks are visible and
+        at most AUTO_MAX_ITEMS items (ResNet-50: layer1…4; a transformer: its N layers)."""
         if self.blocks[ROOT].size <= SMALL_GRAPH:
             return self.all_blocks() - {ROOT}
         expanded: set = set()
-        frontier = list(self.blocks[ROOT].children)
-        n_items = len(self.blocks[ROOT].nodes) + len(frontier)
-        while frontier and len(frontier) < AUTO_MIN_BLOCKS:
-            grown = n_items - len(frontier) + sum(len(self.blocks[c].nodes) + len(self.blocks[c].children)
-                                                  for c in frontier)
+        closed = list(self.blocks[ROOT].children)
+        n_items = len(self.blocks[ROOT].nodes) + len(closed)
+        while closed and len(closed) < AUTO_MIN_BLOCKS:
+            big = max(closed, key=lambda c: (self.blocks[c].size, -self.blocks[c].first))
+            blk = self.blocks[big]
+            grown = n_items - 1 + len(blk.nodes) + len(blk.children)
             if grown > AUTO_MAX_ITEMS:
                 break
-            expanded |= set(frontier)
+            expanded.add(big)
+            closed = [c for c in closed if c != big] + blk.children
             n_items = grown
-            frontier = [k for c in frontier for k in self.blocks[c].children]
         return expanded
 
 

@@ -10,6 +10,7 @@ from . import graph_overlays
 from .graph_items import FAR_LOD, OVERVIEW_LOD, BlockItem, NodeItem
 
 
+HIDE_ABOVE = 3000  # far out, more node items than this are hidden behind the overview path
 READABLE = 0.5  # the smallest zoom at which node names are drawn
 
 
@@ -19,7 +20,11 @@ class Navigation:
         z = self.transform().m11()
         self.setRenderHint(QPainter.Antialiasing, z >= FAR_LOD)  # AA costs most when far out
         if self._overview is not None:
-            self._overview.setVisible(z < OVERVIEW_LOD)
+            far = z < OVERVIEW_LOD
+            self._overview.setVisible(far or self.building)
+            # many plain nodes far out: the overview path draws them; skip the items altogether
+            plain = self.overlay_kind is None and not self.colour_by_group and not self._highlighted
+            self._node_layer.setVisible(not (far and plain and len(self.items_by_node) > HIDE_ABOVE))
         self.minimap.follow()
 
     def scale(self, sx, sy):

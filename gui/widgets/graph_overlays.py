@@ -47,7 +47,11 @@ class Minimap(QWidget):
         frame.setAlpha(90)
         for x, y, w, h in lay.frames.values():
             p.fillRect(QRectF(x, y, w, h), frame)
-        for item in list(self.view.items_by_node.values()) + list(self.view.blocks_by_id.values()):
+        many = len(self.view.items_by_node) > 3000
+        if many:  # one path for the plain nodes: 20k rectangles one by one take too long
+            p.fillPath(self.view.overview_path(), self.view.theme.qcolor("graph.outline"))
+        items = list(self.view.blocks_by_id.values()) + ([] if many else list(self.view.items_by_node.values()))
+        for item in items:
             w, h = lay.size[item.node if hasattr(item, "node") else item.block]
             p.fillRect(QRectF(item.x(), item.y(), max(w, 2 / k), max(h, 2 / k)), item.fill.darker(115))
         p.end()

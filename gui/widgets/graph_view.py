@@ -7,19 +7,22 @@ keeps the block under the user's eye where it was. All edges are one path item.
 """
 from __future__ import annotations
 
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QPainter, QPainterPath, QPen
-from PySide6.QtWidgets import QGraphicsPathItem, QGraphicsScene, QGraphicsView
+from PySide6.QtWidgets import (QGraphicsItem, QGraphicsPathItem, QGraphicsRectItem, QGraphicsScene,
+                               QGraphicsView)
 
 from .. import theme as themes
 from ..jobs import worker
 from ..jobs.graph_layout import NODE_H, NODE_W, Layout, layout as run_layout
 from . import graph_overlays
 from .graph_items import (BlockItem, EdgesItem, FrameItem, NodeItem, PaintColours, arrow_heads,
-                          group_palette_colour, route_path)
+                          route_path)
+from .graph_colours import Colouring
 from .graph_nav import Navigation
 from ..jobs.graph_groups import GroupStyle
 
+BUILD_CHUNK = 600  # node items added per event-loop turn when a layout is big
 SYNC_MAX = 3000  # lay out at most this many visible items on the GUI thread (a few ms); else a worker
 
 
@@ -33,11 +36,12 @@ def removed_colour(frac: float, theme=None):
     return (theme or themes.current()).scale_colour(frac)
 
 
-class GraphView(Navigation, QGraphicsView):
+class GraphView(Navigation, Colouring, QGraphicsView):
     nodeSelected = Signal(int)  # -1 when the selection is cleared
     nodeHovered = Signal(int)
     blockSelected = Signal(str)  # a collapsed block picked
     layoutChanged = Signal()  # the visible part was laid out again and drawn
+    built = Signal()  # every item of the current layout is in the scene
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -52,7 +56,8 @@ class GraphView(Navigation, QGraphicsView):
         self.items_by_node: dict = {}
         self.blocks_by_id: dict = {}
         self.frames: dict = {}
-        self._edges = self._overview = None
+        self._edge_items: list = []  # EdgesItems (a few thousand edges each), arrows as children
+        self._overview = self._node_layer = None
         self._hi_items: list = []  # one path of highlighted edges per group, in its colour
         self._hi_gids: list = []
         self._highlighted: set = set()
@@ -69,6 +74,9 @@ class GraphView(Navigation, QGraphicsView):
         self._overlay_colour = None  # None: the theme's scale
         self._task = None
         self._generation = 0
+        self._build_id = 0
+        self._keep = None
+        self.building = False
         self.scene().selectionChanged.connect(self._on_selection)
         self.minimap = graph_overlays.Minimap(self)
         self.crumbs = graph_overlays.Breadcrumb(self)
@@ -82,7 +90,7 @@ class GraphView(Navigation, QGraphicsView):
             it.base = theme.node_colour(it.data)
         for it in self.blocks_by_id.values():
             it.base = self.colours.block
-        if self._edges is not None:
+        if self._overview is not None:
             self._style_items()
         self._recolour()
         self.legend.refresh()
@@ -92,9 +100,11 @@ class GraphView(Navigation, QGraphicsView):
     def _style_items(self):
         pen = QPen(self.theme.qcolor("graph.edge"), 1.2)
         pen.setCosmetic(True)
-        self._edges.setPen(pen)
-        self._arrows.setBrush(self.theme.qcolor("graph.edge"))
-        self._arrows.setPen(Qt.NoPen)
+        self._edge_pen = pen
+        for e in self._edge_items:
+            e.setPen(pen)
+            for arrows in e.childItems():
+                arrows.setBrush(self.theme.qcolor("graph.edge"))
         self._overview.setBrush(self.theme.qcolor("graph.overview"))
 
     # building -----------------------------------------------------------------------------
@@ -109,55 +119,111 @@ class GraphView(Navigation, QGraphicsView):
         self._build(lay)
 
     def _build(self, lay: Layout):
+        """Draw ``lay``: paths and frames at once; node items at once when few, else in chunks
+        between events (the overview path stands in meanwhile), so the GUI never stalls."""
         self.layout_ = lay
+        self._build_id += 1
         sc = self.scene()
-        keep = self.selected_key()
+        self._keep = self.selected_key()
         sc.blockSignals(True)
         sc.clear()
+        sc.blockSignals(False)
         self.items_by_node, self.blocks_by_id, self.frames = {}, {}, {}
         h = lay.hierarchy
-        for it, (x, y) in lay.pos.items():
-            if isinstance(it, str):
-                b = h.blocks[it]
-                item = BlockItem(it, self, b.short(self._visible_parent(it)))
-                self.blocks_by_id[it] = item
-            else:
-                item = NodeItem(it, self.graph.nodes[it], self)
-                self.items_by_node[it] = item
-            item.setPos(x, y)
-            sc.addItem(item)
         for b, rect in lay.frames.items():
             fr = FrameItem(b, rect, self, h.blocks[b].short(self._visible_parent(b)))
             self.frames[b] = fr
             sc.addItem(fr)
         routes = [r[3] for r in lay.edges]
-        self._edges = EdgesItem(route_path(routes), route_path(routes, straight=True))
-        self._edges.setZValue(-1)
-        sc.addItem(self._edges)
-        self._arrows = QGraphicsPathItem(arrow_heads(routes))
-        self._arrows.setZValue(-0.9)
-        sc.addItem(self._arrows)
+        self._edge_items = []
+        pen = QPen(self.theme.qcolor("graph.edge"), 1.2)
+        pen.setCosmetic(True)
+        self._edge_pen = pen
         over = QPainterPath()
-        for x, y in (lay.pos[n] for n in self.items_by_node):
-            over.addRect(x, y, NODE_W, NODE_H)
+        for it, (x, y) in lay.pos.items():
+            if not isinstance(it, str):
+                over.addRect(x, y, NODE_W, NODE_H)
         self._overview = QGraphicsPathItem(over)
         self._overview.setPen(Qt.NoPen)
         self._overview.setZValue(-0.8)
         sc.addItem(self._overview)
         self._hi_items = []
+        # node items hang under one empty item: far out, hiding it skips 20k paint calls at once
+        self._node_layer = QGraphicsRectItem()
+        self._node_layer.setFlag(QGraphicsItem.ItemHasNoContents)
+        sc.addItem(self._node_layer)
         self._style_items()
-        self._apply_lod()
         sc.setSceneRect(QRectF(-60, -60, lay.width + 120, lay.height + 120))
+        entries = list(lay.pos.items())
+        steps = [(self._add_items, entries[i:i + BUILD_CHUNK]) for i in range(0, len(entries), BUILD_CHUNK)]
+        steps += [(self._add_edges, routes[i:i + 2 * BUILD_CHUNK]) for i in range(0, len(routes), 2 * BUILD_CHUNK)]
+        self.building = len(steps) > 2
+        if not self.building:
+            for fn, arg in steps:
+                fn(arg)
+            self._finish_build()
+            return
+        self._overview.setVisible(True)
+        build_id = self._build_id
+        QTimer.singleShot(0, lambda: self._run_steps(build_id, steps))
+
+    def _run_steps(self, build_id, steps):
+        if build_id != self._build_id:
+            return  # a newer layout replaced this one
+        fn, arg = steps.pop(0)
+        fn(arg)
+        if steps:
+            QTimer.singleShot(0, lambda: self._run_steps(build_id, steps))
+        else:
+            self.building = False
+            self._finish_build()
+
+    def _add_edges(self, routes):
+        edges = EdgesItem(route_path(routes), route_path(routes, straight=True))
+        edges.setZValue(-1)
+        edges.setPen(self._edge_pen)
+        arrows = QGraphicsPathItem(arrow_heads(routes), edges)
+        arrows.setBrush(self.theme.qcolor("graph.edge"))
+        arrows.setPen(Qt.NoPen)
+        self.scene().addItem(edges)
+        self._edge_items.append(edges)
+
+    def _add_items(self, entries):
+        sc, h = self.scene(), self.hierarchy
+        sc.blockSignals(True)
+        for it, (x, y) in entries:
+            if isinstance(it, str):
+                item = BlockItem(it, self, h.blocks[it].short(self._visible_parent(it)))
+                self.blocks_by_id[it] = item
+            else:
+                item = NodeItem(it, self.graph.nodes[it], self)
+                self.items_by_node[it] = item
+                item.setParentItem(self._node_layer)
+                item.setPos(x, y)
+                continue
+            item.setPos(x, y)
+            sc.addItem(item)
+        sc.blockSignals(False)
+
+    def _finish_build(self):
+        sc = self.scene()
+        self._apply_lod()
         self._update_blocks()
-        self._recolour()
+        self._recolour(fresh=True)
         self.highlight(self._highlighted, self._primary, gids=self._hi_gids, _keep_roles=True)
+        keep = self._keep
         if keep is not None:
             it = self.items_by_node.get(keep) if not isinstance(keep, str) else self.blocks_by_id.get(keep)
             if it is not None:
+                sc.blockSignals(True)
                 it.setSelected(True)
-        sc.blockSignals(False)
+                sc.blockSignals(False)
         self.crumbs.refresh()
         self.minimap.refresh()
+        self.built.emit()
+
+    def overview_path(self) -> QPainterPath:
+        return self._overview.path() if self._overview is not None else QPainterPath()
 
     def _visible_parent(self, block):
         p = self.hierarchy.blocks[block].parent
@@ -245,70 +311,6 @@ class GraphView(Navigation, QGraphicsView):
         top = QPointF(r.center().x(), r.top() + 30)
         return top, self.mapFromScene(top)
 
-    # groups, colours, overlays --------------------------------------------------------------
-    def set_groups(self, dg, node_groups: dict):
-        """The analysis's groups: block captions, colour-by-group and role styles use them."""
-        self.groups = GroupStyle(dg, node_groups)
-        self._update_blocks()
-        self._recolour()
-        self.legend.refresh()
-
-    def set_colour_by_group(self, on: bool):
-        self.colour_by_group = bool(on)
-        self._recolour()
-        self.legend.refresh()
-
-    def group_colour(self, gid: int):
-        return group_palette_colour(self.theme, gid)
-
-    def _update_blocks(self):
-        h = self.hierarchy
-        for b, it in self.blocks_by_id.items():
-            nodes = h.nodes_under(b)
-            gids = self.groups.groups_of(nodes)
-            it.info = f"{len(nodes)} nodes · {len(gids)} group{'s' if len(gids) != 1 else ''}"
-            it.nodes = nodes
-            it.update()
-
-    def _recolour(self):
-        vals, kind = self.overlay_values, self.overlay_kind
-        paint = self._overlay_colour or self.theme.scale_colour
-        none = self.theme.qcolor("graph.no_value")
-        by_group = self.colour_by_group and self.groups.dg is not None
-        for n, it in self.items_by_node.items():
-            it.band = None
-            if kind is not None:
-                it.fill = paint(vals[n]) if n in vals else none
-            elif by_group:
-                out_g, in_g = self.groups.colour_groups(n)
-                it.fill = self.group_colour(out_g) if out_g is not None else it.base
-                it.band = self.group_colour(in_g) if in_g is not None else None
-            else:
-                it.fill = it.base
-            it.update()
-        for b, it in self.blocks_by_id.items():
-            nodes = getattr(it, "nodes", None) or self.hierarchy.nodes_under(b)
-            got = [vals[n] for n in nodes if n in vals] if kind is not None else []
-            if got:
-                v = sum(got) / len(got) if kind == "removed" else max(got)
-                it.fill = paint(v)
-                it.removed = f"{v:.0%} removed" if kind == "removed" else f"sensitivity ≤ {v:.2f}"
-            else:
-                it.fill, it.removed = it.base, ""
-            it.update()
-        self.minimap.refresh()
-
-    def set_overlay(self, removed: dict | None, colour=None, kind: str = "removed"):
-        """Colour nodes by a value in [0, 1] ({node: value}; by default the fraction of channels
-        removed, or e.g. a group's normalised sensitivity with ``kind="sensitivity"``) through
-        ``colour`` (default: the theme's scale); nodes without a value turn the theme's
-        no-value colour; a collapsed block shows its members' mean (removed) or max. None
-        restores the kind colours."""
-        self.overlay_kind = None if removed is None else kind
-        self.overlay_values = dict(removed) if removed is not None else {}
-        self._overlay_colour = colour
-        self._recolour()
-
     # highlighting ---------------------------------------------------------------------------
     def highlight(self, nodes, primary=None, roles: dict | None = None, gids=None, _keep_roles=False):
         """Outline ``nodes`` (a coupled group) and ``primary`` (the node the user picked); hidden
@@ -336,6 +338,8 @@ class GraphView(Navigation, QGraphicsView):
             it.update()
         self._hi_gids = list(gids or [])
         self._draw_group_edges()
+        if not self.building:
+            self._apply_lod()
 
     def _draw_group_edges(self):
         for it in self._hi_items:
