@@ -107,14 +107,14 @@ def test_paper_view_lists_every_end_and_index_map(qtbot, win):
     assert paper.isVisible() and paper.paper.gid == gid
     rows = paper.listed()
     group = dg.groups[gid]
-    from gui.widgets.group_details import format_index_map
+    from gui.jobs.group_paper import map_text
     for m in group.members:  # every member slot, with its end and index map
-        assert any(r[3] == m.name and r[5] == format_index_map(m.index_map) for r in rows), m.name
+        assert any(r[3] == m.name and r[5] == map_text(m.index_map, 12) for r in rows), m.name
     ends = {r[0]: r[2] for r in rows if r[0]}
     assert ends["branch_a.0"] == "f⁺" and ends["fuse.0"] == "f⁻"
     assert any(v == "f⁻ ⇔ f⁺" for v in ends.values())  # the relu / cat pass channels through
     labels = [lab for _i, _j, lab in paper.paper.inter if lab]
-    assert any("→ ch 0-47" in lab or "→ ·" in lab for lab in labels)  # the concat offset is on an edge
+    assert "0-47 → ch 0-47, 48-95 → ·" in labels  # the concat's offset, written on the edge into fuse
     win.view.scene().clearSelection()
 
 

@@ -41,13 +41,43 @@ class PaperGroup:
     inter: list  # (i, j, label): f⁺ of layer i ⇔ f⁻ of layer j, label the index map shown on it
 
 
+def map_runs(index_map) -> list:
+    """Runs (first index, last index, first channel or -1) of an index map: consecutive indices
+    on consecutive channels, or all outside the group (-1), become one run."""
+    m = np.asarray(index_map)
+    runs, i, n = [], 0, len(m)
+    while i < n:
+        j = i + 1
+        if m[i] < 0:
+            while j < n and m[j] < 0:
+                j += 1
+        else:
+            while j < n and m[j] == m[j - 1] + 1:
+                j += 1
+        runs.append((i, j - 1, int(m[i])))
+        i = j
+    return runs
+
+
+def map_text(index_map, limit: int = 4) -> str:
+    """"0-191 → ·, 192-223 → ch 0-31": where the group's channels sit along this end."""
+    parts = []
+    for a, b, c in map_runs(index_map):
+        idx = f"{a}" if a == b else f"{a}-{b}"
+        parts.append(f"{idx} → ·" if c < 0 else f"{idx} → ch {c}" + ("" if a == b else f"-{c + b - a}"))
+    if len(parts) > limit:
+        parts = parts[:limit] + [f"… {len(parts) - limit} more runs"]
+    return ", ".join(parts)
+
+
 def identity(index_map) -> bool:
     m = np.asarray(index_map)
     return bool(len(m) and (m == np.arange(len(m))).all())
 
 
-def paper_group(dg, group, fmt=str) -> PaperGroup:
-    """``fmt(index_map)`` turns an index map into edge text (e.g. group_details.format_index_map)."""
+def paper_group(dg, group, fmt=None) -> PaperGroup:
+    """``fmt(index_map)`` turns an index map into edge text (default :func:`map_text`)."""
+    fmt = fmt or map_text
     g = dg.graph
     roles = member_roles(dg, group)
     nodes = sorted(group.nodes, key=list(g.nodes).index) if len(group.nodes) < 400 else sorted(group.nodes)

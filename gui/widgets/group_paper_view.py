@@ -11,8 +11,7 @@ from PySide6.QtWidgets import (QDialog, QGraphicsScene, QGraphicsView, QLabel, Q
                                QTreeWidget, QTreeWidgetItem, QVBoxLayout)
 
 from .. import theme as themes
-from ..jobs.group_paper import end_text, paper_group
-from .group_details import format_index_map
+from ..jobs.group_paper import end_text, map_text, paper_group
 
 BOX_W, HALF_H, GAP = 270.0, 24.0, 34.0
 COLUMNS = ["layer", "op", "ends", "parameter", "size", "index map (index → channel)"]
@@ -53,7 +52,7 @@ class GroupPaperView(QDialog):
             self.header.setText("Pick a node or a group first.")
             return
         self.theme = themes.current()
-        pg = self.paper = paper_group(dg, group, format_index_map)
+        pg = self.paper = paper_group(dg, group)
         n_intra = sum(1 for la in pg.layers if la.intra)
         self.header.setText(
             f"<b>group {group.id}</b> · root {group.root} · {group.n_channels} channels "
@@ -138,12 +137,12 @@ class GroupPaperView(QDialog):
                         continue
                     seen.add(id(m))
                     QTreeWidgetItem(top, ["", m.slot.role, {"in": "f⁻", "out": "f⁺"}.get(m.slot.role, "f⁻ ⇔ f⁺"),
-                                          m.name, str(m.slot.size), format_index_map(m.index_map)])
+                                          m.name, str(m.slot.size), map_text(m.index_map, 12)])
             self.tree.addTopLevelItem(top)
             top.setExpanded(True)
         for m in getattr(pg, "orphans", []):
             QTreeWidgetItem(self.tree, [m.slot.module_name or "(model)", "", m.slot.role, m.name,
-                                        str(m.slot.size), format_index_map(m.index_map)])
+                                        str(m.slot.size), map_text(m.index_map, 12)])
 
     def listed(self) -> list:
         """The rows of the member list as text (tests, copy)."""
