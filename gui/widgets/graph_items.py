@@ -242,12 +242,16 @@ class FrameItem(QGraphicsItem):
         p.setBrush(fill)
         p.drawRoundedRect(self.rect, 8, 8)
         lod = lod_of(p)
-        if lod < 0.2:
-            return
+        # the block's name stays readable at any zoom (block names when far), elided to the frame
+        size = 8.0 / max(lod, 0.005)
+        f = QFont(self.FONT)
+        f.setPointSizeF(size)
+        p.setFont(f)
         p.setPen(c.sublabel)
-        p.setFont(self.FONT)
-        p.drawText(QRectF(self.rect.x() + 6, self.rect.y() + 1, self.rect.width() - 12, 16),
-                   Qt.AlignLeft | Qt.AlignVCenter, "⊟ " + self.title)
+        head = QRectF(self.rect.x() + 6, self.rect.y() + 1, self.rect.width() - 12,
+                      min(max(16.0, size * 1.6), self.rect.height()))
+        p.drawText(head, Qt.AlignLeft | Qt.AlignVCenter,
+                   p.fontMetrics().elidedText("⊟ " + self.title, Qt.ElideMiddle, int(head.width())))
 
     def mouseDoubleClickEvent(self, e):
         self.view.collapse(self.block)

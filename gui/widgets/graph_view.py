@@ -23,7 +23,7 @@ from .graph_nav import Navigation
 from ..jobs.graph_groups import GroupStyle
 
 BUILD_CHUNK = 600  # node items added per event-loop turn when a layout is big
-SYNC_MAX = 3000  # lay out at most this many visible items on the GUI thread (a few ms); else a worker
+SYNC_MAX = 800  # lay out at most this many visible items on the GUI thread (tens of ms); else a worker
 
 
 def node_colour(d: dict, theme=None):
