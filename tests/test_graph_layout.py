@@ -94,3 +94,23 @@ def test_transformer_opens_as_its_layers():
     blocks = [it for it in lay.pos if isinstance(it, str)]
     assert blocks == [f"encoder.layers.encoder_layer_{i}" for i in range(6)]
     _edges_connected(g, lay)
+
+
+def test_a_module_list_run_by_the_parent_is_not_a_block():
+    import torch
+    from torch import nn
+
+    class Chain(nn.Module):  # relu between the list's layers runs in the parent's scope
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList(nn.Linear(4, 4) for _ in range(30))
+
+        def forward(self, x):
+            for lin in self.layers:
+                x = torch.relu(lin(x))
+            return x
+    g = pipeline.analyze_model(Chain().eval(), make_inputs("1,4"), probe=False).graph
+    lay = layout(g)
+    assert "layers" not in lay.hierarchy.blocks  # folded it would sit in a cycle with the relus
+    assert set(lay.pos) == set(g.nodes)
+    assert all(not back for *_, back in lay.edges)

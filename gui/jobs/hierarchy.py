@@ -65,6 +65,9 @@ class Hierarchy:
             self._block(s).nodes.append(n)
             self.owner[n] = s
         self._finish()
+        for b in self._interleaved(g):
+            if b in self.blocks:
+                self._dissolve(b)
 
     def _block(self, s: str) -> Block:
         b = self.blocks.get(s)
@@ -98,6 +101,30 @@ class Hierarchy:
                           + [self.blocks[c].first for c in b.children] or [0])
         for b in self.blocks.values():
             b.children.sort(key=lambda c: self.blocks[c].first)
+
+    def _interleaved(self, g, max_pairs: int = 64) -> list:
+        """Blocks whose data leaves and comes back through a node outside them (a ModuleList
+        that the parent's loop runs piece by piece, with the activation in between): folded,
+        they would sit in a cycle with the parent's nodes, so they are not blocks. Innermost
+        first."""
+        bad = set()
+        anc = {}
+
+        def chain(n):
+            a = anc.get(n)
+            if a is None:
+                a = anc[n] = frozenset(self.ancestors(n))
+            return a
+        for n in g.nodes:
+            preds, succs = list(g.predecessors(n)), list(g.successors(n))
+            if not preds or not succs or len(preds) * len(succs) > max_pairs:
+                continue
+            mine = chain(n)
+            for p in preds:
+                for q in succs:
+                    bad |= (chain(p) & chain(q)) - mine
+        bad.discard(ROOT)
+        return sorted(bad, key=len, reverse=True)
 
     def _dissolve(self, s: str):
         b = self.blocks.pop(s)
