@@ -80,7 +80,8 @@ def paper_group(dg, group, fmt=None) -> PaperGroup:
     fmt = fmt or map_text
     g = dg.graph
     roles = member_roles(dg, group)
-    nodes = sorted(group.nodes, key=list(g.nodes).index) if len(group.nodes) < 400 else sorted(group.nodes)
+    order = {n: i for i, n in enumerate(g.nodes)}  # trace order
+    nodes = sorted((n for n in group.nodes if n in order), key=order.__getitem__)
     index = {n: i for i, n in enumerate(nodes)}
     layers = []
     for n in nodes:
