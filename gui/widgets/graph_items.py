@@ -47,6 +47,9 @@ class PaintColours:
             setattr(self, k, theme.qcolor(f"graph.{k}"))
         self.block = theme.qcolor("ui.header")
         self.frame = theme.qcolor("graph.overview")
+        dark_bg = is_dark(theme.qcolor("graph.background"))
+        self.frame_line = self.frame.lighter(170) if dark_bg else self.frame.darker(135)
+        self.frame_text = theme.qcolor("ui.text")
         self.roles = {r: theme.role_colour(r) for r in ("out", "in", "pass")}
 
 
@@ -234,7 +237,7 @@ class FrameItem(QGraphicsItem):
 
     def paint(self, p: QPainter, opt, widget=None):
         c = self.view.colours
-        pen = QPen(c.frame.darker(130), 1, Qt.DashLine)
+        pen = QPen(c.frame_line, 1, Qt.DashLine)
         pen.setCosmetic(True)
         p.setPen(pen)
         fill = QColor(c.frame)
@@ -247,7 +250,7 @@ class FrameItem(QGraphicsItem):
         f = QFont(self.FONT)
         f.setPointSizeF(size)
         p.setFont(f)
-        p.setPen(c.sublabel)
+        p.setPen(c.frame_text)
         head = QRectF(self.rect.x() + 6, self.rect.y() + 1, self.rect.width() - 12,
                       min(max(16.0, size * 1.6), self.rect.height()))
         p.drawText(head, Qt.AlignLeft | Qt.AlignVCenter,
