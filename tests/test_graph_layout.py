@@ -32,8 +32,9 @@ def _edges_connected(g, lay):
 def test_opens_collapsed_by_module_scope(resnet):
     lay = layout(resnet)
     blocks = [it for it in lay.pos if isinstance(it, str)]
-    assert blocks == ["layer1", "layer2", "layer3", "layer4"]
-    assert len(lay.pos) < 20  # stem and head layers stay loose around the four blocks
+    # the loose layers before and after the four stages fold into a stem and a head
+    assert blocks == ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
+    assert lay.hierarchy.blocks["stem"].synthetic and len(lay.pos) == 6
     _edges_connected(resnet, lay)
     # a collapsed block stands for every node under it
     h = lay.hierarchy
@@ -92,7 +93,7 @@ def test_transformer_opens_as_its_layers():
     g = pipeline.analyze_model(m, make_inputs("1,3,32,32"), probe=False).graph
     lay = layout(g)
     blocks = [it for it in lay.pos if isinstance(it, str)]
-    assert blocks == [f"encoder.layers.encoder_layer_{i}" for i in range(6)]
+    assert blocks == ["stem"] + [f"encoder.layers.encoder_layer_{i}" for i in range(6)] + ["head"]
     _edges_connected(g, lay)
 
 
@@ -114,3 +115,23 @@ def test_a_module_list_run_by_the_parent_is_not_a_block():
     assert "layers" not in lay.hierarchy.blocks  # folded it would sit in a cycle with the relus
     assert set(lay.pos) == set(g.nodes)
     assert all(not back for *_, back in lay.edges)
+
+
+def test_a_decoder_llm_opens_as_its_layers():
+    transformers = pytest.importorskip("transformers")
+    import torch
+    cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=5,
+                                   num_attention_heads=4, num_key_value_heads=4, vocab_size=100)
+    with torch.device("meta"):
+        model = transformers.LlamaForCausalLM(cfg).eval()
+        ids = torch.zeros(1, 8, dtype=torch.long)
+    g = pipeline.analyze_model(model, ids, probe=False).graph
+    lay = layout(g)
+    blocks = [it for it in lay.pos if isinstance(it, str)]
+    assert [b for b in blocks if b.startswith("model.layers.")] == [f"model.layers.{i}" for i in range(5)]
+    assert len(lay.pos) <= 48
+    _edges_connected(g, lay)
+    # one decoder layer opens on its own; the others stay folded
+    lay2 = layout(g, hierarchy=lay.hierarchy, expanded=lay.expanded | {"model.layers.2"}, previous=lay)
+    assert "model.layers.2" in lay2.frames and "model.layers.3" in lay2.pos
+    _edges_connected(g, lay2)

@@ -14,6 +14,7 @@ MIN_BLOCK = 2  # a block with at most this many nodes shows them instead (conv +
 MIN_LEAF_BLOCK = 3  # a scope without sub-scopes is a block only with this many nodes (e.g. attention)
 AUTO_MAX_ITEMS = 48  # automatic opening: expand while at most this many items are visible
 AUTO_MIN_BLOCKS = 4  # ... and while fewer than this many blocks are visible
+DOMINANT = 0.5  # ... or while one folded block holds more than this share of all nodes
 SMALL_GRAPH = 60  # graphs this small open fully expanded
 
 
@@ -25,6 +26,7 @@ class Block:
     nodes: list = field(default_factory=list)  # graph nodes directly inside, in trace order
     size: int = 0  # nodes under it, at any depth
     first: int = 0  # trace position of its first node (orders items)
+    synthetic: bool = False  # not a module: the loose layers before / after the model's blocks
 
     @property
     def name(self) -> str:
@@ -68,6 +70,27 @@ class Hierarchy:
         for b in self._interleaved(g):
             if b in self.blocks:
                 self._dissolve(b)
+        self._stem_and_head()
+
+    def _stem_and_head(self):
+        """The model's own loose layers before its first block and after its last (ResNet's
+        conv1/bn1/relu/maxpool, avgpool/fc) fold into a "stem" and a "head" block of their own."""
+        root = self.blocks[ROOT]
+        if not root.children:
+            return
+        first = min(self.blocks[c].first for c in root.children)
+        last = max(self.order[n] for c in root.children for n in self.nodes_under(c))
+        for name, run in (("stem", [n for n in root.nodes if self.order[n] < first]),
+                          ("head", [n for n in root.nodes if self.order[n] > last])):
+            if len(run) < MIN_LEAF_BLOCK or name in self.blocks:
+                continue
+            b = self.blocks[name] = Block(name, ROOT, [], run, len(run), self.order[run[0]])
+            b.synthetic = True
+            root.nodes = [n for n in root.nodes if n not in set(run)]
+            root.children.append(name)
+            for n in run:
+                self.owner[n] = name
+        root.children.sort(key=lambda c: self.blocks[c].first)
 
     def _block(self, s: str) -> Block:
         b = self.blocks.get(s)
@@ -186,16 +209,19 @@ class Hierarchy:
 
     def auto_expanded(self) -> set:
         """The blocks to expand when a graph opens: everything for a small graph; else the
-        largest block, again and again, while fewer than AUTO_MIN_BLOCKS blocks are visible and
-        at most AUTO_MAX_ITEMS items (ResNet-50: layer1…4; a transformer: its N layers)."""
+        largest block, again and again, while fewer than AUTO_MIN_BLOCKS blocks are visible or
+        one holds most of the model, and at most AUTO_MAX_ITEMS items show (ResNet-50: layer1…4; a transformer: its N layers)."""
         if self.blocks[ROOT].size <= SMALL_GRAPH:
             return self.all_blocks() - {ROOT}
         expanded: set = set()
         closed = list(self.blocks[ROOT].children)
         n_items = len(self.blocks[ROOT].nodes) + len(closed)
-        while closed and len(closed) < AUTO_MIN_BLOCKS:
+        total = self.blocks[ROOT].size
+        while closed:
             big = max(closed, key=lambda c: (self.blocks[c].size, -self.blocks[c].first))
             blk = self.blocks[big]
+            if len(closed) >= AUTO_MIN_BLOCKS and blk.size <= DOMINANT * total:
+                break
             grown = n_items - 1 + len(blk.nodes) + len(blk.children)
             if grown > AUTO_MAX_ITEMS:
                 break

@@ -174,7 +174,9 @@ class BlockItem(QGraphicsItem):
         self.info = ""  # "12 nodes · 3 groups"
         self.removed = ""  # "42 % removed" with an overlay
         self.setFlag(QGraphicsItem.ItemIsSelectable)
-        self.setToolTip(f"{block}\ndouble-click or + to expand")
+        synthetic = getattr(view.hierarchy.blocks.get(block), "synthetic", False) if view.hierarchy else False
+        what = "the model's own layers outside its blocks" if synthetic else f"module {block}"
+        self.setToolTip(f"{what}\ndouble-click or + to expand")
 
     def boundingRect(self):  # far out the name may run wider than the card
         return self.RECT.adjusted(-BLOCK_W, -3, BLOCK_W, 9)
