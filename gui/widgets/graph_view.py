@@ -19,7 +19,7 @@ from . import graph_overlays
 from .graph_items import (BlockItem, EdgesItem, FrameItem, NodeItem, PaintColours, arrow_heads,
                           route_path)
 from .graph_colours import Colouring
-from .graph_nav import Navigation
+from .graph_nav import HIDE_ABOVE, Navigation
 from ..jobs.graph_groups import GroupStyle
 
 BUILD_CHUNK = 600  # node items added per event-loop turn when a layout is big
@@ -155,6 +155,9 @@ class GraphView(Navigation, Colouring, QGraphicsView):
         self._style_items()
         sc.setSceneRect(QRectF(-60, -60, lay.width + 120, lay.height + 120))
         entries = list(lay.pos.items())
+        # a BSP index of 20k items costs a long first paint; a linear scan in C++ costs little
+        sc.setItemIndexMethod(QGraphicsScene.NoIndex if len(entries) > HIDE_ABOVE
+                              else QGraphicsScene.BspTreeIndex)
         steps = [(self._add_items, entries[i:i + BUILD_CHUNK]) for i in range(0, len(entries), BUILD_CHUNK)]
         steps += [(self._add_edges, routes[i:i + 2 * BUILD_CHUNK]) for i in range(0, len(routes), 2 * BUILD_CHUNK)]
         self.building = len(steps) > 2
