@@ -158,10 +158,21 @@ class Legend(QLabel):
         self.setFrameShape(QFrame.StyledPanel)
         self.setTextFormat(Qt.RichText)
         self.setMargin(4)
-        self.setToolTip("legend (L to hide)")
+        self.setToolTip("legend: click to fold or unfold (L hides it)")
+        self.setCursor(Qt.PointingHandCursor)
+        self.folded = False
+
+    def mousePressEvent(self, e):
+        self.folded = not self.folded
+        self.refresh()
+        place(self.view)
 
     def refresh(self):
         t = self.view.theme
+        if self.folded:
+            self.setText("<b>legend ▸</b>")
+            self.adjustSize()
+            return
 
         def sw(colour, text, mark="■"):
             return f"<span style='color:{colour}'>{mark}</span>&nbsp;{html.escape(text)}"
