@@ -114,7 +114,7 @@ class GraphView(Navigation, Colouring, QGraphicsView):
         self.graph, self.hierarchy = graph, lay.hierarchy
         self.groups = GroupStyle()
         self.overlay_kind, self.overlay_values = None, {}
-        self._highlighted, self._primary = set(), None
+        self._highlighted, self._primary, self._hi_gids = set(), None, []
         self._matches, self._match_i = [], -1
         self._build(lay)
 
