@@ -7,6 +7,7 @@ Prints one line per figure. --quick skips vit_b_16 and uses a 4k-node synthetic 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import time
@@ -41,12 +42,20 @@ def wait(signal, timeout_ms=900_000):
 
 
 class Heartbeat:
-    """A 10 ms QTimer on the GUI thread; the largest gap between ticks is the worst stall."""
+    """A 10 ms QTimer on the GUI thread; the largest gap between ticks is the worst stall.
+    It also times Python's garbage collections meanwhile (``max_gc``): with a big model loaded a
+    full collection walks millions of objects, on whichever thread allocates."""
 
     def __init__(self, ms=10):
         self.timer = QTimer(interval=ms)
         self.timer.timeout.connect(self._tick)
-        self.last, self.max_gap = None, 0.0
+        self.last, self.max_gap, self.max_gc, self._gc_t = None, 0.0, 0.0, None
+
+    def _gc(self, phase, info):
+        if phase == "start":
+            self._gc_t = time.perf_counter()
+        elif self._gc_t is not None:
+            self.max_gc = max(self.max_gc, time.perf_counter() - self._gc_t)
 
     def _tick(self):
         now = time.perf_counter()
@@ -55,11 +64,14 @@ class Heartbeat:
         self.last = now
 
     def start(self):
-        self.last, self.max_gap = time.perf_counter(), 0.0
+        self.last, self.max_gap, self.max_gc = time.perf_counter(), 0.0, 0.0
+        gc.callbacks.append(self._gc)
         self.timer.start()
 
     def stop(self):
         self.timer.stop()
+        if self._gc in gc.callbacks:
+            gc.callbacks.remove(self._gc)
         return self.max_gap
 
 
@@ -127,19 +139,28 @@ def bench_synthetic(n_nodes):
     t_an = time.perf_counter() - t
     g = dg.graph
     t = time.perf_counter()
-    lay = layout(g)
+    lay = layout(g, expanded="all")  # every node visible: the worst case for drawing
     t_lay = time.perf_counter() - t
     view = GraphView()
     view.resize(1200, 800)
     view.show()
+    hb = Heartbeat()
+    hb.start()
     t = time.perf_counter()
-    view.set_graph(g, lay)
+    view.set_graph(g, lay)  # paths at once, node items in chunks between events
+    t_sync = time.perf_counter() - t
+    if view.building:
+        wait(view.built)
     t_build = time.perf_counter() - t
     t = time.perf_counter()
-    view.fit()
+    view.fit_all()
     view.viewport().repaint()
     app.processEvents()
     t_fit = time.perf_counter() - t
+    gap = hb.stop()
+    stall = max(gap, t_sync, t_fit)
+    print(f"  (heartbeat gap {gap * 1000:.0f} ms, of which the longest garbage collection "
+          f"{hb.max_gc * 1000:.0f} ms; set_graph {t_sync * 1000:.0f} ms, fit + paint {t_fit * 1000:.0f} ms)")
     node = next(iter(view.items_by_node))
     t = time.perf_counter()
     view.select_node(node)  # zoomed in: text is drawn
@@ -153,10 +174,48 @@ def bench_synthetic(n_nodes):
     t_hi = time.perf_counter() - t
     print(f"synthetic chain: {g.number_of_nodes()} nodes, {g.number_of_edges()} edges "
           f"(core analysis without probes {t_an:.1f} s)")
-    print(f"  layout (worker thread) {t_lay * 1000:.0f} ms; scene build {t_build * 1000:.0f} ms; "
+    print(f"  layout (worker thread) {t_lay * 1000:.0f} ms; scene build {t_build * 1000:.0f} ms "
+          f"(longest step on the GUI thread {stall * 1000:.0f} ms); "
           f"first paint, whole graph {t_fit * 1000:.0f} ms; paint zoomed in {t_zoom * 1000:.0f} ms; "
           f"highlight 2000 nodes + repaint {t_hi * 1000:.0f} ms")
     print(f"  layout + render total {(t_lay + t_build + t_fit) * 1000:.0f} ms")
+
+
+def bench_llm(w, layers=32):
+    """A Llama-7B-sized configuration on the meta device: opens collapsed, then single decoder
+    layers expand (laid out and drawn on the GUI thread: each is a stall as long as it takes)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    cfg = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=layers,
+                      num_attention_heads=32, num_key_value_heads=32)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(cfg).eval()
+    hb = Heartbeat()
+    hb.start()
+    t = time.perf_counter()
+    w.open_model("llama-7b-config", "1,16", "int64", model=model, meta=True)
+    wait(w.modelReady)
+    w.view.viewport().repaint()
+    app.processEvents()
+    total = time.perf_counter() - t
+    stall = hb.stop()
+    s, v = w.session, w.view
+    parts = ", ".join(f"{k} {val:.2f}s" for k, val in s.seconds.items())
+    print(f"llama-7b config ({layers} layers, meta): load -> graph on screen {total:.2f} s "
+          f"({s.dg.graph.number_of_nodes()} nodes shown as {len(v.layout_.pos)} items; {parts}); "
+          f"max GUI stall {stall * 1000:.0f} ms")
+    times = []
+    for i in (0, layers // 2, layers - 1):
+        block = f"model.layers.{i}"
+        t = time.perf_counter()
+        v.expand(block)
+        v.viewport().repaint()
+        app.processEvents()
+        times.append(time.perf_counter() - t)
+        assert block in v.frames, block
+        v.collapse(block)
+    print(f"llama-7b config: expand one decoder layer (layout + draw) "
+          f"{', '.join(f'{x * 1000:.0f}' for x in times)} ms; longest garbage collection during the "
+          f"load {hb.max_gc * 1000:.0f} ms")
 
 
 def main():
@@ -164,6 +223,7 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--models", default="resnet50,vit_b_16")
     ap.add_argument("--nodes", type=int, default=20_000)
+    ap.add_argument("--llm-layers", type=int, default=32, help="0 skips the Llama configuration")
     a = ap.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     print(f"torch {torch.__version__}, {os.cpu_count()} CPU cores, platform {app.platformName()}")
@@ -172,6 +232,8 @@ def main():
     for m in models:
         bench_load(w, m)
     bench_prune_stall(w, models[-1])  # the model loaded last
+    if a.llm_layers:
+        bench_llm(w, a.llm_layers)
     bench_synthetic(4000 if a.quick else a.nodes)
     w.close()
     return 0

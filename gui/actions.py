@@ -26,6 +26,7 @@ class ActionSpec:
     group: int = 0  # separators between groups of one menu
     toolbar: tuple | None = None  # (section, position) in the toolbar; None: menu only
     check_group: str | None = None  # checkable, one checked per group (e.g. the theme)
+    checkable: bool = False  # an on/off switch of its own (e.g. colour by group)
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,19 @@ ACTIONS: list[ActionSpec | SubMenu] = [
                icon="fit", toolbar=(1, 0)),
     ActionSpec("find", "&View", "F&ind…", "selection.focus_search", "Ctrl+F",
                tip="find a layer or op by name", icon="find"),
+    ActionSpec("zoom_in", "&View", "Zoom &in", "view.zoom_in", "Ctrl+=", tip="closer to the graph"),
+    ActionSpec("zoom_out", "&View", "Zoom &out", "view.zoom_out", "Ctrl+-", tip="further from the graph"),
+    ActionSpec("zoom_fit", "&View", "&Whole graph", "view.fit_all", "Ctrl+0",
+               tip="the whole graph in view, however small"),
+    ActionSpec("expand_all", "&View", "&Expand all blocks", "view.expand_all", "Ctrl+Shift+=",
+               tip="every module open (double-click or + opens one)", group=2),
+    ActionSpec("collapse_all", "&View", "&Collapse all blocks", "view.collapse_all", "Ctrl+Shift+-",
+               tip="every module folded (double-click a frame or − folds one)", group=2),
+    ActionSpec("colour_groups", "&View", "Colour by &group", "selection.toggle_group_colours", "G",
+               tip="each coupled group its own colour", group=3, checkable=True),
+    ActionSpec("group_view", "&View", "Group in &paper notation…", "selection.open_group_view",
+               "Ctrl+G", "model_any", "the picked group as DepGraph draws it: f⁻/f⁺ ends, index maps",
+               group=3),
     ActionSpec("theme_light", "&View/&Theme", "&Light", "set_theme", tip="light colours",
                args=("light",), group=1, check_group="theme"),
     ActionSpec("theme_dark", "&View/&Theme", "&Dark", "set_theme", tip="dark colours",
@@ -87,7 +101,7 @@ def enabled_states(busy: bool, session) -> dict:
     ready = session is not None
     weights = ready and not session.meta  # a meta-device session is structure only
     pruned = ready and session.result is not None
-    return {"always": True, "idle": not busy, "busy": busy,
+    return {"always": True, "idle": not busy, "busy": busy, "model_any": ready,
             "model": weights and not busy, "pruned": pruned and not busy}
 
 
@@ -127,6 +141,8 @@ def build(window, table=ACTIONS, icon=None, toolbar=None) -> tuple[dict, dict]:
             a.setStatusTip(spec.tip)
         if spec.icon and icon is not None:
             a.setIcon(icon(spec.icon))
+        if spec.checkable:
+            a.setCheckable(True)
         if spec.check_group:
             a.setCheckable(True)
             if spec.check_group not in check_groups:

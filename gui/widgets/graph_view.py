@@ -1,22 +1,29 @@
-"""QGraphicsView of the dependency graph (dg.graph), laid out by graph_layout on a worker.
+"""QGraphicsView of the dependency graph (dg.graph), collapsed by module scope and laid out top to
+bottom by graph_layout (on a worker when large).
 
-Nodes are light custom items (one paint call, text skipped when zoomed out); all edges are a
-single QPainterPath item so a 20k-node graph stays cheap to build and to repaint.
+Visible items are layer/op nodes and collapsed blocks; expanded blocks get a frame. Expanding or
+collapsing lays out the visible part again (keeping the left-to-right order of what stays) and
+keeps the block under the user's eye where it was. All edges are one path item.
 """
 from __future__ import annotations
 
-from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QFont, QImage, QPainter, QPainterPath, QPen, QWheelEvent
-from PySide6.QtWidgets import (QGraphicsItem, QGraphicsPathItem, QGraphicsScene, QGraphicsView,
-                               QStyleOptionGraphicsItem)
+from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtGui import QPainter, QPainterPath, QPen
+from PySide6.QtWidgets import (QGraphicsItem, QGraphicsPathItem, QGraphicsRectItem, QGraphicsScene,
+                               QGraphicsView)
 
 from .. import theme as themes
-from ..jobs.graph_layout import NODE_H, NODE_W, Layout, place
+from ..jobs import worker
+from ..jobs.graph_layout import NODE_H, NODE_W, Layout, layout as run_layout
+from . import graph_overlays
+from .graph_items import (BlockItem, EdgesItem, FrameItem, NodeItem, PaintColours, arrow_heads,
+                          route_path)
+from .graph_colours import Colouring
+from .graph_nav import HIDE_ABOVE, Navigation
+from ..jobs.graph_groups import GroupStyle
 
-OVERVIEW_LOD = 0.12  # below this zoom plain nodes are drawn by one path item, not one by one
-FAR_LOD = 0.3  # below this zoom: straight edges, no antialiasing
-PAINT_KEYS = ("outline", "label", "sublabel", "label_on_dark", "sublabel_on_dark", "selected",
-              "group", "blocked")
+BUILD_CHUNK = 600  # node items added per event-loop turn when a layout is big
+SYNC_MAX = 800  # lay out at most this many visible items on the GUI thread (tens of ms); else a worker
 
 
 def node_colour(d: dict, theme=None):
@@ -29,111 +36,12 @@ def removed_colour(frac: float, theme=None):
     return (theme or themes.current()).scale_colour(frac)
 
 
-class PaintColours:
-    """The graph colours NodeItem.paint needs, as QColors made once per theme (paint is hot)."""
-
-    def __init__(self, theme):
-        for k in PAINT_KEYS:
-            setattr(self, k, theme.qcolor(f"graph.{k}"))
-
-
-class NodeItem(QGraphicsItem):
-    FONT = QFont("Sans", 9)
-    SMALL = QFont("Sans", 7)
-    RECT = QRectF(0, 0, NODE_W, NODE_H)
-
-    def __init__(self, node, data: dict, view: "GraphView"):
-        super().__init__()
-        self.node, self.data, self.view = node, data, view
-        self.base = view.theme.node_colour(data)
-        self.fill = self.base
-        self.highlight = 0  # 0 none, 1 member of the highlighted group(s), 2 the chosen node
-        self.unknown = bool(data.get("unknown"))
-        self.setFlag(QGraphicsItem.ItemIsSelectable)
-        self.setAcceptHoverEvents(True)
-        op, label = data.get("op", ""), data.get("label", "")
-        shapes = data.get("shape") or []
-        tip = f"{label}\nop: {op}\nscope: {data.get('scope') or '<root>'}"
-        if shapes:
-            tip += "\nout: " + ", ".join(str(tuple(s)) for s in shapes[:3])
-        if self.unknown:
-            tip += f"\nBLOCKED: '{op}' has no registered channel semantics, so channels through it stay"
-        self.setToolTip(tip)
-
-    def boundingRect(self):
-        return self.RECT.adjusted(-3, -3, 3, 3)
-
-    def paint(self, p: QPainter, opt: QStyleOptionGraphicsItem, widget=None):
-        lod = QStyleOptionGraphicsItem.levelOfDetailFromTransform(p.worldTransform())
-        sel = self.isSelected()
-        c = self.view.colours
-        if lod < OVERVIEW_LOD and not (self.highlight or sel or self.fill != self.base or self.unknown):
-            return  # far out: the one overview path shows plain nodes much faster
-        if self.highlight == 2 or sel:
-            pen = QPen(c.selected, 3)
-        elif self.highlight == 1:
-            pen = QPen(c.group, 3)
-        elif self.unknown:
-            pen = QPen(c.blocked, 2, Qt.DashLine)
-        else:
-            pen = QPen(c.outline, 1)
-        pen.setCosmetic(lod < 0.3)  # keep outlines visible when far out
-        p.setPen(pen)
-        fill = self.fill
-        if self.highlight:
-            fill = fill.darker(112)
-        p.setBrush(fill)
-        if lod < 0.25:  # far out: a plain box is all one can see
-            p.drawRect(self.RECT)
-            return
-        p.drawRoundedRect(self.RECT, 6, 6)
-        if lod < 0.45:
-            return
-        # dark fills (the red end of an overlay): light text, else the labels drown
-        dark = 0.299 * fill.red() + 0.587 * fill.green() + 0.114 * fill.blue() < 150
-        p.setPen(c.label_on_dark if dark else c.label)
-        p.setFont(self.FONT)
-        label = self.data.get("label", "")
-        fm = p.fontMetrics()
-        p.drawText(QRectF(6, 2, NODE_W - 12, 18), Qt.AlignLeft | Qt.AlignVCenter,
-                   fm.elidedText(label, Qt.ElideMiddle, int(NODE_W - 12)))
-        p.setFont(self.SMALL)
-        op = self.data.get("op", "")
-        if self.unknown:
-            op = "⚠ blocked: " + op
-            p.setPen(c.blocked)
-        elif self.data.get("kind") == "op" or label != op:
-            p.setPen(c.sublabel_on_dark if dark else c.sublabel)
-        shp = self.data.get("shape") or []
-        if shp and shp[0]:
-            op += "  " + "×".join(str(s) for s in shp[0][1:])
-        p.drawText(QRectF(6, 19, NODE_W - 12, 16), Qt.AlignLeft | Qt.AlignVCenter, op)
-
-    def hoverEnterEvent(self, e):
-        self.view.nodeHovered.emit(self.node)
-
-    def hoverLeaveEvent(self, e):
-        self.view.nodeHovered.emit(-1)
-
-
-class EdgesItem(QGraphicsPathItem):
-    """All edges in one item: curves when close, straight lines (far cheaper) when far out."""
-
-    def __init__(self, curved: QPainterPath, straight: QPainterPath):
-        super().__init__(curved)
-        self.straight = straight
-
-    def paint(self, p, opt, widget=None):
-        if QStyleOptionGraphicsItem.levelOfDetailFromTransform(p.worldTransform()) < FAR_LOD:
-            p.setPen(self.pen())
-            p.drawPath(self.straight)
-        else:
-            super().paint(p, opt, widget)
-
-
-class GraphView(QGraphicsView):
+class GraphView(Navigation, Colouring, QGraphicsView):
     nodeSelected = Signal(int)  # -1 when the selection is cleared
     nodeHovered = Signal(int)
+    blockSelected = Signal(str)  # a collapsed block picked
+    layoutChanged = Signal()  # the visible part was laid out again and drawn
+    built = Signal()  # every item of the current layout is in the scene
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -146,17 +54,33 @@ class GraphView(QGraphicsView):
         self.colours = PaintColours(self.theme)
         self.setBackgroundBrush(self.theme.qcolor("graph.background"))
         self.items_by_node: dict = {}
-        self._edges = None
-        self._overview = None
-        self._hi_edges = QGraphicsPathItem()
+        self.blocks_by_id: dict = {}
+        self.frames: dict = {}
+        self._edge_items: list = []  # EdgesItems (a few thousand edges each), arrows as children
+        self._overview = self._node_layer = None
+        self._hi_items: list = []  # one path of highlighted edges per group, in its colour
+        self._hi_gids: list = []
         self._highlighted: set = set()
+        self._primary = None
         self._matches: list = []
         self._match_i = -1
         self.graph = None
+        self.hierarchy = None
+        self.layout_: Layout | None = None
+        self.groups = GroupStyle()
+        self.colour_by_group = False
         self.overlay_kind: str | None = None  # None, "removed" or "sensitivity"
         self.overlay_values: dict = {}
         self._overlay_colour = None  # None: the theme's scale
+        self._task = None
+        self._generation = 0
+        self._build_id = 0
+        self._keep = None
+        self.building = False
         self.scene().selectionChanged.connect(self._on_selection)
+        self.minimap = graph_overlays.Minimap(self)
+        self.crumbs = graph_overlays.Breadcrumb(self)
+        self.legend = graph_overlays.Legend(self)
 
     def apply_theme(self, theme):
         """Recolour background, edges, nodes and the overlay (its values are kept)."""
@@ -164,209 +88,282 @@ class GraphView(QGraphicsView):
         self.setBackgroundBrush(theme.qcolor("graph.background"))
         for it in self.items_by_node.values():
             it.base = theme.node_colour(it.data)
-        if self._edges is not None:
+        for it in self.blocks_by_id.values():
+            it.base = self.colours.block
+        if self._overview is not None:
             self._style_items()
-        self.set_overlay(self.overlay_values if self.overlay_kind else None, self._overlay_colour,
-                         self.overlay_kind or "removed")
+        self._recolour()
+        self.legend.refresh()
+        self.minimap.refresh()
         self.viewport().update()
 
     def _style_items(self):
         pen = QPen(self.theme.qcolor("graph.edge"), 1.2)
         pen.setCosmetic(True)
-        self._edges.setPen(pen)
+        self._edge_pen = pen
+        for e in self._edge_items:
+            e.setPen(pen)
+            for arrows in e.childItems():
+                arrows.setBrush(self.theme.qcolor("graph.edge"))
         self._overview.setBrush(self.theme.qcolor("graph.overview"))
-        hpen = QPen(self.theme.qcolor("graph.group"), 2.5)
-        hpen.setCosmetic(True)
-        self._hi_edges.setPen(hpen)
 
     # building -----------------------------------------------------------------------------
     def set_graph(self, graph, lay: Layout, wrap_to_view: bool = True):
-        if wrap_to_view:  # re-wrap the bands for this viewport's shape (the worker guessed)
-            lay = place(lay.layers, self.aspect())
+        """Show ``graph`` as laid out in ``lay`` (its hierarchy and expanded blocks);
+        ``wrap_to_view`` is accepted for older callers: the layout no longer wraps."""
+        self.graph, self.hierarchy = graph, lay.hierarchy
+        self.groups = GroupStyle()
+        self.overlay_kind, self.overlay_values = None, {}
+        self._highlighted, self._primary, self._hi_gids = set(), None, []
+        self._matches, self._match_i = [], -1
+        self._build(lay)
+
+    def _build(self, lay: Layout):
+        """Draw ``lay``: paths and frames at once; node items at once when few, else in chunks
+        between events (the overview path stands in meanwhile), so the GUI never stalls."""
         self.layout_ = lay
+        self._build_id += 1
         sc = self.scene()
+        self._keep = self.selected_key()
         sc.blockSignals(True)
         sc.clear()
         sc.blockSignals(False)
-        self.graph, self.items_by_node, self._highlighted = graph, {}, set()
-        self.overlay_kind, self.overlay_values = None, {}
-        for n, d in graph.nodes(data=True):
-            it = NodeItem(n, d, self)
-            x, y = lay.pos[n]
-            it.setPos(x, y)
-            sc.addItem(it)
-            self.items_by_node[n] = it
-        self._edges = EdgesItem(self._edge_path(graph.edges(), lay.pos),
-                                self._edge_path(graph.edges(), lay.pos, straight=True))
-        self._edges.setZValue(-1)
-        sc.addItem(self._edges)
+        self.items_by_node, self.blocks_by_id, self.frames = {}, {}, {}
+        h = lay.hierarchy
+        for b, rect in lay.frames.items():
+            fr = FrameItem(b, rect, self, h.blocks[b].short(self._visible_parent(b)))
+            self.frames[b] = fr
+            sc.addItem(fr)
+        routes = [r[3] for r in lay.edges]
+        self._edge_items = []
+        pen = QPen(self.theme.qcolor("graph.edge"), 1.2)
+        pen.setCosmetic(True)
+        self._edge_pen = pen
         over = QPainterPath()
-        for x, y in lay.pos.values():
-            over.addRect(x, y, NODE_W, NODE_H)
+        for it, (x, y) in lay.pos.items():
+            if not isinstance(it, str):
+                over.addRect(x, y, NODE_W, NODE_H)
         self._overview = QGraphicsPathItem(over)
         self._overview.setPen(Qt.NoPen)
         self._overview.setZValue(-0.8)
         sc.addItem(self._overview)
-        self._apply_lod()
-        self._hi_edges = QGraphicsPathItem()
-        self._hi_edges.setZValue(-0.5)
+        self._hi_items = []
+        # node items hang under one empty item: far out, hiding it skips 20k paint calls at once
+        self._node_layer = QGraphicsRectItem()
+        self._node_layer.setFlag(QGraphicsItem.ItemHasNoContents)
+        sc.addItem(self._node_layer)
         self._style_items()
-        sc.addItem(self._hi_edges)
-        sc.setSceneRect(QRectF(-40, -40, lay.width + 80, lay.height + 80))
+        sc.setSceneRect(QRectF(-60, -60, lay.width + 120, lay.height + 120))
+        entries = list(lay.pos.items())
+        # a BSP index of 20k items costs a long first paint; a linear scan in C++ costs little
+        sc.setItemIndexMethod(QGraphicsScene.NoIndex if len(entries) > HIDE_ABOVE
+                              else QGraphicsScene.BspTreeIndex)
+        steps = [(self._add_items, entries[i:i + BUILD_CHUNK]) for i in range(0, len(entries), BUILD_CHUNK)]
+        steps += [(self._add_edges, routes[i:i + 2 * BUILD_CHUNK]) for i in range(0, len(routes), 2 * BUILD_CHUNK)]
+        self.building = len(steps) > 2
+        if not self.building:
+            for fn, arg in steps:
+                fn(arg)
+            self._finish_build()
+            return
+        self._overview.setVisible(True)
+        build_id = self._build_id
+        QTimer.singleShot(0, lambda: self._run_steps(build_id, steps))
 
-    @staticmethod
-    def _edge_path(edges, pos, straight=False) -> QPainterPath:
-        path = QPainterPath()
-        for a, b in edges:
-            (x1, y1), (x2, y2) = pos[a], pos[b]
-            s, t = QPointF(x1 + NODE_W, y1 + NODE_H / 2), QPointF(x2, y2 + NODE_H / 2)
-            path.moveTo(s)
-            if straight:
-                path.lineTo(t)
-            elif t.x() > s.x():
-                dx = (t.x() - s.x()) / 2
-                path.cubicTo(QPointF(s.x() + dx, s.y()), QPointF(t.x() - dx, t.y()), t)
-            else:  # into the next wrapped band: swing out right, come in from the left
-                path.cubicTo(QPointF(s.x() + 90, s.y() + 40), QPointF(t.x() - 90, t.y() - 40), t)
-        return path
+    def _run_steps(self, build_id, steps):
+        if build_id != self._build_id:
+            return  # a newer layout replaced this one
+        fn, arg = steps.pop(0)
+        fn(arg)
+        if steps:
+            QTimer.singleShot(0, lambda: self._run_steps(build_id, steps))
+        else:
+            self.building = False
+            self._finish_build()
+
+    def _add_edges(self, routes):
+        edges = EdgesItem(route_path(routes), route_path(routes, straight=True))
+        edges.setZValue(-1)
+        edges.setPen(self._edge_pen)
+        arrows = QGraphicsPathItem(arrow_heads(routes), edges)
+        arrows.setBrush(self.theme.qcolor("graph.edge"))
+        arrows.setPen(Qt.NoPen)
+        self.scene().addItem(edges)
+        self._edge_items.append(edges)
+
+    def _add_items(self, entries):
+        sc, h = self.scene(), self.hierarchy
+        sc.blockSignals(True)
+        for it, (x, y) in entries:
+            if isinstance(it, str):
+                item = BlockItem(it, self, h.blocks[it].short(self._visible_parent(it)))
+                self.blocks_by_id[it] = item
+            else:
+                item = NodeItem(it, self.graph.nodes[it], self)
+                self.items_by_node[it] = item
+                item.setParentItem(self._node_layer)
+                item.setPos(x, y)
+                continue
+            item.setPos(x, y)
+            sc.addItem(item)
+        sc.blockSignals(False)
+
+    def _finish_build(self):
+        sc = self.scene()
+        self._apply_lod()
+        self._update_blocks()
+        self._recolour(fresh=True)
+        self.highlight(self._highlighted, self._primary, gids=self._hi_gids, _keep_roles=True)
+        keep = self._keep
+        if keep is not None:
+            it = self.items_by_node.get(keep) if not isinstance(keep, str) else self.blocks_by_id.get(keep)
+            if it is not None:
+                sc.blockSignals(True)
+                it.setSelected(True)
+                sc.blockSignals(False)
+        self.crumbs.refresh()
+        self.minimap.refresh()
+        self.built.emit()
+
+    def overview_path(self) -> QPainterPath:
+        return self._overview.path() if self._overview is not None else QPainterPath()
+
+    def _visible_parent(self, block):
+        p = self.hierarchy.blocks[block].parent
+        return p if p else None
+
+    # hierarchy ------------------------------------------------------------------------------
+    @property
+    def expanded(self) -> frozenset:
+        return self.layout_.expanded if self.layout_ is not None else frozenset()
+
+    def item_of(self, node):
+        """The visible item (NodeItem or BlockItem) standing for graph ``node``."""
+        if self.layout_ is None or node not in self.layout_.rep:
+            return None
+        r = self.layout_.rep[node]
+        return self.blocks_by_id.get(r) if isinstance(r, str) else self.items_by_node.get(r)
+
+    def expand(self, block):
+        if self.hierarchy and block in self.hierarchy.blocks:
+            self.set_expanded(self.expanded | set(self.hierarchy.block_path(block)) - {""}, anchor=block)
+
+    def collapse(self, block):
+        if self.hierarchy and block:
+            inner = {b for b in self.expanded if b == block or b.startswith(block + ".")}
+            self.set_expanded(self.expanded - inner, anchor=block)
+
+    def expand_all(self):
+        if self.hierarchy:
+            self.set_expanded(self.hierarchy.all_blocks())
+
+    def collapse_all(self):
+        self.set_expanded(set())
+
+    def auto_expand(self):
+        if self.hierarchy:
+            self.set_expanded(self.hierarchy.auto_expanded())
+
+    def reveal(self, node):
+        """Expand the blocks that hide ``node`` (laid out at once)."""
+        if self.hierarchy is None or node in self.items_by_node or node not in self.hierarchy.owner:
+            return
+        self.set_expanded(self.expanded | set(self.hierarchy.ancestors(node)) - {""}, sync=True)
+
+    def set_expanded(self, expanded, anchor=None, sync: bool | None = None):
+        """Lay out with ``expanded`` open: on the GUI thread when small (or ``sync``), else on a
+        worker (the old picture stays until the new one is ready)."""
+        if self.graph is None:
+            return
+        expanded = frozenset(expanded)
+        self._generation += 1
+        gen, prev = self._generation, self.layout_
+        kw = dict(hierarchy=self.hierarchy, expanded=expanded, previous=prev)
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        n_visible = len(self.hierarchy.visible(expanded)[0])
+        if sync or n_visible <= SYNC_MAX:
+            self._apply_layout(run_layout(self.graph, **kw), gen, anchor)
+            return
+        self._task = task = worker.Task("layout", run_layout, self.graph, **kw)
+        task.finished.connect(lambda lay: self._apply_layout(lay, gen, anchor))
+        worker.start(task)
+
+    def _apply_layout(self, lay, gen, anchor=None):
+        if gen != self._generation:
+            return  # a newer request superseded this one
+        self._task = None
+        old = self._anchor_point(anchor)
+        self._build(lay)
+        if old is not None:
+            scene_pt, vp = old
+            rect = lay.frames.get(anchor) or (lay.pos.get(anchor, (0, 0)) + (0, 0))
+            new_pt = QPointF(rect[0] + rect[2] / 2, rect[1] + 30)
+            delta = self.mapToScene(self.viewport().rect().center()) - self.mapToScene(vp)
+            self.centerOn(new_pt + delta)
+        self.layoutChanged.emit()
+
+    def _anchor_point(self, anchor):
+        it = self.blocks_by_id.get(anchor) if anchor is not None else None
+        if it is None and anchor in self.frames:
+            it = self.frames[anchor]
+        if it is None:
+            return None
+        r = it.sceneBoundingRect()
+        top = QPointF(r.center().x(), r.top() + 30)
+        return top, self.mapFromScene(top)
 
     # highlighting ---------------------------------------------------------------------------
-    def highlight(self, nodes, primary=None):
-        """Outline ``nodes`` (a coupled group) and ``primary`` (the node the user picked)."""
-        for n in self._highlighted:
-            it = self.items_by_node.get(n)
-            if it is not None:
-                it.highlight = 0
+    def highlight(self, nodes, primary=None, roles: dict | None = None, gids=None, _keep_roles=False):
+        """Outline ``nodes`` (a coupled group) and ``primary`` (the node the user picked); hidden
+        nodes outline the block that holds them. ``roles`` ({node: "out"|"in"|"pass"}) styles
+        producers, consumers and pass-through members apart; ``gids`` (the groups shown) draws
+        each group's edges in its own colour, so input-side and output-side groups differ."""
+        for it in list(self.items_by_node.values()) + list(self.blocks_by_id.values()):
+            if it.highlight:
+                it.highlight, it.role = 0, None
                 it.update()
         self._highlighted = set(nodes) | ({primary} if primary is not None else set())
+        self._primary = primary
+        if not _keep_roles:
+            self._roles = roles if roles is not None else self.groups.roles_for(self._highlighted)
+        roles = getattr(self, "_roles", {}) or {}
         for n in self._highlighted:
-            it = self.items_by_node.get(n)
-            if it is not None:
-                it.highlight = 2 if n == primary else 1
-                it.update()
-        if self.graph is not None:
-            pos = {n: (it.x(), it.y()) for n, it in self.items_by_node.items() if n in self._highlighted}
-            sub = [(a, b) for a, b in self.graph.subgraph(self._highlighted).edges()]
-            self._hi_edges.setPath(self._edge_path(sub, pos))
+            it = self.item_of(n)
+            if it is None:
+                continue
+            if n == primary and it is self.items_by_node.get(n):
+                it.highlight = 2
+            elif it.highlight != 2:
+                it.highlight = 1
+                it.role = it.role or roles.get(n)
+            it.update()
+        self._hi_gids = list(gids or [])
+        self._draw_group_edges()
+        if not self.building:
+            self._apply_lod()
+
+    def _draw_group_edges(self):
+        for it in self._hi_items:
+            self.scene().removeItem(it)
+        self._hi_items = []
+        if self.layout_ is None or not self._highlighted:
+            return
+        rep = self.layout_.rep
+        sets = [({rep.get(n) for n in self.groups.dg.groups[g].nodes}, self.group_colour(g))
+                for g in self._hi_gids[:8] if self.groups.dg is not None]
+        if not sets:
+            sets = [({rep.get(n) for n in self._highlighted}, self.theme.qcolor("graph.group"))]
+        for k, (vis, colour) in enumerate(sets):
+            item = QGraphicsPathItem(route_path([r[3] for r in self.layout_.edges
+                                                 if r[0] in vis and r[1] in vis]))
+            pen = QPen(colour, 2.5 + 1.5 * (len(sets) - 1 - k))  # the first group drawn widest, under
+            pen.setCosmetic(True)
+            item.setPen(pen)
+            item.setZValue(-0.5 + 0.01 * k)
+            self.scene().addItem(item)
+            self._hi_items.append(item)
 
     def highlighted(self) -> set:
         return {n for n, it in self.items_by_node.items() if it.highlight}
-
-    def set_overlay(self, removed: dict | None, colour=None, kind: str = "removed"):
-        """Colour nodes by a value in [0, 1] ({node: value}; by default the fraction of channels
-        removed, or e.g. a group's normalised sensitivity with ``kind="sensitivity"``) through
-        ``colour`` (default: the theme's scale); nodes without a value turn the theme's
-        no-value colour. None restores the kind colours."""
-        self.overlay_kind = None if removed is None else kind
-        self.overlay_values = dict(removed) if removed is not None else {}
-        self._overlay_colour = colour
-        paint = colour or self.theme.scale_colour
-        none = self.theme.qcolor("graph.no_value")
-        for n, it in self.items_by_node.items():
-            if removed is None:
-                it.fill = it.base
-            elif n in removed:
-                it.fill = paint(removed[n])
-            else:
-                it.fill = none
-            it.update()
-
-    # navigation -----------------------------------------------------------------------------
-    def _apply_lod(self):
-        z = self.transform().m11()
-        self.setRenderHint(QPainter.Antialiasing, z >= FAR_LOD)  # AA costs most when far out
-        if getattr(self, "_overview", None) is not None:
-            self._overview.setVisible(z < OVERVIEW_LOD)
-
-    def scale(self, sx, sy):
-        super().scale(sx, sy)
-        self._apply_lod()
-
-    def resetTransform(self):
-        super().resetTransform()
-        self._apply_lod()
-
-    def fitInView(self, *a, **k):
-        super().fitInView(*a, **k)
-        self._apply_lod()
-
-    def wheelEvent(self, e: QWheelEvent):
-        f = 1.2 ** (e.angleDelta().y() / 120)
-        z = self.transform().m11() * f
-        if 0.002 < z < 8:
-            self.scale(f, f)
-
-    def aspect(self) -> float:
-        return max(0.5, min(4.0, self.viewport().width() / max(self.viewport().height(), 1)))
-
-    def fit(self):
-        if self.scene().items():
-            self.fitInView(self.scene().sceneRect(), Qt.KeepAspectRatio)
-            if self.transform().m11() > 1.5:  # small graphs: do not blow text up
-                self.resetTransform()
-                self.scale(1.5, 1.5)
-                self.centerOn(self.scene().sceneRect().center())
-
-    def select_node(self, n, center=True):
-        it = self.items_by_node.get(n)
-        if it is None:
-            return
-        self.scene().clearSelection()
-        it.setSelected(True)
-        if center:
-            if self.transform().m11() < 0.6:
-                self.resetTransform()
-                self.scale(0.9, 0.9)
-            self.centerOn(it)
-
-    def center_on_nodes(self, nodes):
-        items = [self.items_by_node[n] for n in nodes if n in self.items_by_node]
-        if items:
-            r = items[0].sceneBoundingRect()
-            for it in items[1:]:
-                r = r.united(it.sceneBoundingRect())
-            self.centerOn(r.center())
-
-    def find(self, text: str):
-        """Select the next node whose label, op, module or scope contains ``text``."""
-        text = text.strip().lower()
-        if not text or self.graph is None:
-            return None
-        matches = [n for n, d in self.graph.nodes(data=True)
-                   if text in f"{d.get('label', '')} {d.get('op', '')} {d.get('module', '')} {d.get('scope', '')}".lower()]
-        if matches != self._matches:
-            self._matches, self._match_i = matches, -1
-        if not matches:
-            return None
-        self._match_i = (self._match_i + 1) % len(matches)
-        self.select_node(matches[self._match_i])
-        return matches[self._match_i], len(matches)
-
-    def _on_selection(self):
-        sel = [it for it in self.scene().selectedItems() if isinstance(it, NodeItem)]
-        self.nodeSelected.emit(sel[0].node if sel else -1)
-
-    # export ----------------------------------------------------------------------------------
-    def export_png(self, path: str, max_side: int = 8000):
-        r = self.scene().sceneRect()
-        k = min(1.0, max_side / max(r.width(), r.height(), 1))
-        img = QImage(QSize(int(r.width() * k), int(r.height() * k)), QImage.Format_ARGB32)
-        img.fill(self.theme.qcolor("graph.export_background"))
-        p = QPainter(img)
-        p.setRenderHints(QPainter.Antialiasing | QPainter.TextAntialiasing)
-        self.scene().render(p, QRectF(img.rect()), r)
-        p.end()
-        if not img.save(path):
-            raise OSError(f"could not write image '{path}'")
-
-    def export_svg(self, path: str):
-        from PySide6.QtSvg import QSvgGenerator
-        r = self.scene().sceneRect()
-        gen = QSvgGenerator()
-        gen.setFileName(path)
-        gen.setSize(QSize(int(r.width()), int(r.height())))
-        gen.setViewBox(QRectF(0, 0, r.width(), r.height()))
-        gen.setTitle("PruneStudio dependency graph")
-        p = QPainter(gen)
-        self.scene().render(p, QRectF(0, 0, r.width(), r.height()), r)
-        p.end()

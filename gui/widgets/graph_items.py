@@ -1,0 +1,305 @@
+"""The painted items of the graph view: layer/op nodes, collapsed blocks, frames around expanded
+blocks, and all edges in one path item. Paint is hot (thousands of items): colours come
+pre-made (:class:`PaintColours`) and text is skipped or simplified by level of detail."""
+from __future__ import annotations
+
+from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
+from PySide6.QtWidgets import QGraphicsItem, QGraphicsPathItem, QStyleOptionGraphicsItem
+
+from ..jobs.graph_layout import BLOCK_H, BLOCK_W, NODE_H, NODE_W
+
+OVERVIEW_LOD = 0.12  # below this zoom plain nodes are drawn by one path item, not one by one
+FAR_LOD = 0.3  # below this zoom: straight edges, no antialiasing
+PAINT_KEYS = ("outline", "label", "sublabel", "label_on_dark", "sublabel_on_dark", "selected",
+              "group", "blocked")
+ROLE_PEN = {"out": Qt.SolidLine, "in": Qt.DashLine, "pass": Qt.DotLine}
+LIGHTNESS = (100, 140, 72, 165, 58)  # group colours: the palette cycles through these shades
+
+
+def group_palette_colour(theme, gid: int) -> QColor:
+    """A distinct colour per group: the theme's categorical palette, cycled with a lightness
+    change (and a small hue turn, so no two groups ever share a colour)."""
+    n = len(theme.data["groups"])
+    base = theme.qcolor(f"groups.{gid % n}")
+    level = gid // n
+    if level == 0:
+        return base
+    shade = LIGHTNESS[level % len(LIGHTNESS)]
+    c = base.lighter(shade) if shade >= 100 else base.darker(int(10000 / shade))
+    h, s, v, a = c.getHsv()
+    return QColor.fromHsv((max(h, 0) + 11 * level) % 360, s, v, a)
+
+
+def is_dark(c: QColor) -> bool:
+    return 0.299 * c.red() + 0.587 * c.green() + 0.114 * c.blue() < 150
+
+
+def lod_of(p: QPainter) -> float:
+    return QStyleOptionGraphicsItem.levelOfDetailFromTransform(p.worldTransform())
+
+
+class PaintColours:
+    """The graph colours paint needs, as QColors made once per theme (paint is hot)."""
+
+    def __init__(self, theme):
+        for k in PAINT_KEYS:
+            setattr(self, k, theme.qcolor(f"graph.{k}"))
+        self.block = theme.qcolor("ui.header")
+        self.frame = theme.qcolor("graph.overview")
+        dark_bg = is_dark(theme.qcolor("graph.background"))
+        self.frame_line = self.frame.lighter(170) if dark_bg else self.frame.darker(135)
+        self.frame_text = theme.qcolor("ui.text")
+        self.roles = {r: theme.role_colour(r) for r in ("out", "in", "pass")}
+
+
+def _outline(item, c: PaintColours, lod: float, sel: bool) -> QPen:
+    if item.highlight == 2 or sel:
+        pen = QPen(c.selected, 3)
+    elif item.highlight == 1:
+        role = getattr(item, "role", None)
+        pen = QPen(c.roles.get(role, c.group), 3, ROLE_PEN.get(role, Qt.SolidLine))
+    elif getattr(item, "unknown", False):
+        pen = QPen(c.blocked, 2, Qt.DashLine)
+    else:
+        pen = QPen(c.outline, 1)
+    pen.setCosmetic(lod < 0.3)  # keep outlines visible when far out
+    return pen
+
+
+class NodeItem(QGraphicsItem):
+    FONT = QFont("Sans", 9)
+    SMALL = QFont("Sans", 7)
+    RECT = QRectF(0, 0, NODE_W, NODE_H)
+
+    def __init__(self, node, data: dict, view):
+        super().__init__()
+        self.node, self.data, self.view = node, data, view
+        self.base = view.theme.node_colour(data)
+        self.fill = self.base
+        self.band = None  # colour-by-group: the colour of the group on the node's input side
+        self.highlight = 0  # 0 none, 1 member of the highlighted group(s), 2 the chosen node
+        self.role = None  # with highlight 1: "out" producer, "in" consumer, "pass" pass-through
+        self.unknown = bool(data.get("unknown"))
+        self.setFlag(QGraphicsItem.ItemIsSelectable)
+        self.setAcceptHoverEvents(True)
+        owner = view.hierarchy.owner.get(node) if view.hierarchy is not None else None
+        label = data.get("label", "")
+        # inside an open block its frame names the prefix: "layer1.0.conv1" reads "conv1"
+        self.short = label[len(owner) + 1:] if owner and label.startswith(owner + ".") else label
+        op, label = data.get("op", ""), data.get("label", "")
+        shapes = data.get("shape") or []
+        tip = f"{label}\nop: {op}\nscope: {data.get('scope') or '<root>'}"
+        if shapes:
+            tip += "\nout: " + ", ".join(str(tuple(s)) for s in shapes[:3])
+        if self.unknown:
+            tip += f"\nBLOCKED: '{op}' has no registered channel semantics, so channels through it stay"
+        self.setToolTip(tip)
+
+    def boundingRect(self):
+        return self.RECT.adjusted(-3, -3, 3, 3)
+
+    def plain(self) -> bool:
+        return not (self.highlight or self.isSelected() or self.fill != self.base or self.unknown)
+
+    def paint(self, p: QPainter, opt, widget=None):
+        lod = lod_of(p)
+        if lod < OVERVIEW_LOD and self.plain():
+            return  # far out: the one overview path shows plain nodes much faster
+        c = self.view.colours
+        p.setPen(_outline(self, c, lod, self.isSelected()))
+        fill = self.fill.darker(112) if self.highlight else self.fill
+        p.setBrush(fill)
+        if lod < 0.25:  # far out: a plain box is all one can see
+            p.drawRect(self.RECT)
+            return
+        p.drawRoundedRect(self.RECT, 6, 6)
+        if self.band is not None:
+            p.setPen(Qt.NoPen)
+            p.setBrush(self.band)
+            p.drawRect(QRectF(4, 1.5, NODE_W - 8, 4))
+        dark = is_dark(fill)  # dark fills (the red end of an overlay): light text
+        p.setPen(c.label_on_dark if dark else c.label)
+        if lod < 0.45:  # middle distance: the short name alone, at a size one can read
+            if lod >= 0.28:
+                f = QFont(self.FONT)
+                f.setPointSizeF(7.5 / lod)
+                p.setFont(f)
+                p.drawText(self.RECT, Qt.AlignCenter,
+                           p.fontMetrics().elidedText(self.short, Qt.ElideRight, int(NODE_W - 6)))
+            return
+        p.setFont(self.FONT)
+        label = self.data.get("label", "")
+        fm = p.fontMetrics()
+        p.drawText(QRectF(6, 2, NODE_W - 12, 18), Qt.AlignLeft | Qt.AlignVCenter,
+                   fm.elidedText(self.short, Qt.ElideMiddle, int(NODE_W - 12)))
+        p.setFont(self.SMALL)
+        op = self.data.get("op", "")
+        if self.unknown:
+            op = "⚠ blocked: " + op
+            p.setPen(c.blocked)
+        elif self.data.get("kind") == "op" or label != op:
+            p.setPen(c.sublabel_on_dark if dark else c.sublabel)
+        shp = self.data.get("shape") or []
+        if shp and shp[0]:
+            op += "  " + "×".join(str(s) for s in shp[0][1:])
+        p.drawText(QRectF(6, 19, NODE_W - 12, 16), Qt.AlignLeft | Qt.AlignVCenter, op)
+
+    def hoverEnterEvent(self, e):
+        self.view.nodeHovered.emit(self.node)
+
+    def hoverLeaveEvent(self, e):
+        self.view.nodeHovered.emit(-1)
+
+    def mouseDoubleClickEvent(self, e):
+        owner = self.view.hierarchy.owner.get(self.node) if self.view.hierarchy else None
+        if owner:  # double-click a member: fold its block back
+            self.view.collapse(owner)
+        e.accept()
+
+
+class BlockItem(QGraphicsItem):
+    """A collapsed module: a stacked card with its name, size, groups and what a plan removes."""
+    FONT = QFont("Sans", 10, QFont.Bold)
+    SMALL = QFont("Sans", 7)
+    RECT = QRectF(0, 0, BLOCK_W, BLOCK_H)
+
+    def __init__(self, block, view, title: str):
+        super().__init__()
+        self.block, self.view, self.title = block, view, title
+        self.fill = self.base = view.colours.block
+        self.highlight = 0
+        self.role = None
+        self.band = None
+        self.info = ""  # "12 nodes · 3 groups"
+        self.removed = ""  # "42 % removed" with an overlay
+        self.setFlag(QGraphicsItem.ItemIsSelectable)
+        synthetic = getattr(view.hierarchy.blocks.get(block), "synthetic", False) if view.hierarchy else False
+        what = "the model's own layers outside its blocks" if synthetic else f"module {block}"
+        self.setToolTip(f"{what}\ndouble-click or + to expand")
+
+    def boundingRect(self):  # far out the name may run wider than the card
+        return self.RECT.adjusted(-BLOCK_W, -3, BLOCK_W, 9)
+
+    def paint(self, p: QPainter, opt, widget=None):
+        lod = lod_of(p)
+        c = self.view.colours
+        fill = self.fill.darker(112) if self.highlight else self.fill
+        p.setPen(QPen(c.outline, 1))
+        p.setBrush(fill.darker(108))
+        p.drawRoundedRect(self.RECT.translated(5, 5), 7, 7)  # the card behind: there is more inside
+        p.setPen(_outline(self, c, lod, self.isSelected()))
+        p.setBrush(fill)
+        p.drawRoundedRect(self.RECT, 7, 7)
+        if self.band is not None:
+            p.setPen(Qt.NoPen)
+            p.setBrush(self.band)
+            p.drawRect(QRectF(5, 2, BLOCK_W - 10, 5))
+        dark = is_dark(fill)
+        p.setPen(c.label_on_dark if dark else c.label)
+        if lod < 0.45:  # far: the name alone, drawn at a size one can still read
+            f = QFont(self.FONT)
+            f.setPointSizeF(min(70.0, 8.5 / max(lod, 0.01)))
+            p.setFont(f)
+            wide = self.RECT.adjusted(-BLOCK_W, -40, BLOCK_W, 40)
+            p.drawText(wide, Qt.AlignCenter,
+                       p.fontMetrics().elidedText(self.title, Qt.ElideMiddle, int(3 * BLOCK_W)))
+            return
+        p.setFont(self.FONT)
+        p.drawText(QRectF(8, 3, BLOCK_W - 16, 22), Qt.AlignLeft | Qt.AlignVCenter,
+                   p.fontMetrics().elidedText(self.title, Qt.ElideMiddle, int(BLOCK_W - 16)))
+        p.setFont(self.SMALL)
+        p.setPen(c.sublabel_on_dark if dark else c.sublabel)
+        text = self.info + (f"  ·  {self.removed}" if self.removed else "")
+        p.drawText(QRectF(8, 25, BLOCK_W - 16, 20), Qt.AlignLeft | Qt.AlignVCenter, "⊞ " + text)
+
+    def mouseDoubleClickEvent(self, e):
+        self.view.expand(self.block)
+        e.accept()
+
+
+class FrameItem(QGraphicsItem):
+    """The outline of an expanded block, its name on top; double-click the name to fold it."""
+    FONT = QFont("Sans", 8, QFont.Bold)
+
+    def __init__(self, block, rect: tuple, view, title: str):
+        super().__init__()
+        self.block, self.view, self.title = block, view, title
+        self.rect = QRectF(*rect)
+        self.setZValue(-2)
+        self.setToolTip(f"{block}\ndouble-click the name (or −) to collapse")
+
+    def boundingRect(self):
+        return self.rect.adjusted(-2, -2, 2, 2)
+
+    def shape(self):  # only the header takes clicks: the inside belongs to the members
+        path = QPainterPath()
+        path.addRect(QRectF(self.rect.x(), self.rect.y(), self.rect.width(), 18))
+        return path
+
+    def paint(self, p: QPainter, opt, widget=None):
+        c = self.view.colours
+        pen = QPen(c.frame_line, 1, Qt.DashLine)
+        pen.setCosmetic(True)
+        p.setPen(pen)
+        fill = QColor(c.frame)
+        fill.setAlpha(40)
+        p.setBrush(fill)
+        p.drawRoundedRect(self.rect, 8, 8)
+        lod = lod_of(p)
+        # the block's name stays readable at any zoom (block names when far), elided to the frame
+        size = 8.0 / max(lod, 0.005)
+        f = QFont(self.FONT)
+        f.setPointSizeF(size)
+        p.setFont(f)
+        p.setPen(c.frame_text)
+        head = QRectF(self.rect.x() + 6, self.rect.y() + 1, self.rect.width() - 12,
+                      min(max(16.0, size * 1.6), self.rect.height()))
+        p.drawText(head, Qt.AlignLeft | Qt.AlignVCenter,
+                   p.fontMetrics().elidedText("⊟ " + self.title, Qt.ElideMiddle, int(head.width())))
+
+    def mouseDoubleClickEvent(self, e):
+        self.view.collapse(self.block)
+        e.accept()
+
+
+def route_path(routes, straight=False) -> QPainterPath:
+    """Edges as polylines through their dummy points, smoothed with vertical tangents."""
+    path = QPainterPath()
+    for pts in routes:
+        path.moveTo(QPointF(*pts[0]))
+        for (x1, y1), (x2, y2) in zip(pts, pts[1:]):
+            if straight or x1 == x2:
+                path.lineTo(x2, y2)
+            else:
+                dy = (y2 - y1) / 2
+                path.cubicTo(QPointF(x1, y1 + dy), QPointF(x2, y2 - dy), QPointF(x2, y2))
+    return path
+
+
+def arrow_heads(routes) -> QPainterPath:
+    path = QPainterPath()
+    for pts in routes:
+        x, y = pts[-1]
+        px, py = pts[-2] if len(pts) > 1 else (x, y - 1)
+        d = 1 if y >= py else -1
+        path.moveTo(x, y)
+        path.lineTo(x - 4, y - 7 * d)
+        path.lineTo(x + 4, y - 7 * d)
+        path.closeSubpath()
+    return path
+
+
+class EdgesItem(QGraphicsPathItem):
+    """All edges in one item: curves when close, straight lines (far cheaper) when far out."""
+
+    def __init__(self, curved: QPainterPath, straight: QPainterPath):
+        super().__init__(curved)
+        self.straight = straight
+
+    def paint(self, p, opt, widget=None):
+        if lod_of(p) < FAR_LOD:
+            p.setPen(self.pen())
+            p.drawPath(self.straight)
+        else:
+            super().paint(p, opt, widget)

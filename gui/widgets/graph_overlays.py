@@ -1,0 +1,231 @@
+"""What floats over the graph view: a breadcrumb with expand/collapse-all (top left), a minimap
+with the viewport rectangle (bottom right, click or drag to go there) and a legend of node kinds
+and group roles (bottom left). Also the graph's keyboard: + / − / Enter on blocks, zoom keys."""
+from __future__ import annotations
+
+import html
+
+from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtGui import QImage, QPainter, QPen
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QToolButton, QWidget
+
+MINIMAP_W, MINIMAP_H = 170, 230
+MARGIN = 8
+
+
+class Minimap(QWidget):
+    """The whole visible graph small, drawn from the layout (cheap for 20k items)."""
+
+    def __init__(self, view):
+        super().__init__(view)
+        self.view = view
+        self.setFixedSize(MINIMAP_W, MINIMAP_H)
+        self.setCursor(Qt.PointingHandCursor)
+        self.setToolTip("overview: click or drag to move the view")
+        self._img = None
+        self._k, self._off = 1.0, QPointF()
+        self.hide()
+
+    def refresh(self):
+        lay = self.view.layout_
+        if lay is None or not lay.pos:
+            self.hide()
+            return
+        r = self.view.scene().sceneRect()
+        k = min((MINIMAP_W - 8) / max(r.width(), 1), (MINIMAP_H - 8) / max(r.height(), 1))
+        self._k = k
+        self._off = QPointF((MINIMAP_W - r.width() * k) / 2 - r.x() * k, (MINIMAP_H - r.height() * k) / 2 - r.y() * k)
+        img = QImage(MINIMAP_W, MINIMAP_H, QImage.Format_ARGB32_Premultiplied)
+        bg = self.view.theme.qcolor("graph.background")
+        bg.setAlpha(235)
+        img.fill(bg)
+        p = QPainter(img)
+        p.translate(self._off)
+        p.scale(k, k)
+        p.setPen(Qt.NoPen)
+        frame = self.view.theme.qcolor("graph.overview")
+        frame.setAlpha(90)
+        for x, y, w, h in lay.frames.values():
+            p.fillRect(QRectF(x, y, w, h), frame)
+        many = len(self.view.items_by_node) > 3000
+        if many:  # one path for the plain nodes: 20k rectangles one by one take too long
+            p.fillPath(self.view.overview_path(), self.view.theme.qcolor("graph.outline"))
+        items = list(self.view.blocks_by_id.values()) + ([] if many else list(self.view.items_by_node.values()))
+        for item in items:
+            w, h = lay.size[item.node if hasattr(item, "node") else item.block]
+            p.fillRect(QRectF(item.x(), item.y(), max(w, 2 / k), max(h, 2 / k)), item.fill.darker(115))
+        p.end()
+        self._img = img
+        self.update()
+        self.follow()
+
+    def follow(self):
+        """Shown only while part of the graph is out of view."""
+        v = self.view
+        if v.layout_ is None or len(v.layout_.pos) < 2:
+            self.setVisible(False)
+            return
+        seen = v.mapToScene(v.viewport().rect()).boundingRect()
+        self.setVisible(not seen.contains(v.scene().sceneRect().adjusted(60, 60, -60, -60)))
+        self.update()
+
+    def paintEvent(self, e):
+        p = QPainter(self)
+        if self._img is not None:
+            p.drawImage(0, 0, self._img)
+        p.setPen(QPen(self.view.theme.qcolor("graph.outline"), 1))
+        p.drawRect(0, 0, MINIMAP_W - 1, MINIMAP_H - 1)
+        vr = self.view.mapToScene(self.view.viewport().rect()).boundingRect()
+        p.setPen(QPen(self.view.theme.qcolor("graph.selected"), 1.5))
+        p.setBrush(Qt.NoBrush)
+        p.drawRect(QRectF(vr.x() * self._k + self._off.x(), vr.y() * self._k + self._off.y(),
+                          vr.width() * self._k, vr.height() * self._k))
+
+    def scene_point(self, pt) -> QPointF:
+        return QPointF((pt.x() - self._off.x()) / self._k, (pt.y() - self._off.y()) / self._k)
+
+    def mousePressEvent(self, e):
+        self.view.centerOn(self.scene_point(e.position()))
+        self.update()
+
+    mouseMoveEvent = mousePressEvent
+
+
+class Breadcrumb(QFrame):
+    """model › layer2 › layer2.1 for the current pick (a crumb folds that block), then
+    collapse all / expand all / automatic buttons."""
+
+    def __init__(self, view):
+        super().__init__(view)
+        self.view = view
+        self.setObjectName("graphBreadcrumb")
+        self.setAutoFillBackground(True)
+        self.setFrameShape(QFrame.StyledPanel)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(4, 2, 4, 2)
+        lay.setSpacing(2)
+        self.path = QHBoxLayout()
+        self.path.setSpacing(0)
+        lay.addLayout(self.path)
+        lay.addSpacing(8)
+        for text, tip, fn in (("⊟ all", "collapse every block", view.collapse_all),
+                              ("⊞ all", "expand every block", view.expand_all),
+                              ("auto", "the opening view: a readable number of blocks", view.auto_expand)):
+            b = QToolButton(self)
+            b.setText(text)
+            b.setToolTip(tip)
+            b.setAutoRaise(True)
+            b.clicked.connect(lambda _=False, fn=fn: fn())
+            lay.addWidget(b)
+        self.buttons: list = []
+        self.hide()
+
+    def refresh(self):
+        v = self.view
+        for b in self.buttons:
+            self.path.removeWidget(b)
+            b.deleteLater()
+        self.buttons = []
+        if v.hierarchy is None:
+            self.hide()
+            return
+        blk = v.selected_block() or ""
+        path = v.hierarchy.block_path(blk) if blk in v.hierarchy.blocks else [""]
+        for i, b in enumerate(path):
+            btn = QToolButton(self)
+            btn.setAutoRaise(True)
+            name = v.hierarchy.blocks[b].short(path[i - 1] if i else None)
+            btn.setText(("› " if i else "") + name)
+            btn.setToolTip("fold this block" if b else "the whole model: collapse everything")
+            btn.clicked.connect(lambda _=False, b=b: v.collapse(b) if b else v.collapse_all())
+            self.path.addWidget(btn)
+            self.buttons.append(btn)
+        self.adjustSize()
+        self.show()
+
+
+class Legend(QLabel):
+    """Node kinds, the collapsed-block card and how group roles are drawn."""
+
+    KINDS = (("input", "input"), ("output", "output"), ("conv", "conv"), ("linear", "linear"),
+             ("norm", "norm"), ("embedding", "embedding"), ("layer", "other layer"), ("op", "op"))
+
+    def __init__(self, view):
+        super().__init__(view)
+        self.view = view
+        self.setObjectName("graphLegend")
+        self.setAutoFillBackground(True)
+        self.setFrameShape(QFrame.StyledPanel)
+        self.setTextFormat(Qt.RichText)
+        self.setMargin(4)
+        self.setToolTip("legend: click to fold or unfold (L hides it)")
+        self.setCursor(Qt.PointingHandCursor)
+        self.folded = False
+
+    def mousePressEvent(self, e):
+        self.folded = not self.folded
+        self.refresh()
+        place(self.view)
+
+    def refresh(self):
+        t = self.view.theme
+        if self.folded:
+            self.setText("<b>legend ▸</b>")
+            self.adjustSize()
+            return
+
+        def sw(colour, text, mark="■"):
+            return f"<span style='color:{colour}'>{mark}</span>&nbsp;{html.escape(text)}"
+        kinds = [sw(t.color(f"nodes.{k}"), text) for k, text in self.KINDS]
+        kinds.append(sw(t.color("ui.header"), "block ⊞"))
+        rows = ["<b>nodes</b> " + " ".join(kinds[:5]), " ".join(kinds[5:])]
+        role = t.data["roles"]
+        rows.append("<b>selected group</b> " + " &nbsp;".join([
+            sw(role["producer"], "producer (out)", "━━"),
+            sw(role["consumer"], "consumer (in)", "╍╍"),
+            sw(role["pass-through"], "pass-through", "┈┈"),
+            sw(t.color("graph.selected"), "picked", "━━")]))
+        if self.view.colour_by_group:
+            rows.append("<b>colour by group</b>: fill = group on the output side, "
+                        "top band = group on the input side")
+        self.setText("<br>".join(rows))
+        self.adjustSize()
+
+
+def place(view):
+    """Put the overlays in the view's corners."""
+    vp = view.viewport().geometry()
+    view.crumbs.move(vp.left() + MARGIN, vp.top() + MARGIN)
+    view.minimap.move(vp.right() - MINIMAP_W - MARGIN, vp.bottom() - MINIMAP_H - MARGIN)
+    view.legend.adjustSize()
+    view.legend.move(vp.left() + MARGIN, vp.bottom() - view.legend.height() - MARGIN)
+
+
+def handle_key(view, e) -> bool:
+    """+ / = expand the picked block, − collapse it (or the block of a picked node), Enter
+    toggles; Ctrl+= / Ctrl+− zoom, Ctrl+0 fits; L shows or hides the legend."""
+    key, mods = e.key(), e.modifiers()
+    if mods & Qt.ControlModifier:
+        if key in (Qt.Key_Equal, Qt.Key_Plus):
+            view.zoom_in()
+        elif key == Qt.Key_Minus:
+            view.zoom_out()
+        elif key == Qt.Key_0:
+            view.fit_all()
+        else:
+            return False
+        return True
+    k = view.selected_key()
+    if key in (Qt.Key_Plus, Qt.Key_Equal) and isinstance(k, str):
+        view.expand(k)
+    elif key == Qt.Key_Minus:
+        b = view.selected_block()
+        if b:
+            view.collapse(b)
+    elif key in (Qt.Key_Return, Qt.Key_Enter) and k is not None:
+        view.expand(k) if isinstance(k, str) else view.collapse(view.selected_block() or "")
+    elif key == Qt.Key_L:
+        view.legend.setVisible(not view.legend.isVisible())
+    else:
+        return False
+    return True

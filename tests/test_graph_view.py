@@ -1,0 +1,134 @@
+"""The graph in the window (pytest-qt, offscreen): collapsing and expanding blocks, colour by
+group, role styles, the group's paper view, and the selection the side panels share."""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import Qt  # noqa: E402
+
+
+def _check_connected(view):
+    vis = set(view.items_by_node) | set(view.blocks_by_id)
+    assert vis == set(view.layout_.pos)
+    for a, b, *_ in view.layout_.edges:
+        assert a in vis and b in vis
+    pairs = {(a, b) for a, b, *_ in view.layout_.edges}
+    rep = view.layout_.rep
+    for a, b in view.graph.edges():
+        if rep[a] != rep[b]:
+            assert (rep[a], rep[b]) in pairs
+
+
+def test_collapse_and_expand_in_place(qtbot, win):
+    view = win.view
+    g = win.session.dg.graph
+    assert set(view.items_by_node) == set(g.nodes)  # a small model opens fully expanded
+    view.collapse_all()
+    assert set(view.blocks_by_id) >= {"stem", "block1", "fuse", "head"}
+    assert len(view.items_by_node) < len(g) / 2
+    _check_connected(view)
+    head = view.blocks_by_id["head"]
+    assert "3 nodes" in head.info or "nodes" in head.info
+    # double-click a block: it opens where it was
+    pt = view.mapFromScene(head.sceneBoundingRect().center())
+    with qtbot.waitSignal(view.layoutChanged, timeout=5000):
+        qtbot.mouseDClick(view.viewport(), Qt.LeftButton, pos=pt)
+    assert "head" not in view.blocks_by_id and "head" in view.frames
+    assert set(win.session.dg.node_of_module("head.0")) <= set(view.items_by_node)
+    _check_connected(view)
+    # keyboard: − folds the block of the picked node, + opens a picked block
+    node = win.session.dg.node_of_module("head.0")[0]
+    view.select_node(node, center=False)
+    view.setFocus()
+    qtbot.keyClick(view, Qt.Key_Minus)
+    assert "head" in view.blocks_by_id
+    view.scene().clearSelection()
+    view.blocks_by_id["fuse"].setSelected(True)
+    qtbot.keyClick(view, Qt.Key_Plus)
+    assert "fuse" in view.frames
+    _check_connected(view)
+
+
+def test_hidden_nodes_are_revealed_and_highlighted_through_blocks(win):
+    view, dg = win.view, win.session.dg
+    view.collapse_all()
+    node = dg.node_of_module("block1.0")[0]
+    gids = dg.groups_of_node(node)
+    win._on_groups_selected([gids[0]])  # the group's nodes are inside collapsed blocks
+    assert any(it.highlight for it in view.blocks_by_id.values())
+    view.select_node(node)  # picking a hidden node opens its blocks
+    assert node in view.items_by_node and view.items_by_node[node].highlight == 2
+
+
+def test_selection_styles_roles_apart(win):
+    view, dg = win.view, win.session.dg
+    node = dg.node_of_module("block1.0")[0]  # a conv between two groups
+    view.select_node(node)
+    roles = {it.role for n, it in view.items_by_node.items() if it.highlight == 1}
+    assert {"out", "in"} <= roles  # producers and consumers are drawn differently
+    conv_in = next(n for n, it in view.items_by_node.items() if it.highlight == 1 and it.role == "out")
+    assert view.items_by_node[conv_in].role != "in"
+
+
+def test_colour_by_group_gives_distinct_colours(qtbot, win):
+    view, dg = win.view, win.session.dg
+    assert not view.colour_by_group
+    win.a_colour_groups.trigger()
+    assert view.colour_by_group and win.a_colour_groups.isChecked()
+    colours = {g.id: view.group_colour(g.id).name() for g in dg.groups}
+    assert len(set(colours.values())) == len(colours)
+    many = {view.group_colour(i).name() for i in range(200)}
+    assert len(many) == 200  # the palette cycles with new shades, never repeats
+    seen = {}
+    for n, it in view.items_by_node.items():
+        out_g, in_g = view.groups.colour_groups(n)
+        if out_g is not None:
+            assert it.fill.name() == colours[out_g]
+            seen.setdefault(colours[out_g], set()).add(out_g)
+        if in_g is not None:
+            assert it.band is not None and it.band.name() == colours[in_g]
+    assert all(len(v) == 1 for v in seen.values())
+    assert len(seen) >= 5
+    win.a_colour_groups.trigger()
+    assert all(it.fill == it.base for it in view.items_by_node.values())
+
+
+def test_paper_view_lists_every_end_and_index_map(qtbot, win):
+    dg = win.session.dg
+    # the group fed by the concat: branch_a's conv output sits at channels 0-47 of fuse's input
+    a = dg.node_of_module("branch_a.0")[0]
+    gid = next(g for g in dg.groups_of_node(a) if any(m.slot.role == "out" and m.slot.module_name == "branch_a.0"
+                                                      for m in dg.groups[g].members))
+    win._on_groups_selected([gid])
+    win.a_group_view.trigger()
+    paper = win.selection.paper
+    assert paper.isVisible() and paper.paper.gid == gid
+    rows = paper.listed()
+    group = dg.groups[gid]
+    from gui.jobs.group_paper import map_text
+    for m in group.members:  # every member slot, with its end and index map
+        assert any(r[3] == m.name and r[5] == map_text(m.index_map, 12) for r in rows), m.name
+    ends = {r[0]: r[2] for r in rows if r[0]}
+    assert ends["branch_a.0"] == "f⁺" and ends["fuse.0"] == "f⁻"
+    assert any(v == "f⁻ ⇔ f⁺" for v in ends.values())  # the relu / cat pass channels through
+    labels = [lab for _i, _j, lab in paper.paper.inter if lab]
+    assert "0-47 → ch 0-47, 48-95 → ·" in labels  # the concat's offset, written on the edge into fuse
+    win.view.scene().clearSelection()
+
+
+def test_pick_a_node_clears_the_group_table(win):
+    view, dg = win.view, win.session.dg
+    view.select_node(dg.node_of_module("block1.0")[0])
+    assert win.groups.table.selectedItems()
+    view.scene().clearSelection()
+    assert "Pick a node" in win.details.header.text()
+    assert not win.groups.table.selectedItems()
+
+
+def test_find_names_the_node_not_its_id(win):
+    win.search.setText("branch_b")
+    win.selection.find()
+    msg = win.status_label.text()
+    assert "branch_b" in msg and "match 1 of" in msg
