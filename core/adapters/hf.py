@@ -158,6 +158,13 @@ def _layers(model):
     return out
 
 
+def block_kinds(model) -> dict[str, str]:
+    """Module name -> ``"attn"`` (an attention block: its groups are heads, or key/value heads
+    with their query heads) or ``"mlp"`` (a feed-forward block: its group is the intermediate
+    width), for every block of a Hugging Face model (works on the meta device)."""
+    return {x[1]: x[0] for x in _layers(model)}
+
+
 def _uniform(vals):
     return vals[0] if vals and all(v == vals[0] for v in vals) else None
 
