@@ -181,8 +181,8 @@ def make_stream_plan(path: str, settings: StreamSettings, trust=False, progress=
     from core.prune.apply import apply_kept
     settings.validate()
     d = hf_local_dir(path) or path
+    shards, index_meta = shard_layout(d)  # (no safetensors: refused before the analysis)
     model, dg = analyze_hf_dir(d, trust, progress, should_stop)
-    shards, index_meta = shard_layout(d)
     known = set(model.state_dict())
     for keys in shards.values():
         stray = [k for k in keys if k not in known]
