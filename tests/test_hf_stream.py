@@ -24,7 +24,7 @@ pytest.importorskip("safetensors")
 import main as entry  # noqa: E402
 from core.pipeline import analyze_model  # noqa: E402
 from core.errors import Cancelled, LoadError, PlanError  # noqa: E402
-from core.io import hf_stream  # noqa: E402
+from core.io import hf_stream, shards  # noqa: E402
 from core.io.hf_stream import StreamSettings, make_stream_plan, stream_prune_hf  # noqa: E402
 from core.io.shards import open_shard  # noqa: E402
 from core.plan.criteria import group_scores  # noqa: E402
@@ -137,13 +137,15 @@ def test_in_memory_prune_passes_the_oracle_float64(src):
 
 
 def test_one_tensor_at_a_time(src, tmp_path, monkeypatch):
-    """Every tensor read from the shards is released before the next one is read."""
+    """Every tensor read from the shards is released before the next one is read, and each is read
+    through a handle of its own (a mapped shard's pages stay resident while its handle is open)."""
     live, reads = [], [0]
-    real = hf_stream.open_shard
+    real = shards.open_shard
 
     class Spy:
         def __init__(self, path):
             self.h = real(path)
+            self.gets = 0
 
         def __enter__(self):
             self.h.__enter__()
@@ -154,6 +156,8 @@ def test_one_tensor_at_a_time(src, tmp_path, monkeypatch):
 
         def get_tensor(self, k):
             assert all(r() is None for r in live), "a previous tensor is still held"
+            self.gets += 1
+            assert self.gets == 1, "several tensors read through one shard handle"
             t = self.h.get_tensor(k)
             live.append(weakref.ref(t))
             reads[0] += 1
@@ -162,6 +166,7 @@ def test_one_tensor_at_a_time(src, tmp_path, monkeypatch):
         def __getattr__(self, name):
             return getattr(self.h, name)
 
+    monkeypatch.setattr(shards, "open_shard", Spy)
     monkeypatch.setattr(hf_stream, "open_shard", Spy)
     stream_prune_hf(str(src), str(tmp_path / "out"), SETTINGS)
     n_keys = len(json.loads((src / "model.safetensors.index.json").read_text())["weight_map"])

@@ -29,7 +29,8 @@ from torch import nn
 
 from core.errors import LoadError, PlanError, PruneStudioError
 from core.io.atomic import atomic_write_dir, stop_check
-from core.io.shards import INDEX, nbytes, open_shard, shard_layout, tensor_info, write_shard
+from core.io.shards import (INDEX, nbytes, open_shard, read_tensor, shard_layout, tensor_info,
+                            write_shard)
 
 SCORED = ("l1", "l2", "lamp")  # criteria that need nothing but the tensor itself
 _WEIGHTS = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf")
@@ -142,18 +143,17 @@ def stream_scores(path: str, shards: dict, model, dg, kinds: dict, importance: s
     scorer = CRITERIA.get(importance)(model, None, np.random.default_rng(0))
     vals: dict[tuple[int, int], np.ndarray] = {}
     for n, (fname, keys) in enumerate(shards.items()):
-        with open_shard(os.path.join(path, fname)) as h:
-            for k in keys:
-                stop_check(should_stop)
-                refs = wanted.get(k)
-                if not refs:
-                    continue
-                t = h.get_tensor(k)
-                for gid, i in refs:
-                    v = scorer.slice_scores(t, dg.groups[gid].members[i])
-                    if v is not None:
-                        vals[(gid, i)] = v
-                del t
+        for k in keys:
+            stop_check(should_stop)
+            refs = wanted.get(k)
+            if not refs:
+                continue
+            t = read_tensor(os.path.join(path, fname), k)
+            for gid, i in refs:
+                v = scorer.slice_scores(t, dg.groups[gid].members[i])
+                if v is not None:
+                    vals[(gid, i)] = v
+            del t
         progress("scores", n + 1, len(shards), f"scored {fname}")
     params = {k for k, _ in model.named_parameters(remove_duplicate=False)}
     scores = {}
@@ -231,9 +231,10 @@ def write_stream_plan(sp: StreamPlan, out: str, force: bool = False, progress=No
                         shape[d] = len(keep)
                     entries.append((k, dtype, shape))
                 meta = h.metadata() or {"format": "pt"}
-                total += write_shard(os.path.join(tmp, fname), entries,
-                                     lambda k, h=h: _prune_tensor(h.get_tensor(k), sp.kept.get(k)),
-                                     meta, should_stop)
+            shard = os.path.join(sp.path, fname)
+            total += write_shard(os.path.join(tmp, fname), entries,
+                                 lambda k, p=shard: _prune_tensor(read_tensor(p, k), sp.kept.get(k)),
+                                 meta, should_stop)
             progress("write", n + 1, len(sp.shards), f"wrote {fname}")
         if os.path.isfile(os.path.join(sp.path, INDEX)):
             index = {"metadata": {**sp.index_meta, "total_size": total},

@@ -75,6 +75,15 @@ def open_shard(path: str):
         raise LoadError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
 
 
+def read_tensor(path: str, key: str):
+    """One tensor of the shard at ``path``, through a handle of its own. ``safe_open`` maps the
+    file and its tensors are views of the mapping: pages read through a handle that stays open
+    count in the process's memory until it closes, so a whole shard read through one handle ends
+    up resident. With a handle per tensor, the pages go with the tensor."""
+    with open_shard(path) as h:
+        return h.get_tensor(key)
+
+
 def tensor_info(handle, key: str) -> tuple[str, list[int]]:
     """(safetensors dtype name, shape) of ``key`` without reading its data."""
     sl = handle.get_slice(key)
