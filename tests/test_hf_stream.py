@@ -230,3 +230,35 @@ def test_cli_stream(src, tmp_path, capsys):
         rc, so, err = run(args, capsys)
         assert rc == 2 and word in err and err.count("\n") == 1, (args, err)
     assert not (tmp_path / "x").exists()
+
+
+def test_heads_the_config_cannot_describe_load_with_load_pruned(tmp_path):
+    """4 of 4 KV heads -> 3: transformers 5 refuses a Llama config whose hidden size (64) is not a
+    multiple of the head count, so the config keeps its sizes and records the shapes; the streamed
+    output (and the in-memory engine's save_hf_dir) reload with load_pruned, parameters assigned
+    from the shards (built on the meta device, never at the original size)."""
+    from core.adapters.hf import load_pruned
+    from core.io.hf_dir import load_hf_dir, save_hf_dir
+    cfg = _config()
+    cfg.num_key_value_heads = 4
+    torch.manual_seed(5)
+    m = transformers.LlamaForCausalLM(cfg).eval()
+    m.save_pretrained(tmp_path / "src", max_shard_size="80KB")
+    sp = stream_prune_hf(str(tmp_path / "src"), str(tmp_path / "out"),
+                         StreamSettings(mlp_ratio=0.25, kv_ratio=0.25))
+    assert not sp.uniform
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved["num_attention_heads"] == 4 and saved["prunestudio"]["uniform"] is False
+    dg = analyze_model(m, IDS, probe=False)
+    pruned = apply_kept(m, sp.plan.kept_indices(dg))
+    assert pruned.config.prunestudio["uniform"] is False
+    back = load_pruned(transformers.LlamaForCausalLM, str(tmp_path / "out"))
+    assert back.model.layers[0].self_attn.q_proj.weight.shape == (48, 64)
+    with torch.no_grad():
+        want = pruned(IDS).logits
+        assert torch.equal(back(IDS).logits, want)
+        save_hf_dir(pruned, str(tmp_path / "mem"))  # the in-memory path writes it too
+        assert torch.equal(load_hf_dir(str(tmp_path / "mem"))(IDS).logits, want)
+    half = load_pruned(transformers.LlamaForCausalLM, str(tmp_path / "out"), dtype=torch.bfloat16)
+    assert half.lm_head.weight.dtype == torch.bfloat16 and not any(p.is_meta for p in
+                                                                  half.parameters())
