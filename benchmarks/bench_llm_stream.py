@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -27,8 +26,6 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import torch  # noqa: E402
-
 LLAMA2_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                  num_attention_heads=32, num_key_value_heads=32, vocab_size=32000,
                  max_position_embeddings=4096, rms_norm_eps=1e-5, tie_word_embeddings=False)
@@ -36,6 +33,7 @@ LLAMA2_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32
 
 def generate(d: str, layers: int, shard_bytes: int, seed: int = 0) -> float:
     """Write a random bf16 Llama checkpoint into ``d`` one tensor at a time; returns GB written."""
+    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from core.io.shards import INDEX, nbytes, write_shard
@@ -62,9 +60,10 @@ def generate(d: str, layers: int, shard_bytes: int, seed: int = 0) -> float:
     def make(name):
         g = torch.Generator().manual_seed(seed * 100003 + order[name])
         shape = dict(names)[name]
+        t = torch.randn(shape, generator=g, dtype=torch.bfloat16)
         if name.endswith("norm.weight"):
-            return (1.0 + 0.1 * torch.randn(shape, generator=g)).to(torch.bfloat16)
-        return (0.02 * torch.randn(shape, generator=g)).to(torch.bfloat16)
+            return t.mul_(0.1).add_(1.0)
+        return t.mul_(0.02)
 
     weight_map, total = {}, 0
     for i, entries in enumerate(shards):
@@ -79,11 +78,25 @@ def generate(d: str, layers: int, shard_bytes: int, seed: int = 0) -> float:
     return total / 1e9
 
 
+# a ru_maxrss counts what a process inherited at fork, and RUSAGE_CHILDREN is the largest of all
+# children: the prune's peak is measured by a stdlib-only launcher whose one child is the prune
+MEASURE = """
+import json, resource, subprocess, sys, time
+t = time.perf_counter()
+rc = subprocess.run(sys.argv[1:]).returncode
+print("MEASURE " + json.dumps({"rc": rc, "wall": time.perf_counter() - t,
+      "rss_gb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20}), flush=True)
+"""
+
 LOAD = """
 import sys, time, torch, resource
 from transformers import LlamaForCausalLM
+from core.adapters.hf import load_pruned  # from_pretrained when the config describes the model
 t = time.perf_counter()
-m = LlamaForCausalLM.from_pretrained(sys.argv[1], low_cpu_mem_usage=True, dtype=torch.bfloat16).eval()
+m = load_pruned(LlamaForCausalLM, sys.argv[1], low_cpu_mem_usage=True, dtype=torch.bfloat16).eval()
+uniform = (getattr(m.config, "prunestudio", None) or {}).get("uniform", True)
+print("loaded with " + ("from_pretrained" if uniform else "core.adapters.hf.load_pruned (the "
+      "config cannot describe the pruned heads)"))
 t_load = time.perf_counter() - t
 ids = torch.randint(0, m.config.vocab_size, (1, 8), generator=torch.Generator().manual_seed(0))
 t = time.perf_counter()
@@ -104,35 +117,46 @@ def main(argv=None):
     ap.add_argument("--mlp-ratio", type=float, default=0.5)
     ap.add_argument("--kv-ratio", type=float, default=0.25)
     ap.add_argument("--clean", action="store_true", help="delete the checkpoints at the end")
+    ap.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     d = os.path.abspath(a.dir)
     if d == ROOT or d.startswith(ROOT + os.sep):
         sys.exit("--dir must lie outside the repository")
     os.makedirs(d, exist_ok=True)
     src, out = os.path.join(d, "src"), os.path.join(d, "out")
-    if not os.path.isdir(src):
+    if a.generate_only:
+        import resource
         t = time.perf_counter()
         gb = generate(src, a.layers, int(a.shard_gb * 1e9))
-        print(f"generated {gb:.2f} GB in {time.perf_counter() - t:.0f} s "
-              f"(generator peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB)")
+        print(f"generated {gb:.2f} GB in {time.perf_counter() - t:.0f} s (generator peak RSS "
+              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB)", flush=True)
+        return 0
+    if not os.path.isdir(src):
+        r = subprocess.run([sys.executable, __file__, "--dir", d, "--layers", str(a.layers),
+                            "--shard-gb", str(a.shard_gb), "--generate-only"])
+        if r.returncode:
+            return r.returncode
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, os.path.join(ROOT, "main.py"), "prune", f"hf:{src}", "--stream",
            "--mlp-ratio", str(a.mlp_ratio), "--kv-ratio", str(a.kv_ratio), "-o", out + "/"]
     print("$ " + " ".join(cmd), flush=True)
-    t = time.perf_counter()
-    r = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": ROOT})
-    wall = time.perf_counter() - t
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-    print(f"prune: exit {r.returncode}, wall {wall:.0f} s, peak RSS {rss:.2f} GB "
-          f"({'within' if rss <= 3 else 'ABOVE'} the 3 GB goal)", flush=True)
-    if r.returncode == 0:
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    p = subprocess.run([sys.executable, "-c", MEASURE, *cmd], env=env, capture_output=True,
+                       text=True)
+    text, _, measured = p.stdout.rpartition("MEASURE ")
+    print(text, end="", flush=True)
+    sys.stderr.write(p.stderr)
+    m = json.loads(measured)
+    print(f"prune: exit {m['rc']}, wall {m['wall']:.0f} s, peak RSS {m['rss_gb']:.2f} GB "
+          f"({'within' if m['rss_gb'] <= 3 else 'ABOVE'} the 3 GB goal)", flush=True)
+    if m["rc"] == 0:
         size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out)) / 1e9
         print(f"output: {size:.2f} GB", flush=True)
-        subprocess.run([sys.executable, "-c", LOAD, out], env={**os.environ, "PYTHONPATH": ROOT})
+        subprocess.run([sys.executable, "-c", LOAD, out], env=env)
     if a.clean:
         shutil.rmtree(src, ignore_errors=True)
         shutil.rmtree(out, ignore_errors=True)
-    return r.returncode
+    return m["rc"]
 
 
 if __name__ == "__main__":

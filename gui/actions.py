@@ -58,7 +58,7 @@ ACTIONS: list[ActionSpec | SubMenu] = [
                tip="the dependency graph as vector graphics", icon="image", args=("svg",), group=2),
     ActionSpec("quit", "&File", "&Quit", "close", "Ctrl+Q", icon="quit", group=3),
     # Prune
-    ActionSpec("prune", "&Prune", "&Prune", "pruning.prune", "Ctrl+P", "model",
+    ActionSpec("prune", "&Prune", "&Prune", "pruning.prune", "Ctrl+P", "prunable",
                "prune a copy of the model", "prune", toolbar=(0, 1)),
     ActionSpec("cancel", "&Prune", "&Cancel", "cancel", "Esc", "busy",
                "stop the running task; the model stays as it was", "cancel", toolbar=(0, 2)),
@@ -87,8 +87,12 @@ def enabled_states(busy: bool, session) -> dict:
     ready = session is not None
     weights = ready and not session.meta  # a meta-device session is structure only
     pruned = ready and session.result is not None
+    # a structure-only Hugging Face checkpoint with safetensors shards prunes from its shards
+    from .jobs.stream import streamable_dir
+    streamed = ready and session.meta and streamable_dir(session) is not None
     return {"always": True, "idle": not busy, "busy": busy,
-            "model": weights and not busy, "pruned": pruned and not busy}
+            "model": weights and not busy, "pruned": pruned and not busy,
+            "prunable": (weights or streamed) and not busy}
 
 
 def resolve(root, dotted: str):

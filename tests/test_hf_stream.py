@@ -247,6 +247,8 @@ def test_heads_the_config_cannot_describe_load_with_load_pruned(tmp_path):
     sp = stream_prune_hf(str(tmp_path / "src"), str(tmp_path / "out"),
                          StreamSettings(mlp_ratio=0.25, kv_ratio=0.25))
     assert not sp.uniform
+    assert sp.widths() == {"intermediate_size": (128, 96), "num_attention_heads": (4, 3),
+                           "num_key_value_heads": (4, 3)}
     saved = json.loads((tmp_path / "out" / "config.json").read_text())
     assert saved["num_attention_heads"] == 4 and saved["prunestudio"]["uniform"] is False
     dg = analyze_model(m, IDS, probe=False)
@@ -262,3 +264,28 @@ def test_heads_the_config_cannot_describe_load_with_load_pruned(tmp_path):
     half = load_pruned(transformers.LlamaForCausalLM, str(tmp_path / "out"), dtype=torch.bfloat16)
     assert half.lm_head.weight.dtype == torch.bfloat16 and not any(p.is_meta for p in
                                                                   half.parameters())
+
+
+def test_gui_opens_structure_only_and_prunes_from_shards(win, qtbot, src, tmp_path, monkeypatch):
+    """The window opens the checkpoint on the meta device without reading a weight, and Prune
+    writes the pruned checkpoint from the shards on the worker (core.io.hf_stream)."""
+    import safetensors
+    import safetensors.torch
+
+    def refuse(*_a, **_k):
+        raise AssertionError("weights were read while opening")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(safetensors, "safe_open", refuse)
+        mp.setattr(safetensors.torch, "load_file", refuse)
+        with qtbot.waitSignal(win.modelReady, timeout=60_000):
+            win.open_model(f"hf:{src}", "1,8", "int64", meta=True)
+    s = win.session
+    assert s.meta and all(p.is_meta for p in s.model.parameters())
+    assert win.a_prune.isEnabled() and win.prune_btn.isEnabled()
+    out = tmp_path / "gui_out"
+    with qtbot.waitSignal(win.exportFinished, timeout=120_000) as sig:
+        assert win.pruning.stream_prune(0.5, 0.5, str(out)) is not None
+    assert "num_key_value_heads 2 → 1" in sig.args[0] and "from_pretrained" in sig.args[0]
+    back = transformers.LlamaForCausalLM.from_pretrained(out)
+    assert back.config.intermediate_size == 64 and back.config.num_attention_heads == 2

@@ -228,6 +228,7 @@ def sync_hf(model) -> dict:
     if not uniform:
         rec["uniform"] = False
         rec["shapes"] = {n: list(p.shape) for n, p in model.state_dict().items()}
+    rec["sizes"] = new  # what the model has, whether or not the config could take it
     cfg.prunestudio = rec
     return rec
 

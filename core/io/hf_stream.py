@@ -85,11 +85,13 @@ class StreamPlan:
         return _n_params(self.model), _n_params(self.pruned)
 
     def widths(self) -> dict:
-        """Config sizes before -> after (the ones pruning changes)."""
+        """Sizes before -> after (those pruning changes), from the pruned tensors: also when the
+        config cannot describe them (it then keeps the original sizes, ``uniform`` False)."""
         keys = ("intermediate_size", "num_attention_heads", "num_key_value_heads")
-        a, b = self.model.config, self.pruned.config
-        return {k: (getattr(a, k), getattr(b, k)) for k in keys
-                if getattr(a, k, None) is not None and getattr(a, k) != getattr(b, k, None)}
+        a = self.model.config
+        b = (getattr(self.pruned.config, "prunestudio", None) or {}).get("sizes", {})
+        return {k: (getattr(a, k), b[k]) for k in keys
+                if getattr(a, k, None) is not None and getattr(a, k) != b.get(k, getattr(a, k))}
 
 
 def _n_params(model) -> int:
