@@ -289,3 +289,25 @@ def test_gui_opens_structure_only_and_prunes_from_shards(win, qtbot, src, tmp_pa
     assert "num_key_value_heads 2 → 1" in sig.args[0] and "from_pretrained" in sig.args[0]
     back = transformers.LlamaForCausalLM.from_pretrained(out)
     assert back.config.intermediate_size == 64 and back.config.num_attention_heads == 2
+
+
+def test_qwen2_biases_and_tied_embeddings(tmp_path):
+    """Qwen2: q/k/v biases (pruned with their heads) and a tied lm_head (absent from the
+    checkpoint): still the in-memory prune, tensor for tensor, and from_pretrained reloads it."""
+    cfg = transformers.Qwen2Config(vocab_size=100, hidden_size=64, intermediate_size=128,
+                                   num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=2, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    m = transformers.Qwen2ForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.2)
+    m.save_pretrained(tmp_path / "src", max_shard_size="80KB")
+    sp = stream_prune_hf(str(tmp_path / "src"), str(tmp_path / "out"), SETTINGS)
+    pruned = apply_kept(m, sp.plan.kept_indices(analyze_model(m, IDS, probe=False)))
+    got, want = _output_tensors(tmp_path / "out"), pruned.state_dict()
+    assert "model.layers.0.self_attn.k_proj.bias" in got and "lm_head.weight" not in got
+    assert all(torch.equal(t, want[k]) for k, t in got.items())
+    back = transformers.Qwen2ForCausalLM.from_pretrained(tmp_path / "out").eval()
+    with torch.no_grad():
+        assert torch.equal(back(IDS).logits, pruned(IDS).logits)

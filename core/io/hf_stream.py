@@ -252,7 +252,7 @@ def write_stream_plan(sp: StreamPlan, out: str, force: bool = False, progress=No
     def check(tmp):
         for fname, keys in sp.shards.items():
             with open_shard(os.path.join(tmp, fname)) as h:
-                if list(h.keys()) != keys and sorted(h.keys()) != sorted(keys):
+                if sorted(h.keys()) != sorted(keys):
                     raise PruneStudioError(f"{fname} was written with other tensors than planned")
                 for k in keys:
                     dtype, shape = tensor_info(h, k)
