@@ -261,6 +261,8 @@ def test_heads_the_config_cannot_describe_load_with_load_pruned(tmp_path):
         assert torch.equal(back(IDS).logits, want)
         save_hf_dir(pruned, str(tmp_path / "mem"))  # the in-memory path writes it too
         assert torch.equal(load_hf_dir(str(tmp_path / "mem"))(IDS).logits, want)
+    with pytest.raises(LoadError, match="pruned unevenly"):  # its config keeps the old sizes
+        stream_prune_hf(str(tmp_path / "out"), str(tmp_path / "again"), SETTINGS)
     half = load_pruned(transformers.LlamaForCausalLM, str(tmp_path / "out"), dtype=torch.bfloat16)
     assert half.lm_head.weight.dtype == torch.bfloat16 and not any(p.is_meta for p in
                                                                   half.parameters())

@@ -185,12 +185,7 @@ def make_stream_plan(path: str, settings: StreamSettings, trust=False, progress=
     d = hf_local_dir(path) or path
     shards, index_meta = shard_layout(d)  # (no safetensors: refused before the analysis)
     model, dg = analyze_hf_dir(d, trust, progress, should_stop)
-    known = set(model.state_dict())
-    for keys in shards.values():
-        stray = [k for k in keys if k not in known]
-        if stray:
-            raise LoadError(f"{d}: the checkpoint holds {stray[0]}, which {type(model).__name__} "
-                            f"built from config.json does not have")
+    _check_shapes(d, shards, model)
     kinds = target_groups(model, dg)
     if not kinds:
         raise PlanError(f"{d}: no attention-head or MLP-width group found to prune "
@@ -204,6 +199,22 @@ def make_stream_plan(path: str, settings: StreamSettings, trust=False, progress=
     kept = plan.kept_indices(dg)
     pruned = apply_kept(model, kept)  # meta tensors: the shapes and the rewritten config
     return StreamPlan(d, model, dg, shards, index_meta, kinds, scores, plan, kept, pruned, settings)
+
+
+def _check_shapes(d: str, shards: dict, model) -> None:
+    """Every checkpoint tensor is one of the model built from config.json, with its shape (the
+    plan's indices are computed on that model: a tensor of another shape would be cut wrong)."""
+    known = {k: list(v.shape) for k, v in model.state_dict().items()}
+    for fname, keys in shards.items():
+        with open_shard(os.path.join(d, fname)) as h:
+            for k in keys:
+                if k not in known:
+                    raise LoadError(f"{d}: the checkpoint holds {k}, which "
+                                    f"{type(model).__name__} built from config.json does not have")
+                shape = tensor_info(h, k)[1]
+                if shape != known[k]:
+                    raise LoadError(f"{d}: {k} has shape {shape} in {fname}, config.json gives "
+                                    f"{known[k]} (a checkpoint pruned unevenly cannot be streamed)")
 
 
 def _prune_tensor(t: torch.Tensor, dims: dict | None) -> torch.Tensor:
