@@ -286,6 +286,10 @@ def test_gui_opens_structure_only_and_prunes_from_shards(win, qtbot, src, tmp_pa
     assert s.meta and all(p.is_meta for p in s.model.parameters())
     assert win.a_prune.isEnabled() and win.prune_btn.isEnabled()
     assert "Prune writes a pruned copy from the shards" in win.info.text()
+    from gui.widgets.stream_dialog import StreamDialog
+    dlg = StreamDialog(str(src), win)  # what Prune asks when no arguments are given
+    assert dlg.values() == (0.5, 0.25, f"{src}-pruned")
+    dlg.deleteLater()
     out = tmp_path / "gui_out"
     with qtbot.waitSignal(win.exportFinished, timeout=120_000) as sig:
         assert win.pruning.stream_prune(0.5, 0.5, str(out)) is not None
