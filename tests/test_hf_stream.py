@@ -174,13 +174,15 @@ def test_one_tensor_at_a_time(src, tmp_path, monkeypatch):
     assert n_keys < reads[0] < 2 * n_keys
 
 
-def test_single_file_round_to_and_mlp_only(tmp_path):
+def test_single_file_and_round_to(tmp_path):
     torch.manual_seed(3)
     m = transformers.LlamaForCausalLM(_config()).eval()
     m.save_pretrained(tmp_path / "one")  # one model.safetensors, no index
     sp = stream_prune_hf(str(tmp_path / "one"), str(tmp_path / "out"),
-                         StreamSettings(mlp_ratio=0.3, kv_ratio=0.0, round_to=16))
-    assert sp.widths() == {"intermediate_size": (128, 96)}  # 128 - 38 -> rounded up to 96
+                         StreamSettings(mlp_ratio=0.3, kv_ratio=0.5, round_to=16))
+    # 128 - 38 -> rounded up to 96; the head count is not rounded (1 of 2 KV heads removed)
+    assert sp.widths() == {"intermediate_size": (128, 96), "num_attention_heads": (4, 2),
+                           "num_key_value_heads": (2, 1)}
     assert not (tmp_path / "out" / "model.safetensors.index.json").exists()
     back = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "out")
     assert back.model.layers[1].mlp.up_proj.weight.shape == (96, 64)

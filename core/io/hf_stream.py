@@ -191,11 +191,18 @@ def make_stream_plan(path: str, settings: StreamSettings, trust=False, progress=
         raise PlanError(f"{d}: no attention-head or MLP-width group found to prune "
                         f"({type(model).__name__})")
     scores = stream_scores(d, shards, model, dg, kinds, settings.importance, progress, should_stop)
-    ratio = {"mlp": settings.mlp_ratio, "kv": settings.kv_ratio}
-    ps = PlanSettings(ratio=0.0, importance=settings.importance, round_to=settings.round_to,
-                      overrides={dg.groups[gid].root: ratio[k] for gid, k in kinds.items()})
-    plan = plan_for_ratio(dg, scores, 0.0, ps)
-    plan.settings["stream"] = dict(settings.__dict__)
+    # one plan per kind: --round-to rounds the MLP width, never a head count
+    plan = None
+    for kind, ratio, round_to in (("mlp", settings.mlp_ratio, settings.round_to),
+                                  ("kv", settings.kv_ratio, 1)):
+        ps = PlanSettings(ratio=0.0, importance=settings.importance, round_to=round_to,
+                          overrides={dg.groups[g].root: ratio for g, k in kinds.items() if k == kind})
+        part = plan_for_ratio(dg, scores, 0.0, ps)
+        if plan is None:
+            plan = part
+        else:
+            plan.removed.update(part.removed)
+    plan.settings.update(round_to=settings.round_to, stream=dict(settings.__dict__))
     kept = plan.kept_indices(dg)
     pruned = apply_kept(model, kept)  # meta tensors: the shapes and the rewritten config
     return StreamPlan(d, model, dg, shards, index_meta, kinds, scores, plan, kept, pruned, settings)
