@@ -279,11 +279,15 @@ def test_gui_opens_structure_only_and_prunes_from_shards(win, qtbot, src, tmp_pa
     def refuse(*_a, **_k):
         raise AssertionError("weights were read while opening")
 
+    asked = []
     with monkeypatch.context() as mp:
         mp.setattr(safetensors, "safe_open", refuse)
         mp.setattr(safetensors.torch, "load_file", refuse)
+        mp.setenv("PRUNESTUDIO_AVAILABLE_MEMORY", str(2**20))  # "does not fit in memory"
+        mp.setattr(win.ctx, "ask", lambda title, *a, **k: asked.append(title) or True)
         with qtbot.waitSignal(win.modelReady, timeout=60_000):
-            win.open_model(f"hf:{src}", "1,8", "int64", meta=True)
+            win.open_model(f"hf:{src}", "1,8", "int64")
+    assert asked == ["Analyse without weights?"]
     s = win.session
     assert s.meta and all(p.is_meta for p in s.model.parameters())
     assert win.a_prune.isEnabled() and win.prune_btn.isEnabled()
