@@ -200,6 +200,8 @@ def test_errors_and_cancel(src, tmp_path):
     torch.save(transformers.LlamaForCausalLM(_config()).state_dict(), binary / "pytorch_model.bin")
     with pytest.raises(LoadError, match="safetensors"):
         stream_prune_hf(str(binary), str(tmp_path / "a"), SETTINGS)
+    with pytest.raises(LoadError, match="no such directory"):
+        stream_prune_hf(str(tmp_path / "missing"), str(tmp_path / "a"), SETTINGS)
     with pytest.raises(Cancelled):
         stream_prune_hf(str(src), str(tmp_path / "c"), SETTINGS, should_stop=lambda: True)
     assert not (tmp_path / "c").exists() and not [p for p in os.listdir(tmp_path)

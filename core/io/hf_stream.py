@@ -182,7 +182,10 @@ def make_stream_plan(path: str, settings: StreamSettings, trust=False, progress=
     from core.plan.planner import PlanSettings, plan_for_ratio
     from core.prune.apply import apply_kept
     settings.validate()
-    d = hf_local_dir(path) or path
+    d = hf_local_dir(path)
+    if d is None or not os.path.isfile(os.path.join(d, "config.json")):
+        from core.io.source_hf import hf_class_and_config
+        hf_class_and_config(path, trust)  # raises the hf: source's error (no directory, no config)
     shards, index_meta = shard_layout(d)  # (no safetensors: refused before the analysis)
     model, dg = analyze_hf_dir(d, trust, progress, should_stop)
     _check_shapes(d, shards, model)
