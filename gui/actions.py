@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 
+from gui.jobs.stream import streamable_dir
+
 
 @dataclass(frozen=True)
 class ActionSpec:
@@ -59,7 +61,7 @@ ACTIONS: list[ActionSpec | SubMenu] = [
                tip="the dependency graph as vector graphics", icon="image", args=("svg",), group=2),
     ActionSpec("quit", "&File", "&Quit", "close", "Ctrl+Q", icon="quit", group=3),
     # Prune
-    ActionSpec("prune", "&Prune", "&Prune", "pruning.prune", "Ctrl+P", "model",
+    ActionSpec("prune", "&Prune", "&Prune", "pruning.prune", "Ctrl+P", "prunable",
                "prune a copy of the model", "prune", toolbar=(0, 1)),
     ActionSpec("cancel", "&Prune", "&Cancel", "cancel", "Esc", "busy",
                "stop the running task; the model stays as it was", "cancel", toolbar=(0, 2)),
@@ -101,8 +103,11 @@ def enabled_states(busy: bool, session) -> dict:
     ready = session is not None
     weights = ready and not session.meta  # a meta-device session is structure only
     pruned = ready and session.result is not None
+    # a structure-only Hugging Face checkpoint with safetensors shards prunes from its shards
+    streamed = ready and session.meta and streamable_dir(session) is not None
     return {"always": True, "idle": not busy, "busy": busy, "model_any": ready,
-            "model": weights and not busy, "pruned": pruned and not busy}
+            "model": weights and not busy, "pruned": pruned and not busy,
+            "prunable": (weights or streamed) and not busy}
 
 
 def resolve(root, dotted: str):

@@ -21,6 +21,7 @@ Config semantics after pruning:
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import torch
@@ -158,6 +159,13 @@ def _layers(model):
     return out
 
 
+def block_kinds(model) -> dict[str, str]:
+    """Module name -> ``"attn"`` (an attention block: its groups are heads, or key/value heads
+    with their query heads) or ``"mlp"`` (a feed-forward block: its group is the intermediate
+    width), for every block of a Hugging Face model (works on the meta device)."""
+    return {x[1]: x[0] for x in _layers(model)}
+
+
 def _uniform(vals):
     return vals[0] if vals and all(v == vals[0] for v in vals) else None
 
@@ -220,6 +228,7 @@ def sync_hf(model) -> dict:
     if not uniform:
         rec["uniform"] = False
         rec["shapes"] = {n: list(p.shape) for n, p in model.state_dict().items()}
+    rec["sizes"] = new  # what the model has, whether or not the config could take it
     cfg.prunestudio = rec
     return rec
 
@@ -230,6 +239,12 @@ def _config_describes(model, cfg) -> bool:
     import copy
     import warnings
 
+    validate = getattr(cfg, "validate", None)  # transformers 5: strict configs (e.g. Llama's
+    if callable(validate):  # hidden_size % num_attention_heads) refuse to be saved or loaded
+        try:
+            validate()
+        except Exception:  # noqa: BLE001
+            return False
     try:
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -241,7 +256,13 @@ def _config_describes(model, cfg) -> bool:
 
 
 def load_pruned(model_cls, path, **kwargs):
-    """Load a pruned Hugging Face model saved with ``save_pretrained``, uniform or not."""
+    """Load a pruned Hugging Face model saved with ``save_pretrained``, uniform or not.
+
+    Non-uniform: the model is built from the original config with its parameters on the meta
+    device (no memory), reshaped from ``config.prunestudio``, and the checkpoint's tensors are
+    assigned shard by shard - memory holds the pruned model once, never the original size.
+    ``dtype`` (or ``torch_dtype``): the floating dtype wanted ("auto": the checkpoint's; default:
+    torch's default dtype, as ``model_cls(config)`` would have)."""
     from transformers import AutoConfig
 
     cfg = AutoConfig.from_pretrained(path)
@@ -251,7 +272,9 @@ def load_pruned(model_cls, path, **kwargs):
     for k, v in rec.get("original", {}).items():
         if v is not None:
             setattr(cfg, k, v)
-    model = model_cls(cfg)
+    dtype = kwargs.get("dtype", kwargs.get("torch_dtype")) or torch.get_default_dtype()
+    with _parameters_on_meta():
+        model = model_cls(cfg)
     owners = {}
     for mname, mod in model.named_modules():
         for a, p in list(mod._parameters.items()) + list(mod._buffers.items()):
@@ -262,7 +285,7 @@ def load_pruned(model_cls, path, **kwargs):
             mod, a = owners[name]
             t = getattr(mod, a)
             if list(t.shape) != shape:
-                new = torch.zeros(shape, dtype=t.dtype)
+                new = torch.zeros(shape, dtype=t.dtype, device=t.device)
                 if isinstance(t, nn.Parameter):
                     mod._parameters[a] = nn.Parameter(new, requires_grad=t.requires_grad)
                 else:
@@ -273,18 +296,42 @@ def load_pruned(model_cls, path, **kwargs):
     from safetensors.torch import load_file
     import glob
     import os
-    sd = {}
+    loaded, unexpected = set(), []
     for f in sorted(glob.glob(os.path.join(path, "*.safetensors"))):
-        sd.update(load_file(f))
-    sd = _checkpoint_names_to_model(model, sd)
-    missing, unexpected = model.load_state_dict(sd, strict=False)
+        sd = _checkpoint_names_to_model(model, load_file(f))
+        if dtype != "auto":
+            sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
+        unexpected += model.load_state_dict(sd, strict=False, assign=True).unexpected_keys
+        loaded.update(sd)
+        del sd
     tied = set(getattr(model, "_tied_weights_keys", None) or [])
-    missing = [k for k in missing if k not in tied and not any(k.startswith(t) for t in tied)]
-    if unexpected or missing:
-        raise RuntimeError(f"load_pruned: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    missing = [k for k in model.state_dict() if k not in loaded and k not in tied
+               and not any(k.startswith(t) for t in tied)]
     if hasattr(model, "tie_weights"):
         model.tie_weights()
+    missing += [n for n, p in model.named_parameters() if p.is_meta and n not in missing]
+    if unexpected or missing:
+        raise RuntimeError(f"load_pruned: missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model.eval()
+
+
+@contextlib.contextmanager
+def _parameters_on_meta():
+    """Modules built inside get their parameters on the meta device (nothing allocated or
+    initialised); buffers such as rotary frequencies, which no checkpoint holds, stay real."""
+    register = nn.Module.register_parameter
+
+    def on_meta(self, name, param):
+        register(self, name, param)
+        p = self._parameters.get(name)
+        if p is not None and not p.is_meta:
+            self._parameters[name] = nn.Parameter(p.to("meta"), requires_grad=p.requires_grad)
+
+    nn.Module.register_parameter = on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
 
 
 def _checkpoint_names_to_model(model, sd: dict) -> dict:

@@ -16,6 +16,7 @@ from core.cli.args import UsageError, model_args, target_args
 from core.cli.verify import approximate_args, approximate_options
 from core.cli.common import (analyze, calibration, check_ignore, example_inputs, human, input_paths,
                              load, out, plan_settings, warn, write_json)
+from core.cli.prune_stream import cmd_stream, stream_args, wants_stream
 
 
 def register(subparsers, epilog: str) -> None:
@@ -32,6 +33,7 @@ def register(subparsers, epilog: str) -> None:
         pr.add_argument("--no-verify", action="store_true", help="skip the zeroed-group oracle")
         pr.add_argument("--no-latency", action="store_true", help="skip latency measurements")
         approximate_args(pr)
+        stream_args(pr)
 
     pr = subparsers.add_parser("prune", help="prune a model and save it", epilog=epilog,
                                formatter_class=argparse.RawDescriptionHelpFormatter, fill=fill)
@@ -56,6 +58,8 @@ class _Run:
 
 
 def cmd_prune(args, progress) -> int:
+    if wants_stream(args):  # hf:DIR larger than memory: core/cli/prune_stream.py
+        return cmd_stream(args, progress)
     t_start = time.perf_counter()
     run = _Run(args, settings=plan_settings(args), sources=input_paths(args))
     _check_outputs(run)

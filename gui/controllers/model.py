@@ -213,7 +213,10 @@ class ModelController(QObject):
             lines.append((f"attention: {s.n_attention} layer(s), pruned by "
                           f"{ATTENTION_TEXT.get(mode, mode).lower()}", ""))
         if s.meta:
-            lines.append(("meta device: structure only, no weights; pruning is off", "bold"))
+            from ..jobs.stream import streamable_dir
+            lines.append(("meta device: structure only, no weights; " + (
+                "Prune writes a pruned copy from the shards" if streamable_dir(s) else
+                "pruning is off"), "bold"))
         ui.side.show_info(s.spec, lines)
         self._replacing = None
         if s.meta or s.cost is None:

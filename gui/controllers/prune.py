@@ -3,11 +3,13 @@ on the graph and in the charts, and Undo back to the original model. The pruning
 core's (gui.jobs.session.prune calls core.pipeline.prune_model)."""
 from __future__ import annotations
 
+import os
+
 from PySide6.QtCore import QObject
 
 from core import pipeline
 
-from ..jobs import session as sess, worker
+from ..jobs import session as sess, stream, worker
 
 REMOVED_LEGEND = "graph colours: fraction of channels removed (green 0% · amber 50% · red 100%)"
 
@@ -29,7 +31,8 @@ class PruneController(QObject):
 
     def _refresh(self):
         s = self.ctx.session
-        self.ctx.ui.side.prune_btn.setEnabled(s is not None and not s.meta and not self.ctx.busy)
+        ok = s is not None and (not s.meta or stream.streamable_dir(s) is not None)
+        self.ctx.ui.side.prune_btn.setEnabled(ok and not self.ctx.busy)
 
     def _on_session(self, _s):
         self.ctx.ui.charts.clear()
@@ -83,6 +86,8 @@ class PruneController(QObject):
         ctx, s = self.ctx, self.ctx.session
         if s is None or ctx.busy:
             return None
+        if s.meta and stream.streamable_dir(s) is not None:
+            return self.stream_prune()  # a checkpoint too large to load: pruned from its shards
         if s.meta:
             ctx.show_error("Prune", "this model was analysed on the meta device (structure only, "
                            "no weights): load it with its weights to prune it")
@@ -92,6 +97,36 @@ class PruneController(QObject):
         ctx.log(f"pruning with {settings.to_json()}")
         return ctx.tasks.run("pruning", sess.prune, s, settings, targets.device_name(),
                              self.latency_runs, on_done=self.show_result)
+
+    def stream_prune(self, mlp: float | None = None, kv: float | None = None,
+                     out: str | None = None):
+        """Prune the structure-only session's checkpoint from its shards into a new folder
+        (core.io.hf_stream, as ``prune hf:DIR --stream``); without arguments a dialog asks."""
+        ctx, s = self.ctx, self.ctx.session
+        src = stream.streamable_dir(s)
+        if src is None or ctx.busy:
+            return None
+        if out is None:
+            from ..widgets.stream_dialog import StreamDialog
+            dlg = StreamDialog(src, ctx.ui.window)
+            if not dlg.exec():
+                return None
+            mlp, kv, out = dlg.values()
+        if not ctx.confirm_overwrite(out):
+            return None
+        importance = ctx.ui.targets.settings().importance
+        ctx.log(f"streamed pruning of {src} into {out}: MLP width -{mlp:.0%}, KV heads -{kv:.0%}")
+
+        def done(summary):
+            (b, a), sizes = summary["params"], summary["sizes"]
+            how = "from_pretrained" if summary["uniform"] else "core.adapters.hf.load_pruned"
+            ctx.exported(f"pruned checkpoint written to {summary['out']}: params {b:,} → {a:,}, "
+                         + ", ".join(f"{k} {x} → {y}" for k, (x, y) in sizes.items())
+                         + f" (reload with {how}, or open hf:{summary['out']})")
+        return ctx.tasks.run("streamed pruning", stream.stream_prune, src, out,
+                             mlp if mlp is not None else 0.5, kv if kv is not None else 0.0,
+                             importance if importance in ("l1", "l2", "lamp") else "l2", s.trust,
+                             force=os.path.exists(out), on_done=done)
 
     def show_result(self, result):
         """``result`` (a PruneResult of the current session) on the graph, charts and status."""
