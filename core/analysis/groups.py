@@ -179,8 +179,19 @@ def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
         new_id[g.id] = i
         g.id = i
     group_of_class = new_id[group_of_class]
-    for node, atoms in trace.node_atoms.items():
-        for g in np.unique(group_of_class[cls[atoms]]):
-            if g >= 0:
-                kept[int(g)].nodes.add(node)
+    _assign_nodes(kept, trace.node_atoms, group_of_class[cls] if cls.size else cls)
     return kept, cls, group_of_class
+
+
+def _assign_nodes(groups: list[Group], node_atoms: dict, group_of_atom: np.ndarray) -> None:
+    """Every node joins the groups of the atoms it touches: one unique over (node, group) pairs."""
+    if not node_atoms or not groups:
+        return
+    nodes = np.fromiter(node_atoms, np.int64, len(node_atoms))
+    sizes = np.fromiter((a.size for a in node_atoms.values()), np.int64, len(node_atoms))
+    gs = group_of_atom[np.concatenate(list(node_atoms.values()))]
+    ns = np.repeat(nodes, sizes)
+    ok = gs >= 0
+    pairs = np.unique(ns[ok] * len(groups) + gs[ok])
+    for node, g in zip((pairs // len(groups)).tolist(), (pairs % len(groups)).tolist()):
+        groups[g].nodes.add(node)

@@ -123,6 +123,21 @@ class AtomTable:
             self._join_a.append(np.full(atoms.size - 1, atoms[0]))
             self._join_b.append(atoms[1:])
 
+    def join_rows(self, rows: np.ndarray) -> None:
+        """``join_all`` of every row of a 2-D array at once (grouped convs, norm groups): one edge
+        array instead of one Python call per group."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.ndim != 2 or rows.shape[1] < 2:
+            if rows.ndim == 2:
+                return
+            return self.join_all(rows)
+        if (rows < 0).any():  # rows with unlabelled positions: join their labelled atoms only
+            for row in rows:
+                self.join_all(row)
+            return
+        self._join_a.append(np.repeat(rows[:, 0], rows.shape[1] - 1))
+        self._join_b.append(rows[:, 1:].ravel())
+
     def block(self, atoms: np.ndarray, reason: str) -> None:
         atoms = np.asarray(atoms, dtype=np.int64).ravel()
         atoms = atoms[atoms >= 0]

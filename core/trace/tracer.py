@@ -72,7 +72,7 @@ class Trace:
 
     graph: nx.DiGraph
     table: AtomTable
-    node_atoms: dict  # node id -> np.ndarray of atoms touched by the node's outputs/params
+    node_atoms: dict  # node id -> np.ndarray of atoms touched by the node's outputs/params (repeats)
     unknown_ops: dict  # op name -> list of node ids where it blocked channels
     output_atoms: np.ndarray
     seconds: float
@@ -311,7 +311,7 @@ def trace_model(model: torch.nn.Module, inputs, should_stop=None, options=None) 
             h.remove()
         for m, mode in modes.items():
             m.training = mode
-    node_atoms = {n: np.unique(np.concatenate(v)) for n, v in tracer.node_atoms.items()}
+    node_atoms = {n: np.concatenate(v) if len(v) > 1 else v[0] for n, v in tracer.node_atoms.items()}
     return Trace(graph, tracer.table, node_atoms, tracer.unknown,
                  np.concatenate(out_atoms) if out_atoms else np.zeros(0, np.int64),
                  time.perf_counter() - t0)
