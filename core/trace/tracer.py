@@ -62,6 +62,7 @@ from core.errors import Cancelled, TraceError
 from core.ops.atoms import AtomTable
 from core.ops.registry import IGNORED, leaf_op, lookup, normalise_name
 from core.trace.context import Call, HandlerContext, TensorLabels
+from core.trace.values import ShapeOnly
 
 _SHAPE_READS = {"size", "shape", "numel", "nelement", "len"}
 
@@ -76,6 +77,7 @@ class Trace:
     unknown_ops: dict  # op name -> list of node ids where it blocked channels
     output_atoms: np.ndarray
     seconds: float
+    shape_only: bool = False  # costly ops were not computed (core.trace.values)
 
 
 class _Tracer(TensorLabels, TorchFunctionMode):
@@ -98,6 +100,7 @@ class _Tracer(TensorLabels, TorchFunctionMode):
         self.leaf_extra: dict[int, torch.Tensor] = {}
         self.options = {}  # analysis options handlers may read (e.g. attention="head_dim")
         self.should_stop = None  # polled every 16 nodes: cancel
+        self.values = None  # a ShapeOnly when costly ops are not computed (see core.trace.values)
 
     def module_named(self, name: str):
         if self._by_name is None:
@@ -106,12 +109,13 @@ class _Tracer(TensorLabels, TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        name = normalise_name(func)
+        out = self.values.run(name, func, args, kwargs) if self.values is not None else \
+            func(*args, **kwargs)
         if self._busy:
             if self.leaf is not None:
                 self._leaf_read(args, kwargs)
             return out
-        name = normalise_name(func)
         if name in IGNORED:
             if name in _SHAPE_READS and args and isinstance(args[0], torch.Tensor):
                 self._shape_read(name, args)
@@ -243,18 +247,47 @@ def run_model(model, inputs):
     return model(*args, **kwargs)
 
 
-def trace_model(model: torch.nn.Module, inputs, should_stop=None, options=None) -> Trace:
+def trace_model(model: torch.nn.Module, inputs, should_stop=None, options=None,
+                values: str = "auto") -> Trace:
     """Run ``model`` once on ``inputs`` = (args, kwargs) and build its dependency graph.
 
     The model is put in eval mode for the run (so BatchNorm statistics are not updated) and every
     module's mode is restored afterwards; no parameter or buffer is modified.
+
+    ``values="auto"`` first runs without computing convolutions and products (their results are
+    zeros of the right shape, see ``core.trace.values``); if the model needs their values (a value
+    read, an index or mask computed from them) or fails, it runs again with real values.
+    ``values="real"`` computes everything.
     """
     t0 = time.perf_counter()
     families.load()
+    if values == "auto":
+        try:
+            tracer, out_atoms = _trace_once(model, inputs, should_stop, options, shape_only=True)
+        except Cancelled:
+            raise
+        except Exception:  # noqa: BLE001 - NeedsValues, or arithmetic on zeros failed: real run
+            tracer = None
+        if tracer is not None and tracer.values.needed is None:
+            return _result(tracer, out_atoms, t0)
+    tracer, out_atoms = _trace_once(model, inputs, should_stop, options, shape_only=False)
+    return _result(tracer, out_atoms, t0)
+
+
+def _result(tracer, out_atoms, t0) -> Trace:
+    node_atoms = {n: np.concatenate(v) if len(v) > 1 else v[0] for n, v in tracer.node_atoms.items()}
+    return Trace(tracer.graph, tracer.table, node_atoms, tracer.unknown,
+                 np.concatenate(out_atoms) if out_atoms else np.zeros(0, np.int64),
+                 time.perf_counter() - t0, tracer.values is not None)
+
+
+def _trace_once(model, inputs, should_stop, options, shape_only: bool):
     modes = {m: m.training for m in model.modules()}
     tracer = _Tracer(model)
     tracer.should_stop = should_stop
     tracer.options = dict(options or {})
+    if shape_only:
+        tracer.values = ShapeOnly(tracer.names)
     hooks = []
 
     def pre(mod, args):
@@ -311,7 +344,4 @@ def trace_model(model: torch.nn.Module, inputs, should_stop=None, options=None) 
             h.remove()
         for m, mode in modes.items():
             m.training = mode
-    node_atoms = {n: np.concatenate(v) if len(v) > 1 else v[0] for n, v in tracer.node_atoms.items()}
-    return Trace(graph, tracer.table, node_atoms, tracer.unknown,
-                 np.concatenate(out_atoms) if out_atoms else np.zeros(0, np.int64),
-                 time.perf_counter() - t0)
+    return tracer, out_atoms

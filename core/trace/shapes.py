@@ -1,0 +1,152 @@
+"""Output shapes of the costly ops (convolutions, products, attention), read off their arguments.
+
+A trace needs shapes, not values: the tracer (``core.trace.tracer``) replaces these ops' results by
+zeros of the right shape and marks them *without values*; reading such a value (``.item()``,
+``bool(t)``, an index tensor computed from it) sends the trace back to a run with real values.
+Each function returns the output shape, or None when it does not recognise the call (odd dtypes,
+mismatched sizes, broadcasting it does not model): the op then simply runs for real, and a real
+error keeps its real message. torch's meta kernels would do the same job, but many of them are
+Python decompositions that cost more than the arithmetic on small inputs.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def _arg(args, kwargs, i, name, default=None):
+    return args[i] if len(args) > i else kwargs.get(name, default)
+
+
+def _tuple(v, n):
+    if isinstance(v, int):
+        return (v,) * n
+    v = tuple(int(x) for x in v)
+    return v * n if len(v) == 1 else v
+
+
+def _same_kind(*ts):
+    t0 = ts[0]
+    return all(isinstance(t, torch.Tensor) and t.dtype == t0.dtype and t.device == t0.device
+               and t.is_floating_point() and t.layout == torch.strided for t in ts)
+
+
+def conv_shape(args, kwargs):
+    x, w = args[0], _arg(args, kwargs, 1, "weight")
+    b = _arg(args, kwargs, 2, "bias")
+    if not isinstance(x, torch.Tensor) or not isinstance(w, torch.Tensor):
+        return None
+    n = w.ndim - 2
+    groups = int(_arg(args, kwargs, 6, "groups", 1))
+    if n < 1 or x.ndim not in (n + 1, n + 2) or not _same_kind(x, w, *([b] if b is not None else [])):
+        return None
+    if groups < 1 or x.shape[-n - 1] != w.shape[1] * groups or w.shape[0] % groups:
+        return None
+    if b is not None and (b.ndim != 1 or b.shape[0] != w.shape[0]):
+        return None
+    stride = _tuple(_arg(args, kwargs, 3, "stride", 1), n)
+    dilation = _tuple(_arg(args, kwargs, 5, "dilation", 1), n)
+    padding = _arg(args, kwargs, 4, "padding", 0)
+    if len(stride) != n or len(dilation) != n:
+        return None
+    if isinstance(padding, str):
+        if padding == "same" and all(s == 1 for s in stride):
+            return tuple(x.shape[:-n - 1]) + (w.shape[0],) + tuple(x.shape[-n:])
+        if padding != "valid":
+            return None
+        padding = 0
+    padding = _tuple(padding, n)
+    if len(padding) != n:
+        return None
+    spatial = []
+    for size, k, s, p, d in zip(x.shape[-n:], w.shape[2:], stride, padding, dilation):
+        o = (size + 2 * p - d * (k - 1) - 1) // s + 1
+        if o <= 0 or s <= 0:
+            return None
+        spatial.append(o)
+    return tuple(x.shape[:-n - 1]) + (w.shape[0],) + tuple(spatial)
+
+
+def linear_shape(args, kwargs):
+    x, w = args[0], _arg(args, kwargs, 1, "weight")
+    b = _arg(args, kwargs, 2, "bias")
+    if not isinstance(x, torch.Tensor) or not isinstance(w, torch.Tensor) or w.ndim != 2 or x.ndim < 1:
+        return None
+    if not _same_kind(x, w, *([b] if b is not None else [])) or x.shape[-1] != w.shape[1]:
+        return None
+    if b is not None and tuple(b.shape) not in ((w.shape[0],), ()):
+        return None
+    return tuple(x.shape[:-1]) + (w.shape[0],)
+
+
+def matmul_shape(args, kwargs):
+    if len(args) < 2:
+        return None
+    a, b = args[0], args[1]
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or a.ndim < 2 or b.ndim < 2:
+        return None
+    if not _same_kind(a, b) or a.shape[-1] != b.shape[-2]:
+        return None
+    try:
+        batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except RuntimeError:
+        return None
+    return tuple(batch) + (a.shape[-2], b.shape[-1])
+
+
+def bmm_shape(args, kwargs):
+    if len(args) < 2 or not all(isinstance(t, torch.Tensor) and t.ndim == 3 for t in args[:2]):
+        return None
+    if args[0].shape[0] != args[1].shape[0]:
+        return None
+    return matmul_shape(args, kwargs)
+
+
+def mm_shape(args, kwargs):
+    if len(args) < 2 or not all(isinstance(t, torch.Tensor) and t.ndim == 2 for t in args[:2]):
+        return None
+    return matmul_shape(args, kwargs)
+
+
+def sdpa_shape(args, kwargs):
+    if len(args) < 3:
+        return None
+    q, k, v = args[:3]
+    mask = _arg(args, kwargs, 3, "attn_mask")
+    if kwargs.get("enable_gqa") or not all(isinstance(t, torch.Tensor) and t.ndim >= 2
+                                           for t in (q, k, v)):
+        return None
+    if not _same_kind(q, k, v) or not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
+        return None
+    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+        return None
+    if mask is not None:
+        full = tuple(q.shape[:-1]) + (k.shape[-2],)
+        try:
+            if not isinstance(mask, torch.Tensor) or tuple(torch.broadcast_shapes(mask.shape, full)) != full:
+                return None
+        except RuntimeError:
+            return None
+    return tuple(q.shape[:-1]) + (v.shape[-1],)
+
+
+SHAPE_FUNCTIONS = {
+    "conv1d": conv_shape, "conv2d": conv_shape, "conv3d": conv_shape,
+    "linear": linear_shape, "matmul": matmul_shape, "bmm": bmm_shape, "mm": mm_shape,
+    "scaled_dot_product_attention": sdpa_shape,
+}
+
+
+def shape_only(name, args, kwargs):
+    """Zeros shaped like the result of ``name(*args, **kwargs)``, or None (run it for real)."""
+    fn = SHAPE_FUNCTIONS.get(name)
+    if fn is None or kwargs.get("out") is not None:
+        return None
+    shape = fn(args, kwargs)
+    if shape is None:
+        return None
+    like = args[0]
+    out = torch.zeros(shape, dtype=like.dtype, device=like.device)
+    if name.startswith("conv") and like.ndim == 4 and not like.is_contiguous() and \
+            like.is_contiguous(memory_format=torch.channels_last):
+        out = out.contiguous(memory_format=torch.channels_last)
+    return out
