@@ -134,6 +134,10 @@ def _conv_cases():
     yield torch.matmul, (torch.randn(2, 1, 3, 4), torch.randn(5, 4, 6)), {}
     yield torch.bmm, (torch.randn(2, 3, 4), torch.randn(2, 4, 6)), {}
     yield torch.mm, (torch.randn(3, 4), torch.randn(4, 6)), {}
+    yield F.batch_norm, (x2, torch.randn(8), torch.rand(8) + 1, torch.randn(8), torch.randn(8)), {}
+    yield F.batch_norm, (torch.randn(3, 8), torch.randn(8), torch.rand(8) + 1), {}
+    yield F.layer_norm, (torch.randn(2, 5, 8), (8,), torch.randn(8), torch.randn(8)), {}
+    yield F.layer_norm, (torch.randn(2, 5, 8), (5, 8)), {}
     q, k, v = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 7, 8), torch.randn(2, 3, 7, 4)
     yield F.scaled_dot_product_attention, (q, k, v), {}
     yield F.scaled_dot_product_attention, (q, k, v), {"attn_mask": torch.zeros(5, 7)}
@@ -156,6 +160,9 @@ def test_shape_functions_leave_bad_calls_to_the_real_op():
     assert shape_only(normalise_name(F.conv2d), (x, torch.randn(4, 3, 3, 3)), {}) is None
     assert shape_only("linear", (torch.randn(2, 3), torch.randn(4, 5)), {}) is None
     assert shape_only("matmul", (torch.randn(2, 3), torch.randn(3, 4).double()), {}) is None
+    stats = (torch.zeros(8), torch.ones(8))
+    assert shape_only("batch_norm", (x, *stats, None, None, True), {}) is None  # updates stats
+    assert shape_only("layer_norm", (torch.randn(2, 5), (4,)), {}) is None
 
 
 # -- torchvision: the same groups either way -----------------------------------------------------

@@ -107,6 +107,10 @@ class AtomTable:
         """Couple positions a[i] and b[i]; where exactly one side has an atom, block it."""
         a = np.asarray(a, dtype=np.int64).ravel()
         b = np.asarray(b, dtype=np.int64).ravel()
+        if a.size and a.size == b.size and a.min() >= 0 and b.min() >= 0:
+            self._join_a.append(a)  # the common case (layer to layer): nothing to sort out
+            self._join_b.append(b)
+            return
         both = (a >= 0) & (b >= 0)
         if both.any():
             self._join_a.append(a[both])

@@ -1,4 +1,5 @@
-"""Output shapes of the costly ops (convolutions, products, attention), read off their arguments.
+"""Output shapes of the costly ops (convolutions, products, attention, norms), read off their
+arguments.
 
 A trace needs shapes, not values: the tracer (``core.trace.tracer``) replaces these ops' results by
 zeros of the right shape and marks them *without values*; reading such a value (``.item()``,
@@ -129,7 +130,34 @@ def sdpa_shape(args, kwargs):
     return tuple(q.shape[:-1]) + (v.shape[-1],)
 
 
+def batch_norm_shape(args, kwargs):
+    """Inference-mode batch norm (training mode updates running statistics: it must run)."""
+    x = args[0]
+    if _arg(args, kwargs, 5, "training", False) or not isinstance(x, torch.Tensor) or x.ndim < 2:
+        return None
+    per = [_arg(args, kwargs, i, n) for i, n in
+           enumerate(("running_mean", "running_var", "weight", "bias"), 1)]
+    per = [t for t in per if t is not None]
+    if not _same_kind(x, *per) or any(tuple(t.shape) != (x.shape[1],) for t in per):
+        return None
+    return tuple(x.shape)
+
+
+def layer_norm_shape(args, kwargs):
+    x, shape = args[0], _arg(args, kwargs, 1, "normalized_shape")
+    w, b = _arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias")
+    if not isinstance(x, torch.Tensor) or shape is None:
+        return None
+    shape = (shape,) if isinstance(shape, int) else tuple(int(s) for s in shape)
+    per = [t for t in (w, b) if t is not None]
+    if not shape or not _same_kind(x, *per) or tuple(x.shape[x.ndim - len(shape):]) != shape or \
+            any(tuple(t.shape) != shape for t in per):
+        return None
+    return tuple(x.shape)
+
+
 SHAPE_FUNCTIONS = {
+    "batch_norm": batch_norm_shape, "layer_norm": layer_norm_shape,
     "conv1d": conv_shape, "conv2d": conv_shape, "conv3d": conv_shape,
     "linear": linear_shape, "matmul": matmul_shape, "bmm": bmm_shape, "mm": mm_shape,
     "scaled_dot_product_attention": sdpa_shape,

@@ -55,13 +55,12 @@ import networkx as nx
 import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten  # noqa: PLC2701 (torch's pytree: no public alias)
 
 from core import families
 from core.errors import Cancelled, TraceError
 from core.ops.atoms import AtomTable
 from core.ops.registry import IGNORED, leaf_op, lookup, normalise_name
-from core.trace.context import Call, HandlerContext, TensorLabels
+from core.trace.context import Call, HandlerContext, TensorLabels, tensors_of
 from core.trace.values import ShapeOnly
 
 _SHAPE_READS = {"size", "shape", "numel", "nelement", "len"}
@@ -120,12 +119,12 @@ class _Tracer(TensorLabels, TorchFunctionMode):
             if name in _SHAPE_READS and args and isinstance(args[0], torch.Tensor):
                 self._shape_read(name, args)
             return out
-        out_tensors = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
+        out_tensors = tensors_of(out)
         if name == "setitem" and args and isinstance(args[0], torch.Tensor):
             out_tensors = [args[0]]  # x[idx] = y returns None but changes x in place
         if not out_tensors:
             return out
-        in_tensors = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
+        in_tensors = tensors_of((args, kwargs))
         known = [t for t in in_tensors if self.lookup(t) is not None or id(t) in self.names]
         if not known:
             return out  # a constant created in forward: it carries no channels
@@ -152,9 +151,9 @@ class _Tracer(TensorLabels, TorchFunctionMode):
     def _leaf_read(self, args, kwargs):
         """Note labelled tensors the running leaf module reads that its handler is not given."""
         mod, _, largs = self.leaf
-        own = {id(t) for t in tree_flatten(largs)[0] if isinstance(t, torch.Tensor)}
-        for t in tree_flatten((args, kwargs))[0]:
-            if not isinstance(t, torch.Tensor) or id(t) in own or id(t) in self.leaf_extra:
+        own = {id(t) for t in tensors_of(largs)}
+        for t in tensors_of((args, kwargs)):
+            if id(t) in own or id(t) in self.leaf_extra:
                 continue
             rec = self.lookup(t)
             if rec is not None and rec[1]:
@@ -163,10 +162,10 @@ class _Tracer(TensorLabels, TorchFunctionMode):
     def record_leaf(self, mod, op, args, out):
         """One node for a whole leaf module: its inputs and parameters in, its outputs out."""
         extra, self.leaf_extra = list(self.leaf_extra.values()), {}
-        out_tensors = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
+        out_tensors = tensors_of(out)
         if not out_tensors:
             return
-        in_tensors = [a for a in tree_flatten(args)[0] if isinstance(a, torch.Tensor)]
+        in_tensors = tensors_of(args)
         in_tensors += [p for p in mod.parameters() if id(p) in self.names]
         self._busy = True
         try:
@@ -317,7 +316,7 @@ def _trace_once(model, inputs, should_stop, options, shape_only: bool):
         model.eval()
         args, kwargs = inputs
         graph = tracer.graph
-        leaves = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        leaves = tensors_of((args, kwargs))
         for i, t in enumerate(leaves):
             in_node = graph.number_of_nodes()
             graph.add_node(in_node, op="input", module="", scope="", params=[], label=f"input {i}",

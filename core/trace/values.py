@@ -14,7 +14,8 @@ from __future__ import annotations
 import weakref
 
 import torch
-from torch.utils._pytree import tree_flatten  # noqa: PLC2701 (torch's pytree: no public alias)
+
+from core.trace.context import tensors_of
 
 from core.trace.shapes import shape_only
 
@@ -62,15 +63,14 @@ class ShapeOnly:
         raise NeedsValues(why)
 
     def _mark(self, out):
-        for o in tree_flatten(out)[0] if not isinstance(out, torch.Tensor) else (out,):
-            if isinstance(o, torch.Tensor):
-                self._fake[id(o)] = weakref.ref(o)
+        for o in tensors_of(out):
+            self._fake[id(o)] = weakref.ref(o)
 
     def run(self, name, func, args, kwargs):
         if name in METADATA:
             return func(*args, **kwargs)
         if self._fake:
-            flat = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
+            flat = tensors_of((args, kwargs))
             fake = [t for t in flat if self.is_fake(t)]
         else:
             flat, fake = None, []
