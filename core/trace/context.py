@@ -128,7 +128,8 @@ class TensorLabels:
         node = rec[2] if rec else self.current_node
         self.info[id(t)] = (weakref.ref(t), labs, node)
         if labs and self.current_node is not None:
-            self.node_atoms.setdefault(self.current_node, []).extend(lab.atoms.ravel() for lab in labs)
+            self.node_atoms.setdefault(self.current_node, []).extend(
+                lab.atoms if lab.atoms.ndim == 1 else lab.atoms.ravel() for lab in labs)
 
     def reason(self, call: Call, text: str) -> str:
         where = f"{call.name}" + (f" in {call.scope}" if call.scope else "")

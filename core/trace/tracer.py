@@ -72,7 +72,7 @@ class Trace:
 
     graph: nx.DiGraph
     table: AtomTable
-    node_atoms: dict  # node id -> np.ndarray of atoms touched by the node's outputs/params (repeats)
+    node_atoms: dict  # node id -> list of atom arrays touched by the node's outputs/params
     unknown_ops: dict  # op name -> list of node ids where it blocked channels
     output_atoms: np.ndarray
     seconds: float
@@ -274,8 +274,7 @@ def trace_model(model: torch.nn.Module, inputs, should_stop=None, options=None,
 
 
 def _result(tracer, out_atoms, t0) -> Trace:
-    node_atoms = {n: np.concatenate(v) if len(v) > 1 else v[0] for n, v in tracer.node_atoms.items()}
-    return Trace(tracer.graph, tracer.table, node_atoms, tracer.unknown,
+    return Trace(tracer.graph, tracer.table, tracer.node_atoms, tracer.unknown,
                  np.concatenate(out_atoms) if out_atoms else np.zeros(0, np.int64),
                  time.perf_counter() - t0, tracer.values is not None)
 
