@@ -7,7 +7,8 @@
     python benchmarks/bench_vs_reference.py --scaling     # ResNet-18 -> 152, ViT depth 2 -> 48
 
 Per model: the same seeded random model, 1 thread, input 1x3x224x224, median of ``--repeat`` (3)
-runs; ours and theirs alternate inside one process so machine load hits both alike.
+runs; ours and theirs alternate inside one process so machine load hits both alike
+(``--clock cpu`` times process CPU time instead of wall time: steadier on a shared machine).
 
 * analysis - ours: ``analyze_model`` (trace + groups + shape probe: what the GUI and the CLI do
   before showing groups); theirs: ``DependencyGraph().build_dependency`` + ``get_all_groups``.
@@ -88,12 +89,14 @@ def _ref_prune(model, x):
     return model
 
 
-def child(name: str, repeat: int, size: int) -> dict:
+def child(name: str, repeat: int, size: int, clock: str = "wall") -> dict:
     import copy
 
     import torch
     torch.set_num_threads(1)
     sys.path.insert(0, ROOT)
+    # process CPU time is what to compare on a shared, loaded machine (one thread either way)
+    now = time.process_time if clock == "cpu" else time.perf_counter
     model = _build(name)
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     times = {k: [] for k in ("ours_analysis", "ref_analysis", "ours_prune", "ref_prune")}
@@ -114,9 +117,9 @@ def child(name: str, repeat: int, size: int) -> dict:
             if key in err:
                 continue
             m = copy.deepcopy(model) if fresh else model  # the reference prunes in place
-            t0 = time.perf_counter()
+            t0 = now()
             fn(m, x)
-            times[key].append(time.perf_counter() - t0)
+            times[key].append(now() - t0)
     out = {"model": name, "errors": err}
     for k, v in times.items():
         out[k] = statistics.median(v) if v else None
@@ -131,13 +134,13 @@ def _fmt(v):
     return f"{v:.3f}" if v is not None else "fail"
 
 
-def run(names, repeat, size, timeout):
+def run(names, repeat, size, timeout, clock="wall"):
     rows = []
     print("| model | analysis ours / ref (s) | ratio | prune ours / ref (s) | ratio |")
     print("|---|---|---|---|---|")
     for name in names:
         cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--repeat", str(repeat),
-               "--size", str(size)]
+               "--size", str(size), "--clock", clock]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
         try:
@@ -164,10 +167,12 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--timeout", type=int, default=900)
     ap.add_argument("--json", help="also write the rows here")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall time (quiet machine) or process CPU time (shared machine)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
-        print(json.dumps(child(a.child, a.repeat, a.size)))
+        print(json.dumps(child(a.child, a.repeat, a.size, a.clock)))
         return 0
     names = list(a.models)
     if a.all:
@@ -176,7 +181,7 @@ def main(argv=None):
                   if n not in names]
     if a.scaling:
         names += [n for n in SCALING if n not in names]
-    rows = run(names or MODELS, a.repeat, a.size, a.timeout)
+    rows = run(names or MODELS, a.repeat, a.size, a.timeout, a.clock)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)
