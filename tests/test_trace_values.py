@@ -217,3 +217,33 @@ def test_torchvision_groups_without_arithmetic(name):
 @pytest.mark.parametrize("name", ALL_TV)
 def test_torchvision_groups_without_arithmetic_all(name):
     _same_groups(name)
+
+
+# -- meta models (weightless LLM analysis) -------------------------------------------------------
+
+def test_meta_llama_has_the_groups_of_the_real_one():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, vocab_size=100)
+    torch.manual_seed(0)
+    real = transformers.LlamaForCausalLM(cfg).eval()
+    with torch.device("meta"):
+        meta = transformers.LlamaForCausalLM(cfg).eval()
+    ids = torch.randint(0, 100, (1, 6))
+    got = analyze(meta, ids.to("meta"))
+    assert got.trace.shape_only
+    assert signature(got) == signature(analyze(real, ids, values="real"))
+
+
+@pytest.mark.parametrize("name,args,kwargs", [
+    ("mul", (torch.randn(2, 3, 4), 2.0), {}),
+    ("add", (torch.randn(2, 3, 4), torch.randn(3, 1)), {"alpha": 2}),
+    ("mul", (torch.randn(4, 3, 2).transpose(0, 2), 3), {}),
+    ("gelu", (torch.randn(2, 5),), {"approximate": "tanh"}),
+    ("to", (torch.randn(2, 5), torch.float16), {}),
+])
+def test_meta_elementwise_shapes(name, args, kwargs):
+    meta = tuple(a.to("meta") if isinstance(a, torch.Tensor) else a for a in args)
+    got = shape_only(name, meta, kwargs)
+    want = getattr(torch.Tensor, name)(*meta, **kwargs) if name != "gelu" else F.gelu(*meta, **kwargs)
+    assert got.shape == want.shape and got.dtype == want.dtype and got.stride() == want.stride()

@@ -202,6 +202,48 @@ def mha_shapes(args, kwargs):
     return out, batch + (() if a["average_attn_weights"] else (heads,)) + (lq, s)
 
 
+# Element-wise float ops on the meta device: torch's meta kernels for them are Python
+# decompositions (about a millisecond each), which dominate the analysis of a meta LLM.
+META_ELEMENTWISE = {
+    "add", "sub", "mul", "div", "true_divide", "neg", "pow", "rsqrt", "sqrt", "silu", "gelu",
+    "relu", "sigmoid", "tanh", "exp", "cos", "sin", "reciprocal",
+}
+
+
+def meta_elementwise(name, args, kwargs):
+    """Result of an out-of-place element-wise op whose tensors are all meta, float and of one
+    dtype (Python numbers as other operands): same dtype, broadcast shape; None otherwise."""
+    if set(kwargs) - {"alpha", "approximate"}:
+        return None
+    tensors = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            tensors.append(a)
+        elif isinstance(a, bool) or not isinstance(a, (int, float)) and not (
+                name == "gelu" and isinstance(a, str)):
+            return None
+    if not tensors or not _same_kind(*tensors) or tensors[0].device.type != "meta":
+        return None
+    if len(tensors) == 1 or all(t.shape == tensors[0].shape for t in tensors):
+        return torch.empty_like(tensors[0])  # the input's layout, as torch keeps it
+    try:
+        shape = torch.broadcast_shapes(*(t.shape for t in tensors))
+    except RuntimeError:
+        return None
+    return torch.empty(shape, dtype=tensors[0].dtype, device="meta")
+
+
+def meta_to_dtype(args, kwargs):
+    """``x.to(dtype)`` of a meta tensor (no device, copy or format change)."""
+    x = args[0]
+    dtype = args[1] if len(args) == 2 else kwargs.get("dtype") if len(args) == 1 else None
+    if not isinstance(x, torch.Tensor) or x.device.type != "meta" or not isinstance(
+            dtype, torch.dtype) or set(kwargs) - {"dtype"} or not x.is_floating_point() or \
+            not dtype.is_floating_point:
+        return None
+    return x if x.dtype == dtype else torch.empty_like(x, dtype=dtype)
+
+
 SHAPE_FUNCTIONS = {
     "batch_norm": batch_norm_shape, "layer_norm": layer_norm_shape,
     "conv1d": conv_shape, "conv2d": conv_shape, "conv3d": conv_shape,
@@ -219,6 +261,10 @@ def shape_only(name, args, kwargs):
         like = args[0]
         return tuple(None if sh is None else torch.zeros(sh, dtype=like.dtype, device=like.device)
                      for sh in shapes)
+    if name in META_ELEMENTWISE:
+        return meta_elementwise(name, args, kwargs)
+    if name == "to":
+        return meta_to_dtype(args, kwargs)
     fn = SHAPE_FUNCTIONS.get(name)
     if fn is None or kwargs.get("out") is not None:
         return None

@@ -64,7 +64,8 @@ class ShapeOnly:
 
     def _mark(self, out):
         for o in tensors_of(out):
-            self._fake[id(o)] = weakref.ref(o)
+            if not o.is_meta:  # meta tensors have no values to lose: reading them fails anyway
+                self._fake[id(o)] = weakref.ref(o)
 
     def run(self, name, func, args, kwargs):
         if name in METADATA:
