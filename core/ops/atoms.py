@@ -13,6 +13,7 @@ pass, which keeps tracing linear in model size.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -37,9 +38,12 @@ class Slot:
     is_buffer: bool = False
     virtual: bool = False  # a module attribute sized by channels (e.g. LayerNorm without affine)
 
-    @property
+    @cached_property
     def atoms(self) -> np.ndarray:
-        return np.arange(self.start, self.start + self.size, dtype=np.int64)
+        # one read-only array per slot: handlers ask for it on every call that touches it
+        a = np.arange(self.start, self.start + self.size, dtype=np.int64)
+        a.flags.writeable = False
+        return a
 
 
 @dataclass
