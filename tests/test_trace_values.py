@@ -247,3 +247,23 @@ def test_meta_elementwise_shapes(name, args, kwargs):
     got = shape_only(name, meta, kwargs)
     want = getattr(torch.Tensor, name)(*meta, **kwargs) if name != "gelu" else F.gelu(*meta, **kwargs)
     assert got.shape == want.shape and got.dtype == want.dtype and got.stride() == want.stride()
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vit_b_16", "swin_t"])
+def test_meta_shapes_mode_gives_torchs_output_shapes(name):
+    from core.analysis.probe import meta_copy
+    from core.trace.shapes import MetaShapes
+    model, x = _tv(name)
+    m, xm = meta_copy(model).eval(), x.to("meta")
+    with torch.no_grad():
+        want = m(xm)
+        with MetaShapes():
+            got = m(xm)
+    assert got.shape == want.shape and got.is_meta
+
+
+def test_meta_shapes_mode_still_raises_on_a_size_mismatch():
+    from core.trace.shapes import MetaShapes
+    net = nn.Sequential(nn.Linear(8, 4), nn.Linear(5, 2)).to("meta")
+    with pytest.raises(RuntimeError), MetaShapes():
+        net(torch.empty(3, 8, device="meta"))

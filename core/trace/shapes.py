@@ -12,6 +12,9 @@ Python decompositions that cost more than the arithmetic on small inputs.
 from __future__ import annotations
 
 import torch
+from torch.overrides import TorchFunctionMode
+
+from core.ops.registry import normalise_name
 
 
 def _arg(args, kwargs, i, name, default=None):
@@ -277,3 +280,18 @@ def shape_only(name, args, kwargs):
             like.is_contiguous(memory_format=torch.channels_last):
         out = out.contiguous(memory_format=torch.channels_last)
     return out
+
+
+class MetaShapes(TorchFunctionMode):
+    """Run a forward on meta tensors with the shape functions above in place of torch's meta
+    kernels (Python decompositions for norms and element-wise ops). For weightless forwards that
+    only want shapes or errors, e.g. the shape probe: ``with MetaShapes(): model(*meta_inputs)``.
+    Calls it does not recognise run as usual, so a size mismatch still raises torch's error."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
+            out = shape_only(normalise_name(func), args, kwargs)
+            if out is not None:
+                return out
+        return func(*args, **kwargs)
