@@ -57,7 +57,8 @@ class DependencyGraph:
         }
 
 
-def analyze(model: torch.nn.Module, inputs, should_stop=None, options=None) -> DependencyGraph:
+def analyze(model: torch.nn.Module, inputs, should_stop=None, options=None,
+            values: str = "auto") -> DependencyGraph:
     """Trace ``model`` with example ``inputs`` and derive its coupled groups.
 
     ``options``: ``{"attention": "heads" | "head_dim"}`` — whether attention layers that support
@@ -68,7 +69,7 @@ def analyze(model: torch.nn.Module, inputs, should_stop=None, options=None) -> D
         raise ValueError(f"attention pruning must be one of {', '.join(MODES)}, not {mode!r}")
     try:
         trace = trace_model(model, (ex.args, ex.kwargs), should_stop=should_stop,
-                            options=options)
+                            options=options, values=values)
     except (TraceError, Cancelled):
         raise
     except Exception as e:  # the user's forward failed: say so with the original message

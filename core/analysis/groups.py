@@ -86,62 +86,71 @@ def compress_index_map(index_map: np.ndarray):
     return runs
 
 
+def _first_reasons(entries, cls: np.ndarray, n_cls: int):
+    """(flag per class, index into ``entries`` of the reason kept per class or -1): a class keeps
+    the reason of the first entry that names it among that entry's first 50 classes."""
+    flags = np.zeros(n_cls, bool)
+    first = np.full(n_cls, -1, np.int64)
+    if not entries:
+        return flags, first
+    sizes = np.fromiter((a.size for a, _ in entries), np.int64, len(entries))
+    c = cls[np.concatenate([a for a, _ in entries])]
+    flags[c] = True
+    pairs = np.unique(np.repeat(np.arange(len(entries), dtype=np.int64), sizes) * n_cls + c)
+    e, c = pairs // n_cls, pairs % n_cls
+    rank = np.arange(e.size) - np.searchsorted(e, e, side="left")
+    e, c = e[rank < 50], c[rank < 50]
+    uc, idx = np.unique(c, return_index=True)  # stable: the first (lowest) entry per class
+    first[uc] = e[idx]
+    return flags, first
+
+
+def _reasons(classes, flags, first, entries) -> list[str]:
+    ri = first[classes[flags[classes]][:200]]
+    return sorted({entries[int(i)][1] for i in np.unique(ri[ri >= 0])})
+
+
 def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
-    """Returns (groups, class of every atom, group of every class)."""
+    """Returns (groups, class of every atom, group of every class).
+
+    Whole-array passes over all atoms (slots own consecutive atom ranges, in slot order), so the
+    cost does not grow with the number of Python objects beyond one Member per (slot, group)."""
     table = trace.table
     cls = table.components()
     n_cls = int(cls.max()) + 1 if cls.size else 0
     if n_cls == 0:
         return [], cls, np.zeros(0, np.int64)
 
-    blocked = np.zeros(n_cls, bool)
-    block_reason: dict[int, str] = {}
-    for atoms, reason in table.blocked:
-        c = np.unique(cls[atoms])
-        blocked[c] = True
-        for ci in c[:50]:
-            block_reason.setdefault(int(ci), reason)
-    approx = np.zeros(n_cls, bool)
-    approx_reason: dict[int, str] = {}
-    for atoms, reason in table.approx:
-        c = np.unique(cls[atoms])
-        approx[c] = True
-        for ci in c[:50]:
-            approx_reason.setdefault(int(ci), reason)
+    blocked, block_first = _first_reasons(table.blocked, cls, n_cls)
+    approx, approx_first = _first_reasons(table.approx, cls, n_cls)
+    slots = table.slots
+    sizes = np.fromiter((s.size for s in slots), np.int64, len(slots))
+    slot_of = np.repeat(np.arange(len(slots), dtype=np.int64), sizes)  # slot of every atom
+    out_role = np.fromiter((s.role == "out" for s in slots), bool, len(slots))
     has_out = np.zeros(n_cls, bool)
-    for s in table.slots:
-        if s.role == "out":
-            has_out[cls[s.start:s.start + s.size]] = True
+    has_out[cls[out_role[slot_of]]] = True
     producer = np.zeros(table.n_atoms, bool)
     for atoms in table.producers:
         producer[atoms] = True
     has_out[cls[producer]] = True
     # a parameter is a producer when a layer outputs its rows, even through a chunk or transpose
-    out_slot = [s.role == "out" or producer[s.start:s.start + s.size].any() for s in table.slots]
+    out_slot = out_role.copy()
+    out_slot[np.unique(slot_of[producer])] = True
 
     # Classes that share a producer (an "out" slot, or a residual add joining two producers) form
     # one group. Consumers (a conv reading a concat, a BN after it) may span several groups and
     # are members of each with a partial index map, as in the paper.
-
-    a, b = [], []
-    for s in table.slots:
-        c = cls[s.start:s.start + s.size]
-        if not out_slot[s.index]:
-            c = c[~has_out[c]]
-            if c.size == 0:
-                continue
-        a.append(np.full(c.size, c[0]))
-        b.append(c)
-    a = np.concatenate(a) if a else np.zeros(0, np.int64)
-    b = np.concatenate(b) if b else np.zeros(0, np.int64)
-    n_grp, grp = connected_components(coo_matrix((np.ones(a.size, np.int8), (a, b)),
+    # Edges: the classes of each slot (a consumer's: only those without a producer) to its first.
+    keep = out_slot[slot_of] | ~has_out[cls]
+    ks, kc = slot_of[keep], cls[keep]
+    head = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]]) if ks.size else np.zeros(0, np.int64)
+    a = np.repeat(kc[head], np.diff(np.r_[head, ks.size]))
+    n_grp, grp = connected_components(coo_matrix((np.ones(a.size, np.int8), (a, kc)),
                                                  shape=(n_cls, n_cls)), directed=False)
 
     # number groups in order of first appearance of their slots (stable, traversal order)
     first_seen = np.full(n_grp, np.iinfo(np.int64).max)
-    for s in table.slots:
-        g = np.unique(grp[cls[s.start:s.start + s.size]])
-        first_seen[g] = np.minimum(first_seen[g], s.index)
+    np.minimum.at(first_seen, grp[cls], slot_of)
     order = np.argsort(first_seen, kind="stable")
     remap = np.empty(n_grp, np.int64)
     remap[order] = np.arange(n_grp)
@@ -154,11 +163,21 @@ def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
     local[order_c] = np.arange(n_cls) - np.repeat(starts, counts)
 
     members: list[list[Member]] = [[] for _ in range(n_grp)]
-    for s in table.slots:
-        c = cls[s.start:s.start + s.size]
-        gs = group_of_class[c]
-        for g in np.unique(gs):
-            members[int(g)].append(Member(s, np.where(gs == g, local[c], -1)))
+    g_atom = group_of_class[cls]
+    l_atom = local[cls]
+    nonempty = np.flatnonzero(sizes)
+    first = np.fromiter((slots[i].start for i in nonempty), np.int64, nonempty.size)
+    lo = np.minimum.reduceat(g_atom, first) if first.size else first
+    hi = np.maximum.reduceat(g_atom, first) if first.size else first
+    for si, g_lo, g_hi in zip(nonempty.tolist(), lo.tolist(), hi.tolist()):
+        s = slots[si]
+        lm = l_atom[s.start:s.start + s.size]
+        if g_lo == g_hi:  # the common case: the whole slot lies in one group
+            members[g_lo].append(Member(s, lm))
+            continue
+        gs = g_atom[s.start:s.start + s.size]
+        for g in np.unique(gs).tolist():
+            members[g].append(Member(s, np.where(gs == g, lm, -1)))
     classes_of = np.split(order_c, np.cumsum(counts)[:-1])
     groups = []
     for gid in range(n_grp):
@@ -166,10 +185,8 @@ def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
         ms = sorted(members[gid], key=lambda m: (m.slot.role != "out", m.slot.index))
         prunable = ~blocked[classes] & has_out[classes]
         exact = ~approx[classes]
-        br = sorted({block_reason[int(c)] for c in classes[blocked[classes]][:200]
-                     if int(c) in block_reason})
-        ar = sorted({approx_reason[int(c)] for c in classes[approx[classes]][:200]
-                     if int(c) in approx_reason})
+        br = _reasons(classes, blocked, block_first, table.blocked)
+        ar = _reasons(classes, approx, approx_first, table.approx)
         groups.append(Group(gid, ms, int(classes.size), prunable, exact, br[:20], ar[:20]))
     # Slices coupled to no layer output (the first conv's input channels, a LayerNorm on a fixed
     # stream) are not groups a user can prune: keep only groups with a producer.
@@ -179,8 +196,23 @@ def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
         new_id[g.id] = i
         g.id = i
     group_of_class = new_id[group_of_class]
-    for node, atoms in trace.node_atoms.items():
-        for g in np.unique(group_of_class[cls[atoms]]):
-            if g >= 0:
-                kept[int(g)].nodes.add(node)
+    _assign_nodes(kept, trace.node_atoms, group_of_class[cls] if cls.size else cls)
     return kept, cls, group_of_class
+
+
+def _assign_nodes(groups: list[Group], node_atoms: dict, group_of_atom: np.ndarray) -> None:
+    """Every node joins the groups of the atoms it touches. Labels pass through most ops as the
+    same array object, so the groups of each distinct array are computed once."""
+    if not node_atoms or not groups:
+        return
+    seen: dict[int, list] = {}
+    for node, arrays in node_atoms.items():
+        for arr in arrays:
+            gs = seen.get(id(arr))
+            if gs is None:
+                ga = group_of_atom[arr]
+                lo, hi = (int(ga.min()), int(ga.max())) if ga.size else (-1, -1)
+                gs = seen[id(arr)] = [lo] if lo == hi else np.unique(ga).tolist()
+            for g in gs:
+                if g >= 0:
+                    groups[g].nodes.add(node)

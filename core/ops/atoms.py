@@ -13,6 +13,7 @@ pass, which keeps tracing linear in model size.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -37,9 +38,12 @@ class Slot:
     is_buffer: bool = False
     virtual: bool = False  # a module attribute sized by channels (e.g. LayerNorm without affine)
 
-    @property
+    @cached_property
     def atoms(self) -> np.ndarray:
-        return np.arange(self.start, self.start + self.size, dtype=np.int64)
+        # one read-only array per slot: handlers ask for it on every call that touches it
+        a = np.arange(self.start, self.start + self.size, dtype=np.int64)
+        a.flags.writeable = False
+        return a
 
 
 @dataclass
@@ -107,6 +111,10 @@ class AtomTable:
         """Couple positions a[i] and b[i]; where exactly one side has an atom, block it."""
         a = np.asarray(a, dtype=np.int64).ravel()
         b = np.asarray(b, dtype=np.int64).ravel()
+        if a.size and a.size == b.size and a.min() >= 0 and b.min() >= 0:
+            self._join_a.append(a)  # the common case (layer to layer): nothing to sort out
+            self._join_b.append(b)
+            return
         both = (a >= 0) & (b >= 0)
         if both.any():
             self._join_a.append(a[both])
@@ -122,6 +130,21 @@ class AtomTable:
         if atoms.size > 1:
             self._join_a.append(np.full(atoms.size - 1, atoms[0]))
             self._join_b.append(atoms[1:])
+
+    def join_rows(self, rows: np.ndarray) -> None:
+        """``join_all`` of every row of a 2-D array at once (grouped convs, norm groups): one edge
+        array instead of one Python call per group."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.ndim != 2 or rows.shape[1] < 2:
+            if rows.ndim == 2:
+                return
+            return self.join_all(rows)
+        if (rows < 0).any():  # rows with unlabelled positions: join their labelled atoms only
+            for row in rows:
+                self.join_all(row)
+            return
+        self._join_a.append(np.repeat(rows[:, 0], rows.shape[1] - 1))
+        self._join_b.append(rows[:, 1:].ravel())
 
     def block(self, atoms: np.ndarray, reason: str) -> None:
         atoms = np.asarray(atoms, dtype=np.int64).ravel()

@@ -65,10 +65,8 @@ def _couple_groups(ctx, call, x_in, out_atoms, groups):
         ctx.table.block(out_atoms, ctx.reason(call, "grouped conv on channels that cannot be pruned"))
         ctx.table.block(x_in, ctx.reason(call, "grouped conv"))
         return
-    xi = x_in.reshape(groups, -1)
-    wo = out_atoms.reshape(groups, -1)
-    for g in range(groups):
-        ctx.table.join_all(np.concatenate([xi[g], wo[g]]))
+    ctx.table.join_rows(np.concatenate([x_in.reshape(groups, -1), out_atoms.reshape(groups, -1)],
+                                       axis=1))
 
 
 def _block_spatial(ctx, call, x, cd):
@@ -100,8 +98,7 @@ def conv_transpose(ctx, call):
         ctx.table.join(x_in, w_in, ctx.reason(call, "input channels that cannot be pruned"))
         per_out = w.shape[1]
         groups_in = w_in.reshape(groups, -1)
-        for row in groups_in:
-            ctx.table.join_all(row)
+        ctx.table.join_rows(groups_in)
         out_atoms = np.repeat(groups_in[:, 0], per_out)
         if (w_in < 0).any():
             out_atoms = np.full(out_atoms.shape, -1, dtype=np.int64)
@@ -142,10 +139,11 @@ def group_norm(ctx, call):
         ctx.table.join(x_c, ctx.table.virtual_slot(call.scope, "num_channels", x.shape[1]).atoms,
                        ctx.reason(call, "channels that cannot be pruned"))
     if (x_c >= 0).any():
-        for row in x_c.reshape(g, -1):  # statistics are per group: remove whole groups
-            if (row < 0).any():
-                ctx.table.block(row, ctx.reason(call, "norm group mixes prunable and fixed channels"))
-            ctx.table.join_all(row)
+        rows = x_c.reshape(g, -1)  # statistics are per group: remove whole groups
+        mixed = (rows < 0).any(axis=1)
+        if mixed.any():
+            ctx.table.block(rows[mixed], ctx.reason(call, "norm group mixes prunable and fixed channels"))
+        ctx.table.join_rows(rows)
     ctx.set(call.out_tensors[0], ctx.labels(x))
 
 

@@ -83,11 +83,13 @@ class PruningPlan:
 def apply_kept(model: nn.Module, kept: dict[str, dict[int, list[int]]], inplace: bool = False) -> nn.Module:
     """Slice every named tensor to its kept indices and update module attributes."""
     families.load()  # updaters of optional libraries (timm) the model may come from
-    if not inplace:
-        model = copy.deepcopy(model)
     owners = _owners(model)
+    names = {id(m): n for n, m in model.named_modules()}
     virtual: dict[str, dict[str, int]] = {}
     touched = set()
+    # A copy is made once, after slicing: the sliced tensors go into the copy in place of the
+    # originals (deepcopy's memo), so the full-size tensors are never cloned just to be dropped.
+    memo: dict[int, object] | None = None if inplace else {}
     for name, dims in kept.items():
         if name.endswith(">") and "<" in name:  # attribute-only slot: "module.<attr>"
             mod_name, _, attr = name[:-1].rpartition("<")
@@ -107,13 +109,16 @@ def apply_kept(model: nn.Module, kept: dict[str, dict[int, list[int]]], inplace:
                                 f"{tuple(t.shape)}")
             new = new.index_select(d, torch.as_tensor(keep, dtype=torch.long, device=new.device))
         new = new.contiguous()
+        if isinstance(t, nn.Parameter):
+            new = nn.Parameter(new, requires_grad=t.requires_grad)
         for mod, a in holders:
-            if isinstance(t, nn.Parameter):
-                mod._parameters[a] = nn.Parameter(new, requires_grad=t.requires_grad) \
-                    if (mod, a) == holders[0] else mod0._parameters[attr0]
-            else:
-                mod._buffers[a] = new
-            touched.add(_name_of(model, mod))
+            if memo is None:
+                (mod._parameters if isinstance(t, nn.Parameter) else mod._buffers)[a] = new
+            touched.add(names.get(id(mod), ""))
+        if memo is not None:
+            memo[id(t)] = new
+    if memo is not None:
+        model = copy.deepcopy(model, memo)
     # A module whose children changed may keep sizes of its own (a head count): its ancestors are
     # updated too. Parents run first, so an updater still sees its children's original attributes
     # (e.g. the width before pruning) next to their already sliced tensors.
@@ -157,13 +162,6 @@ def _owners(model):
             if p is not None:
                 out[f"{mname}.{a}" if mname else a] = by_id[id(p)]
     return out
-
-
-def _name_of(model, mod):
-    for n, m in model.named_modules():
-        if m is mod:
-            return n
-    return ""
 
 
 def update_module(m: nn.Module, virtual: dict) -> None:

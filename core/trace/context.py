@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils._pytree import tree_flatten  # noqa: PLC2701 (torch's pytree: no public alias)
 
 from core.ops.atoms import NO_ATOM, AtomTable, Labeling
 
@@ -31,6 +32,35 @@ class Call:
     out_tensors: list
     node: int
     scope: str  # the innermost module running the call ("" at the top level)
+
+
+def tensors_of(obj) -> list:
+    """The tensors in ``obj`` (nested tuples, lists and dicts of arguments or outputs), in
+    torch pytree order; other containers go through torch's pytree. The tracer calls this for
+    every op, and pytree's generality costs more than the op handlers on small models."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    out: list = []
+    _collect(obj, out)
+    return out
+
+
+_LEAVES = {int, float, bool, str, type(None), slice, type(Ellipsis), torch.dtype, torch.device,
+           torch.memory_format, torch.layout, torch.Size}
+
+
+def _collect(obj, out):
+    t = type(obj)
+    if t is tuple or t is list or t is dict:
+        for o in obj.values() if t is dict else obj:
+            if isinstance(o, torch.Tensor):
+                out.append(o)
+            elif type(o) not in _LEAVES:
+                _collect(o, out)
+    elif isinstance(obj, torch.Tensor):
+        out.append(obj)
+    else:  # namedtuples, OrderedDicts, registered output classes: what torch's pytree says
+        out.extend(o for o in tree_flatten(obj)[0] if isinstance(o, torch.Tensor))
 
 
 class TensorLabels:
@@ -98,7 +128,8 @@ class TensorLabels:
         node = rec[2] if rec else self.current_node
         self.info[id(t)] = (weakref.ref(t), labs, node)
         if labs and self.current_node is not None:
-            self.node_atoms.setdefault(self.current_node, []).extend(lab.atoms.ravel() for lab in labs)
+            self.node_atoms.setdefault(self.current_node, []).extend(
+                lab.atoms if lab.atoms.ndim == 1 else lab.atoms.ravel() for lab in labs)
 
     def reason(self, call: Call, text: str) -> str:
         where = f"{call.name}" + (f" in {call.scope}" if call.scope else "")

@@ -55,13 +55,13 @@ import networkx as nx
 import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten  # noqa: PLC2701 (torch's pytree: no public alias)
 
 from core import families
 from core.errors import Cancelled, TraceError
 from core.ops.atoms import AtomTable
 from core.ops.registry import IGNORED, leaf_op, lookup, normalise_name
-from core.trace.context import Call, HandlerContext, TensorLabels
+from core.trace.context import Call, HandlerContext, TensorLabels, tensors_of
+from core.trace.values import ShapeOnly
 
 _SHAPE_READS = {"size", "shape", "numel", "nelement", "len"}
 
@@ -72,10 +72,11 @@ class Trace:
 
     graph: nx.DiGraph
     table: AtomTable
-    node_atoms: dict  # node id -> np.ndarray of atoms touched by the node's outputs/params
+    node_atoms: dict  # node id -> list of atom arrays touched by the node's outputs/params
     unknown_ops: dict  # op name -> list of node ids where it blocked channels
     output_atoms: np.ndarray
     seconds: float
+    shape_only: bool = False  # costly ops were not computed (core.trace.values)
 
 
 class _Tracer(TensorLabels, TorchFunctionMode):
@@ -98,6 +99,7 @@ class _Tracer(TensorLabels, TorchFunctionMode):
         self.leaf_extra: dict[int, torch.Tensor] = {}
         self.options = {}  # analysis options handlers may read (e.g. attention="head_dim")
         self.should_stop = None  # polled every 16 nodes: cancel
+        self.values = None  # a ShapeOnly when costly ops are not computed (see core.trace.values)
 
     def module_named(self, name: str):
         if self._by_name is None:
@@ -106,22 +108,23 @@ class _Tracer(TensorLabels, TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        name = normalise_name(func)
+        out = self.values.run(name, func, args, kwargs) if self.values is not None else \
+            func(*args, **kwargs)
         if self._busy:
             if self.leaf is not None:
                 self._leaf_read(args, kwargs)
             return out
-        name = normalise_name(func)
         if name in IGNORED:
             if name in _SHAPE_READS and args and isinstance(args[0], torch.Tensor):
                 self._shape_read(name, args)
             return out
-        out_tensors = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
+        out_tensors = tensors_of(out)
         if name == "setitem" and args and isinstance(args[0], torch.Tensor):
             out_tensors = [args[0]]  # x[idx] = y returns None but changes x in place
         if not out_tensors:
             return out
-        in_tensors = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
+        in_tensors = tensors_of((args, kwargs))
         known = [t for t in in_tensors if self.lookup(t) is not None or id(t) in self.names]
         if not known:
             return out  # a constant created in forward: it carries no channels
@@ -148,9 +151,9 @@ class _Tracer(TensorLabels, TorchFunctionMode):
     def _leaf_read(self, args, kwargs):
         """Note labelled tensors the running leaf module reads that its handler is not given."""
         mod, _, largs = self.leaf
-        own = {id(t) for t in tree_flatten(largs)[0] if isinstance(t, torch.Tensor)}
-        for t in tree_flatten((args, kwargs))[0]:
-            if not isinstance(t, torch.Tensor) or id(t) in own or id(t) in self.leaf_extra:
+        own = {id(t) for t in tensors_of(largs)}
+        for t in tensors_of((args, kwargs)):
+            if id(t) in own or id(t) in self.leaf_extra:
                 continue
             rec = self.lookup(t)
             if rec is not None and rec[1]:
@@ -159,10 +162,10 @@ class _Tracer(TensorLabels, TorchFunctionMode):
     def record_leaf(self, mod, op, args, out):
         """One node for a whole leaf module: its inputs and parameters in, its outputs out."""
         extra, self.leaf_extra = list(self.leaf_extra.values()), {}
-        out_tensors = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
+        out_tensors = tensors_of(out)
         if not out_tensors:
             return
-        in_tensors = [a for a in tree_flatten(args)[0] if isinstance(a, torch.Tensor)]
+        in_tensors = tensors_of(args)
         in_tensors += [p for p in mod.parameters() if id(p) in self.names]
         self._busy = True
         try:
@@ -243,18 +246,46 @@ def run_model(model, inputs):
     return model(*args, **kwargs)
 
 
-def trace_model(model: torch.nn.Module, inputs, should_stop=None, options=None) -> Trace:
+def trace_model(model: torch.nn.Module, inputs, should_stop=None, options=None,
+                values: str = "auto") -> Trace:
     """Run ``model`` once on ``inputs`` = (args, kwargs) and build its dependency graph.
 
     The model is put in eval mode for the run (so BatchNorm statistics are not updated) and every
     module's mode is restored afterwards; no parameter or buffer is modified.
+
+    ``values="auto"`` first runs without computing convolutions and products (their results are
+    zeros of the right shape, see ``core.trace.values``); if the model needs their values (a value
+    read, an index or mask computed from them) or fails, it runs again with real values.
+    ``values="real"`` computes everything.
     """
     t0 = time.perf_counter()
     families.load()
+    if values == "auto":
+        try:
+            tracer, out_atoms = _trace_once(model, inputs, should_stop, options, shape_only=True)
+        except Cancelled:
+            raise
+        except Exception:  # noqa: BLE001 - NeedsValues, or arithmetic on zeros failed: real run
+            tracer = None
+        if tracer is not None and tracer.values.needed is None:
+            return _result(tracer, out_atoms, t0)
+    tracer, out_atoms = _trace_once(model, inputs, should_stop, options, shape_only=False)
+    return _result(tracer, out_atoms, t0)
+
+
+def _result(tracer, out_atoms, t0) -> Trace:
+    return Trace(tracer.graph, tracer.table, tracer.node_atoms, tracer.unknown,
+                 np.concatenate(out_atoms) if out_atoms else np.zeros(0, np.int64),
+                 time.perf_counter() - t0, tracer.values is not None)
+
+
+def _trace_once(model, inputs, should_stop, options, shape_only: bool):
     modes = {m: m.training for m in model.modules()}
     tracer = _Tracer(model)
     tracer.should_stop = should_stop
     tracer.options = dict(options or {})
+    if shape_only:
+        tracer.values = ShapeOnly(tracer.names)
     hooks = []
 
     def pre(mod, args):
@@ -284,7 +315,7 @@ def trace_model(model: torch.nn.Module, inputs, should_stop=None, options=None) 
         model.eval()
         args, kwargs = inputs
         graph = tracer.graph
-        leaves = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        leaves = tensors_of((args, kwargs))
         for i, t in enumerate(leaves):
             in_node = graph.number_of_nodes()
             graph.add_node(in_node, op="input", module="", scope="", params=[], label=f"input {i}",
@@ -311,7 +342,4 @@ def trace_model(model: torch.nn.Module, inputs, should_stop=None, options=None) 
             h.remove()
         for m, mode in modes.items():
             m.training = mode
-    node_atoms = {n: np.unique(np.concatenate(v)) for n, v in tracer.node_atoms.items()}
-    return Trace(graph, tracer.table, node_atoms, tracer.unknown,
-                 np.concatenate(out_atoms) if out_atoms else np.zeros(0, np.int64),
-                 time.perf_counter() - t0)
+    return tracer, out_atoms

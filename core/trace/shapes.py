@@ -1,0 +1,297 @@
+"""Output shapes of the costly ops (convolutions, products, attention, norms), read off their
+arguments.
+
+A trace needs shapes, not values: the tracer (``core.trace.tracer``) replaces these ops' results by
+zeros of the right shape and marks them *without values*; reading such a value (``.item()``,
+``bool(t)``, an index tensor computed from it) sends the trace back to a run with real values.
+Each function returns the output shape, or None when it does not recognise the call (odd dtypes,
+mismatched sizes, broadcasting it does not model): the op then simply runs for real, and a real
+error keeps its real message. torch's meta kernels would do the same job, but many of them are
+Python decompositions that cost more than the arithmetic on small inputs.
+"""
+from __future__ import annotations
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from core.ops.registry import normalise_name
+
+
+def _arg(args, kwargs, i, name, default=None):
+    return args[i] if len(args) > i else kwargs.get(name, default)
+
+
+def _tuple(v, n):
+    if isinstance(v, int):
+        return (v,) * n
+    v = tuple(int(x) for x in v)
+    return v * n if len(v) == 1 else v
+
+
+def _same_kind(*ts):
+    t0 = ts[0]
+    return all(isinstance(t, torch.Tensor) and t.dtype == t0.dtype and t.device == t0.device
+               and t.is_floating_point() and t.layout == torch.strided for t in ts)
+
+
+def conv_shape(args, kwargs):
+    x, w = args[0], _arg(args, kwargs, 1, "weight")
+    b = _arg(args, kwargs, 2, "bias")
+    if not isinstance(x, torch.Tensor) or not isinstance(w, torch.Tensor):
+        return None
+    n = w.ndim - 2
+    groups = int(_arg(args, kwargs, 6, "groups", 1))
+    if n < 1 or x.ndim not in (n + 1, n + 2) or not _same_kind(x, w, *([b] if b is not None else [])):
+        return None
+    if groups < 1 or x.shape[-n - 1] != w.shape[1] * groups or w.shape[0] % groups:
+        return None
+    if b is not None and (b.ndim != 1 or b.shape[0] != w.shape[0]):
+        return None
+    stride = _tuple(_arg(args, kwargs, 3, "stride", 1), n)
+    dilation = _tuple(_arg(args, kwargs, 5, "dilation", 1), n)
+    padding = _arg(args, kwargs, 4, "padding", 0)
+    if len(stride) != n or len(dilation) != n:
+        return None
+    if isinstance(padding, str):
+        if padding == "same" and all(s == 1 for s in stride):
+            return tuple(x.shape[:-n - 1]) + (w.shape[0],) + tuple(x.shape[-n:])
+        if padding != "valid":
+            return None
+        padding = 0
+    padding = _tuple(padding, n)
+    if len(padding) != n:
+        return None
+    spatial = []
+    for size, k, s, p, d in zip(x.shape[-n:], w.shape[2:], stride, padding, dilation):
+        o = (size + 2 * p - d * (k - 1) - 1) // s + 1
+        if o <= 0 or s <= 0:
+            return None
+        spatial.append(o)
+    return tuple(x.shape[:-n - 1]) + (w.shape[0],) + tuple(spatial)
+
+
+def linear_shape(args, kwargs):
+    x, w = args[0], _arg(args, kwargs, 1, "weight")
+    b = _arg(args, kwargs, 2, "bias")
+    if not isinstance(x, torch.Tensor) or not isinstance(w, torch.Tensor) or w.ndim != 2 or x.ndim < 1:
+        return None
+    if not _same_kind(x, w, *([b] if b is not None else [])) or x.shape[-1] != w.shape[1]:
+        return None
+    if b is not None and tuple(b.shape) not in ((w.shape[0],), ()):
+        return None
+    return tuple(x.shape[:-1]) + (w.shape[0],)
+
+
+def matmul_shape(args, kwargs):
+    if len(args) < 2:
+        return None
+    a, b = args[0], args[1]
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or a.ndim < 2 or b.ndim < 2:
+        return None
+    if not _same_kind(a, b) or a.shape[-1] != b.shape[-2]:
+        return None
+    try:
+        batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except RuntimeError:
+        return None
+    return tuple(batch) + (a.shape[-2], b.shape[-1])
+
+
+def bmm_shape(args, kwargs):
+    if len(args) < 2 or not all(isinstance(t, torch.Tensor) and t.ndim == 3 for t in args[:2]):
+        return None
+    if args[0].shape[0] != args[1].shape[0]:
+        return None
+    return matmul_shape(args, kwargs)
+
+
+def mm_shape(args, kwargs):
+    if len(args) < 2 or not all(isinstance(t, torch.Tensor) and t.ndim == 2 for t in args[:2]):
+        return None
+    return matmul_shape(args, kwargs)
+
+
+def sdpa_shape(args, kwargs):
+    if len(args) < 3:
+        return None
+    q, k, v = args[:3]
+    mask = _arg(args, kwargs, 3, "attn_mask")
+    if kwargs.get("enable_gqa") or not all(isinstance(t, torch.Tensor) and t.ndim >= 2
+                                           for t in (q, k, v)):
+        return None
+    if not _same_kind(q, k, v) or not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
+        return None
+    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+        return None
+    if mask is not None:
+        full = tuple(q.shape[:-1]) + (k.shape[-2],)
+        try:
+            if not isinstance(mask, torch.Tensor) or tuple(torch.broadcast_shapes(mask.shape, full)) != full:
+                return None
+        except RuntimeError:
+            return None
+    return tuple(q.shape[:-1]) + (v.shape[-1],)
+
+
+def batch_norm_shape(args, kwargs):
+    """Inference-mode batch norm (training mode updates running statistics: it must run)."""
+    x = args[0]
+    if _arg(args, kwargs, 5, "training", False) or not isinstance(x, torch.Tensor) or x.ndim < 2:
+        return None
+    per = [_arg(args, kwargs, i, n) for i, n in
+           enumerate(("running_mean", "running_var", "weight", "bias"), 1)]
+    per = [t for t in per if t is not None]
+    if not _same_kind(x, *per) or any(tuple(t.shape) != (x.shape[1],) for t in per):
+        return None
+    return tuple(x.shape)
+
+
+def layer_norm_shape(args, kwargs):
+    x, shape = args[0], _arg(args, kwargs, 1, "normalized_shape")
+    w, b = _arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias")
+    if not isinstance(x, torch.Tensor) or shape is None:
+        return None
+    shape = (shape,) if isinstance(shape, int) else tuple(int(s) for s in shape)
+    per = [t for t in (w, b) if t is not None]
+    if not shape or not _same_kind(x, *per) or tuple(x.shape[x.ndim - len(shape):]) != shape or \
+            any(tuple(t.shape) != shape for t in per):
+        return None
+    return tuple(x.shape)
+
+
+_MHA = ("query", "key", "value", "embed_dim_to_check", "num_heads", "in_proj_weight",
+        "in_proj_bias", "bias_k", "bias_v", "add_zero_attn", "dropout_p", "out_proj_weight",
+        "out_proj_bias", "training", "key_padding_mask", "need_weights", "attn_mask",
+        "use_separate_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight", "static_k",
+        "static_v", "average_attn_weights", "is_causal")
+_MHA_DEFAULTS = {"training": True, "need_weights": True, "use_separate_proj_weight": False,
+                 "average_attn_weights": True, "is_causal": False}
+
+
+def mha_shapes(args, kwargs):
+    """``F.multi_head_attention_forward`` -> (output shape, attention weights shape or None), for
+    the plain case (packed or separate projections, no added key/value bias, no masks)."""
+    a = {n: (args[i] if i < len(args) else kwargs.get(n, _MHA_DEFAULTS.get(n)))
+         for i, n in enumerate(_MHA)}
+    q, k, v, w_out = a["query"], a["key"], a["value"], a["out_proj_weight"]
+    if any(a[n] is not None for n in ("bias_k", "bias_v", "key_padding_mask", "attn_mask",
+                                      "static_k", "static_v")) or a["add_zero_attn"] or \
+            a["is_causal"]:
+        return None
+    if not all(isinstance(t, torch.Tensor) for t in (q, k, v, w_out)) or not _same_kind(q, k, v, w_out):
+        return None
+    heads, e = int(a["num_heads"]), int(a["embed_dim_to_check"])
+    if q.ndim not in (2, 3) or k.ndim != q.ndim or v.ndim != q.ndim or q.shape[-1] != e or \
+            heads < 1 or e % heads or k.shape[:-1] != v.shape[:-1] or q.shape[1:-1] != k.shape[1:-1]:
+        return None
+    if a["use_separate_proj_weight"]:
+        ws = (a["q_proj_weight"], a["k_proj_weight"], a["v_proj_weight"])
+        if not all(isinstance(t, torch.Tensor) and t.ndim == 2 for t in ws) or \
+                tuple(ws[0].shape) != (e, e) or ws[1].shape[1] != k.shape[-1] or \
+                ws[2].shape[1] != v.shape[-1] or ws[1].shape[0] != e or ws[2].shape[0] != e:
+            return None
+    else:
+        w = a["in_proj_weight"]
+        if not isinstance(w, torch.Tensor) or tuple(w.shape) != (3 * e, e) or \
+                k.shape[-1] != e or v.shape[-1] != e:
+            return None
+    if tuple(w_out.shape) != (e, e):
+        return None
+    out = tuple(q.shape[:-1]) + (e,)
+    if not a["need_weights"]:
+        return out, None
+    lq, s = q.shape[0], k.shape[0]
+    batch = () if q.ndim == 2 else (q.shape[1],)
+    return out, batch + (() if a["average_attn_weights"] else (heads,)) + (lq, s)
+
+
+# Element-wise float ops on the meta device: torch's meta kernels for them are Python
+# decompositions (about a millisecond each), which dominate the analysis of a meta LLM.
+META_ELEMENTWISE = {
+    "add", "sub", "mul", "div", "true_divide", "neg", "pow", "rsqrt", "sqrt", "silu", "gelu",
+    "relu", "sigmoid", "tanh", "exp", "cos", "sin", "reciprocal",
+}
+
+
+def meta_elementwise(name, args, kwargs):
+    """Result of an out-of-place element-wise op whose tensors are all meta, float and of one
+    dtype (Python numbers as other operands): same dtype, broadcast shape; None otherwise."""
+    if set(kwargs) - {"alpha", "approximate"}:
+        return None
+    tensors = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            tensors.append(a)
+        elif isinstance(a, bool) or not isinstance(a, (int, float)) and not (
+                name == "gelu" and isinstance(a, str)):
+            return None
+    if not tensors or not _same_kind(*tensors) or tensors[0].device.type != "meta":
+        return None
+    if len(tensors) == 1 or all(t.shape == tensors[0].shape for t in tensors):
+        return torch.empty_like(tensors[0])  # the input's layout, as torch keeps it
+    try:
+        shape = torch.broadcast_shapes(*(t.shape for t in tensors))
+    except RuntimeError:
+        return None
+    return torch.empty(shape, dtype=tensors[0].dtype, device="meta")
+
+
+def meta_to_dtype(args, kwargs):
+    """``x.to(dtype)`` of a meta tensor (no device, copy or format change)."""
+    x = args[0]
+    dtype = args[1] if len(args) == 2 else kwargs.get("dtype") if len(args) == 1 else None
+    if not isinstance(x, torch.Tensor) or x.device.type != "meta" or not isinstance(
+            dtype, torch.dtype) or set(kwargs) - {"dtype"} or not x.is_floating_point() or \
+            not dtype.is_floating_point:
+        return None
+    return x if x.dtype == dtype else torch.empty_like(x, dtype=dtype)
+
+
+SHAPE_FUNCTIONS = {
+    "batch_norm": batch_norm_shape, "layer_norm": layer_norm_shape,
+    "conv1d": conv_shape, "conv2d": conv_shape, "conv3d": conv_shape,
+    "linear": linear_shape, "matmul": matmul_shape, "bmm": bmm_shape, "mm": mm_shape,
+    "scaled_dot_product_attention": sdpa_shape,
+}
+
+
+def shape_only(name, args, kwargs):
+    """Zeros shaped like the result of ``name(*args, **kwargs)``, or None (run it for real)."""
+    if name == "multi_head_attention_forward":
+        shapes = mha_shapes(args, kwargs)
+        if shapes is None:
+            return None
+        like = args[0]
+        return tuple(None if sh is None else torch.zeros(sh, dtype=like.dtype, device=like.device)
+                     for sh in shapes)
+    if name in META_ELEMENTWISE:
+        return meta_elementwise(name, args, kwargs)
+    if name == "to":
+        return meta_to_dtype(args, kwargs)
+    fn = SHAPE_FUNCTIONS.get(name)
+    if fn is None or kwargs.get("out") is not None:
+        return None
+    shape = fn(args, kwargs)
+    if shape is None:
+        return None
+    like = args[0]
+    out = torch.zeros(shape, dtype=like.dtype, device=like.device)
+    if name.startswith("conv") and like.ndim == 4 and not like.is_contiguous() and \
+            like.is_contiguous(memory_format=torch.channels_last):
+        out = out.contiguous(memory_format=torch.channels_last)
+    return out
+
+
+class MetaShapes(TorchFunctionMode):
+    """Run a forward on meta tensors with the shape functions above in place of torch's meta
+    kernels (Python decompositions for norms and element-wise ops). For weightless forwards that
+    only want shapes or errors, e.g. the shape probe: ``with MetaShapes(): model(*meta_inputs)``.
+    Calls it does not recognise run as usual, so a size mismatch still raises torch's error."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
+            out = shape_only(normalise_name(func), args, kwargs)
+            if out is not None:
+                return out
+        return func(*args, **kwargs)

@@ -1,0 +1,102 @@
+"""Tracing without arithmetic: costly ops return zeros of the right shape, and every tensor computed
+from such a result is marked *without values*.
+
+Channel coupling depends on shapes and on which ops run, not on numbers. Numbers matter only
+where Python reads them (``if x.sum() > 0``, ``.item()``, a size taken from a tensor) or where they
+become indices, masks or data-dependent shapes. All of those are caught here: reading a value of a
+tensor without values, handing one of integer/bool type to any op, or writing one into a parameter
+or buffer raises :class:`NeedsValues` (and sets ``needed``, in case the model's own code catches
+it), and the tracer starts again with real values. So a trace takes this path only when it cannot
+change the result.
+"""
+from __future__ import annotations
+
+import weakref
+
+import torch
+
+from core.trace.context import tensors_of
+
+from core.trace.shapes import shape_only
+
+# ops whose result is a Python value (or a shape) computed from the tensor's numbers
+VALUE_READS = {
+    "item", "tolist", "bool", "int", "float", "complex", "index", "numpy", "array", "equal",
+    "allclose", "is_nonzero", "nonzero", "nonzero_static", "argwhere", "unique",
+    "unique_consecutive", "masked_select", "bincount", "histc", "repeat_interleave", "format",
+    "repr", "contains", "multinomial",
+}
+# shape and metadata queries: no values involved, nothing to mark
+METADATA = {
+    "size", "dim", "shape", "dtype", "device", "numel", "len", "is_floating_point", "is_complex",
+    "is_contiguous", "requires_grad", "stride", "element_size", "nelement", "ndim", "ndimension",
+    "grad_fn", "is_cuda", "layout", "get_device", "storage_offset", "is_leaf", "names", "is_meta",
+    "is_sparse", "is_quantized", "dim_order", "is_nested", "is_inference", "has_names",
+    "is_mkldnn", "is_same_size", "data_ptr", "untyped_storage",
+}
+# results that do not depend on their input's numbers, only on its shape
+SHAPE_FACTORIES = {
+    "new_zeros", "new_ones", "new_full", "new_empty", "new_tensor", "zeros_like", "ones_like",
+    "full_like", "empty_like",
+}
+
+
+class NeedsValues(RuntimeError):
+    """A value of a tensor computed without arithmetic was needed."""
+
+
+class ShapeOnly:
+    """The tracer's value policy: which tensors hold no real numbers, and when that matters."""
+
+    def __init__(self, names: dict):
+        self.names = names  # id -> qualified name of the model's parameters and buffers
+        self._fake: dict[int, weakref.ref] = {}
+        self.needed: str | None = None  # why real values were needed (first reason)
+        self.skipped = 0  # costly ops not computed
+
+    def is_fake(self, t) -> bool:
+        r = self._fake.get(id(t))
+        return r is not None and r() is t
+
+    def _need(self, why: str):
+        self.needed = self.needed or why
+        raise NeedsValues(why)
+
+    def _mark(self, out):
+        for o in tensors_of(out):
+            if not o.is_meta:  # meta tensors have no values to lose: reading them fails anyway
+                self._fake[id(o)] = weakref.ref(o)
+
+    def run(self, name, func, args, kwargs):
+        if name in METADATA:
+            return func(*args, **kwargs)
+        if self._fake:
+            flat = tensors_of((args, kwargs))
+            fake = [t for t in flat if self.is_fake(t)]
+        else:
+            flat, fake = None, []
+        if fake:
+            if name in VALUE_READS:
+                self._need(f"'{name}' reads a value")
+            if any(not (t.is_floating_point() or t.is_complex()) for t in fake):
+                self._need(f"'{name}' takes an integer or boolean tensor computed from values")
+            if (name.endswith("_") or name == "setitem" or "out" in kwargs) and any(
+                    id(t) in self.names for t in flat):
+                self._need(f"'{name}' writes into a parameter or buffer")
+            out = shape_only(name, args, kwargs)
+            if out is not None:
+                self.skipped += 1
+                self._mark(out)
+                return out
+            out = func(*args, **kwargs)
+            if name not in SHAPE_FACTORIES:
+                self._mark(out)
+                if name == "setitem" and args and isinstance(args[0], torch.Tensor):
+                    self._mark(args[0])  # x[i] = y: x now holds numbers it does not have
+            return out
+        out = shape_only(name, args, kwargs)
+        if out is None:
+            return func(*args, **kwargs)
+        self.skipped += 1
+        self._mark(out)
+        return out
