@@ -15,6 +15,7 @@ import torch
 from core.errors import Cancelled
 from core.trace.inputs import as_example_inputs
 from core.prune.apply import PruningPlan, apply_kept
+from core.trace.shapes import MetaShapes
 from core.trace.tracer import flatten_outputs
 
 
@@ -49,7 +50,7 @@ def probe_groups(model, inputs, dg, progress=None, should_stop=None) -> dict[int
     ex = as_example_inputs(inputs).to("meta")
     base = meta_copy(model).eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), MetaShapes():
             ref = _shapes(ex.call(base))
     except Exception:
         return {}  # forward needs real values (data-dependent control flow): rely on verify
@@ -63,7 +64,7 @@ def probe_groups(model, inputs, dg, progress=None, should_stop=None) -> dict[int
         plan = PruningPlan({g.id: [int(np.nonzero(g.prunable)[0][0])] for g in subset})
         try:
             m = apply_kept(base, plan.kept_indices(dg))
-            with torch.no_grad():
+            with torch.no_grad(), MetaShapes():  # shapes only: skip torch's Python meta kernels
                 got = _shapes(ex.call(m))
             if got != ref:
                 raise RuntimeError(f"output shapes change from {ref} to {got}")
