@@ -1,0 +1,125 @@
+"""Per-layer latency lookup tables measured on the device (``core.plan.latency`` reads them).
+
+Every conv and linear layer is timed alone, on inputs of the shape it sees in the model, at a grid
+of input and output widths; layers of the same configuration are timed once. Tables are cached per
+(model state, inputs, device, threads) for the session; ``LatencyTable.to_json`` saves them.
+"""
+from __future__ import annotations
+
+import time
+import weakref
+
+import torch
+from torch import nn
+
+from core.metrics.timing import (compare_latency, device_of_model, eval_no_grad, fixed_threads,
+                                 state_key, timer)
+from core.plan.latency import LatencyTable, LayerTable
+from core.trace.inputs import as_example_inputs
+
+GRID = (0.2, 0.4, 0.6, 0.8, 1.0)  # fractions of the full width timed per axis
+_TABLES: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+TIMED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+def _grid(size: int) -> list[int]:
+    return sorted({max(1, round(f * size)) for f in GRID})
+
+
+def _layer_shapes(model: nn.Module, ex) -> dict:
+    """name -> (module, input shape, calls) of every conv/linear the forward runs."""
+    seen: dict = {}
+    hooks = []
+    for name, m in model.named_modules():
+        if isinstance(m, TIMED) and isinstance(getattr(m, "weight", None), torch.Tensor):
+            def hook(mod, args, name=name):
+                if args and isinstance(args[0], torch.Tensor):
+                    prev = seen.get(name)
+                    seen[name] = (mod, tuple(args[0].shape), (prev[2] + 1) if prev else 1)
+            hooks.append(m.register_forward_pre_hook(hook))
+    try:
+        with eval_no_grad(model):
+            ex.call(model)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def _make(mod: nn.Module, c_in: int, c_out: int, tied: bool, dev, dtype) -> nn.Module:
+    if isinstance(mod, nn.Linear):
+        return nn.Linear(c_in, c_out, bias=mod.bias is not None).to(dev, dtype)
+    groups = c_out if tied else 1
+    return type(mod)(c_out if tied else c_in, c_out, mod.kernel_size, mod.stride, mod.padding,
+                     mod.dilation, groups, mod.bias is not None).to(dev, dtype)
+
+
+def _time(layer: nn.Module, x: torch.Tensor, tick, runs: int) -> float:
+    layer(x)  # warm-up: first calls pick kernels and allocate
+    times = sorted(tick(lambda: layer(x)) for _ in range(runs))
+    return times[len(times) // 2]
+
+
+def measure_table(model: nn.Module, inputs, threads: int | None = None, runs: int = 3,
+                  base_ms: float | None = None, progress=None, should_stop=None) -> LatencyTable:
+    """Time every conv/linear of ``model`` (on its device) at :data:`GRID` widths."""
+    ex = as_example_inputs(inputs)
+    dev = device_of_model(model)
+    layers = _layer_shapes(model, ex)
+    configs: dict = {}  # one timing per distinct configuration
+    tables = {}
+    with fixed_threads(threads) as n_threads, torch.no_grad():
+        if base_ms is None:
+            base_ms = compare_latency(model, None, ex, threads=n_threads, max_pairs=10,
+                                      budget_s=3.0, should_stop=should_stop)[0].median_ms
+        tick = timer(dev)
+        for i, (name, (mod, shape, calls)) in enumerate(layers.items()):
+            if should_stop is not None:
+                should_stop()
+            w = mod.weight
+            groups = getattr(mod, "groups", 1)
+            c_out = w.shape[0]
+            c_in = shape[-1] if isinstance(mod, nn.Linear) else shape[1]
+            tied = groups > 1 and groups == c_out == c_in and w.shape[1] == 1
+            if groups > 1 and not tied:
+                continue  # grouped convs: left to the untimed rest
+            key = (type(mod).__name__, shape, c_out, tuple(w.shape[2:]), str(getattr(mod, "stride", "")),
+                   str(getattr(mod, "padding", "")), str(getattr(mod, "dilation", "")), tied,
+                   mod.bias is not None)
+            if key not in configs:
+                g_out, g_in = _grid(c_out), ([c_in] if tied else _grid(c_in))
+                ms = []
+                for ci in g_in:
+                    row = []
+                    for co in g_out:
+                        cin = co if tied else ci
+                        xs = list(shape)
+                        xs[-1 if isinstance(mod, nn.Linear) else 1] = cin
+                        x = torch.randn(xs, device=dev, dtype=w.dtype)
+                        row.append(_time(_make(mod, cin, co, tied, dev, w.dtype), x, tick, runs))
+                    ms.append(row)
+                configs[key] = (g_out, g_in, ms)
+            g_out, g_in, ms = configs[key]
+            tables[name + ".weight"] = LayerTable(0, 1, int(c_out), int(c_in if not tied else c_out),
+                                                  g_out, g_in, ms, tied, calls)
+            if progress is not None:
+                progress(i + 1, len(layers), f"latency tables: {name}")
+    return LatencyTable(str(dev), n_threads, f"{type(model).__name__}", ex.describe(), float(base_ms),
+                        tables)
+
+
+def table_for(model: nn.Module, inputs, threads: int | None = None, progress=None,
+              should_stop=None) -> tuple[LatencyTable, bool]:
+    """The cached table of this model state, inputs, device and thread count, or a new one;
+    ``(table, was cached)``."""
+    ex = as_example_inputs(inputs)
+    with fixed_threads(threads) as n:
+        key = (state_key(model), ex.describe(), str(device_of_model(model)), n)
+    hit = _TABLES.get(model, {}).get(key)
+    if hit is not None:
+        return hit, True
+    t0 = time.perf_counter()
+    table = measure_table(model, ex, threads=n, progress=progress, should_stop=should_stop)
+    table.seconds = time.perf_counter() - t0
+    _TABLES.setdefault(model, {})[key] = table
+    return table, False
