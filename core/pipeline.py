@@ -62,6 +62,7 @@ class PruneResult:
     seconds: dict = field(default_factory=dict)
     excluded: dict = field(default_factory=dict)  # group root -> why it was left out (oracle)
     warnings: list = field(default_factory=list)  # one line each: a target missed, a weak check
+    latency_table: object = None  # the LatencyTable a latency target was planned with
 
     def report(self, dg: DependencyGraph | None = None, spec: str | None = None,
                inputs=None) -> dict:
@@ -208,7 +209,7 @@ def prune_model(model: nn.Module, inputs, dg: DependencyGraph, settings: PlanSet
     warnings = target_warnings(settings, plan, before, after, dg)
     warnings += report.warnings if report is not None else []
     return PruneResult(pruned, plan, kept, before, after, report, channels_per_layer(dg, kept), secs,
-                       excluded, warnings)
+                       excluded, warnings, getattr(cost, "latency", None))
 
 
 def target_warnings(settings: PlanSettings, plan: PruningPlan, before: Metrics, after: Metrics,
@@ -341,8 +342,8 @@ def _refine_latency_target(model, ex, dg, settings, cost, calibration, plan, kep
         got = 1 - ta.median_ms / tb.median_ms
         if best is None or abs(got - target) < abs(best[2] - target):
             best = (plan, kept, got, aim)
-        if abs(got - target) <= 0.02 or step == 2:
-            break
+        if abs(got - target) <= 0.02 or step == 2 or ta.stop != "tight":
+            break  # close enough, or too noisy to correct by
         aim = min(0.95, max(0.0, aim + (target - got)))
         try:
             plan = make_plan(dg, model, replace(settings, target_latency=aim), cost=cost,

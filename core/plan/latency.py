@@ -11,11 +11,21 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 
 from core.errors import PlanError
 
 TABLE_VERSION = 1
+
+
+def _interp(x: float, xs: list, ys: list) -> float:
+    """Piecewise-linear through (xs, ys), clamped at both ends (xs ascending)."""
+    if x <= xs[0]:
+        return float(ys[0])
+    for i in range(1, len(xs)):
+        if x <= xs[i]:
+            f = (x - xs[i - 1]) / (xs[i] - xs[i - 1])
+            return float(ys[i - 1] + f * (ys[i] - ys[i - 1]))
+    return float(ys[-1])
 
 
 @dataclass
@@ -31,12 +41,14 @@ class LayerTable:
     calls: int = 1  # forwards of the layer per model forward
 
     def at(self, w_in: float, w_out: float) -> float:
-        ms = np.asarray(self.ms, float)
-        go = np.asarray(self.grid_out, float)
-        row = [np.interp(w_out, go, ms[i]) for i in range(ms.shape[0])]
-        if self.tied or len(self.grid_in) == 1:
-            return float(row[0]) * self.calls
-        return float(np.interp(w_in, np.asarray(self.grid_in, float), row)) * self.calls
+        key = (w_in, w_out)
+        memo = self.__dict__.setdefault("_memo", {})  # the knapsack asks the same widths often
+        if key not in memo:
+            ms = self.ms
+            row = [_interp(w_out, self.grid_out, ms[i]) for i in range(len(ms))]
+            one = self.tied or len(self.grid_in) == 1
+            memo[key] = (row[0] if one else _interp(w_in, self.grid_in, row)) * self.calls
+        return memo[key]
 
     @property
     def full_ms(self) -> float:
