@@ -63,6 +63,7 @@ class PruneResult:
     excluded: dict = field(default_factory=dict)  # group root -> why it was left out (oracle)
     warnings: list = field(default_factory=list)  # one line each: a target missed, a weak check
     latency_table: object = None  # the LatencyTable a latency target was planned with
+    round_auto: dict | None = None  # what round-to auto measured and chose (set by the caller)
 
     def report(self, dg: DependencyGraph | None = None, spec: str | None = None,
                inputs=None) -> dict:

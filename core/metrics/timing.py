@@ -195,13 +195,13 @@ def compare_latency(a: nn.Module, b: nn.Module | None, inputs, threads: int | No
             if progress is not None:
                 progress(i + 1, max_pairs, f"timing {'the pruned model' if base else 'both models'}"
                          f" interleaved: {i + 1} run{'s' * (i > 0)}")
-            if i + 1 >= min_pairs:
-                if _tight(times[0], times[1] if len(times) > 1 else None, rel):
-                    stop = "tight"
-                    break
-                if time.perf_counter() - t0 > budget_s:
-                    stop = "budget"
-                    break
+            if i + 1 >= min_pairs and _tight(times[0], times[1] if len(times) > 1 else None, rel):
+                stop = "tight"
+                break
+            # the budget wins over min_pairs, but three runs make a median with a spread
+            if i + 1 >= min(3, min_pairs) and time.perf_counter() - t0 > budget_s:
+                stop = "budget"
+                break
         out = [timing_of(t, n_threads, str(dev), stop) for t in times]
     if base is None:
         base = out.pop(0)
