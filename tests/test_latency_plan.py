@@ -148,3 +148,28 @@ def test_measured_tables_cover_every_conv_and_linear():
     t1, hit1 = table_for(m, x, threads=1)
     t2, hit2 = table_for(m, x, threads=1)
     assert not hit1 and hit2 and t1 is t2
+
+
+def test_knapsack_accounting_matches_the_table_estimate_on_shared_layers():
+    """A layer narrowed by two groups (its inputs by one, its outputs by the other): the greedy's
+    running total and the estimate of the resulting widths agree."""
+    grid = [2, 4, 8]
+    ms = [[i * o * 0.1 for o in grid] for i in grid]
+    layers = {"p.weight": linear_table(8, 2.0),
+              "c.weight": LayerTable(0, 1, 8, 8, grid, grid, ms)}
+    g0 = group(0, "p.weight")
+    g0.members.append(SimpleNamespace(slot=SimpleNamespace(tensor_name="c.weight", dim=1, role="in",
+                                                           module_name="c", size=8),
+                                      index_map=np.arange(8)))
+    g1 = group(1, "c.weight")
+    table, dg = fake(layers, [g0, g1])
+    rng = np.random.default_rng(0)
+    removed, facts = latency_plan(dg, {0: rng.random(8), 1: rng.random(8)},
+                                  PlanSettings(target_latency=0.5, ratio=None), table)
+    kept = {}
+    for gid, rm in removed.items():
+        for m in dg.groups[gid].members:
+            kept.setdefault(m.slot.tensor_name, {})[m.slot.dim] = [
+                i for i in range(8) if i not in set(rm.tolist())]
+    assert estimate_ms(table, kept) == pytest.approx(facts["estimated_latency_ms"])
+    assert facts["estimated_latency_reduction"] >= 0.5

@@ -62,11 +62,6 @@ class _Widths:
         self.table = table
         self.cut = {}  # (weight, dim) -> slot indices removed
 
-    def width(self, name, dim):
-        t = self.table.layers[name]
-        full = t.size_out if dim == t.out_dim else t.size_in
-        return max(1, full - self.cut.get((name, dim), 0))
-
     def layer_ms(self, name, cut=None):
         t = self.table.layers[name]
         cut = cut or {}
