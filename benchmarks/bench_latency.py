@@ -2,6 +2,7 @@
 
     python benchmarks/bench_latency.py flops [resnet50:1 resnet50:8 mobilenet_v2:8 vit_b_16:1 convnext_tiny:1]
     python benchmarks/bench_latency.py latency [resnet50:1 mobilenet_v2:8]
+    python benchmarks/bench_latency.py gui [vit_b_16:1]
     options: --threads 2 --pairs 12 --budget 60 --json out.json
 
 ``flops``: prune to ``--target-flops 0.5`` with round-to 1 and round-to auto, then time the
@@ -12,6 +13,9 @@ against the FLOPs reduction (the goal: speed-up >= 0.9 x FLOPs reduction with th
 plan the same tables estimate at the same latency; time the three interleaved; report the
 measured latency reduction (goal: within +-5 % of the target) and the importance mass each plan
 keeps (per group, scores normalised to mean 1 - the knapsack's own currency).
+
+``gui``: the window's pruning job (gui.jobs.session.prune, latency on, ``--target-flops 0.5``) on
+a loaded and analysed model, twice: seconds per prune and per phase (goal: ViT-B/16 <= 15 s).
 
 Random non-trivial weights (tests/helpers.randomize), float32, CPU.
 """
@@ -127,21 +131,35 @@ def bench_latency(name, batch, threads, pairs, budget) -> dict:
                           "flops_plan": mass_kept(dg, model, fp)}, "timings": t}
 
 
+def bench_gui(name, batch, threads, pairs, budget) -> dict:
+    from core.plan.planner import PlanSettings
+    from gui.jobs import session as sess
+    s = sess.load_and_analyse(f"torchvision:{name}", f"{batch},3,224,224")
+    out = {"model": name, "batch": batch, "analyse_s": s.seconds}
+    for k in ("first", "second"):
+        t0 = time.perf_counter()
+        r = sess.prune(s, PlanSettings(ratio=None, target_flops=0.5), threads=threads)
+        out[k] = {"seconds": time.perf_counter() - t0, "phases": r.seconds,
+                  "before_ms": r.before.latency_ms, "after_ms": r.after.latency_ms,
+                  "runs": r.after.latency_runs, "stop": [r.before.latency_stop, r.after.latency_stop]}
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["flops", "latency"])
+    ap.add_argument("mode", choices=["flops", "latency", "gui"])
     ap.add_argument("cases", nargs="*")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pairs", type=int, default=12)
     ap.add_argument("--budget", type=float, default=60.0)
     ap.add_argument("--json")
     a = ap.parse_args(argv)
-    default = (["resnet50:1", "resnet50:8", "mobilenet_v2:8", "vit_b_16:1", "convnext_tiny:1"]
-               if a.mode == "flops" else ["resnet50:1", "mobilenet_v2:8"])
+    default = {"flops": ["resnet50:1", "resnet50:8", "mobilenet_v2:8", "vit_b_16:1", "convnext_tiny:1"],
+               "latency": ["resnet50:1", "mobilenet_v2:8"], "gui": ["vit_b_16:1"]}[a.mode]
     rows = []
     for case in a.cases or default:
         name, _, b = case.partition(":")
-        fn = bench_flops if a.mode == "flops" else bench_latency
+        fn = {"flops": bench_flops, "latency": bench_latency, "gui": bench_gui}[a.mode]
         t0 = time.perf_counter()
         r = fn(name, int(b or 1), a.threads, a.pairs, a.budget)
         r["seconds"] = time.perf_counter() - t0

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 import tempfile
+import time
 
 import torch
 from torch import nn
@@ -58,8 +58,13 @@ def _layers(c: int, dev):
             (nn.Linear(c, c), torch.randn(197, c))]
 
 
-def bench_widths(device: torch.device, threads: int | None = None, runs: int = 7) -> dict:
-    """multiple -> {width: ms}: the three layer kinds summed, medians of ``runs`` interleaved."""
+def bench_widths(device: torch.device, threads: int | None = None, runs: int = 5,
+                 max_runs: int = 30, budget_s: float = 20.0) -> dict:
+    """multiple -> {width: ms}: the three layer kinds summed; every width timed in turn, round
+    after round, until the two fastest runs of each agree within 15 % (or ``max_runs`` rounds, or
+    ``budget_s`` seconds); the
+    fastest counts - these layers take well under a time slice, so a slower run was interrupted
+    by other work, which says nothing about the width."""
     widths = sorted({rounded(t, m) for m in MULTIPLES for t in TARGETS})
     tick = timer(device)
     with fixed_threads(threads), torch.no_grad():
@@ -68,11 +73,15 @@ def bench_widths(device: torch.device, threads: int | None = None, runs: int = 7
             for m, x in cases[w]:
                 m(x)
         samples: dict = {w: [] for w in widths}
-        for _ in range(runs):
+        t0 = time.perf_counter()
+        for r in range(max_runs):
             for w in widths:
                 samples[w].append(sum(tick(lambda m=m, x=x: m(x)) for m, x in cases[w]))
-    med = {w: statistics.median(v) for w, v in samples.items()}
-    return {m: {rounded(t, m): med[rounded(t, m)] for t in TARGETS} for m in MULTIPLES}
+            if r + 1 >= runs and (time.perf_counter() - t0 > budget_s or all(
+                    sorted(v)[1] <= 1.15 * min(v) for v in samples.values())):
+                break
+    best = {w: min(v) for w, v in samples.items()}
+    return {m: {rounded(t, m): best[rounded(t, m)] for t in TARGETS} for m in MULTIPLES}
 
 
 def _device_key(device: torch.device, threads: int) -> str:
