@@ -173,3 +173,20 @@ def test_knapsack_accounting_matches_the_table_estimate_on_shared_layers():
                 i for i in range(8) if i not in set(rm.tolist())]
     assert estimate_ms(table, kept) == pytest.approx(facts["estimated_latency_ms"])
     assert facts["estimated_latency_reduction"] >= 0.5
+
+
+def test_a_spike_in_a_table_is_timed_again_and_tables_are_monotone():
+    from core.metrics import tables
+    grid = [2, 4, 8]
+    true = [[i * o * 0.1 for o in grid] for i in grid]
+    ms = [row[:] for row in true]
+    ms[2][2] = 60.0  # an interrupted run at full width
+    ms[0][1] = 5.0   # and one below
+    calls = []
+
+    def cell(ci, co):
+        calls.append((ci, co))
+        return true[grid.index(ci)][grid.index(co)]
+    fixed = tables.monotone(tables._retime_outliers(ms, grid, grid, cell))
+    assert (8, 8) in calls and fixed[2][2] == pytest.approx(true[2][2])
+    assert fixed[0][1] <= fixed[0][2] and fixed[0][1] == pytest.approx(true[0][1])

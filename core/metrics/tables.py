@@ -65,6 +65,27 @@ def _time(layer: nn.Module, x: torch.Tensor, tick, runs: int) -> float:
     return times[0]
 
 
+def _retime_outliers(ms: list, g_in: list, g_out: list, cell, tries: int = 2) -> list:
+    """Cells far above what their narrower neighbours predict (bilinear: the work of a conv or
+    linear grows with inputs x outputs) are timed again and the fastest kept: a spike at full
+    width would otherwise make its layer look like the cheapest latency to remove."""
+    for i in range(len(ms)):
+        for j in range(len(ms[i])):
+            if i and j:
+                pred = ms[i - 1][j] + ms[i][j - 1] - ms[i - 1][j - 1]
+            elif j:
+                pred = ms[i][j - 1] * g_out[j] / g_out[j - 1]
+            elif i:
+                pred = ms[i - 1][j] * g_in[i] / g_in[i - 1]
+            else:
+                continue
+            for _ in range(tries):
+                if ms[i][j] <= 1.5 * max(pred, 0.0) + 0.02:
+                    break
+                ms[i][j] = min(ms[i][j], cell(g_in[i], g_out[j]))
+    return ms
+
+
 def monotone(ms: list) -> list:
     """Each cell at most every cell of wider layers: a narrower layer is never slower (what
     breaks that is a run some other work interrupted, or a width the kernels dislike - which
@@ -107,17 +128,15 @@ def measure_table(model: nn.Module, inputs, threads: int | None = None, runs: in
                    mod.bias is not None)
             if key not in configs:
                 g_out, g_in = _grid(c_out), ([c_in] if tied else _grid(c_in))
-                ms = []
-                for ci in g_in:
-                    row = []
-                    for co in g_out:
-                        cin = co if tied else ci
-                        xs = list(shape)
-                        xs[-1 if isinstance(mod, nn.Linear) else 1] = cin
-                        x = torch.randn(xs, device=dev, dtype=w.dtype)
-                        row.append(_time(_make(mod, cin, co, tied, dev, w.dtype), x, tick, runs))
-                    ms.append(row)
-                configs[key] = (g_out, g_in, monotone(ms))
+
+                def cell(ci, co, mod=mod, shape=shape, tied=tied, dtype=w.dtype):
+                    cin = co if tied else ci
+                    xs = list(shape)
+                    xs[-1 if isinstance(mod, nn.Linear) else 1] = cin
+                    x = torch.randn(xs, device=dev, dtype=dtype)
+                    return _time(_make(mod, cin, co, tied, dev, dtype), x, tick, runs)
+                ms = [[cell(ci, co) for co in g_out] for ci in g_in]
+                configs[key] = (g_out, g_in, monotone(_retime_outliers(ms, g_in, g_out, cell)))
             g_out, g_in, ms = configs[key]
             tables[name + ".weight"] = LayerTable(0, 1, int(c_out), int(c_in if not tied else c_out),
                                                   g_out, g_in, ms, tied, calls)
