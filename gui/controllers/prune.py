@@ -69,7 +69,7 @@ class PruneController(QObject):
             return  # computed for an older model or setting
         targets = self.ctx.ui.targets
         if pf is None:  # a latency target before any table was measured
-            targets.estimate.setText("latency: per-layer tables are measured on the first prune "
+            targets.show_no_estimate("latency: per-layer tables are measured on the first prune "
                                      "(then the estimate is instant)")
             return
         params, flops, est_ms, base_ms = pf
