@@ -243,6 +243,11 @@ def target_warnings(settings: PlanSettings, plan: PruningPlan, before: Metrics, 
                        f"{'not reached' if got < target else 'overshot'}: the pruned model "
                        f"has {got:.1%} fewer {'FLOPs' if what == 'FLOPs' else 'parameters'} "
                        f"({why})")
+    ratio = plan.settings.get("tables_vs_measured")
+    if settings.target_latency is not None and ratio and ratio > 1.5:
+        # the layers alone cannot take longer than the whole model: runs were interrupted
+        out.append(f"the latency tables add up to {ratio:.1f}× the measured model: their timing "
+                   f"was disturbed (a busy machine?), so their estimate is unreliable")
     if settings.target_latency is not None and before.latency_ms and after.latency_ms:
         got = 1 - after.latency_ms / before.latency_ms
         if abs(got - settings.target_latency) > 0.05:

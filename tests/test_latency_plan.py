@@ -190,3 +190,15 @@ def test_a_spike_in_a_table_is_timed_again_and_tables_are_monotone():
     fixed = tables.monotone(tables._retime_outliers(ms, grid, grid, cell))
     assert (8, 8) in calls and fixed[2][2] == pytest.approx(true[2][2])
     assert fixed[0][1] <= fixed[0][2] and fixed[0][1] == pytest.approx(true[0][1])
+
+
+def test_tables_that_add_up_to_more_than_the_model_are_flagged():
+    from core.pipeline import target_warnings
+    from core.metrics import Metrics
+    table, dg = fake({"a.weight": linear_table(8, 30.0)}, [group(0, "a.weight")])  # 240 ms > 100
+    settings = PlanSettings(target_latency=0.3, ratio=None)
+    removed, facts = latency_plan(dg, {0: np.ones(8)}, settings, table)
+    assert facts["tables_vs_measured"] == pytest.approx(2.4)
+    plan = SimpleNamespace(settings=facts, n_removed=3)
+    lines = target_warnings(settings, plan, Metrics(1, 1.0), Metrics(1, 1.0), dg)
+    assert any("add up to 2.4×" in line for line in lines)
