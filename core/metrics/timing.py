@@ -183,7 +183,10 @@ def compare_latency(a: nn.Module, b: nn.Module | None, inputs, threads: int | No
             for _ in range(warmup):
                 if should_stop is not None:
                     should_stop()
+                t_warm = time.perf_counter()
                 ex.call(m)
+                if time.perf_counter() - t_warm > 0.1 * budget_s:
+                    break  # a slow model: one warm-up call leaves the budget for timed runs
         times = [[] for _ in models]
         t0 = time.perf_counter()
         stop = "max runs"
