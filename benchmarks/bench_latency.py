@@ -161,7 +161,11 @@ def main(argv=None) -> int:
         name, _, b = case.partition(":")
         fn = {"flops": bench_flops, "latency": bench_latency, "gui": bench_gui}[a.mode]
         t0 = time.perf_counter()
-        r = fn(name, int(b or 1), a.threads, a.pairs, a.budget)
+        from core.errors import PruneStudioError
+        try:
+            r = fn(name, int(b or 1), a.threads, a.pairs, a.budget)
+        except PruneStudioError as e:  # e.g. a latency target the tables say is out of reach
+            r = {"model": name, "batch": int(b or 1), "error": str(e)}
         r["seconds"] = time.perf_counter() - t0
         rows.append(r)
         print(json.dumps(r), flush=True)
