@@ -16,7 +16,7 @@ from core.prune.diagnose import exclude_groups, mismatching_groups
 from core.errors import Cancelled, VerificationError
 from core.analysis.graph import DependencyGraph, analyze
 from core.trace.inputs import as_example_inputs
-from core.metrics import Metrics, count_flops, count_params, measure
+from core.metrics import Metrics, count_flops, count_params, measure_pair, sizes, speedup_text
 from core.plan.planner import CostModel, PlanSettings, make_plan
 from core.analysis.probe import probe_groups
 from core.prune.apply import PruningPlan, apply_kept
@@ -62,6 +62,8 @@ class PruneResult:
     seconds: dict = field(default_factory=dict)
     excluded: dict = field(default_factory=dict)  # group root -> why it was left out (oracle)
     warnings: list = field(default_factory=list)  # one line each: a target missed, a weak check
+    latency_table: object = None  # the LatencyTable a latency target was planned with
+    round_auto: dict | None = None  # what round-to auto measured and chose (set by the caller)
 
     def report(self, dg: DependencyGraph | None = None, spec: str | None = None,
                inputs=None) -> dict:
@@ -85,6 +87,8 @@ class PruneResult:
             },
             "speedup": (self.before.latency_ms / self.after.latency_ms
                         if self.before.latency_ms and self.after.latency_ms else None),
+            "speedup_text": (speedup_text(self.before.latency_ms, self.after.latency_ms)
+                             if self.before.latency_ms and self.after.latency_ms else None),
             "channels_removed": self.plan.n_removed,
             "channels_per_layer": self.channels,
             "plan": self.plan.to_json(),
@@ -128,7 +132,8 @@ def prune_model(model: nn.Module, inputs, dg: DependencyGraph, settings: PlanSet
                 latency: bool = True, verify: bool = True, latency_runs: int = 10, calibration=None,
                 progress=None, should_stop=None, before: Metrics | None = None,
                 exclude_mismatches: bool = True, accept_approximate: bool = True,
-                approx_bounds: dict | None = None) -> PruneResult:
+                approx_bounds: dict | None = None, threads: int | None = None,
+                latency_budget_s: float = 8.0, latency_table=None) -> PruneResult:
     """Plan, prune a copy, measure before/after and (by default) run the oracle.
 
     If the oracle fails, the groups responsible are located (``core.prune.diagnose``) and, with
@@ -136,18 +141,27 @@ def prune_model(model: nn.Module, inputs, dg: DependencyGraph, settings: PlanSet
     ``PruneResult.excluded``. Without it, or if no single group explains the mismatch, a
     :class:`VerificationError` is raised. An approximate plan whose difference exceeds its bound
     (``approx_bounds``, see ``core.prune.bounds``), or that ``accept_approximate=False`` refuses,
-    raises it too (the CLI and the GUI ask the user to accept approximate results)."""
+    raises it too (the CLI and the GUI ask the user to accept approximate results).
+
+    Latency: the original and the pruned copy are timed interleaved at the end with ``threads``
+    torch threads (``latency_runs`` pairs at most, ``latency_budget_s`` seconds), the original's
+    timing cached. A latency target plans with ``latency_table`` (else tables measured here, cached)
+    and is checked against measurements of the pruned model while planning."""
     progress = progress or _noop
     check = _checker(should_stop)
     ex = as_example_inputs(inputs)
     secs = {}
     t = time.perf_counter()
-    progress("measure", 0, 4, "measuring the original model")
+    progress("measure", 0, 4, "counting the original model's FLOPs")
     if before is None:
-        before = measure(model, ex, latency=latency, runs=latency_runs, should_stop=check)
+        before = sizes(model, ex, memory=latency)
     secs["measure_before"] = time.perf_counter() - t
     check()
     cost = cost_model(dg, model, ex, before.flops)
+    if settings.target_latency is not None:
+        t = time.perf_counter()
+        cost.latency = _latency_table(model, ex, latency_table, threads, cost, progress, check)
+        secs["latency_tables"] = time.perf_counter() - t
     excluded: dict = {}
     for attempt in range(3):
         t = time.perf_counter()
@@ -157,6 +171,9 @@ def prune_model(model: nn.Module, inputs, dg: DependencyGraph, settings: PlanSet
         if settings.target_flops is not None:
             plan, kept = _refine_flops_target(model, ex, dg, settings, cost, calibration, plan,
                                               kept, before.flops)
+        if settings.target_latency is not None and latency:
+            plan, kept = _refine_latency_target(model, ex, dg, settings, cost, calibration, plan,
+                                                kept, threads, check, progress)
         secs["plan"] = secs.get("plan", 0.0) + time.perf_counter() - t
         check()
         t = time.perf_counter()
@@ -189,14 +206,17 @@ def prune_model(model: nn.Module, inputs, dg: DependencyGraph, settings: PlanSet
             raise VerificationError(f"pruning would change the model: {report.message}")
         excluded.update(exclude_groups(dg, found))
     t = time.perf_counter()
-    progress("measure", 3, 4, "measuring the pruned model")
-    after = measure(pruned, ex, latency=latency, runs=latency_runs, should_stop=check)
+    progress("measure", 0, latency_runs, "timing the original and the pruned model interleaved")
+    before, after = measure_pair(
+        model, pruned, ex, latency=latency, runs=latency_runs, threads=threads,
+        budget_s=latency_budget_s, before=before, should_stop=check,
+        progress=lambda i, n, msg: progress("measure", i, n, msg))
     secs["measure_after"] = time.perf_counter() - t
     progress("done", 4, 4, "done")
     warnings = target_warnings(settings, plan, before, after, dg)
     warnings += report.warnings if report is not None else []
     return PruneResult(pruned, plan, kept, before, after, report, channels_per_layer(dg, kept), secs,
-                       excluded, warnings)
+                       excluded, warnings, getattr(cost, "latency", None))
 
 
 def target_warnings(settings: PlanSettings, plan: PruningPlan, before: Metrics, after: Metrics,
@@ -205,8 +225,9 @@ def target_warnings(settings: PlanSettings, plan: PruningPlan, before: Metrics, 
     target the pruned model misses (measured) by more than a percentage point, or by more than
     a tenth of the share it was to keep."""
     out = []
-    asked = settings.ratio if settings.target_flops is None and settings.target_params is None \
-        else (settings.target_flops if settings.target_flops is not None else settings.target_params)
+    targets = [x for x in (settings.target_flops, settings.target_params, settings.target_latency)
+               if x is not None]
+    asked = targets[0] if targets else settings.ratio
     if plan.n_removed == 0 and asked and dg.prunable_groups:
         out.append(f"nothing was removed: no prunable group allows removing channels at these "
                    f"settings (round-to {settings.round_to}, max group ratio "
@@ -228,6 +249,19 @@ def target_warnings(settings: PlanSettings, plan: PruningPlan, before: Metrics, 
                        f"{'not reached' if got < target else 'overshot'}: the pruned model "
                        f"has {got:.1%} fewer {'FLOPs' if what == 'FLOPs' else 'parameters'} "
                        f"({why})")
+    ratio = plan.settings.get("tables_vs_measured")
+    if settings.target_latency is not None and ratio and ratio > 1.5:
+        # the layers alone cannot take longer than the whole model: runs were interrupted
+        out.append(f"the latency tables add up to {ratio:.1f}× the measured model: their timing "
+                   f"was disturbed (a busy machine?), so their estimate is unreliable")
+    if settings.target_latency is not None and before.latency_ms and after.latency_ms:
+        got = 1 - after.latency_ms / before.latency_ms
+        if abs(got - settings.target_latency) > 0.05:
+            est = plan.settings.get("estimated_latency_reduction")
+            out.append(f"the latency reduction target {settings.target_latency:.1%} was "
+                       f"{'not reached' if got < settings.target_latency else 'overshot'}: "
+                       f"measured {got:.1%} (the tables estimated "
+                       f"{'?' if est is None else f'{est:.1%}'})")
     return out
 
 
@@ -287,3 +321,48 @@ def device_of(name: str) -> torch.device:
         raise PruneStudioError(f"device '{name}' is not available here: use cpu"
                                f"{', cuda or cuda:N' if torch.cuda.is_available() else ''}")
     return dev
+
+
+def _latency_table(model, ex, given, threads, cost, progress, check):
+    """The latency tables a latency target plans with: ``given`` (loaded from a file, checked to
+    fit the model) or measured here on the model's device (cached per model state)."""
+    from core.metrics.tables import table_for
+    from core.plan.latency import check_fits
+    if given is not None:
+        check_fits(given, cost.shapes)
+        return given
+    progress("tables", 0, 1, "timing every layer at several widths (latency tables)")
+    table, _cached = table_for(model, ex, threads, should_stop=check,
+                               progress=lambda i, n, msg: progress("tables", i, n, msg))
+    return table
+
+
+def _refine_latency_target(model, ex, dg, settings, cost, calibration, plan, kept, threads, check,
+                           progress):
+    """The tables estimate; the pruned model is measured (its original's timing is cached) and
+    the aim corrected by the error until the measured reduction is within 2 % of the target."""
+    from dataclasses import replace
+
+    from core.metrics.timing import compare_latency
+
+    target = aim = settings.target_latency
+    best = None
+    for step in range(3):
+        progress("measure", step, 3, f"checking the latency plan by measurement ({step + 1}/3)")
+        tb, ta = compare_latency(model, apply_kept(model, kept), ex, threads=threads,
+                                 min_pairs=4, max_pairs=12, budget_s=4.0, should_stop=check)
+        got = 1 - ta.median_ms / tb.median_ms
+        if best is None or abs(got - target) < abs(best[2] - target):
+            best = (plan, kept, got, aim)
+        if abs(got - target) <= 0.02 or step == 2 or ta.stop != "tight":
+            break  # close enough, or too noisy to correct by
+        aim = min(0.95, max(0.0, aim + (target - got)))
+        try:
+            plan = make_plan(dg, model, replace(settings, target_latency=aim), cost=cost,
+                             calibration=calibration)
+        except Exception:  # noqa: BLE001 - the corrected aim is out of reach: keep the best so far
+            break
+        kept = plan.kept_indices(dg)
+    plan, kept, got, aim = best
+    plan.settings.update(target_latency=target, latency_aim=aim, measured_latency_reduction=got)
+    return plan, kept

@@ -123,7 +123,8 @@ def test_latency_error_bars_from_quartiles(qtbot, win):
     top = list(bars[0].opts["top"])
     assert top == pytest.approx([b.latency_ms * 0.2, a.latency_ms * 0.1])
     # without quartiles: no error bars
-    win.charts.show_result(r)
+    res.before, res.after = with_q(b, None, None), with_q(a, None, None)
+    win.charts.show_result(res)
     assert not [i for i in win.charts.plots["latency"].getPlotItem().items
                 if isinstance(i, pg.ErrorBarItem)]
 

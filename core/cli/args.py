@@ -13,7 +13,7 @@ from core.errors import PruneStudioError
 from core.io.specs import clean_spec
 
 __all__ = ["TRUST_HELP", "Parser", "UsageError", "clean_spec", "fraction", "model_args", "nonneg_int",
-           "positive_int", "target_args"]
+           "positive_int", "round_to", "target_args"]
 
 TRUST_HELP = ("run the Python code the files named here hold: factory files (also those a .pstudio "
               "or .psproj records), --inputs/--data/--loss functions, pickled models, Hugging Face "
@@ -75,6 +75,11 @@ def positive_int(text: str) -> int:
     return _integer(text, 1, "a positive integer")
 
 
+def round_to(text: str):
+    """A positive integer or ``auto``."""
+    return "auto" if text.strip().lower() == "auto" else _integer(text, 1, "a positive integer or auto")
+
+
 def nonneg_int(text: str) -> int:
     return _integer(text, 0, "0 or more")
 
@@ -112,6 +117,9 @@ def target_args(sp) -> None:
                    help="fraction of FLOPs to remove (0.5 halves FLOPs)")
     t.add_argument("--target-params", type=fraction, metavar="P",
                    help="fraction of parameters to remove")
+    t.add_argument("--target-latency", type=fraction, metavar="L",
+                   help="fraction of latency to remove on --device (0.5 halves it): planned with "
+                   "per-layer latency tables, checked by measurement")
     sp.add_argument("--importance", default="l2", choices=list(CRITERIA),
                     help="channel importance criterion (default l2)")
     r = sp.add_mutually_exclusive_group()
@@ -119,8 +127,9 @@ def target_args(sp) -> None:
                    help="rank channels across all groups")
     r.add_argument("--uniform", dest="global_ranking", action="store_false",
                    help="same ratio in every group (default)")
-    sp.add_argument("--round-to", type=positive_int, default=1, metavar="N",
-                    help="keep channel counts a multiple of N")
+    sp.add_argument("--round-to", type=round_to, default=1, metavar="N|auto",
+                    help="keep channel counts a multiple of N; auto: the multiple measured fastest "
+                    "on --device (measured once, cached) (default 1)")
     sp.add_argument("--ignore", action="append", default=[], metavar="NAME",
                     help="module whose output channels are kept (repeatable)")
     sp.add_argument("--max-group-ratio", type=fraction, default=0.95, metavar="R",

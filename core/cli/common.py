@@ -81,11 +81,13 @@ def plan_settings(args):
     """PlanSettings from the target options (``--ratio 0.5`` when no target is given)."""
     from core.plan.planner import PlanSettings
     ratio = args.ratio
-    if ratio is None and args.target_flops is None and args.target_params is None:
+    latency = getattr(args, "target_latency", None)
+    if ratio is None and args.target_flops is None and args.target_params is None and latency is None:
         ratio = 0.5
     s = PlanSettings(ratio=ratio, target_flops=args.target_flops, target_params=args.target_params,
-                     importance=args.importance, global_ranking=bool(args.global_ranking),
-                     round_to=args.round_to, ignore=list(args.ignore),
+                     target_latency=latency, importance=args.importance,
+                     global_ranking=bool(args.global_ranking),
+                     round_to=1 if args.round_to == "auto" else args.round_to, ignore=list(args.ignore),
                      max_group_ratio=args.max_group_ratio, seed=args.seed)
     s.validate()
     if not 0.0 < s.max_group_ratio < 1.0:

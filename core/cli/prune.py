@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from core.cli.args import UsageError, model_args, target_args
+from core.cli.args import UsageError, model_args, positive_int, target_args
 from core.cli.verify import approximate_args, approximate_options
 from core.cli.common import (analyze, calibration, check_ignore, example_inputs, human, input_paths,
                              load, out, plan_settings, warn, write_json)
@@ -34,6 +34,12 @@ def register(subparsers, epilog: str) -> None:
         pr.add_argument("--no-latency", action="store_true", help="skip latency measurements")
         approximate_args(pr)
         stream_args(pr)
+        pr.add_argument("--threads", type=positive_int, metavar="N", help="torch threads while "
+                        "timing (default: torch's own count); the original and the pruned model "
+                        "are timed interleaved with the same count")
+        pr.add_argument("--latency-table", metavar="FILE.json", help="with --target-latency: plan "
+                        "with this saved per-layer latency table (e.g. measured on another "
+                        "device), or, if FILE does not exist, save the tables measured here to it")
 
     pr = subparsers.add_parser("prune", help="prune a model and save it", epilog=epilog,
                                formatter_class=argparse.RawDescriptionHelpFormatter, fill=fill)
@@ -54,6 +60,9 @@ class _Run:
     result: object = None
     report: dict = field(default_factory=dict)
     check_diff: float | None = None  # the exporter's check against torch (ONNX: onnxruntime)
+    round_auto: dict | None = None  # what --round-to auto measured and chose
+    table: object = None  # the LatencyTable loaded from --latency-table
+    onnx_latency: object = None  # the exported ONNX model's Timing in onnxruntime
     seconds: dict = field(default_factory=dict)
 
 
@@ -80,6 +89,7 @@ def _check_outputs(run: _Run) -> None:
         if run.exporter is None:
             raise UsageError(f"output {o}: unknown suffix; use {suffix_choices()}")
         run.exporter.check_destination(o, args.force, srcs)
+    _check_latency_args(args, srcs)
     if args.report:
         if o and os.path.abspath(args.report) == os.path.abspath(o):
             raise UsageError("--report and -o name the same file")
@@ -93,6 +103,21 @@ def _check_outputs(run: _Run) -> None:
         check_destination(args.project, args.force, srcs)
 
 
+def _check_latency_args(args, srcs) -> None:
+    from core.io.atomic import check_destination
+    if args.latency_table is None:
+        return
+    if args.target_latency is None:
+        raise UsageError("--latency-table needs --target-latency")
+    if args.no_latency:
+        raise UsageError("--target-latency is checked by measurement: drop --no-latency")
+    if not os.path.exists(args.latency_table):
+        if os.path.abspath(args.latency_table) in {os.path.abspath(f) for f in
+                                                   (args.output, args.report, args.project) if f}:
+            raise UsageError("--latency-table names the same file as another output")
+        check_destination(args.latency_table, args.force, srcs)
+
+
 def _load(run: _Run) -> None:
     """The model (refused early when the output form cannot hold it) and its example inputs."""
     from core.pipeline import device_of
@@ -103,6 +128,13 @@ def _load(run: _Run) -> None:
         raise UsageError(f"output {run.args.output}: {why}")
     run.inputs = example_inputs(run.args, run.device, run.model)
     check_ignore(run.model, run.settings.ignore)
+    args = run.args
+    if args.round_to == "auto":
+        from core.metrics.widths import best_multiple
+        run.settings.round_to, run.round_auto = best_multiple(run.device, args.threads)
+    if args.latency_table and os.path.exists(args.latency_table):
+        from core.plan.latency import LatencyTable
+        run.table = LatencyTable.load(args.latency_table)
 
 
 def _prune(run: _Run, progress) -> None:
@@ -113,6 +145,7 @@ def _prune(run: _Run, progress) -> None:
     run.result = prune_model(run.model, run.inputs, run.dg, run.settings,
                              latency=not run.args.no_latency, verify=not run.args.no_verify,
                              calibration=calibration(run.settings, run.inputs), progress=progress,
+                             threads=run.args.threads, latency_table=run.table,
                              **approximate_options(run.args))
     progress.close()
 
@@ -142,6 +175,9 @@ def _write_outputs(run: _Run, t_start: float) -> None:
                 meta={"input": ex.describe(), "settings": run.settings.to_json(),
                       "seed": args.seed})
             run.seconds["save"] = time.perf_counter() - t
+            _time_onnx(run, outs)
+        if args.latency_table and run.table is None and result.latency_table is not None:
+            write_json(args.latency_table, result.latency_table.to_json(), args.force, srcs)
         run.seconds["total"] = time.perf_counter() - t_start
         result.warnings += getattr(run.check_diff, "warnings", [])
         report = result.report(run.dg)
@@ -149,6 +185,8 @@ def _write_outputs(run: _Run, t_start: float) -> None:
         report.update({"model": args.model, "weights": args.weights, "seed": args.seed,
                        "input": ex.describe(), "device": str(run.device),
                        "settings": run.settings.to_json(), "output": args.output,
+                       "round_to_auto": run.round_auto,
+                       "onnx_latency": run.onnx_latency.to_json() if run.onnx_latency else None,
                        **_check_fields(run)})
         run.report = report
         if args.report:
@@ -156,6 +194,21 @@ def _write_outputs(run: _Run, t_start: float) -> None:
         if args.project:
             _save_project(run)
         outs.commit()
+
+
+def _time_onnx(run: _Run, outs) -> None:
+    """The exported .onnx (still staged) timed in onnxruntime: what many users deploy."""
+    args = run.args
+    if args.no_latency or not args.output.lower().endswith(".onnx"):
+        return
+    from core.metrics.timing import onnx_latency
+    staged = [s for s in outs.staged if os.path.abspath(s.path) == os.path.abspath(args.output)]
+    if not staged or staged[0].is_dir:
+        return
+    try:
+        run.onnx_latency = onnx_latency(staged[0].tmp, run.inputs, threads=args.threads)
+    except Exception as e:  # noqa: BLE001 - a figure we could not take is said, not fatal
+        run.result.warnings.append(f"the ONNX model could not be timed in onnxruntime: {e}"[:300])
 
 
 def _save_project(run: _Run) -> None:
@@ -176,9 +229,15 @@ def _print_summary(run: _Run) -> None:
         f"{result.plan.n_removed} channels removed")
     out(f"params: {human(b.params)} -> {human(a.params)} (-{report['reduction']['params']:.1%})")
     out(f"FLOPs:  {human(b.flops)} -> {human(a.flops)} (-{report['reduction']['flops']:.1%})")
-    if b.latency_ms and a.latency_ms:
-        out(f"latency: {b.latency_ms:.2f} ms -> {a.latency_ms:.2f} ms "
-            f"(x{b.latency_ms / a.latency_ms:.2f})")
+    if run.round_auto:
+        out(f"round-to auto: multiples of {run.settings.round_to} "
+            f"({'cached' if run.round_auto.get('cached') else 'measured'} on {run.device})")
+    for line in latency_lines(result, str(run.device)):
+        out(line)
+    if run.onnx_latency is not None:
+        o = run.onnx_latency
+        out(f"onnxruntime: {o.median_ms:.2f} ms (IQR {o.q1_ms:.2f}-{o.q3_ms:.2f}, {o.runs} runs, "
+            f"{o.threads} threads)")
     if result.verify is not None:
         out(f"verify: {result.verify.message}")
     for root, why in result.excluded.items():
@@ -200,3 +259,23 @@ def _print_summary(run: _Run) -> None:
     out(f"time: {run.seconds['total']:.2f} s")
     for line in result.warnings:
         warn(line)
+
+
+def latency_lines(result, device: str) -> list[str]:
+    """Before and after with their spread, the speed-up worded right, and for a latency target
+    the tables' estimate against the measurement."""
+    from core.metrics import speedup_text
+    b, a = result.before, result.after
+    if not (b.latency_ms and a.latency_ms):
+        return []
+    lines = [f"latency: {b.latency_ms:.2f} ms (IQR {b.latency_q1_ms:.2f}-{b.latency_q3_ms:.2f}) -> "
+             f"{a.latency_ms:.2f} ms (IQR {a.latency_q1_ms:.2f}-{a.latency_q3_ms:.2f}): "
+             f"{speedup_text(b.latency_ms, a.latency_ms)}  [{device}, {a.latency_threads} threads, "
+             f"{a.latency_runs} interleaved runs, stopped: {a.latency_stop}"
+             f"{', original cached' if b.latency_stop == 'cached' else ''}]"]
+    st = result.plan.settings
+    if st.get("target_latency") is not None and "estimated_latency_reduction" in st:
+        lines.append(f"latency target {st['target_latency']:.1%}: tables estimated "
+                     f"{st['estimated_latency_reduction']:.1%}, measured "
+                     f"{1 - a.latency_ms / b.latency_ms:.1%}")
+    return lines

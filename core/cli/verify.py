@@ -71,8 +71,14 @@ def cmd_verify(args, progress) -> int:
     check_ignore(model, settings.ignore)
     dg = analyze(model, ex, args, progress=progress)
     progress("plan", 0, 2, "planning")
-    plan = make_plan(dg, model, settings, cost=cost_model(dg, model, ex),
-                     calibration=calibration(settings, ex))
+    cost = cost_model(dg, model, ex)
+    if args.round_to == "auto":
+        from core.metrics.widths import best_multiple
+        settings.round_to, _ = best_multiple(device)
+    if settings.target_latency is not None:  # plan as prune would: by tables measured here
+        from core.metrics.tables import table_for
+        cost.latency, _ = table_for(model, ex)
+    plan = make_plan(dg, model, settings, cost=cost, calibration=calibration(settings, ex))
     progress("verify", 1, 2, "zeroed-group oracle")
     opts = approximate_options(args)
     rep = verify_plan(model, ex, dg, plan, tolerance=args.tolerance,

@@ -21,6 +21,7 @@ class PlanSettings:
     ratio: float | None = 0.5  # fraction of prunable channels removed
     target_flops: float | None = None  # fraction of FLOPs to remove (e.g. 0.5 halves FLOPs)
     target_params: float | None = None  # fraction of parameters to remove
+    target_latency: float | None = None  # fraction of latency to remove (by the latency tables)
     importance: str = "l2"
     global_ranking: bool = False
     round_to: int = 1
@@ -30,7 +31,7 @@ class PlanSettings:
     seed: int = 0
 
     def validate(self):
-        for name in ("ratio", "target_flops", "target_params"):
+        for name in ("ratio", "target_flops", "target_params", "target_latency"):
             v = getattr(self, name)
             if v is not None and not (0.0 <= v < 1.0):
                 raise PlanError(f"{name.replace('_', ' ')} must be in [0, 1), got {v}")
@@ -39,8 +40,8 @@ class PlanSettings:
                 raise PlanError(f"ratio override for '{k}' must be in [0, 1), got {v}")
         if self.round_to < 1:
             raise PlanError(f"round_to must be a positive integer, got {self.round_to}")
-        if sum(x is not None for x in (self.target_flops, self.target_params)) > 1:
-            raise PlanError("give either a FLOPs target or a parameter target, not both")
+        if sum(x is not None for x in (self.target_flops, self.target_params, self.target_latency)) > 1:
+            raise PlanError("give one target: FLOPs, parameters or latency")
 
     def to_json(self):
         return dict(self.__dict__)
@@ -216,6 +217,13 @@ def make_plan(dg, model: nn.Module, settings: PlanSettings, cost: CostModel | No
         raise PlanError(f"round-to {settings.round_to} leaves nothing to remove: kept channels must "
                         f"be a multiple of it, and the widest prunable group has {widest} channels")
     scores = group_scores(dg, model, settings.importance, calibration, settings.seed)
+    if settings.target_latency is not None:  # the knapsack of core.plan.knapsack, by latency tables
+        from core.plan.knapsack import latency_plan
+        chosen, facts = latency_plan(dg, scores, settings, getattr(cost, "latency", None))
+        removed = {gid: _keep_every_member(dg.groups[gid], ch, scores[gid]).tolist()
+                   for gid, ch in chosen.items()}
+        return PruningPlan(removed, {**settings.to_json(), **facts,
+                                     "analysis": dict(getattr(dg, "options", {}))})
     target = settings.target_flops if settings.target_flops is not None else settings.target_params
     if target is None:
         return plan_for_ratio(dg, scores, settings.ratio or 0.0, settings)

@@ -7,7 +7,7 @@ import os
 
 from PySide6.QtCore import QObject
 
-from core import pipeline
+from core.metrics import speedup_text
 
 from ..jobs import session as sess, stream, worker
 
@@ -18,7 +18,9 @@ class PruneController(QObject):
     def __init__(self, ctx, parent=None):
         super().__init__(parent)
         self.ctx = ctx
-        self.latency_runs = 10
+        self.latency_runs = 10  # pairs of interleaved runs at most
+        self.latency_budget_s = 5.0  # seconds of timing at most (three pairs at least)
+        self.threads: int | None = None  # torch's own count
         self._est_task: worker.Task | None = None
         self._est_pending = False
         self._est_session = None
@@ -55,8 +57,8 @@ class PruneController(QObject):
         if self._est_task is not None:
             self._est_pending = True
             return
-        t = worker.Task("estimate", pipeline.estimate, s.dg, s.model, self.ctx.ui.targets.settings(),
-                        s.cost, with_callbacks=False)
+        t = worker.Task("estimate", sess.estimate, s, self.ctx.ui.targets.settings(),
+                        with_callbacks=False)
         # bound slots (not lambdas): Qt drops them if the window is gone before the answer
         t.finished.connect(self._on_estimate)
         t.failed.connect(self._on_estimate_failed)
@@ -68,8 +70,18 @@ class PruneController(QObject):
         s = self._est_session
         if s is not self.ctx.session or self._est_pending:
             return  # computed for an older model or setting
-        self.ctx.ui.targets.show_estimate(s.cost.base_params, s.cost.base_flops, *pf)
-        self.ctx.estimateReady.emit(pf)
+        targets = self.ctx.ui.targets
+        if pf is None:  # a latency target before any table was measured
+            targets.show_no_estimate("latency: per-layer tables are measured on the first prune "
+                                     "(then the estimate is instant)")
+            return
+        params, flops, est_ms, base_ms = pf
+        targets.show_estimate(s.cost.base_params, s.cost.base_flops, params, flops)
+        if est_ms is not None and base_ms:
+            targets.estimate.setText(targets.estimate.text() + (
+                f"<br>latency {base_ms:.1f} → <b>{est_ms:.1f} ms</b> "
+                f"({1 - est_ms / base_ms:.0%} less, by the tables)"))
+        self.ctx.estimateReady.emit((params, flops))
 
     def _on_estimate_failed(self, msg, _tb):
         if not self._est_pending:
@@ -96,7 +108,9 @@ class PruneController(QObject):
         settings = targets.settings()
         ctx.log(f"pruning with {settings.to_json()}")
         return ctx.tasks.run("pruning", sess.prune, s, settings, targets.device_name(),
-                             self.latency_runs, on_done=self.show_result)
+                             self.latency_runs, round_auto=targets.round_to.value() == 0,
+                             threads=self.threads, latency_budget_s=self.latency_budget_s,
+                             on_done=self.show_result)
 
     def stream_prune(self, mlp: float | None = None, kv: float | None = None,
                      out: str | None = None):
@@ -136,10 +150,21 @@ class PruneController(QObject):
         ui.charts.show_result(result)
         ui.tabs.setCurrentWidget(ui.charts)
         b, a = result.before, result.after
-        sp = f", {b.latency_ms / a.latency_ms:.2f}× faster" if b.latency_ms and a.latency_ms else ""
+        sp = ""
+        if b.latency_ms and a.latency_ms:
+            sp = (f", {speedup_text(b.latency_ms, a.latency_ms)} ({a.device}, {a.latency_threads} "
+                  f"threads, {a.latency_runs} interleaved runs"
+                  f"{', original cached' if b.latency_stop == 'cached' else ''})")
         msg = (f"pruned: params {b.params:,} → {a.params:,}, FLOPs -{1 - a.flops / max(b.flops, 1):.0%}{sp}"
                f" — {result.verify.message if result.verify else 'not verified'}")
         ctx.log(msg)
+        st = result.plan.settings
+        if st.get("target_latency") is not None and b.latency_ms and a.latency_ms:
+            ctx.log(f"latency target {st['target_latency']:.0%}: the tables estimated "
+                    f"{st.get('estimated_latency_reduction', float('nan')):.0%}, measured "
+                    f"{1 - a.latency_ms / b.latency_ms:.0%}")
+        if getattr(result, "round_auto", None):
+            ctx.log(f"round-to auto: multiples of {st.get('round_to')} on {a.device}")
         for root, why in (getattr(result, "excluded", {}) or {}).items():
             ctx.log(f"left unpruned: group {root} — {why}")
         for line in getattr(result, "warnings", None) or []:

@@ -34,6 +34,10 @@ class Session:
     trust: object = None  # the core.io.trust.TrustPolicy it was loaded with (exports rebuild with it)
     meta: bool = False  # structure only (meta device): no weights, nothing to prune
     n_attention: int = 0  # attention layers whose pruning the "attention" analysis option chooses
+    # device name -> (model, inputs) copied there once: the same copy keeps the timing of the
+    # unchanged original cached between prunes (core.metrics.timing caches per model)
+    device_copies: dict = field(default_factory=dict)
+    before: object = None  # the original's sizes (params, FLOPs, memory), counted once
 
 
 def load_and_analyse(spec: str, shape: str, dtype: str = "float32", trust=None, model=None,
@@ -165,13 +169,52 @@ def restore_project(project, trust=None, aspect: float = 1.8, progress=None, sho
 
 
 def prune(session: Session, settings, device: str = "cpu", latency_runs: int = 10,
-          progress=None, should_stop=None):
+          progress=None, should_stop=None, round_auto: bool = False, threads: int | None = None,
+          latency_budget_s: float = 5.0):
+    """Prune on ``device`` (a copy made once per device), the original timed interleaved with
+    the pruned model - or taken from the cache when unchanged. ``round_auto``: channel counts a
+    multiple of the width measured fastest there (``result.round_auto`` says which)."""
+    from dataclasses import replace
     model, inputs = session.model, session.inputs
     if device != "cpu":  # work on a device copy; the original stays where it is
-        dev = pipeline.device_of(device)
-        model, inputs = copy.deepcopy(model).to(dev), inputs.to(dev)
-    return pipeline.prune_model(model, inputs, session.dg, settings, latency_runs=latency_runs,
-                                progress=progress, should_stop=should_stop)
+        if device not in session.device_copies:
+            dev = pipeline.device_of(device)
+            session.device_copies[device] = (copy.deepcopy(model).to(dev), inputs.to(dev))
+        model, inputs = session.device_copies[device]
+    auto = None
+    if round_auto:
+        from core.metrics.widths import best_multiple
+        if progress:
+            progress("widths", 0, 1, f"finding the fastest channel multiple on {device}")
+        multiple, auto = best_multiple(device, threads)
+        settings = replace(settings, round_to=multiple)
+    table = getattr(session.cost, "latency", None) if device == "cpu" else None
+    result = pipeline.prune_model(model, inputs, session.dg, settings, latency_runs=latency_runs,
+                                  progress=progress, should_stop=should_stop,
+                                  before=session.before if device == "cpu" else None,
+                                  threads=threads, latency_budget_s=latency_budget_s,
+                                  latency_table=table)
+    if device == "cpu":
+        session.before = session.before or result.before
+        if result.latency_table is not None and session.cost is not None:
+            session.cost.latency = result.latency_table  # instant latency estimates from now on
+    result.round_auto = auto
+    return result
+
+
+def estimate(session: Session, settings):
+    """(params, FLOPs, estimated ms or None, the original's ms or None) of a setting. A latency
+    target needs the tables, measured on the first prune with it (then this is instant)."""
+    from core.plan.latency import estimate_ms
+    table = getattr(session.cost, "latency", None)
+    if settings.target_latency is not None and table is None:
+        return None
+    from core.plan.planner import make_plan
+    kept = make_plan(session.dg, session.model, settings, cost=session.cost).kept_indices(session.dg)
+    params, flops = session.cost.estimate(kept)
+    if table is None:
+        return params, flops, None, None
+    return params, flops, estimate_ms(table, kept), table.base_ms
 
 
 def removed_fractions(session: Session, result) -> dict:

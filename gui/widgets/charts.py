@@ -1,6 +1,7 @@
 """Before/after charts (pyqtgraph) and a summary table of a core.pipeline.PruneResult."""
 from __future__ import annotations
 
+import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QFrame, QGridLayout, QHeaderView, QLabel, QScrollArea, QTableWidget,
@@ -141,8 +142,10 @@ class ChartsPanel(QWidget):
               for m in (b, a)]
         if any(q1 is None or q3 is None for q1, _, q3 in qs):
             return
-        plot.addItem(pg.ErrorBarItem(x=[0, 1], y=[m for _, m, _ in qs], beam=0.2,
-                                     bottom=[m - q1 for q1, m, _ in qs], top=[q3 - m for _, m, q3 in qs],
+        # numpy arrays: with lists ErrorBarItem's boundingRect raises inside paint (a segfault)
+        plot.addItem(pg.ErrorBarItem(x=np.array([0.0, 1.0]), y=np.array([m for _, m, _ in qs]),
+                                     beam=0.2, bottom=np.array([m - q1 for q1, m, _ in qs]),
+                                     top=np.array([q3 - m for _, m, q3 in qs]),
                                      pen=pg.mkPen(self.theme.color("charts.foreground"), width=1.5)))
 
     def _layers(self, channels: dict):

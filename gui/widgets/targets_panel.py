@@ -19,7 +19,8 @@ from core.plan.planner import PlanSettings
 from .. import theme as themes
 from .units import si
 
-MODES = [("ratio", "channel ratio"), ("flops", "FLOPs target"), ("params", "params target")]
+MODES = [("ratio", "channel ratio"), ("flops", "FLOPs target"), ("params", "params target"),
+         ("latency", "latency target")]
 # analysis option "attention" (core.pipeline.analyze_model(options=...)): how attention is grouped
 ATTENTION = [("heads", "Whole heads"), ("head_dim", "Dimensions in every head")]
 ATTENTION_TIP = (
@@ -57,7 +58,7 @@ GLOBAL_TIP = (
 ROUND_TIP = (
     "<p>Keep a multiple of this many channels in every group (e.g. 8 or 16), which hardware "
     "kernels often run faster. 1: no rounding. A group that cannot reach a multiple is left "
-    "whole.</p>")
+    "whole. auto (below 1): the multiple measured fastest on the device (measured once).</p>")
 TARGET_TIP = "Type a value or drag: the percentage of channels, FLOPs or parameters to remove."
 
 
@@ -91,7 +92,9 @@ class TargetsPanel(QWidget):
         self.global_rank = QCheckBox("global ranking")
         self.global_rank.setToolTip(GLOBAL_TIP)
         self.round_to = QSpinBox()
-        self.round_to.setRange(1, 256)
+        self.round_to.setRange(0, 256)
+        self.round_to.setValue(1)
+        self.round_to.setSpecialValueText("auto")  # 0: the multiple measured fastest on the device
         self.round_to.setToolTip(ROUND_TIP)
         self.attention = attention_combo()
         self.attention_available = True  # the loaded model has attention layers it applies to
@@ -148,7 +151,8 @@ class TargetsPanel(QWidget):
         return label
 
     def _changed(self, *_):
-        what = {"ratio": "% of channels", "flops": "% of FLOPs", "params": "% of params"}[self.mode.currentData()]
+        what = {"ratio": "% of channels", "flops": "% of FLOPs", "params": "% of params",
+                "latency": "% of latency"}[self.mode.currentData()]
         self.value.setText(what)
         if self._estimate_text:  # numbers are shown: they are about to be replaced
             self.mark_estimate_stale()
@@ -176,9 +180,10 @@ class TargetsPanel(QWidget):
         return PlanSettings(ratio=frac if mode == "ratio" else None,
                             target_flops=frac if mode == "flops" else None,
                             target_params=frac if mode == "params" else None,
+                            target_latency=frac if mode == "latency" else None,
                             importance=self.criterion.currentText(),
                             global_ranking=self.global_rank.isChecked(),
-                            round_to=self.round_to.value(), ignore=list(self.locked),
+                            round_to=max(1, self.round_to.value()), ignore=list(self.locked),
                             overrides=dict(self.overrides))
 
     def set_overrides(self, overrides: dict, source: str = "sensitivity"):
@@ -203,9 +208,10 @@ class TargetsPanel(QWidget):
         """Show ``settings`` (e.g. from a project file) in the panel."""
         if mode is None:
             mode = ("flops" if settings.target_flops is not None else
-                    "params" if settings.target_params is not None else "ratio")
+                    "params" if settings.target_params is not None else
+                    "latency" if settings.target_latency is not None else "ratio")
         frac = {"ratio": settings.ratio, "flops": settings.target_flops,
-                "params": settings.target_params}[mode]
+                "params": settings.target_params, "latency": settings.target_latency}[mode]
         i = self.mode.findData(mode)
         if i >= 0:
             self.mode.setCurrentIndex(i)

@@ -1,10 +1,7 @@
-"""Model size and speed: parameters, FLOPs (torch.utils.flop_counter), latency and peak memory."""
+"""Model size: parameters, FLOPs (torch.utils.flop_counter) and peak memory of one forward."""
 from __future__ import annotations
 
-import statistics
-import time
 import weakref
-from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -13,19 +10,6 @@ from torch.utils._python_dispatch import TorchDispatchMode  # noqa: PLC2701 (tor
 from torch.utils.flop_counter import FlopCounterMode
 
 from core.trace.inputs import as_example_inputs
-
-
-@dataclass
-class Metrics:
-    params: int
-    flops: float  # floating-point operations of one forward pass (2 per multiply-add)
-    latency_ms: float | None = None
-    latency_runs: int = 0
-    peak_memory_mb: float | None = None
-    device: str = "cpu"
-
-    def to_json(self):
-        return asdict(self)
 
 
 def count_params(model: nn.Module) -> int:
@@ -124,41 +108,3 @@ def peak_memory_mb(model: nn.Module, inputs) -> float:
         for m, t in mode.items():
             m.training = t
     return (static + tracker.peak) / 2**20
-
-
-def measure_latency(model: nn.Module, inputs, warmup: int = 3, runs: int = 10,
-                    should_stop=None) -> float:
-    """Median forward time in ms over ``runs`` after ``warmup`` runs, CUDA synchronised."""
-    ex = as_example_inputs(inputs)
-    dev = next((p.device for p in model.parameters()), torch.device("cpu"))
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    mode = {m: m.training for m in model.modules()}
-    times = []
-    try:
-        model.eval()
-        with torch.no_grad():
-            for _ in range(warmup):
-                ex.call(model)
-            sync()
-            for _ in range(runs):
-                if should_stop is not None:
-                    should_stop()
-                t0 = time.perf_counter()
-                ex.call(model)
-                sync()
-                times.append((time.perf_counter() - t0) * 1000)
-    finally:
-        for m, t in mode.items():
-            m.training = t
-    return statistics.median(times)
-
-
-def measure(model: nn.Module, inputs, latency: bool = True, runs: int = 10, should_stop=None) -> Metrics:
-    ex = as_example_inputs(inputs)
-    dev = next((p.device for p in model.parameters()), torch.device("cpu"))
-    m = Metrics(count_params(model), count_flops(model, ex), device=str(dev))
-    if latency and dev.type != "meta":
-        m.latency_ms = measure_latency(model, ex, runs=runs, should_stop=should_stop)
-        m.latency_runs = runs
-        m.peak_memory_mb = peak_memory_mb(model, ex)
-    return m

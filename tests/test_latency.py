@@ -1,0 +1,143 @@
+"""Honest latency: interleaved timing, quartiles, the cached baseline, fixed threads, wording."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from helpers import randomize  # noqa: E402
+
+from core.metrics import Metrics, measure_pair, speedup_text  # noqa: E402
+from core.metrics import timing  # noqa: E402
+
+
+class Logged(nn.Module):
+    """A model that writes its name into a shared log on every forward."""
+
+    def __init__(self, name, log, width=4):
+        super().__init__()
+        self.name, self.log = name, log
+        self.lin = nn.Linear(width, width)
+
+    def forward(self, x):
+        self.log.append(self.name)
+        return self.lin(x)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    timing.clear_baselines()
+    yield
+    timing.clear_baselines()
+
+
+def test_quartiles_and_median():
+    q1, med, q3 = timing.quartiles([5, 1, 3, 2, 4])
+    assert (q1, med, q3) == (2.0, 3.0, 4.0)
+    q1, med, q3 = timing.quartiles([1, 2, 3, 4])
+    assert med == 2.5 and q1 == pytest.approx(1.75) and q3 == pytest.approx(3.25)
+    assert timing.quartiles([7]) == (7.0, 7.0, 7.0)
+    t = timing.timing_of([10, 12, 11, 30], threads=2, device="cpu")
+    assert t.median_ms == 11.5 and t.iqr_ms == pytest.approx(t.q3_ms - t.q1_ms) and t.runs == 4
+
+
+def test_models_alternate_after_warmup_of_both():
+    log = []
+    a, b = Logged("A", log), Logged("B", log)
+    x = torch.randn(2, 4)
+    ta, tb = timing.compare_latency(a, b, x, warmup=2, min_pairs=6, max_pairs=6, use_cache=False)
+    assert log[:4] == ["A", "A", "B", "B"]  # both warm up before any timed run
+    timed = log[4:]
+    assert timed == ["A", "B"] * 6
+    assert ta.runs == tb.runs == 6 and ta.stop == tb.stop == "max runs"
+
+
+def test_stops_when_tight_or_over_budget(monkeypatch):
+    log = []
+    a, b = Logged("A", log), Logged("B", log)
+    fake = iter([10.0, 5.0] * 100)
+    monkeypatch.setattr(timing, "timer", lambda dev: (lambda fn: (fn(), next(fake))[1]))
+    ta, tb = timing.compare_latency(a, b, torch.randn(1, 4), min_pairs=3, max_pairs=40, use_cache=False)
+    assert ta.stop == "tight" and ta.runs == 3 and (ta.median_ms, tb.median_ms) == (10.0, 5.0)
+    # noisy and equal: never tight, so the budget ends it
+    noisy = iter([1.0, 9.0, 9.0, 1.0] * 1000)
+    monkeypatch.setattr(timing, "timer", lambda dev: (lambda fn: (fn(), next(noisy))[1]))
+    ta, tb = timing.compare_latency(a, b, torch.randn(1, 4), min_pairs=3, max_pairs=40, budget_s=0.0,
+                                    use_cache=False)
+    assert ta.stop == "budget" and ta.runs == 3
+
+
+def test_baseline_is_cached_and_not_run_again():
+    log = []
+    a, b = Logged("A", log), Logged("B", log)
+    x = torch.randn(1, 4)
+    t1, _ = timing.compare_latency(a, b, x, threads=1, min_pairs=3, max_pairs=3)
+    log.clear()
+    t2, tb = timing.compare_latency(a, Logged("B", log), x, threads=1, min_pairs=3, max_pairs=3)
+    assert "A" not in log and log.count("B") > 0
+    assert t2.stop == "cached" and t2.median_ms == t1.median_ms and tb is not None
+    # other inputs, another thread count or changed weights: a miss
+    for kw in ({"inputs": torch.randn(2, 4), "threads": 1}, {"inputs": x, "threads": 2}):
+        log.clear()
+        timing.compare_latency(a, None, kw["inputs"], threads=kw["threads"], min_pairs=2, max_pairs=2)
+        assert "A" in log
+    with torch.no_grad():
+        a.lin.weight.add_(1.0)
+    log.clear()
+    timing.compare_latency(a, None, x, threads=1, min_pairs=2, max_pairs=2)
+    assert "A" in log
+
+
+def test_threads_are_fixed_and_restored():
+    seen = []
+
+    class T(nn.Module):
+        def forward(self, x):
+            seen.append(torch.get_num_threads())
+            return x
+
+    old = torch.get_num_threads()
+    want = 1 if old != 1 else 2
+    ta, _ = timing.compare_latency(T(), None, torch.randn(1), threads=want, min_pairs=2, max_pairs=2,
+                                   use_cache=False)
+    assert set(seen) == {want} and ta.threads == want
+    assert torch.get_num_threads() == old
+
+
+def test_metrics_carry_median_spread_and_threads():
+    torch.manual_seed(0)
+    m = randomize(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)))
+    p = randomize(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4)))
+    b, a = measure_pair(m, p, torch.randn(2, 8), runs=5, threads=1)
+    for x in (b, a):
+        assert isinstance(x, Metrics)
+        assert x.latency_q1_ms <= x.latency_ms <= x.latency_q3_ms and x.latency_threads == 1
+        assert x.latency_runs >= 1 and x.latency_stop in ("tight", "budget", "max runs")
+    assert "latency_q1_ms" in b.to_json()
+
+
+def test_speedup_wording_says_slower():
+    assert speedup_text(20.0, 10.0) == "2.00× faster"
+    assert speedup_text(10.0, 12.5) == "1.25× slower"
+    assert "no" in speedup_text(10.0, 10.01)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_timing_uses_events():
+    m = nn.Linear(64, 64).cuda()
+    t, _ = timing.compare_latency(m, None, torch.randn(8, 64, device="cuda"), min_pairs=3, max_pairs=3)
+    assert t.device.startswith("cuda") and t.median_ms > 0
+
+
+def test_onnx_session_is_timed(tmp_path):
+    pytest.importorskip("onnxruntime")
+    m = nn.Sequential(nn.Linear(8, 8), nn.ReLU()).eval()
+    path = str(tmp_path / "m.onnx")
+    x = torch.randn(1, 8)
+    torch.onnx.export(m, (x,), path, dynamo=False)
+    t = timing.onnx_latency(path, x, threads=1, min_runs=3, max_runs=3)
+    assert t.runs == 3 and t.median_ms > 0 and t.threads == 1

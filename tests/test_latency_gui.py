@@ -1,0 +1,61 @@
+"""The window's pruning job and latency: the original timed once (cached on the next prune), the
+device and thread count in the summary, the latency target with its instant estimate after the
+first prune, and round-to auto."""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+TIMEOUT = 120_000
+
+
+def _prune(qtbot, w):
+    with qtbot.waitSignal(w.pruneFinished, timeout=TIMEOUT) as blocker:
+        assert w.prune() is not None
+    return blocker.args[0]
+
+
+@pytest.fixture
+def flops_tables(monkeypatch):
+    """Layer times as multiply-adds: the demo's real layer times are noise on a busy machine."""
+    from core.metrics import tables
+    monkeypatch.setattr(tables, "_time", lambda layer, x, tick, runs: float(
+        layer.weight.numel() * (x[0, 0].numel() if x.dim() > 2 else 1)) * 1e-6)
+
+
+def test_second_prune_uses_the_cached_original_and_summary_names_device(qtbot, win):
+    r1 = _prune(qtbot, win)
+    assert r1.before.latency_stop != "cached" and r1.after.latency_threads >= 1
+    r2 = _prune(qtbot, win)
+    assert r2.before.latency_stop == "cached" and r2.before.latency_ms == r1.before.latency_ms
+    log = win.logbox.toPlainText()
+    assert "threads" in log and "original cached" in log
+
+
+def test_latency_target_in_the_window(qtbot, win, flops_tables):
+    t = win.targets
+    t.mode.setCurrentIndex(t.mode.findData("latency"))
+    t.slider.setValue(30)
+    assert t.settings().target_latency == pytest.approx(0.3)
+    qtbot.waitUntil(lambda: "first prune" in t.estimate.text(), timeout=10_000)
+    r = _prune(qtbot, win)
+    assert r.plan.settings["target_latency"] == pytest.approx(0.3)
+    assert r.latency_table is not None and win.session.cost.latency is r.latency_table
+    assert "tables estimated" in win.logbox.toPlainText()
+    with qtbot.waitSignal(win.estimateReady, timeout=10_000):
+        t.slider.setValue(40)
+    qtbot.waitUntil(lambda: "by the tables" in t.estimate.text(), timeout=10_000)
+
+
+def test_round_to_auto_in_the_window(qtbot, win, monkeypatch, tmp_path):
+    from core.metrics import widths
+    monkeypatch.setenv(widths.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(widths, "bench_widths", lambda dev, threads: {
+        m: {widths.rounded(x, m): widths.rounded(x, m) * (0.5 if m >= 4 else 1.0)
+            for x in widths.TARGETS} for m in widths.MULTIPLES})
+    win.targets.round_to.setValue(0)
+    assert win.targets.round_to.text() == "auto" and win.targets.settings().round_to == 1
+    r = _prune(qtbot, win)
+    assert r.round_auto["multiple"] == 4 and r.plan.settings["round_to"] == 4
+    assert "round-to auto: multiples of 4" in win.logbox.toPlainText()
