@@ -148,8 +148,8 @@ def verify_plan(model, inputs, dg, plan, tolerance: float = 1e-4, pruned=None,
             msg = "APPROXIMATE BEYOND BOUND: " + msg
         elif not accept_approximate:
             passed = False
-            msg = ("APPROXIMATE (not accepted: pass --accept-approximate to accept results within "
-                   "their bounds): " + msg)
+            msg = ("APPROXIMATE (not accepted: accept approximate results within their bounds "
+                   "with --accept-approximate, or in the GUI's Targets panel): " + msg)
     if expected_exact and not passed:
         msg = (f"MISMATCH: max difference {abs_d:.3g} (relative {rel_d:.3g}) exceeds {tolerance:g}; "
                f"the engine coupled the wrong slices")

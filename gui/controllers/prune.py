@@ -110,6 +110,7 @@ class PruneController(QObject):
         return ctx.tasks.run("pruning", sess.prune, s, settings, targets.device_name(),
                              self.latency_runs, round_auto=targets.round_to.value() == 0,
                              threads=self.threads, latency_budget_s=self.latency_budget_s,
+                             accept_approximate=targets.accept_approx.isChecked(),
                              on_done=self.show_result)
 
     def stream_prune(self, mlp: float | None = None, kv: float | None = None,

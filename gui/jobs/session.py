@@ -170,7 +170,7 @@ def restore_project(project, trust=None, aspect: float = 1.8, progress=None, sho
 
 def prune(session: Session, settings, device: str = "cpu", latency_runs: int = 10,
           progress=None, should_stop=None, round_auto: bool = False, threads: int | None = None,
-          latency_budget_s: float = 5.0):
+          latency_budget_s: float = 5.0, accept_approximate: bool = False):
     """Prune on ``device`` (a copy made once per device), the original timed interleaved with
     the pruned model - or taken from the cache when unchanged. ``round_auto``: channel counts a
     multiple of the width measured fastest there (``result.round_auto`` says which)."""
@@ -193,7 +193,7 @@ def prune(session: Session, settings, device: str = "cpu", latency_runs: int = 1
                                   progress=progress, should_stop=should_stop,
                                   before=session.before if device == "cpu" else None,
                                   threads=threads, latency_budget_s=latency_budget_s,
-                                  latency_table=table)
+                                  latency_table=table, accept_approximate=accept_approximate)
     if device == "cpu":
         session.before = session.before or result.before
         if result.latency_table is not None and session.cost is not None:

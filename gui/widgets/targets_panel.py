@@ -59,6 +59,12 @@ ROUND_TIP = (
     "<p>Keep a multiple of this many channels in every group (e.g. 8 or 16), which hardware "
     "kernels often run faster. 1: no rounding. A group that cannot reach a multiple is left "
     "whole. auto (below 1): the multiple measured fastest on the device (measured once).</p>")
+APPROX_TIP = (
+    "<p>Some removals change what the model computes by design (LayerNorm statistics over a "
+    "pruned residual stream, a softmax over pruned channels, GroupNorm): the pruned model is then "
+    "close to, not equal to, the original with those channels zeroed. The check measures each kind "
+    "against its bound.</p><p><b>Off</b> (default): such a result is refused and nothing changes. "
+    "<b>On</b>: it is kept when every kind stays within its bound.</p>")
 TARGET_TIP = "Type a value or drag: the percentage of channels, FLOPs or parameters to remove."
 
 
@@ -96,6 +102,8 @@ class TargetsPanel(QWidget):
         self.round_to.setValue(1)
         self.round_to.setSpecialValueText("auto")  # 0: the multiple measured fastest on the device
         self.round_to.setToolTip(ROUND_TIP)
+        self.accept_approx = QCheckBox("accept approximate results")
+        self.accept_approx.setToolTip(APPROX_TIP)
         self.attention = attention_combo()
         self.attention_available = True  # the loaded model has attention layers it applies to
         self.attention.currentIndexChanged.connect(
@@ -130,6 +138,7 @@ class TargetsPanel(QWidget):
         form.addRow(self._tipped("importance", IMPORTANCE_TIP), self.criterion)
         form.addRow("", self.global_rank)
         form.addRow(self._tipped("round to", ROUND_TIP), self.round_to)
+        form.addRow("", self.accept_approx)
         self.attention_label = QLabel("attention")
         self.attention_label.setToolTip(ATTENTION_TIP)
         form.addRow(self.attention_label, self.attention)
