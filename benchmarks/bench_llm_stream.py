@@ -36,7 +36,7 @@ def generate(d: str, layers: int, shard_bytes: int, seed: int = 0) -> float:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from core.io.shards import INDEX, nbytes, write_shard
+    from core.io.hf.shards import INDEX, nbytes, write_shard
     cfg = LlamaConfig(**{**LLAMA2_7B, "num_hidden_layers": layers})
     cfg.architectures = ["LlamaForCausalLM"]
     cfg.dtype = "bfloat16"

@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import main as entry  # noqa: E402
-from core.io.onnx_names import is_dynamic  # noqa: E402
+from core.io.onnx.names import is_dynamic  # noqa: E402
 from tests.helpers import calibrate_norms  # noqa: E402
 from tests.onnx_cases import export, small_transformer  # noqa: E402
 

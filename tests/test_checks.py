@@ -130,7 +130,7 @@ onnx = pytest.importorskip("onnxruntime")
 
 
 def test_onnx_check_refuses_nan_and_compares_intermediates_behind_a_dead_head(tmp_path):
-    from core.io.onnx import export_onnx
+    from core.io.onnx.export import export_onnx
     p = tmp_path / "m.onnx"
     with pytest.raises(VerificationError, match="torch's own output 0 \\(1, 10\\) has 10 of 10 "
                                                 "values NaN or inf"):
@@ -150,7 +150,7 @@ def test_onnx_check_behind_a_dead_head_can_fail(tmp_path, monkeypatch):
     intermediate activations do not."""
     import copy
 
-    from core.io.onnx import export_onnx
+    from core.io.onnx.export import export_onnx
     real = torch.onnx.export
 
     def export_another_body(model, args, f, **kw):
@@ -172,7 +172,7 @@ def test_onnx_check_behind_a_dead_head_can_fail(tmp_path, monkeypatch):
 def test_onnx_check_behind_a_dead_head_accepts_a_fused_conv_bn(tmp_path, monkeypatch):
     """The TorchScript exporter folds body.1 (batch norm) into body.0 (conv): the file has no
     value for the conv's output, and the batch norm's output that it feeds is matched instead."""
-    from core.io.onnx import export_onnx
+    from core.io.onnx.export import export_onnx
     real = torch.onnx.export
 
     def torchscript(model, args, f, **kw):

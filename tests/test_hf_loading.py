@@ -1,6 +1,6 @@
 """Loading ``hf:DIR`` (local Hugging Face model directories) and ``timm:NAME[@pretrained]`` (never
 downloading), and exporting a pruned Hugging Face model as a ``save_pretrained`` directory
-(``core.io.hf_dir.save_hf_dir``, CLI ``-o OUTDIR/``). Tiny random models saved into tmp_path."""
+(``core.io.hf.directory.save_hf_dir``, CLI ``-o OUTDIR/``). Tiny random models saved into tmp_path."""
 from __future__ import annotations
 
 import os
@@ -25,7 +25,7 @@ from core.io.sources import build_meta_model, load_model  # noqa: E402
 from core.io.specs import normalize_spec, spec_kind  # noqa: E402
 from core.plan.planner import PlanSettings  # noqa: E402
 from core.io.atomic import OutputExistsError  # noqa: E402
-from core.io.hf_dir import load_hf_dir, save_hf_dir  # noqa: E402
+from core.io.hf.directory import load_hf_dir, save_hf_dir  # noqa: E402
 
 IDS = ["--input-dtype", "int64", "--input-shape", "1,12"]
 

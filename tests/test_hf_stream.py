@@ -1,4 +1,4 @@
-"""Streamed pruning of a sharded Hugging Face checkpoint (core.io.hf_stream): a tiny Llama with
+"""Streamed pruning of a sharded Hugging Face checkpoint (core.io.hf.stream): a tiny Llama with
 grouped-query attention saved in >= 3 safetensors shards. The streamed result must equal, tensor for
 tensor, the in-memory prune of the loaded model with the same plan, and that prune must pass the
 zeroed-group oracle in float64. The 7B-sized evidence (peak RSS) is benchmarks/bench_llm_stream.py,
@@ -24,9 +24,9 @@ pytest.importorskip("safetensors")
 import main as entry  # noqa: E402
 from core.pipeline import analyze_model  # noqa: E402
 from core.errors import Cancelled, LoadError, PlanError  # noqa: E402
-from core.io import hf_stream, shards  # noqa: E402
-from core.io.hf_stream import StreamSettings, make_stream_plan, stream_prune_hf  # noqa: E402
-from core.io.shards import open_shard  # noqa: E402
+from core.io.hf import shards, stream as hf_stream  # noqa: E402
+from core.io.hf.stream import StreamSettings, make_stream_plan, stream_prune_hf  # noqa: E402
+from core.io.hf.shards import open_shard  # noqa: E402
 from core.plan.criteria import group_scores  # noqa: E402
 from core.plan.planner import PlanSettings, plan_for_ratio  # noqa: E402
 from core.prune.apply import apply_kept, zero_channels  # noqa: E402
@@ -242,7 +242,7 @@ def test_heads_the_config_cannot_describe_load_with_load_pruned(tmp_path):
     output (and the in-memory engine's save_hf_dir) reload with load_pruned, parameters assigned
     from the shards (built on the meta device, never at the original size)."""
     from core.adapters.hf import load_pruned
-    from core.io.hf_dir import load_hf_dir, save_hf_dir
+    from core.io.hf.directory import load_hf_dir, save_hf_dir
     cfg = _config()
     cfg.num_key_value_heads = 4
     torch.manual_seed(5)
@@ -274,7 +274,7 @@ def test_heads_the_config_cannot_describe_load_with_load_pruned(tmp_path):
 
 def test_gui_opens_structure_only_and_prunes_from_shards(win, qtbot, src, tmp_path, monkeypatch):
     """The window opens the checkpoint on the meta device without reading a weight, and Prune
-    writes the pruned checkpoint from the shards on the worker (core.io.hf_stream)."""
+    writes the pruned checkpoint from the shards on the worker (core.io.hf.stream)."""
     import safetensors
     import safetensors.torch
 

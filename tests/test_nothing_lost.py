@@ -121,7 +121,7 @@ def test_cancel_pruning_at_every_poll(analysed, settings):
 
 
 def test_cancel_restoring_a_plan_and_every_export(analysed, tmp_path):
-    from core.io.onnx import export_onnx
+    from core.io.onnx.export import export_onnx
     from core.io.portable import save_portable
     from core.io.torchfile import save_whole
     m, dg = analysed

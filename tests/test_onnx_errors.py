@@ -15,7 +15,7 @@ pytest.importorskip("onnxruntime")
 
 import main as entry  # noqa: E402
 from core.errors import LoadError  # noqa: E402
-from core.io.onnx_import import UnsupportedOnnxOp  # noqa: E402
+from core.io.onnx.importer import UnsupportedOnnxOp  # noqa: E402
 from core.io.sources import load_model  # noqa: E402
 from tests.onnx_cases import helper_graph, ort_run  # noqa: E402
 

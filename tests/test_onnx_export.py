@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 ort = pytest.importorskip("onnxruntime")
 
-from core.io.onnx import export_onnx  # noqa: E402
+from core.io.onnx.export import export_onnx  # noqa: E402
 from tests.onnx_cases import ort_run  # noqa: E402
 
 

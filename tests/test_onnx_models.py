@@ -17,8 +17,8 @@ pytest.importorskip("onnxruntime")
 
 from core.errors import VerificationError  # noqa: E402
 from core.io.exporters import EXPORTERS  # noqa: E402
-from core.io.onnx_build import OnnxModel  # noqa: E402
-from core.io.onnx_oracle import onnx_oracle  # noqa: E402
+from core.io.onnx.build import OnnxModel  # noqa: E402
+from core.io.onnx.oracle import onnx_oracle  # noqa: E402
 from core.io.sources import declared_input_shape, load_model  # noqa: E402
 from core.pipeline import analyze_model, prune_model  # noqa: E402
 from core.plan.planner import PlanSettings  # noqa: E402

@@ -16,7 +16,7 @@ from core.io.sources import load_model  # noqa: E402
 from core.pipeline import analyze_model, prune_model  # noqa: E402
 from core.plan.planner import PlanSettings  # noqa: E402
 from core.io.atomic import OutputExistsError  # noqa: E402
-from core.io.onnx import export_onnx  # noqa: E402
+from core.io.onnx.export import export_onnx  # noqa: E402
 from core.io.portable import load_portable, read_portable, save_portable  # noqa: E402
 from core.io.torchfile import save_whole  # noqa: E402
 

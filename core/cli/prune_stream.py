@@ -1,5 +1,5 @@
 """``prune hf:DIR --stream``: prune a Hugging Face checkpoint larger than memory without loading it
-(:mod:`core.io.hf_stream`): meta-device analysis, importance read tensor by tensor from the
+(:mod:`core.io.hf.stream`): meta-device analysis, importance read tensor by tensor from the
 safetensors shards, pruned shards written one at a time into ``-o DIR/``.
 
 What streaming prunes is fixed by two ratios (``--mlp-ratio``: MLP intermediate width,
@@ -64,8 +64,8 @@ def _check(args) -> None:
 
 
 def cmd_stream(args, progress) -> int:
-    from core.io.hf_dir import check_hf_destination
-    from core.io.hf_stream import StreamSettings, make_stream_plan, write_stream_plan
+    from core.io.hf.directory import check_hf_destination
+    from core.io.hf.stream import StreamSettings, make_stream_plan, write_stream_plan
     t0 = time.perf_counter()
     _check(args)
     src = args.model[3:]

@@ -139,11 +139,11 @@ class Onnx(Exporter):
 
     def write(self, model, path, *, inputs=None, force=False, source=None, should_stop=None,
               spec=None, kept=None, **_):
-        from core.io.onnx import export_onnx
+        from core.io.onnx.export import export_onnx
         oracle = None
         if spec is not None and kept is not None and spec.lower().endswith(".onnx"):
             # an imported ONNX model: also compare with the original file, channels zeroed
-            from core.io.onnx_oracle import onnx_oracle
+            from core.io.onnx.oracle import onnx_oracle
 
             def oracle(tmp):
                 return onnx_oracle(spec, tmp, kept, inputs)
@@ -170,11 +170,11 @@ class HuggingFaceDir(Exporter):
         return path.endswith(("/", os.sep)) or os.path.isdir(path)
 
     def check_destination(self, path, force=False, source=None):
-        from core.io.hf_dir import check_hf_destination
+        from core.io.hf.directory import check_hf_destination
         check_hf_destination(path, force, source)
 
     def unsuitable(self, model):
-        from core.io.hf_dir import is_hf_model
+        from core.io.hf.directory import is_hf_model
         if is_hf_model(model):
             return None
         others = [e.suffixes[0] for _, e in EXPORTERS.items() if not e.directory]
@@ -182,7 +182,7 @@ class HuggingFaceDir(Exporter):
                 f"{type(model).__name__}: use {_or_list(others)}")
 
     def write(self, model, path, *, force=False, source=None, should_stop=None, **_):
-        from core.io.hf_dir import save_hf_dir
+        from core.io.hf.directory import save_hf_dir
         save_hf_dir(model, path, force=force, source=source, should_stop=should_stop)
 
     def notes(self, model, path):

@@ -22,7 +22,7 @@ and for building the architecture on the meta device (:func:`build_meta_model`).
   A file holding only a state dict needs an architecture: ``load_model("torchvision:resnet18",
   weights="sd.pt")``.
 * ``model.onnx`` - an ONNX graph, imported into plain torch layers and calls
-  (:mod:`core.io.onnx_import`); an ONNX file is data: nothing in it runs as code. Its example input
+  (:mod:`core.io.onnx.importer`); an ONNX file is data: nothing in it runs as code. Its example input
   comes from the graph's input shapes (:meth:`Source.input_shape`; dynamic dims need
   ``--input-shape``).
 * ``model.pstudio`` - PruneStudio's portable form (see :mod:`core.io.portable_format`); the spec it
@@ -45,7 +45,8 @@ import torch
 from torch import nn
 
 from core.errors import LoadError
-from core.io import source_hf, source_zoo
+from core.io import source_zoo
+from core.io.hf import source as source_hf
 from core.io.portable_format import apply_portable, is_portable, original_spec, read_portable
 from core.io.pyfile import call_factory
 from core.io.specs import clean_spec, spec_body, spec_kind, split_factory_spec
@@ -150,14 +151,14 @@ class HuggingFaceSource(Source):
 
 @_source("onnx")
 class OnnxSource(Source):
-    """``model.onnx``: imported (:mod:`core.io.onnx_import`), never executed."""
+    """``model.onnx``: imported (:mod:`core.io.onnx.importer`), never executed."""
     from_disk = True
 
     def build(self, spec, trust, weights):
         if weights is not None:
             raise LoadError(f"{spec}: --weights does not apply to an ONNX model (its weights are "
                             f"in the file)")
-        from core.io.onnx_import import import_onnx
+        from core.io.onnx.importer import import_onnx
         return import_onnx(spec)
 
     def build_meta(self, spec, trust=False):
@@ -167,7 +168,7 @@ class OnnxSource(Source):
         return os.path.getsize(spec) if os.path.isfile(spec) else None
 
     def input_shape(self, spec):
-        from core.io.onnx_import import declared_input_shape
+        from core.io.onnx.importer import declared_input_shape
         return declared_input_shape(spec)
 
 

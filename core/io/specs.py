@@ -6,7 +6,7 @@ Nothing here builds a model or imports torch; :mod:`core.io.sources` maps each k
 * ``torchvision:NAME[@WEIGHTS]``, ``timm:NAME[@pretrained]``, ``hf:DIR`` - kind = the prefix
 * ``path/to/file.py:factory`` - kind ``file``
 * ``demo`` - kind ``demo``
-* ``model.onnx`` - kind ``onnx`` (imported by :mod:`core.io.onnx_import`)
+* ``model.onnx`` - kind ``onnx`` (imported by :mod:`core.io.onnx.importer`)
 * ``model.pstudio`` - kind ``pstudio``; any other saved model file - kind ``pt``
 """
 from __future__ import annotations

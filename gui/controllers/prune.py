@@ -116,7 +116,7 @@ class PruneController(QObject):
     def stream_prune(self, mlp: float | None = None, kv: float | None = None,
                      out: str | None = None):
         """Prune the structure-only session's checkpoint from its shards into a new folder
-        (core.io.hf_stream, as ``prune hf:DIR --stream``); without arguments a dialog asks."""
+        (core.io.hf.stream, as ``prune hf:DIR --stream``); without arguments a dialog asks."""
         ctx, s = self.ctx, self.ctx.session
         src = stream.streamable_dir(s)
         if src is None or ctx.busy:

@@ -1,5 +1,5 @@
 """What an exported ONNX file's interface looks like: input/output names a person can read and a
-dynamic batch dimension (:func:`core.io.onnx.export_onnx` uses these).
+dynamic batch dimension (:func:`core.io.onnx.export.export_onnx` uses these).
 
 Names: an imported ONNX model keeps its graph's own names; otherwise inputs are named after the
 ``forward`` parameters (``x``, ``input_ids``) and outputs after the keys of a dict/dataclass

@@ -1,5 +1,5 @@
-"""The ONNX shape and data-movement operators (:data:`core.io.onnx_ops.OPS`, continued): shape
-arithmetic on Python ints (:class:`~core.io.onnx_ops.Ints`), reshapes, slices, gathers, concat."""
+"""The ONNX shape and data-movement operators (:data:`core.io.onnx.ops.OPS`, continued): shape
+arithmetic on Python ints (:class:`~core.io.onnx.ops.Ints`), reshapes, slices, gathers, concat."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from core.io.onnx_ops import Ints, as_tensor, axis_of, i_of, ints_of, is_int, op, scalar_of
+from core.io.onnx.ops import Ints, as_tensor, axis_of, i_of, ints_of, is_int, op, scalar_of
 
 @op("Shape")
 def _shape(ins, at):

@@ -1,4 +1,4 @@
-"""The ONNX operators the importer (:mod:`core.io.onnx_import`) runs without weights, each as plain
+"""The ONNX operators the importer (:mod:`core.io.onnx.importer`) runs without weights, each as plain
 torch calls the tracer understands.
 
 Shape arithmetic (``Shape -> Gather -> Concat -> Reshape``, as exporters write for a dynamic batch)

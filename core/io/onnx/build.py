@@ -1,6 +1,6 @@
 """Build an :class:`OnnxModel` from a checked ``onnx.ModelProto``: constant folding of
 ``Constant``/``Identity`` nodes, layers with constant weights turned into torch layers (with the
-origin of each parameter recorded), every other node kept as a step for :mod:`core.io.onnx_ops`."""
+origin of each parameter recorded), every other node kept as a step for :mod:`core.io.onnx.ops`."""
 from __future__ import annotations
 
 import re
@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from core.errors import LoadError
-from core.io import onnx_shape_ops  # noqa: F401 - registers the shape operators in OPS
-from core.io.onnx_ops import OPS, Ints, UnsupportedOnnxOp
+from core.io.onnx import shape_ops  # noqa: F401 - registers the shape operators in OPS
+from core.io.onnx.ops import OPS, Ints, UnsupportedOnnxOp
 
 LAYER_OPS = {"Conv", "ConvTranspose", "BatchNormalization", "Gemm", "MatMul", "LayerNormalization"}
 
@@ -389,5 +389,5 @@ class _Builder:
 
 
 def build_onnx_model(model, path: str) -> OnnxModel:
-    """The torch module of a checked ModelProto (:func:`core.io.onnx_import.read_onnx`)."""
+    """The torch module of a checked ModelProto (:func:`core.io.onnx.importer.read_onnx`)."""
     return _Builder(model, path).build()

@@ -12,7 +12,7 @@
 3. The plan is the engine's (:func:`core.plan.planner.plan_for_ratio`, one ratio for MLP groups
    and one for attention groups, uniform across layers so ``from_pretrained`` loads the result);
    the pruned config comes from slicing the meta model (:func:`core.adapters.hf.sync_hf`).
-4. Every shard is rewritten tensor by tensor (:func:`core.io.shards.write_shard`) into a temporary
+4. Every shard is rewritten tensor by tensor (:func:`core.io.hf.shards.write_shard`) into a temporary
    directory committed at the end (:func:`core.io.atomic.atomic_write_dir`); the index, config and
    the other files (tokenizer, generation config) follow. The input directory is only read.
 """
@@ -29,7 +29,7 @@ from torch import nn
 
 from core.errors import LoadError, PlanError, PruneStudioError
 from core.io.atomic import atomic_write_dir, stop_check
-from core.io.shards import (INDEX, nbytes, open_shard, read_tensor, shard_layout, tensor_info,
+from core.io.hf.shards import (INDEX, nbytes, open_shard, read_tensor, shard_layout, tensor_info,
                             write_shard)
 
 SCORED = ("l1", "l2", "lamp")  # criteria that need nothing but the tensor itself
@@ -101,7 +101,7 @@ def _n_params(model) -> int:
 def analyze_hf_dir(path: str, trust=False, progress=None, should_stop=None):
     """``(meta model, DependencyGraph)`` of the ``hf:`` directory ``path``: built from its
     config on the meta device and traced there; no weight is read."""
-    from core.io.source_hf import build_hf_meta
+    from core.io.hf.source import build_hf_meta
     from core.pipeline import analyze_model
     from core.trace.inputs import make_inputs
     model = build_hf_meta(path, trust).eval()
@@ -178,13 +178,13 @@ def stream_scores(path: str, shards: dict, model, dg, kinds: dict, importance: s
 def make_stream_plan(path: str, settings: StreamSettings, trust=False, progress=None,
                      should_stop=None) -> StreamPlan:
     """Analyse on the meta device, score by streaming the shards, plan; nothing is written."""
-    from core.io.source_hf import hf_local_dir
+    from core.io.hf.source import hf_local_dir
     from core.plan.planner import PlanSettings, plan_for_ratio
     from core.prune.apply import apply_kept
     settings.validate()
     d = hf_local_dir(path)
     if d is None or not os.path.isfile(os.path.join(d, "config.json")):
-        from core.io.source_hf import hf_class_and_config
+        from core.io.hf.source import hf_class_and_config
         hf_class_and_config(path, trust)  # raises the hf: source's error (no directory, no config)
     shards, index_meta = shard_layout(d)  # (no safetensors: refused before the analysis)
     model, dg = analyze_hf_dir(d, trust, progress, should_stop)
@@ -239,7 +239,7 @@ def write_stream_plan(sp: StreamPlan, out: str, force: bool = False, progress=No
     """Write the pruned checkpoint of ``sp`` into the directory ``out`` (atomically: a temporary
     sibling committed at the end; an existing ``out`` is replaced only with ``force`` and only if
     it is a Hugging Face model directory; the input is never written)."""
-    from core.io.hf_dir import check_hf_destination
+    from core.io.hf.directory import check_hf_destination
     progress = progress or _noop
     want = {k: list(v.shape) for k, v in sp.pruned.state_dict().items()}
 
@@ -265,7 +265,7 @@ def write_stream_plan(sp: StreamPlan, out: str, force: bool = False, progress=No
             with open(os.path.join(tmp, INDEX), "w", encoding="utf-8") as f:
                 json.dump(index, f, indent=2, sort_keys=True)
                 f.write("\n")
-        from core.io.source_hf import hf_quiet
+        from core.io.hf.source import hf_quiet
         with hf_quiet():
             sp.pruned.config.save_pretrained(tmp)
         _copy_other_files(sp.path, tmp)
@@ -313,7 +313,7 @@ def stream_prune_hf(path: str, out: str, settings: StreamSettings, trust=False, 
                     progress=None, should_stop=None) -> StreamPlan:
     """Prune the Hugging Face directory ``path`` into ``out`` without holding the model: see the
     module docstring. Returns the plan (sizes before/after, the pruned config)."""
-    from core.io.hf_dir import check_hf_destination
+    from core.io.hf.directory import check_hf_destination
     check_hf_destination(out, force, path)  # refused before the analysis, not after it
     sp = make_stream_plan(path, settings, trust, progress, should_stop)
     write_stream_plan(sp, out, force, progress, should_stop)

@@ -226,7 +226,7 @@ def _max_diff(outs, ref) -> tuple[float, float]:
 
 def _batch_ok(model, ex, path: str, tolerance: float) -> str | None:
     """Why the file does not compute torch's outputs at another batch size (None when it does)."""
-    from core.io.onnx_names import batch_size, with_batch
+    from core.io.onnx.names import batch_size, with_batch
     b = batch_size(list(ex.args) + list(ex.kwargs.values()))
     other = with_batch(ex, 3 if b != 3 else 2)
     try:
@@ -255,13 +255,13 @@ def export_onnx(model: nn.Module, inputs, path: str, force: bool = False, source
     compared too (:func:`_compare_intermediates`; a mismatch raises). The difference returned is a
     :class:`CheckedDiff`: its ``warnings`` say so, or that the check is weak.
 
-    The file's inputs and outputs are named (:mod:`core.io.onnx_names`) and its batch dimension is
+    The file's inputs and outputs are named (:mod:`core.io.onnx.names`) and its batch dimension is
     dynamic when the model allows it: the file is then also run at another batch size and
     compared with torch; otherwise it is exported with the example's batch and a warning says so.
     ``oracle(path)``: a further check of the written file (the ONNX oracle of an imported ONNX
-    model, :mod:`core.io.onnx_oracle`) returning (max abs difference, lines to print); it raises
+    model, :mod:`core.io.onnx.oracle`) returning (max abs difference, lines to print); it raises
     :class:`VerificationError` on a mismatch."""
-    from core.io.onnx_names import (batch_size, dynamic_shapes, input_names, is_dynamic, name_batch_dim,
+    from core.io.onnx.names import (batch_size, dynamic_shapes, input_names, is_dynamic, name_batch_dim,
                                     output_names, with_batch)
     ex = as_example_inputs(inputs).to("cpu")
     model = copy.deepcopy(model).cpu().eval()

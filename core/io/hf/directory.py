@@ -8,7 +8,7 @@ import sys
 
 from core.errors import PruneStudioError
 from core.io.atomic import OutputExistsError, atomic_write_dir, refuse_special
-from core.io.source_hf import hf_class_and_config, hf_quiet
+from core.io.hf.source import hf_class_and_config, hf_quiet
 from core.io.torchfile import cpu_copy, tensor_shapes
 
 

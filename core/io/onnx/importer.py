@@ -4,14 +4,14 @@ Layers with constant weights become the torch layers they are (``Conv`` -> ``nn.
 ``BatchNormalization`` -> ``nn.BatchNorm2d``, ``Gemm``/``MatMul`` (+ ``Add`` of a bias) ->
 ``nn.Linear``, ``LayerNormalization`` -> ``nn.LayerNorm``), named after their ONNX weights
 (``layer1.0.conv1.weight`` -> module ``layer1.0.conv1``), so the graph groups by the original
-hierarchy. Every other node runs as plain torch calls (:mod:`core.io.onnx_ops`) in
+hierarchy. Every other node runs as plain torch calls (:mod:`core.io.onnx.ops`) in
 :meth:`OnnxModel.forward`, which walks the ONNX node list. Nothing in the file is executed: an ONNX
 file is data; an operator outside the default domain or missing from the table is refused with one
 line naming it, and external-data files must lie inside the model's folder.
 
 Each parameter remembers where it came from (:attr:`OnnxModel.origins`: ONNX node, input slot,
 initializer, transposed or not), so a pruning plan can be replayed on the original file
-(:func:`core.io.onnx_oracle.zeroed_onnx`).
+(:func:`core.io.onnx.oracle.zeroed_onnx`).
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import os
 import numpy as np
 
 from core.errors import LoadError
-from core.io.onnx_build import LAYER_OPS, build_onnx_model, opset_of
-from core.io.onnx_ops import OPS, UnsupportedOnnxOp
+from core.io.onnx.build import LAYER_OPS, build_onnx_model, opset_of
+from core.io.onnx.ops import OPS, UnsupportedOnnxOp
 
 __all__ = ["UnsupportedOnnxOp", "declared_input_shape", "import_onnx", "read_onnx"]
 
@@ -89,7 +89,7 @@ def read_onnx(path: str):
 
 
 def import_onnx(path: str):
-    """The :class:`~core.io.onnx_build.OnnxModel` of the ONNX file ``path``, in eval mode."""
+    """The :class:`~core.io.onnx.build.OnnxModel` of the ONNX file ``path``, in eval mode."""
     return build_onnx_model(read_onnx(path), path)
 
 
@@ -103,7 +103,7 @@ def declared_input_shape(path: str) -> str:
         model = onnx.load(path, load_external_data=False)
     except Exception as e:  # noqa: BLE001
         raise LoadError(f"{path} is not a readable ONNX file ({type(e).__name__})") from None
-    from core.io.onnx_build import input_shapes
+    from core.io.onnx.build import input_shapes
     shapes, dynamic = [], []
     for name, dims in input_shapes(model):
         if any(not isinstance(d, int) or d <= 0 for d in dims):

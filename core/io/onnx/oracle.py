@@ -3,7 +3,7 @@ ORIGINAL ``.onnx`` file computes once the removed channels' weights are zeroed i
 initializers.
 
 The removed slices are found on the imported model (``core.prune.apply.zero_channels`` with the
-plan's kept indices) and written back through :attr:`core.io.onnx_build.OnnxModel.origins` (ONNX
+plan's kept indices) and written back through :attr:`core.io.onnx.build.OnnxModel.origins` (ONNX
 node, input slot, transposed or not) as new initializers the original nodes read; nothing else in
 the original graph changes. Both files then run in onnxruntime on the same inputs."""
 from __future__ import annotations
@@ -19,7 +19,7 @@ def zeroed_onnx(path: str, imported, kept: dict):
     set to zero in its initializers; ``imported`` is the model :func:`import_onnx` made of it."""
     from onnx import numpy_helper
 
-    from core.io.onnx_import import read_onnx
+    from core.io.onnx.importer import read_onnx
     from core.prune.apply import zero_channels
     proto = read_onnx(path)  # the same reading as the import: node indices match
     g = proto.graph
@@ -61,7 +61,7 @@ def onnx_oracle(path: str, pruned_path: str, kept: dict, inputs,
     both in onnxruntime, on ``inputs``. Returns (max abs difference, one line saying what was
     compared); raises :class:`VerificationError` when they differ by more than ``tolerance``
     relative to the output scale (or either side has NaN/inf)."""
-    from core.io.onnx_import import import_onnx
+    from core.io.onnx.importer import import_onnx
     from core.trace.inputs import as_example_inputs
     ex = as_example_inputs(inputs).to("cpu")
     feeds = [t.detach().numpy() for t in list(ex.args) + list(ex.kwargs.values())]
