@@ -343,3 +343,10 @@ def registries_restored():
         OP_HANDLERS.update(saved[0])
         LEAF_MODULES[:] = saved[1]
         MODULE_UPDATERS[:] = saved[2]
+
+
+def gui_prune(qtbot, window, timeout: int = 120_000):
+    """Prune in the real window and wait for its result (the PruneResult)."""
+    with qtbot.waitSignal(window.pruneFinished, timeout=timeout) as blocker:
+        assert window.prune() is not None
+    return blocker.args[0]

@@ -10,15 +10,15 @@ import torch
 
 pytest.importorskip("pytestqt")
 
+from helpers import gui_prune  # noqa: E402
+
 from core.models.demo import DEMO_INPUT_SHAPE  # noqa: E402
 
 TIMEOUT = 60_000
 
 
 def _prune(qtbot, w):
-    with qtbot.waitSignal(w.pruneFinished, timeout=TIMEOUT) as blocker:
-        assert w.prune() is not None
-    return blocker.args[0]
+    return gui_prune(qtbot, w, TIMEOUT)
 
 
 def test_graph_holds_traced_nodes(win):

@@ -10,6 +10,8 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
+from helpers import gui_prune  # noqa: E402
+
 from PySide6.QtCore import QPointF, Qt  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
@@ -17,9 +19,7 @@ TIMEOUT = 60_000
 
 
 def _prune(qtbot, w):
-    with qtbot.waitSignal(w.pruneFinished, timeout=TIMEOUT) as blocker:
-        assert w.prune() is not None
-    return blocker.args[0]
+    return gui_prune(qtbot, w, TIMEOUT)
 
 
 def _row_of(table, gid):

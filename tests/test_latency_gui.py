@@ -7,13 +7,13 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
+from helpers import gui_prune  # noqa: E402
+
 TIMEOUT = 120_000
 
 
 def _prune(qtbot, w):
-    with qtbot.waitSignal(w.pruneFinished, timeout=TIMEOUT) as blocker:
-        assert w.prune() is not None
-    return blocker.args[0]
+    return gui_prune(qtbot, w, TIMEOUT)
 
 
 @pytest.fixture

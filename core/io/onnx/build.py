@@ -261,6 +261,10 @@ class _Builder:
             cls = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)[n - 1]
             mod = cls(W.shape[0], W.shape[1] * kw["groups"], list(W.shape[2:]),
                       output_padding=list(at.get("output_padding", [0] * n)), **kw)
+        return self.weight_bias_layer(idx, node, mod, W, B)
+
+    def weight_bias_layer(self, idx, node, mod, W, B) -> bool:
+        """A layer whose weight and optional bias are the node's inputs 1 and 2."""
         with torch.no_grad():
             mod.weight.copy_(torch.from_numpy(np.array(W)))
             if B is not None:
@@ -319,15 +323,7 @@ class _Builder:
                                                                node.input[2] and B is None):
             return False
         mod = nn.LayerNorm(list(W.shape), eps=at.get("epsilon", 1e-5), bias=B is not None)
-        with torch.no_grad():
-            mod.weight.copy_(torch.from_numpy(np.array(W)))
-            if B is not None:
-                mod.bias.copy_(torch.from_numpy(np.array(B)))
-        path = self.add_layer(idx, node, mod, node.input[1], [node.output[0]])
-        self.origin(f"{path}.weight", idx, 1)
-        if B is not None:
-            self.origin(f"{path}.bias", idx, 2)
-        return True
+        return self.weight_bias_layer(idx, node, mod, W, B)
 
     # ------------------------------------------------------------------------- the rest
     def use_const(self, name):
