@@ -37,3 +37,25 @@ def test_a_pruned_model_is_freed_when_its_session_is_replaced(qtbot, win):
     del got
     load(qtbot, win)
     assert pruned() is None
+
+
+def test_a_model_held_by_an_estimate_in_flight_is_freed_when_it_ends(qtbot, win, monkeypatch):
+    import threading
+
+    from gui.jobs import session as sess
+
+    gate, real = threading.Event(), sess.estimate
+
+    def slow_estimate(*a, **k):  # still running, holding the old session, when the load lands
+        gate.wait(30)
+        return real(*a, **k)
+
+    monkeypatch.setattr(sess, "estimate", slow_estimate)
+    old = weakref.ref(win.session.dg.graph)  # freed by the cycle collector, not reference counts
+    win.pruning.update_estimate()
+    load(qtbot, win)
+    monkeypatch.setattr(sess, "estimate", real)
+    gate.set()
+    qtbot.waitUntil(lambda: win.pruning._est_task is None, timeout=60_000)
+    qtbot.wait(50)
+    assert old() is None
