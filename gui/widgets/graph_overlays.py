@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import html
 
-from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtCore import QPointF, QRectF, Qt, QTimer
 from PySide6.QtGui import QImage, QPainter, QPen
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QToolButton, QWidget
+from shiboken6 import isValid
 
 MINIMAP_W, MINIMAP_H = 170, 230
 MARGIN = 8
@@ -124,6 +125,7 @@ class Breadcrumb(QFrame):
         v = self.view
         for b in self.buttons:
             self.path.removeWidget(b)
+            b.hide()
             b.deleteLater()
         self.buttons = []
         if v.hierarchy is None:
@@ -140,8 +142,13 @@ class Breadcrumb(QFrame):
             btn.clicked.connect(lambda _=False, b=b: v.collapse(b) if b else v.collapse_all())
             self.path.addWidget(btn)
             self.buttons.append(btn)
-        self.adjustSize()
         self.show()
+        # the new crumbs' sizes count only once the layout has run: sized now, they elide to "…"
+        QTimer.singleShot(0, self._fit)
+
+    def _fit(self):
+        if isValid(self):
+            self.resize(self.sizeHint())
 
 
 class Legend(QLabel):
