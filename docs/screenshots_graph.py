@@ -62,8 +62,8 @@ def main(out: str) -> int:
     win.select_first_group()
     v.fit()
     shot("screenshot-collapsed.png")
-    node = next(n for n in win.session.dg.graph.nodes
-                if "layer1.0" in str(n).replace("_", ".") and "conv3" in str(n))
+    g = win.session.dg.graph
+    node = next(n for n in g.nodes if g.nodes[n].get("module") == "layer1.0.conv3")
     v.select_node(node)  # opens layer1 and its first bottleneck (conv1-3 beside the residual)
     v.centerOn(v.items_by_node[node])
     shot("screenshot-expanded.png")
