@@ -149,3 +149,18 @@ def test_group_table_swatches_match_the_graph_colours(qtbot, win):
             gid = it.value
             img = it.icon().pixmap(12, 12).toImage()
             assert img.pixelColor(6, 6).name() == view.group_colour(gid).name(), (name, gid)
+
+
+def test_overlays_step_aside_in_a_cramped_graph_view(qtbot, win):
+    """At 200 % scaling the graph pane can be a few hundred pixels: the minimap and legend would
+    cover the graph itself, so they are hidden there (and come back when there is room)."""
+    from gui.widgets import graph_overlays
+
+    view = win.view
+    view.resize(420, 300)
+    graph_overlays.place(view)
+    view.minimap.follow()
+    assert not view.minimap.isVisible() and not view.legend.isVisible()
+    view.resize(1200, 900)
+    graph_overlays.place(view)
+    assert view.legend.isVisible()
