@@ -16,6 +16,7 @@ from PySide6.QtGui import QColor, QIcon, QPainter, QPalette, QPixmap
 from PySide6.QtSvg import QSvgRenderer
 
 THEMES = ("light", "dark")
+GROUP_SHADES = (100, 140, 72, 165, 58)  # group colours: the palette cycles through these shades
 DEFAULT = "light"
 ROLE_KEYS = {"out": "producer", "in": "consumer", "pass": "pass-through"}  # slot roles -> palette
 ICON_SIZES = (16, 24, 32, 48)
@@ -84,8 +85,18 @@ class Theme:
                       int(lo.blue() + (hi.blue() - lo.blue()) * t))
 
     def group_colour(self, gid: int) -> QColor:
-        groups = self.data["groups"]
-        return self.qcolor(f"groups.{gid % len(groups)}")
+        """A distinct colour per group, the one palette of the graph's colour-by-group and the
+        group table's swatches: the theme's categorical colours, cycled with a lightness change
+        and a small hue turn, so no two groups ever share a colour."""
+        n = len(self.data["groups"])
+        base = self.qcolor(f"groups.{gid % n}")
+        level = gid // n
+        if level == 0:
+            return base
+        shade = GROUP_SHADES[level % len(GROUP_SHADES)]
+        c = base.lighter(shade) if shade >= 100 else base.darker(int(10000 / shade))
+        h, s, v, a = c.getHsv()
+        return QColor.fromHsv((max(h, 0) + 11 * level) % 360, s, v, a)
 
     def role_colour(self, role: str) -> QColor:
         """A group member's role: "out" producer, "in" consumer, "pass" pass-through."""

@@ -132,3 +132,35 @@ def test_find_names_the_node_not_its_id(win):
     win.selection.find()
     msg = win.status_label.text()
     assert "branch_b" in msg and "match 1 of" in msg
+
+
+def test_group_table_swatches_match_the_graph_colours(qtbot, win):
+    """One palette: the group table's swatch of every group is the graph's colour for it (also
+    past the 8 base colours, where the graph turns to new shades), in both themes."""
+    win.a_colour_groups.trigger()
+    for name in ("light", "dark"):
+        win.set_theme(name)
+        t, view = win.groups.theme, win.view
+        for gid in range(40):
+            assert t.group_colour(gid).name() == view.group_colour(gid).name(), (name, gid)
+        table = win.groups.table
+        for row in range(table.rowCount()):
+            it = table.item(row, 1)
+            gid = it.value
+            img = it.icon().pixmap(12, 12).toImage()
+            assert img.pixelColor(6, 6).name() == view.group_colour(gid).name(), (name, gid)
+
+
+def test_overlays_step_aside_in_a_cramped_graph_view(qtbot, win):
+    """At 200 % scaling the graph pane can be a few hundred pixels: the minimap and legend would
+    cover the graph itself, so they are hidden there (and come back when there is room)."""
+    from gui.widgets import graph_overlays
+
+    view = win.view
+    view.resize(420, 300)
+    graph_overlays.place(view)
+    view.minimap.follow()
+    assert not view.minimap.isVisible() and not view.legend.isVisible()
+    view.resize(1200, 900)
+    graph_overlays.place(view)
+    assert view.legend.isVisible()

@@ -14,7 +14,7 @@ from PySide6.QtCore import QObject, QTimer
 
 from core.models.demo import DEMO_INPUT_SHAPE
 
-from ..jobs import session as sess
+from ..jobs import gcpolicy, session as sess
 from ..widgets.load_dialog import LoadDialog
 from ..widgets.targets_panel import ATTENTION
 
@@ -30,6 +30,7 @@ class ModelController(QObject):
         self.pending_options = None  # analysis options of the load in flight
         self.pending_trust = None  # its TrustPolicy
         self.recent_menu = None
+        gcpolicy.configure()
         ctx.ui.targets.attentionChanged.connect(self.set_attention)
         ctx.tasks.idle.connect(self.sync_attention)  # a failed or cancelled re-analysis: old choice
         ctx.tasks.idle.connect(lambda: QTimer.singleShot(0, self._restore_estimate))
@@ -232,6 +233,8 @@ class ModelController(QObject):
             self.add_recent(s.spec, self.pending[1], self.pending[2])
         ctx.sessionChanged.emit(s)
         ctx.changed()
+        # the old model's references are gone now: free it, and keep the collector off this one
+        s.seconds["gc"] = gcpolicy.settle()
         ctx.modelReady.emit()
 
     def _show_kept(self, result):

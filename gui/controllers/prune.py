@@ -9,7 +9,7 @@ from PySide6.QtCore import QObject
 
 from core.metrics import speedup_text
 
-from ..jobs import session as sess, stream, worker
+from ..jobs import gcpolicy, session as sess, stream, worker
 
 REMOVED_LEGEND = "graph colours: fraction of channels removed (green 0% · amber 50% · red 100%)"
 
@@ -88,7 +88,10 @@ class PruneController(QObject):
             self.ctx.ui.targets.show_estimate_error(msg)
 
     def _on_estimate_done(self):
-        self._est_task = None
+        stale = self._est_session is not None and self._est_session is not self.ctx.session
+        self._est_task, self._est_session = None, None
+        if stale:  # it held a replaced model past the load's collection: free that model now
+            gcpolicy.settle()
         if self._est_pending:
             self._est_pending = False
             self.update_estimate()

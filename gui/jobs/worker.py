@@ -84,6 +84,9 @@ class Task(QObject):
             self.finished.emit(result)
         finally:
             self.running = False
+            # the arguments (a session, a model) must not outlive the work: a task object lives
+            # until its last signal is delivered, and a replaced model would live with it
+            self._fn = self._args = self._kwargs = None
             self.done.emit()
 
 

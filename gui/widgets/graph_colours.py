@@ -4,7 +4,6 @@ A mixin of :class:`gui.widgets.graph_view.GraphView`."""
 from __future__ import annotations
 
 from ..jobs.graph_groups import GroupStyle
-from .graph_items import group_palette_colour
 
 
 class Colouring:
@@ -22,7 +21,7 @@ class Colouring:
         self.legend.refresh()
 
     def group_colour(self, gid: int):
-        return group_palette_colour(self.theme, gid)
+        return self.theme.group_colour(gid)  # the group table's swatches use the same
 
     def _update_blocks(self):
         h = self.hierarchy

@@ -14,21 +14,6 @@ FAR_LOD = 0.3  # below this zoom: straight edges, no antialiasing
 PAINT_KEYS = ("outline", "label", "sublabel", "label_on_dark", "sublabel_on_dark", "selected",
               "group", "blocked")
 ROLE_PEN = {"out": Qt.SolidLine, "in": Qt.DashLine, "pass": Qt.DotLine}
-LIGHTNESS = (100, 140, 72, 165, 58)  # group colours: the palette cycles through these shades
-
-
-def group_palette_colour(theme, gid: int) -> QColor:
-    """A distinct colour per group: the theme's categorical palette, cycled with a lightness
-    change (and a small hue turn, so no two groups ever share a colour)."""
-    n = len(theme.data["groups"])
-    base = theme.qcolor(f"groups.{gid % n}")
-    level = gid // n
-    if level == 0:
-        return base
-    shade = LIGHTNESS[level % len(LIGHTNESS)]
-    c = base.lighter(shade) if shade >= 100 else base.darker(int(10000 / shade))
-    h, s, v, a = c.getHsv()
-    return QColor.fromHsv((max(h, 0) + 11 * level) % 360, s, v, a)
 
 
 def is_dark(c: QColor) -> bool:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import html
 
-from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtCore import QPointF, QRectF, Qt, QTimer
 from PySide6.QtGui import QImage, QPainter, QPen
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QToolButton, QWidget
+from shiboken6 import isValid
 
 MINIMAP_W, MINIMAP_H = 170, 230
 MARGIN = 8
@@ -66,7 +67,7 @@ class Minimap(QWidget):
             self.setVisible(False)
             return
         seen = v.mapToScene(v.viewport().rect()).boundingRect()
-        self.setVisible(not seen.contains(v.scene().sceneRect().adjusted(60, 60, -60, -60)))
+        self.setVisible(not cramped(v) and not seen.contains(v.scene().sceneRect().adjusted(60, 60, -60, -60)))
         self.update()
 
     def paintEvent(self, e):
@@ -124,6 +125,7 @@ class Breadcrumb(QFrame):
         v = self.view
         for b in self.buttons:
             self.path.removeWidget(b)
+            b.hide()
             b.deleteLater()
         self.buttons = []
         if v.hierarchy is None:
@@ -140,8 +142,13 @@ class Breadcrumb(QFrame):
             btn.clicked.connect(lambda _=False, b=b: v.collapse(b) if b else v.collapse_all())
             self.path.addWidget(btn)
             self.buttons.append(btn)
-        self.adjustSize()
         self.show()
+        # the new crumbs' sizes count only once the layout has run: sized now, they elide to "…"
+        QTimer.singleShot(0, self._fit)
+
+    def _fit(self):
+        if isValid(self):
+            self.resize(self.sizeHint())
 
 
 class Legend(QLabel):
@@ -192,9 +199,18 @@ class Legend(QLabel):
         self.adjustSize()
 
 
+def cramped(view) -> bool:
+    """Too small a pane (200 % scaling, a small screen) for the minimap and legend: they would
+    cover the graph they explain."""
+    vp = view.viewport()
+    return vp.width() < 3 * MINIMAP_W or vp.height() < 2 * MINIMAP_H
+
+
 def place(view):
-    """Put the overlays in the view's corners."""
+    """Put the overlays in the view's corners; in a cramped pane only the breadcrumb stays."""
     vp = view.viewport().geometry()
+    view.legend.setVisible(getattr(view, "legend_wanted", True) and not cramped(view))
+    view.minimap.follow()
     view.crumbs.move(vp.left() + MARGIN, vp.top() + MARGIN)
     view.minimap.move(vp.right() - MINIMAP_W - MARGIN, vp.bottom() - MINIMAP_H - MARGIN)
     view.legend.adjustSize()
@@ -225,7 +241,8 @@ def handle_key(view, e) -> bool:
     elif key in (Qt.Key_Return, Qt.Key_Enter) and k is not None:
         view.expand(k) if isinstance(k, str) else view.collapse(view.selected_block() or "")
     elif key == Qt.Key_L:
-        view.legend.setVisible(not view.legend.isVisible())
+        view.legend_wanted = not view.legend.isVisible()
+        view.legend.setVisible(view.legend_wanted)
     else:
         return False
     return True

@@ -1,0 +1,61 @@
+"""The window keeps the garbage collector off the loaded model (gui/jobs/gcpolicy.py), and a
+replaced model is still freed: freezing must never turn into a leak."""
+import gc
+import weakref
+
+from core.models.demo import DEMO_INPUT_SHAPE
+
+
+def load(qtbot, w):
+    with qtbot.waitSignal(w.modelReady, timeout=60_000):
+        w.open_model("demo", DEMO_INPUT_SHAPE)
+
+
+def test_loaded_model_is_frozen_and_a_replaced_one_is_freed(qtbot, win):
+    s = win.session
+    assert gc.get_freeze_count() > 0  # the loaded model is out of the collector's walks
+    old_model, old_graph = weakref.ref(s.model), weakref.ref(s.dg.graph)
+    old_session = weakref.ref(s)
+    del s
+    load(qtbot, win)
+    assert old_session() is None and old_model() is None and old_graph() is None
+
+
+def test_repeated_loads_do_not_grow_the_frozen_set(qtbot, win):
+    load(qtbot, win)
+    first = gc.get_freeze_count()
+    for _ in range(3):
+        load(qtbot, win)
+    assert gc.get_freeze_count() < first * 1.2
+
+
+def test_a_pruned_model_is_freed_when_its_session_is_replaced(qtbot, win):
+    win.targets.slider.setValue(30)
+    with qtbot.waitSignal(win.pruneFinished, timeout=120_000) as got:
+        win.prune()
+    pruned = weakref.ref(got.args[0].model)
+    del got
+    load(qtbot, win)
+    assert pruned() is None
+
+
+def test_a_model_held_by_an_estimate_in_flight_is_freed_when_it_ends(qtbot, win, monkeypatch):
+    import threading
+
+    from gui.jobs import session as sess
+
+    gate, real = threading.Event(), sess.estimate
+
+    def slow_estimate(*a, **k):  # still running, holding the old session, when the load lands
+        gate.wait(30)
+        return real(*a, **k)
+
+    monkeypatch.setattr(sess, "estimate", slow_estimate)
+    old = weakref.ref(win.session.dg.graph)  # freed by the cycle collector, not reference counts
+    win.pruning.update_estimate()
+    load(qtbot, win)
+    monkeypatch.setattr(sess, "estimate", real)
+    gate.set()
+    qtbot.waitUntil(lambda: win.pruning._est_task is None, timeout=60_000)
+    qtbot.wait(50)
+    assert old() is None
