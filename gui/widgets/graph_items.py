@@ -232,14 +232,15 @@ class FrameItem(QGraphicsItem):
         p.setBrush(fill)
         p.drawRoundedRect(self.rect, 8, 8)
         lod = lod_of(p)
-        # the block's name stays readable at any zoom (block names when far), elided to the frame
-        size = 8.0 / max(lod, 0.005)
+        # the name grows as the view zooms out, but never past the frame's header: a bigger one
+        # would cover the first member (far out, the folded blocks' own names take over)
+        size = min(8.0 / max(lod, 0.005), 11.0)
         f = QFont(self.FONT)
         f.setPointSizeF(size)
         p.setFont(f)
         p.setPen(c.frame_text)
         head = QRectF(self.rect.x() + 6, self.rect.y() + 1, self.rect.width() - 12,
-                      min(max(16.0, size * 1.6), self.rect.height()))
+                      min(16.0, self.rect.height()))
         p.drawText(head, Qt.AlignLeft | Qt.AlignVCenter,
                    p.fontMetrics().elidedText("⊟ " + self.title, Qt.ElideMiddle, int(head.width())))
 
