@@ -6,7 +6,6 @@ model definition later (see serialize.py).
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -16,6 +15,7 @@ from torch import nn
 
 from core import families
 from core.errors import PlanError
+from core.prune.copying import copy_model
 
 MODULE_UPDATERS: list[tuple[type, Callable]] = []
 
@@ -118,7 +118,7 @@ def apply_kept(model: nn.Module, kept: dict[str, dict[int, list[int]]], inplace:
         if memo is not None:
             memo[id(t)] = new
     if memo is not None:
-        model = copy.deepcopy(model, memo)
+        model = copy_model(model, memo)
     # A module whose children changed may keep sizes of its own (a head count): its ancestors are
     # updated too. Parents run first, so an updater still sees its children's original attributes
     # (e.g. the width before pruning) next to their already sliced tensors.
@@ -175,17 +175,25 @@ def update_module(m: nn.Module, virtual: dict) -> None:
 
 
 def zero_channels(model: nn.Module, kept: dict[str, dict[int, list[int]]]) -> nn.Module:
-    """A copy of ``model`` with every removed slice of every *parameter* set to zero (the oracle)."""
-    model = copy.deepcopy(model)
+    """A copy of ``model`` with every removed slice of every *parameter* set to zero (the oracle).
+
+    Parameters the plan does not touch are shared with ``model``, not copied (memory: a partial
+    plan, the bound checks' one-kind plans): the copy must never be changed in place, except
+    through the tensors this function zeroes. Buffers are always copied (a forward may write them).
+    """
+    fills, touched = [], set()  # (name, dim, removed indices); ids of the tensors they change
+    for name, p in model.named_parameters(remove_duplicate=False):
+        for d, keep in kept.get(name, {}).items():
+            mask = torch.ones(p.shape[d], dtype=torch.bool, device=p.device)
+            mask[torch.as_tensor(keep, dtype=torch.long, device=p.device)] = False
+            idx = torch.nonzero(mask).flatten()
+            if len(idx):
+                fills.append((name, d, idx))
+                touched.add(id(p))
+    shared = {id(p): p for p in model.parameters() if id(p) not in touched}
+    model = copy_model(model, shared)
     params = dict(model.named_parameters(remove_duplicate=False))
     with torch.no_grad():
-        for name, dims in kept.items():
-            p = params.get(name)
-            if p is None:
-                continue  # buffers and attribute-only slots keep their values
-            for d, keep in dims.items():
-                mask = torch.ones(p.shape[d], dtype=torch.bool, device=p.device)
-                mask[torch.as_tensor(keep, dtype=torch.long, device=p.device)] = False
-                idx = torch.nonzero(mask).flatten()
-                p.index_fill_(d, idx, 0.0)
+        for name, d, idx in fills:  # buffers and attribute-only slots keep their values
+            params[name].index_fill_(d, idx, 0.0)
     return model
