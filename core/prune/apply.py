@@ -181,19 +181,25 @@ def zero_channels(model: nn.Module, kept: dict[str, dict[int, list[int]]]) -> nn
     plan, the bound checks' one-kind plans): the copy must never be changed in place, except
     through the tensors this function zeroes. Buffers are always copied (a forward may write them).
     """
-    fills, touched = [], set()  # (name, dim, removed indices); ids of the tensors they change
+    fills = removed_slices(model, kept)
+    touched = {id(p) for p, _, _, _ in fills}
+    shared = {id(p): p for p in model.parameters() if id(p) not in touched}
+    model = copy_model(model, shared)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    with torch.no_grad():
+        for _, name, d, idx in fills:  # buffers and attribute-only slots keep their values
+            params[name].index_fill_(d, idx, 0.0)
+    return model
+
+
+def removed_slices(model: nn.Module, kept: dict[str, dict[int, list[int]]]) -> list:
+    """(parameter, name, dim, removed indices) for every parameter slice the plan removes."""
+    out = []
     for name, p in model.named_parameters(remove_duplicate=False):
         for d, keep in kept.get(name, {}).items():
             mask = torch.ones(p.shape[d], dtype=torch.bool, device=p.device)
             mask[torch.as_tensor(keep, dtype=torch.long, device=p.device)] = False
             idx = torch.nonzero(mask).flatten()
             if len(idx):
-                fills.append((name, d, idx))
-                touched.add(id(p))
-    shared = {id(p): p for p in model.parameters() if id(p) not in touched}
-    model = copy_model(model, shared)
-    params = dict(model.named_parameters(remove_duplicate=False))
-    with torch.no_grad():
-        for name, d, idx in fills:  # buffers and attribute-only slots keep their values
-            params[name].index_fill_(d, idx, 0.0)
-    return model
+                out.append((p, name, d, idx))
+    return out
