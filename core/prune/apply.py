@@ -54,8 +54,15 @@ class PruningPlan:
                 bad = [int(c) for c in rm if not grp.prunable[c]][:5]
                 raise PlanError(f"group {gid} ({grp.root}): channels {bad} are blocked "
                                 f"({'; '.join(grp.blocked_reasons[:2]) or 'no producing layer'})")
+            # removed channels as a lookup table (np.isin costs ~50 us a call on small arrays);
+            # two extra False entries catch positions outside the group (-1, or >= n)
+            n = len(grp.prunable)
+            if rm.min() < 0:
+                raise PlanError(f"group {gid} ({grp.root}): negative channel indices")
+            table = np.zeros(n + 2, bool)
+            table[rm] = True
             for m in grp.members:
-                drop = np.isin(m.index_map, rm)
+                drop = table[np.clip(m.index_map, -1, n)]
                 if drop.any():
                     prev = out.setdefault(m.slot.tensor_name, {}).get(m.slot.dim)
                     keep = ~drop
