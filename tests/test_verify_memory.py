@@ -85,6 +85,7 @@ class _Tied(nn.Module):
         self.again = self.head  # the same module twice
         self.extra = _Custom()
         self.cache = {"t": torch.ones(2), "shared": self.emb.weight}
+        self.pair, self.plain, self.tags = (self.emb.weight, 3), (1, "a"), {"x", 2}
 
 
 def test_copy_model_builds_what_deepcopy_builds():
@@ -93,6 +94,8 @@ def test_copy_model_builds_what_deepcopy_builds():
     assert b.head.weight is b.emb.weight and b.again is b.head and b.extra.copied
     assert b.cache["shared"] is b.emb.weight and b.cache["t"] is not m.cache["t"]
     assert all(p is not q for p, q in zip(m.parameters(), b.parameters()))
+    assert b.pair[0] is b.emb.weight and b.pair[1] == 3 and b.plain is m.plain
+    assert b.tags == m.tags and b.tags is not m.tags
     for x, y in zip(a.modules(), b.modules()):
         assert type(x) is type(y) and set(x.__dict__) == set(y.__dict__)
     sa, sb = a.state_dict(), b.state_dict()

@@ -145,10 +145,16 @@ def apply_kept(model: nn.Module, kept: dict[str, dict[int, list[int]]], inplace:
 
 def updater_for(m):
     """The updater registered for ``m``'s own family (not a catch-all for every module)."""
-    for typ, fn in MODULE_UPDATERS:
-        if m is not None and typ is not nn.Module and isinstance(m, typ):
-            return fn
-    return None
+    if m is None:
+        return None
+    key = (type(m), len(MODULE_UPDATERS))  # updaters are only ever added
+    if key not in _UPDATER_CACHE:
+        _UPDATER_CACHE[key] = next((fn for typ, fn in MODULE_UPDATERS
+                                    if typ is not nn.Module and isinstance(m, typ)), None)
+    return _UPDATER_CACHE[key]
+
+
+_UPDATER_CACHE: dict = {}
 
 
 def _owners(model):

@@ -56,6 +56,16 @@ def _copy(x, memo):
         y = memo[id(x)] = OrderedDict()
         for k, v in x.items():
             y[_copy(k, memo)] = _copy(v, memo)
+    elif cls is tuple:  # deepcopy's rule: the same tuple when no element needed a copy
+        items = [_copy(v, memo) for v in x]
+        if all(a is b for a, b in zip(items, x)):
+            return x
+        y = memo.get(id(x), memo)  # a cycle through the tuple may have copied it meanwhile
+        if y is memo:
+            y = memo[id(x)] = tuple(items)
+    elif cls is set and all(type(v) in _ATOMIC for v in x):
+        y = memo[id(x)] = set(x)
+        _keep_alive(x, memo)
     elif isinstance(x, nn.Module) and _plain_module(cls):
         state = x.__getstate__()
         y = memo[id(x)] = cls.__new__(cls)
