@@ -267,3 +267,28 @@ def test_meta_shapes_mode_still_raises_on_a_size_mismatch():
     net = nn.Sequential(nn.Linear(8, 4), nn.Linear(5, 2)).to("meta")
     with pytest.raises(RuntimeError), MetaShapes():
         net(torch.empty(3, 8, device="meta"))
+
+
+class InplaceActs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 1)
+        self.acts = nn.Sequential(nn.ReLU(inplace=True), nn.ReLU6(inplace=True), nn.SiLU(True),
+                                  nn.Hardswish(True), nn.LeakyReLU(0.1, True), nn.ELU(inplace=True))
+
+    def forward(self, x):
+        return self.c2(self.acts(self.c1(x))) + F.relu(self.c2.bias)[None, :, None, None]
+
+
+def test_inplace_activations_without_values_are_not_computed(monkeypatch):
+    calls = []
+    for mod, name in ((torch, "relu_"), (torch._C._nn, "hardtanh_"), (torch._C._nn, "silu_")):
+        real = getattr(mod, name)
+        monkeypatch.setattr(mod, name, lambda *a, _f=real, _n=name, **k: calls.append(_n) or _f(*a, **k))
+    m = InplaceActs().eval()
+    real = analyze(m, _input(), values="real")
+    assert sorted(set(calls)) == ["hardtanh_", "relu_", "silu_"]  # the real trace computes them
+    calls.clear()
+    fast = analyze(m, _input())
+    assert fast.trace.shape_only and calls == []
+    assert signature(fast) == signature(real)

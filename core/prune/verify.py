@@ -15,16 +15,17 @@ coupling error differs in any precision, so this never hides one.
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import asdict, dataclass, field
 
 import torch
+from torch import nn
 from torch.utils._pytree import tree_map  # noqa: PLC2701 (torch's pytree: no public alias)
 
 from core.trace.inputs import as_example_inputs
 from core.prune.apply import apply_kept, zero_channels
 from core.prune.bounds import measure_kinds, summary as bound_summary
+from core.prune.copying import copy_model
 from core.prune.weak import check_activations
 from core.trace.tracer import flatten_outputs
 
@@ -167,8 +168,9 @@ def verify_plan(model, inputs, dg, plan, tolerance: float = 1e-4, pruned=None,
 
 
 def _float64_outputs(zeroed, pruned, ex):
-    """Outputs of both models in float64 (``zeroed`` is converted in place, ``pruned`` copied),
-    or None when the models already are float64 or cannot run in it."""
+    """Outputs of both models in float64 (float64 copies: ``zeroed`` shares tensors with the
+    user's model, nothing is converted in place), or None when the models already are float64
+    or cannot run in it."""
     params = [p for m in (zeroed, pruned) for p in list(m.parameters()) + list(m.buffers())]
     if not any(p.is_floating_point() and p.dtype != torch.float64 for p in params):
         return None
@@ -177,9 +179,20 @@ def _float64_outputs(zeroed, pruned, ex):
         return t.double() if isinstance(t, torch.Tensor) and t.is_floating_point() else t
 
     try:
-        z64, p64 = zeroed.double(), copy.deepcopy(pruned).double()
+        z64, p64 = _as_float64(zeroed), _as_float64(pruned)
         args, kwargs = tree_map(up, (ex.args, ex.kwargs))
         with torch.no_grad():
             return z64(*args, **kwargs), p64(*args, **kwargs)
     except Exception:  # noqa: BLE001 - no float64 kernels, out of memory: keep float32's verdict
         return None
+
+
+def _as_float64(model):
+    """``copy.deepcopy(model).double()`` without the intermediate full-precision copy: each
+    floating parameter/buffer is converted once, straight into the copy."""
+    memo = {}
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_floating_point() and t.dtype != torch.float64:
+            d = t.detach().double()
+            memo[id(t)] = nn.Parameter(d, t.requires_grad) if isinstance(t, nn.Parameter) else d
+    return copy_model(model, memo)

@@ -341,5 +341,6 @@ def _trace_once(model, inputs, should_stop, options, shape_only: bool):
         for h in hooks:
             h.remove()
         for m, mode in modes.items():
-            m.training = mode
+            if m.training != mode:  # Module.__setattr__ is slow: only where eval() changed it
+                m.training = mode
     return tracer, out_atoms

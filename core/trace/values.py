@@ -35,6 +35,10 @@ METADATA = {
     "is_mkldnn", "is_same_size", "data_ptr", "untyped_storage",
 }
 # results that do not depend on their input's numbers, only on its shape
+# in-place element-wise activations: on a tensor without values they change nothing that matters
+# (its numbers are never read), so they are not computed; value: position of ``inplace``
+INPLACE_ACTIVATIONS = {"relu": 1, "relu6": 1, "silu": 1, "hardswish": 1, "hardsigmoid": 1,
+                       "mish": 1, "selu": 1, "hardtanh": 3, "leaky_relu": 2, "elu": 2, "celu": 2}
 SHAPE_FACTORIES = {
     "new_zeros", "new_ones", "new_full", "new_empty", "new_tensor", "zeros_like", "ones_like",
     "full_like", "empty_like",
@@ -67,6 +71,15 @@ class ShapeOnly:
             if not o.is_meta:  # meta tensors have no values to lose: reading them fails anyway
                 self._fake[id(o)] = weakref.ref(o)
 
+    def _inplace_activation(self, name, args, kwargs) -> bool:
+        pos = INPLACE_ACTIVATIONS.get(name)
+        if pos is None or not args or not self.is_fake(args[0]) or \
+                not args[0].is_floating_point() or id(args[0]) in self.names:
+            return False
+        inplace = args[pos] if len(args) > pos else kwargs.get("inplace", False)
+        return inplace is True and not any(isinstance(a, torch.Tensor) for a in args[1:]) and \
+            not any(isinstance(v, torch.Tensor) for v in kwargs.values())
+
     def run(self, name, func, args, kwargs):
         if name in METADATA:
             return func(*args, **kwargs)
@@ -83,6 +96,9 @@ class ShapeOnly:
             if (name.endswith("_") or name == "setitem" or "out" in kwargs) and any(
                     id(t) in self.names for t in flat):
                 self._need(f"'{name}' writes into a parameter or buffer")
+            if self._inplace_activation(name, args, kwargs):
+                self.skipped += 1
+                return args[0]
             out = shape_only(name, args, kwargs)
             if out is not None:
                 self.skipped += 1
