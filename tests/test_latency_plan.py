@@ -187,7 +187,7 @@ def test_a_spike_in_a_table_is_timed_again_and_tables_are_monotone():
     def cell(ci, co):
         calls.append((ci, co))
         return true[grid.index(ci)][grid.index(co)]
-    fixed = tables.monotone(tables._retime_outliers(ms, grid, grid, cell))
+    fixed = tables.monotone(tables.retime_outliers(ms, grid, grid, cell))
     assert (8, 8) in calls and fixed[2][2] == pytest.approx(true[2][2])
     assert fixed[0][1] <= fixed[0][2] and fixed[0][1] == pytest.approx(true[0][1])
 
