@@ -10,6 +10,29 @@ import sys as _sys  # noqa: E402
 import pytest as _pytest  # noqa: E402
 
 
+def _seed_widths_cache():
+    """``--round-to auto`` is the default: every test process (subprocesses inherit the variable)
+    reads a cache that says 16 - the multiple measured on CPU here - instead of running the
+    micro-benchmark. Tests that time widths set their own cache dir and stub."""
+    import json
+    import tempfile
+
+    import torch
+
+    from core.metrics import widths
+    d = tempfile.mkdtemp(prefix="prunestudio-test-cache-")
+    n = max(64, _os.cpu_count() or 1, torch.get_num_threads())
+    cache = {widths.device_key(torch.device("cpu"), t): {"multiple": AUTO_MULTIPLE, "ms_per_channel": {}}
+             for t in range(1, n + 1)}
+    with open(_os.path.join(d, "widths.json"), "w") as f:
+        json.dump(cache, f)
+    _os.environ[widths.CACHE_ENV] = d
+
+
+AUTO_MULTIPLE = 16
+_seed_widths_cache()
+
+
 class TrustAnswers:
     """Answers for the GUI's trust dialog (gui/widgets/trust_dialog.py): ``queue`` holds True (Yes),
     False (No) or ``(answer, remember)``; ``asked`` records each dialog shown."""

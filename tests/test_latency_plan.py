@@ -43,7 +43,10 @@ def test_layer_table_interpolates_and_clamps():
     t = LayerTable(0, 1, 8, 8, [2, 8], [2, 8], [[1.0, 4.0], [2.0, 8.0]])
     assert t.at(8, 8) == 8.0 and t.at(2, 2) == 1.0
     assert t.at(2, 5) == pytest.approx(2.5) and t.at(5, 8) == pytest.approx(6.0)
-    assert t.at(1, 1) == 1.0  # below the grid: clamped, never extrapolated to nothing
+    # below the grid: along the first two points, never under proportional scaling (not nothing)
+    assert t.at(2, 1) == pytest.approx(0.5) and t.at(1, 1) == pytest.approx(0.5 - 1 / 12)
+    flat = LayerTable(0, 1, 8, 8, [2, 8], [2, 8], [[1.0, 1.0], [1.0, 1.0]])
+    assert flat.at(1, 1) == 1.0  # pure overhead stays
 
 
 def test_table_survives_json_and_checks_the_model(tmp_path):
@@ -187,7 +190,7 @@ def test_a_spike_in_a_table_is_timed_again_and_tables_are_monotone():
     def cell(ci, co):
         calls.append((ci, co))
         return true[grid.index(ci)][grid.index(co)]
-    fixed = tables.monotone(tables._retime_outliers(ms, grid, grid, cell))
+    fixed = tables.monotone(tables.retime_outliers(ms, grid, grid, cell))
     assert (8, 8) in calls and fixed[2][2] == pytest.approx(true[2][2])
     assert fixed[0][1] <= fixed[0][2] and fixed[0][1] == pytest.approx(true[0][1])
 

@@ -132,6 +132,7 @@ def _load(run: _Run) -> None:
     if args.round_to == "auto":
         from core.metrics.widths import best_multiple
         run.settings.round_to, run.round_auto = best_multiple(run.device, args.threads)
+        run.settings.round_auto = True
     if args.latency_table and os.path.exists(args.latency_table):
         from core.plan.latency import LatencyTable
         run.table = LatencyTable.load(args.latency_table)
@@ -230,8 +231,11 @@ def _print_summary(run: _Run) -> None:
     out(f"params: {human(b.params)} -> {human(a.params)} (-{report['reduction']['params']:.1%})")
     out(f"FLOPs:  {human(b.flops)} -> {human(a.flops)} (-{report['reduction']['flops']:.1%})")
     if run.round_auto:
+        used = result.plan.settings.get("round_to_groups") or {}
+        per = ", ".join(f"{len(g)} at {m}" for m, g in sorted(used.items(), key=lambda kv: -int(kv[0])))
         out(f"round-to auto: multiples of {run.settings.round_to} "
-            f"({'cached' if run.round_auto.get('cached') else 'measured'} on {run.device})")
+            f"({'cached' if run.round_auto.get('cached') else 'measured'} on {run.device})"
+            + (f"; groups: {per}" if per else ""))
     for line in latency_lines(result, str(run.device)):
         out(line)
     if run.onnx_latency is not None:

@@ -71,7 +71,8 @@ def cmd_stream(args, progress) -> int:
     src = args.model[3:]
     mlp = 0.5 if args.mlp_ratio is None else args.mlp_ratio
     kv = 0.0 if args.kv_ratio is None else args.kv_ratio
-    settings = StreamSettings(mlp, kv, args.importance, args.round_to)
+    # auto's micro-benchmark times conv/linear layers of vision widths, not an LLM's MLP
+    settings = StreamSettings(mlp, kv, args.importance, 1 if args.round_to == "auto" else args.round_to)
     settings.validate()
     check_hf_destination(args.output, args.force, src)
     if args.report:

@@ -75,6 +75,7 @@ def cmd_verify(args, progress) -> int:
     if args.round_to == "auto":
         from core.metrics.widths import best_multiple
         settings.round_to, _ = best_multiple(device)
+        settings.round_auto = True
     if settings.target_latency is not None:  # plan as prune would: by tables measured here
         from core.metrics.tables import table_for
         cost.latency, _ = table_for(model, ex)

@@ -84,7 +84,7 @@ def bench_widths(device: torch.device, threads: int | None = None, runs: int = 5
     return {m: {rounded(t, m): best[rounded(t, m)] for t in TARGETS} for m in MULTIPLES}
 
 
-def _device_key(device: torch.device, threads: int) -> str:
+def device_key(device: torch.device, threads: int) -> str:
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else platform.processor() or platform.machine())
     return f"{device.type}|{name}|threads={threads}|torch={torch.__version__.split('+')[0]}"
@@ -96,7 +96,7 @@ def best_multiple(device="cpu", threads: int | None = None, bench=None) -> tuple
     key; its answer is kept in :func:`cache_path`."""
     device = torch.device(device)
     with fixed_threads(threads) as n:
-        key = _device_key(device, n)
+        key = device_key(device, n)
         path = cache_path()
         try:
             with open(path) as f:

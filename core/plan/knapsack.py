@@ -11,13 +11,14 @@ import numpy as np
 
 from core.errors import PlanError
 from core.plan.latency import LatencyTable
+from core.plan.rounding import group_multiples, used_multiples
 
 
 class _Group:
     """One prunable group's state: its removal order, allowed counts and the timed weight dims
     it narrows (with, per dim, how many slot indices the first c channels of the order cover)."""
 
-    def __init__(self, g, score, table: LatencyTable, round_to: int, cap: float, fixed: int | None):
+    def __init__(self, g, score, table: LatencyTable, multiples: list, cap: float, fixed: int | None):
         n = g.n_channels
         s = np.asarray(score, float)
         idx = np.nonzero(g.prunable)[0]
@@ -29,10 +30,14 @@ class _Group:
         n_max = min(idx.size, int(math.floor(cap * n)), n - 1)
         if fixed is not None:
             n_max = min(n_max, fixed)
-        r = max(1, round_to)
-        first = n % r
-        step = max(r, int(math.ceil(n / 64 / r)) * r)  # <= 64 steps per group keep the search quick
-        self.counts = [0] + [k for k in range(first or step, n_max + 1, step) if n - k >= r]
+        for r in multiples:  # the first multiple (best first) that leaves something to remove
+            r = max(1, r)
+            first = n % r
+            step = max(r, int(math.ceil(n / 64 / r)) * r)  # <= 64 steps per group keep it quick
+            self.counts = [0] + [k for k in range(first or step, n_max + 1, step) if n - k >= r]
+            if len(self.counts) > 1:
+                break
+        self.multiple = r
         if fixed is not None:  # an override removes its share, not a knapsack's choice
             self.counts = [0, self.counts[-1]] if len(self.counts) > 1 else [0]
         self.fixed = fixed is not None
@@ -88,7 +93,8 @@ def latency_plan(dg, scores: dict, settings, table: LatencyTable | None,
             continue
         ov = [settings.overrides[m] for m in outs if m in settings.overrides]
         fixed = int(math.floor(min(ov) * int(g.prunable.sum()) + 1e-9)) if ov else None
-        st = _Group(g, scores[g.id], table, settings.round_to, settings.max_group_ratio, fixed)
+        st = _Group(g, scores[g.id], table, group_multiples(g.n_channels, settings),
+                    settings.max_group_ratio, fixed)
         if len(st.counts) > 1 and (st.dims or st.fixed):
             groups[g.id] = st
     widths = _Widths(table)
@@ -140,7 +146,9 @@ def latency_plan(dg, scores: dict, settings, table: LatencyTable | None,
     if reached < target - 0.02:
         raise PlanError(f"the latency reduction target {target:.0%} cannot be reached: pruning every "
                         f"prunable group as far as allowed removes {reached:.1%} by the latency tables")
-    return removed, {"estimated_latency_reduction": reached,
+    auto = ({"round_to_groups": used_multiples({gid: st.multiple for gid, st in groups.items()})}
+            if settings.round_auto else {})
+    return removed, {**auto, "estimated_latency_reduction": reached,
                      "tables_vs_measured": full / table.base_ms if table.base_ms else None,
                      "estimated_latency_ms": table.base_ms * total / full,
                      "latency_table": {"device": table.device, "threads": table.threads}}

@@ -18,9 +18,15 @@ TABLE_VERSION = 1
 
 
 def _interp(x: float, xs: list, ys: list) -> float:
-    """Piecewise-linear through (xs, ys), clamped at both ends (xs ascending)."""
+    """Piecewise-linear through (xs, ys), clamped above the grid (xs ascending). Below the first
+    point: the line through the first two (its intercept is the layer's fixed overhead), never
+    under proportional scaling of the first - clamping there costed a ResNet-50 layer kept at 5 %
+    as at 25 %, and the tables claimed 37 % removable where 95 % was measured."""
     if x <= xs[0]:
-        return float(ys[0])
+        if x >= xs[0] or len(xs) < 2 or xs[0] <= 0:
+            return float(ys[0])
+        slope = (ys[1] - ys[0]) / (xs[1] - xs[0])
+        return float(max(ys[0] + slope * (x - xs[0]), ys[0] * x / xs[0]))
     for i in range(1, len(xs)):
         if x <= xs[i]:
             f = (x - xs[i - 1]) / (xs[i] - xs[i - 1])

@@ -9,6 +9,7 @@ from torch import nn
 
 from core.errors import PlanError
 from core.plan.criteria import group_scores
+from core.plan.rounding import group_multiples, used_multiples
 from core.prune.apply import PruningPlan
 
 FINE_GROUP = 32  # groups with at least this many channels can approach any ratio smoothly
@@ -25,6 +26,9 @@ class PlanSettings:
     importance: str = "l2"
     global_ranking: bool = False
     round_to: int = 1
+    # round_to came from --round-to auto: it is a ceiling, each group uses the largest of it, 8, 4, 1
+    # that the group is at least AUTO_WIDTHS times as wide as (and that still removes channels)
+    round_auto: bool = False
     ignore: list[str] = field(default_factory=list)  # modules whose output channels stay
     overrides: dict[str, float] = field(default_factory=dict)  # module name -> ratio
     max_group_ratio: float = 0.95  # never remove more than this fraction of one group
@@ -141,6 +145,19 @@ def _group_limits(dg, settings):
     return out
 
 
+def remove_count(g, want: int, settings: PlanSettings, used: dict | None = None) -> int:
+    """:func:`_n_remove` with the group's multiples: the first that still removes channels when
+    some are wanted (``used[g.id]`` records the multiple taken)."""
+    n = 0
+    for m in group_multiples(g.n_channels, settings):
+        n = _n_remove(g, want, m, settings.max_group_ratio)
+        if n > 0 or want <= 0:
+            break
+    if used is not None:
+        used[g.id] = m
+    return n
+
+
 def _n_remove(g, want: int, round_to: int, cap: float) -> int:
     """Channels to remove from g: at most cap of the group, keep >= 1, kept a multiple of round_to."""
     want = min(want, g.n_prunable, int(math.floor(cap * g.n_channels)), g.n_channels - 1)
@@ -160,6 +177,7 @@ def plan_for_ratio(dg, scores: dict, ratio: float, settings: PlanSettings,
     (a dozen attention heads) keep ``ratio``: it fills the jumps that whole heads make."""
     limits = _group_limits(dg, settings)
     counts: dict[int, int] = {}
+    used: dict[int, int] = {}
     global_pool = []
     for g in dg.prunable_groups:
         ignored, override = limits[g.id]
@@ -173,8 +191,7 @@ def plan_for_ratio(dg, scores: dict, ratio: float, settings: PlanSettings,
             idx = np.nonzero(g.prunable)[0]
             global_pool.append((s[idx], np.full(idx.size, g.id)))
         else:
-            counts[g.id] = _n_remove(g, int(math.floor(r * g.n_prunable + 1e-9)), settings.round_to,
-                                     settings.max_group_ratio)
+            counts[g.id] = remove_count(g, int(math.floor(r * g.n_prunable + 1e-9)), settings, used)
     if global_pool:
         vals = np.concatenate([v for v, _ in global_pool])
         gids = np.concatenate([g for _, g in global_pool])
@@ -183,7 +200,7 @@ def plan_for_ratio(dg, scores: dict, ratio: float, settings: PlanSettings,
             chosen = gids[np.argsort(vals, kind="stable")[:n]]
             for gid, c in zip(*np.unique(chosen, return_counts=True)):
                 g = dg.groups[int(gid)]
-                counts[int(gid)] = _n_remove(g, int(c), settings.round_to, settings.max_group_ratio)
+                counts[int(gid)] = remove_count(g, int(c), settings, used)
     removed = {}
     for gid, n in counts.items():
         if n <= 0:
@@ -193,7 +210,9 @@ def plan_for_ratio(dg, scores: dict, ratio: float, settings: PlanSettings,
         chosen = np.sort(np.argsort(s, kind="stable")[:n])
         removed[gid] = _keep_every_member(g, chosen, scores[gid]).tolist()
     # group ids depend on the analysis options: a saved plan records them
-    return PruningPlan(removed, {**settings.to_json(), "analysis": dict(getattr(dg, "options", {}))})
+    facts = {"round_to_groups": used_multiples(used)} if settings.round_auto else {}
+    return PruningPlan(removed, {**settings.to_json(), **facts,
+                                 "analysis": dict(getattr(dg, "options", {}))})
 
 
 def _keep_every_member(g, chosen: np.ndarray, score: np.ndarray) -> np.ndarray:
@@ -213,7 +232,7 @@ def make_plan(dg, model: nn.Module, settings: PlanSettings, cost: CostModel | No
     _resolve_modules(dg, model, settings.ignore, "ignored")
     _resolve_modules(dg, model, list(settings.overrides), "overridden")
     widest = max((g.n_channels for g in dg.prunable_groups), default=0)
-    if settings.round_to > 1 and widest and settings.round_to >= widest:
+    if settings.round_to > 1 and widest and settings.round_to >= widest and not settings.round_auto:
         raise PlanError(f"round-to {settings.round_to} leaves nothing to remove: kept channels must "
                         f"be a multiple of it, and the widest prunable group has {widest} channels")
     scores = group_scores(dg, model, settings.importance, calibration, settings.seed)

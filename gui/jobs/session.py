@@ -187,7 +187,7 @@ def prune(session: Session, settings, device: str = "cpu", latency_runs: int = 1
         if progress:
             progress("widths", 0, 1, f"finding the fastest channel multiple on {device}")
         multiple, auto = best_multiple(device, threads)
-        settings = replace(settings, round_to=multiple)
+        settings = replace(settings, round_to=multiple, round_auto=True)
     table = getattr(session.cost, "latency", None) if device == "cpu" else None
     result = pipeline.prune_model(model, inputs, session.dg, settings, latency_runs=latency_runs,
                                   progress=progress, should_stop=should_stop,
