@@ -36,7 +36,6 @@ def main(out: str) -> int:
     win = MainWindow()
     win.settings.clear()
     win.headless = True
-    win.latency_runs = 1
     win.resize(1600, 1000)
     win.show()
 
