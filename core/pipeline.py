@@ -17,6 +17,7 @@ from core.errors import Cancelled, VerificationError
 from core.analysis.graph import DependencyGraph, analyze
 from core.trace.inputs import as_example_inputs
 from core.metrics import Metrics, count_flops, count_params, measure_pair, sizes, speedup_text
+from core.metrics.blocks import measure_blocks
 from core.plan.planner import CostModel, PlanSettings, make_plan
 from core.analysis.probe import probe_groups
 from core.prune.apply import PruningPlan, apply_kept
@@ -64,6 +65,7 @@ class PruneResult:
     warnings: list = field(default_factory=list)  # one line each: a target missed, a weak check
     latency_table: object = None  # the LatencyTable a latency target was planned with
     round_auto: dict | None = None  # what round-to auto measured and chose (set by the caller)
+    blocks: object = None  # core.metrics.blocks.BlockLatency: per-block latency before/after
 
     def report(self, dg: DependencyGraph | None = None, spec: str | None = None,
                inputs=None) -> dict:
@@ -96,6 +98,7 @@ class PruneResult:
             "seconds": self.seconds,
             "excluded_groups": self.excluded,
             "warnings": self.warnings,
+            "block_latency": self.blocks.to_json() if self.blocks is not None else None,
         }
         if dg is not None:
             r["groups"] = len(dg.groups)
@@ -212,11 +215,18 @@ def prune_model(model: nn.Module, inputs, dg: DependencyGraph, settings: PlanSet
         budget_s=latency_budget_s, before=before, should_stop=check,
         progress=lambda i, n, msg: progress("measure", i, n, msg))
     secs["measure_after"] = time.perf_counter() - t
+    blocks, block_warnings = None, []
+    if latency:
+        t = time.perf_counter()
+        blocks, block_warnings = measure_blocks(
+            model, pruned, ex, dg.graph, threads=threads, budget_s=min(2.0, 0.4 * latency_budget_s),
+            should_stop=check, progress=lambda i, n, msg: progress("measure", i, n, msg))
+        secs["measure_blocks"] = time.perf_counter() - t
     progress("done", 4, 4, "done")
-    warnings = target_warnings(settings, plan, before, after, dg)
+    warnings = target_warnings(settings, plan, before, after, dg) + block_warnings
     warnings += report.warnings if report is not None else []
     return PruneResult(pruned, plan, kept, before, after, report, channels_per_layer(dg, kept), secs,
-                       excluded, warnings, getattr(cost, "latency", None))
+                       excluded, warnings, getattr(cost, "latency", None), blocks=blocks)
 
 
 def target_warnings(settings: PlanSettings, plan: PruningPlan, before: Metrics, after: Metrics,
