@@ -199,3 +199,38 @@ def test_meta_models_are_not_timed():
     with torch.device("meta"):
         m = nn.Sequential(nn.Linear(2, 2))
     assert bl.block_latency(m, None, X.to("meta"), [bl.BlockSpec("0", "0", "0")]) is None
+
+
+def test_cli_report_has_the_per_block_figures(tmp_path, capsys):
+    import os
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, root)
+    import main as entry
+    rep = tmp_path / "r.json"
+    args = ["prune", os.path.join(root, "tests", "models", "demo_factory.py") + ":make", "--trust",
+            "--input-shape", "1,3,32,32", "--round-to", "1", "--threads", "1", "--no-verify"]
+    assert entry.main(args + ["--report", str(rep)]) == 0, capsys.readouterr().err
+    r = json.loads(rep.read_text())["block_latency"]
+    assert r["threads"] == 1 and r["device"] == "cpu" and r["blocks"]
+    assert all(b["before"]["median_ms"] > 0 and b["after"]["median_ms"] > 0 for b in r["blocks"])
+    rep2 = tmp_path / "r2.json"
+    assert entry.main(args + ["--no-latency", "--report", str(rep2)]) == 0
+    assert json.loads(rep2.read_text())["block_latency"] is None
+
+
+def test_the_blocks_are_the_ones_the_graph_view_opens_with():
+    """core.analysis.hierarchy is the graph view's hierarchy (gui.jobs.hierarchy); both give the
+    same items for the same graph."""
+    tv = pytest.importorskip("torchvision")
+    from core.analysis import hierarchy as core_h
+    from gui.jobs import hierarchy as gui_h
+    m = tv.models.resnet18().eval()
+    g = analyze_model(m, make_inputs("1,3,32,32"), probe=False).graph
+    views = []
+    for mod in (core_h, gui_h):
+        h = mod.Hierarchy(g)
+        views.append(h.visible(h.auto_expanded())[0])
+    assert views[0] == views[1]
+    blocks = [it for it in views[0] if isinstance(it, str)]
+    assert [s.name for s in bl.graph_blocks(g, m)] == blocks

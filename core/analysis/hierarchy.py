@@ -1,5 +1,8 @@
 """The module hierarchy of a traced graph, and which part of it is visible (pure Python, no Qt).
 
+Shared by the graph view (gui.jobs.hierarchy) and per-block latency (core.metrics.blocks times
+the blocks the view opens with), so both name the same blocks.
+
 The tracer records each node's module scope ("layer1.0.conv1"). Scopes form a tree of *blocks*;
 a block is shown either expanded (its members drawn) or collapsed (one box standing for every
 node under it). Scopes that are just one leaf module ("layer1.0.relu", called twice) are not

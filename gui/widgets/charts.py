@@ -8,6 +8,7 @@ from PySide6.QtWidgets import (QFrame, QGridLayout, QHeaderView, QLabel, QScroll
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
 from .. import theme as themes
+from .block_latency import BlockLatencyChart
 from .plots import set_title, style_plot
 from .units import SIAxis, abbreviate_path, si, speed_text
 
@@ -41,6 +42,7 @@ class ChartsPanel(QWidget):
         self.layers.getViewBox().sigResized.connect(self._fit_rows)
         self.layers.scene().sigMouseMoved.connect(self._hover_layer)
         self.layer_ticks: list = []  # (row, label) the left axis shows
+        self.blocks = BlockLatencyChart(self.theme)  # per-block latency before/after
         self._style()
         self.summary = QTableWidget(0, 2)
         self.summary.setHorizontalHeaderLabels(["metric", "value"])
@@ -52,7 +54,7 @@ class ChartsPanel(QWidget):
         # the charts scroll inside the panel, so a small (or 200 % scaled) screen gives the dock a
         # scroll bar instead of a minimum height that squeezes the graph
         inner = QWidget()
-        inner.setMinimumSize(1040, 250)
+        inner.setMinimumSize(1280, 250)
         area = QScrollArea()
         area.setWidget(inner)
         area.setWidgetResizable(True)
@@ -62,17 +64,20 @@ class ChartsPanel(QWidget):
         outer.addWidget(area)
         g = QGridLayout(inner)
         g.setContentsMargins(2, 2, 2, 2)
-        # left: the three before/after bars over the summary; right: the per-layer chart
+        # left: the three before/after bars over the summary; right: the per-layer chart and
+        # the per-block latency
         g.addWidget(self.placeholder, 0, 0, 1, 4)
         for i, k in enumerate(("params", "flops", "latency")):
             g.addWidget(self.plots[k], 1, i)
         g.addWidget(self.summary, 2, 0, 1, 3)
         g.addWidget(self.layers, 1, 3, 2, 1)
+        g.addWidget(self.blocks, 1, 4, 2, 1)
         g.setRowStretch(1, 3)
         g.setRowStretch(2, 2)
         for c in range(3):
             g.setColumnStretch(c, 1)
         g.setColumnStretch(3, 3)
+        g.setColumnStretch(4, 3)
         self.values: dict = {}  # metric -> (before, after), what the bars show
         self.channels: dict = {}
         self.result = None
@@ -86,6 +91,7 @@ class ChartsPanel(QWidget):
     def apply_theme(self, theme):
         """Restyle the plots and redraw the result in the new colours (evaluation rows kept)."""
         self.theme = theme
+        self.blocks.theme = theme
         result, evaluation = self.result, self.evaluation
         self._style()
         if result is not None:
@@ -97,6 +103,7 @@ class ChartsPanel(QWidget):
         for w in (*self.plots.values(), self.layers):
             w.clear()
         self._style()
+        self.blocks.clear_blocks()
         self.summary.setRowCount(0)
         self.values, self.channels = {}, {}
         self.result, self.evaluation = None, None
@@ -133,6 +140,7 @@ class ChartsPanel(QWidget):
                 title = f"{TITLES[k]}: {1 - va / vb:.0%} less" if vb else TITLES[k]
             set_title(p, title, self.theme, size="9pt")
         self._layers(result.channels)
+        self.blocks.show_blocks(getattr(result, "blocks", None))
         self._summary(result)
 
     def _error_bars(self, plot, b, a):
@@ -210,6 +218,10 @@ class ChartsPanel(QWidget):
         if b.latency_ms and a.latency_ms:
             rows.append(("latency", f"{b.latency_ms:.2f} → {a.latency_ms:.2f} ms "
                                     f"({speed_text(b.latency_ms, a.latency_ms)})"))
+        blocks = getattr(result, "blocks", None)
+        if blocks is not None and blocks.blocks:
+            rows.append(("latency per block", f"{len(blocks.blocks)} blocks, {self.blocks.subtitle()}: "
+                                              f"{blocks.note}"))
         rows.append(("channels removed", f"{result.plan.n_removed:,}"))
         if result.verify is not None:
             rows.append(("verification", result.verify.message))

@@ -1,0 +1,55 @@
+"""The per-block latency chart in the window: one row per timed block, original and pruned bars
+with quartile whiskers, device and threads stated, and 32+ blocks (a Llama) readable by scrolling."""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from helpers import gui_prune  # noqa: E402
+
+from core.metrics.blocks import BlockLatency, BlockTiming  # noqa: E402
+from core.metrics.timing import Timing  # noqa: E402
+
+
+def _t(ms):
+    return Timing(ms, ms * 0.9, ms * 1.2, 5, 2, "cpu", "max runs")
+
+
+def test_the_window_charts_one_row_per_block_after_a_prune(qtbot, win):
+    r = gui_prune(qtbot, win)
+    c = win.charts.blocks
+    names = [b.name for b in r.blocks.blocks]
+    assert names and [b.name for b in c.rows] == names
+    assert [i for i, _ in c.ticks] == list(range(len(names)))
+    title = c.plotItem.titleLabel.text
+    assert "cpu" in title and f"{r.blocks.threads} thread" in title and "interleaved" in title
+    assert "latency per block" in [win.charts.summary.item(i, 0).text()
+                                   for i in range(win.charts.summary.rowCount())]
+    assert names[0] in c.row_text(0) and "original:" in c.row_text(0) and "pruned:" in c.row_text(0)
+    win.undo()
+    assert c.rows == [] and c.result is None
+
+
+def test_forty_blocks_show_as_many_rows_as_fit_and_scroll(qtbot, win):
+    c = win.charts.blocks
+    c.resize(400, 260)
+    blocks = [BlockTiming(f"model.layers.{i}.a_rather_long_name", _t(1.0 + i), _t(0.5 + i))
+              for i in range(40)]
+    c.show_blocks(BlockLatency(blocks, "cpu", 2, 5, "max runs"))
+    qtbot.wait(50)
+    fit = c.rows_fitting()
+    y0, y1 = c.getViewBox().viewRange()[1]
+    assert len(c.rows) == 40 and fit < 40 and y1 - y0 == pytest.approx(fit)
+    assert "40 blocks: scroll for more" in c.plotItem.titleLabel.text
+    assert all(len(label) <= c.LABEL_CHARS for _, label in c.ticks)  # shortened, full on hover
+    assert "model.layers.39.a_rather_long_name" in c.row_text(39)
+    c.getViewBox().scroll_rows(1000)  # to the end, no further
+    y0, y1 = c.getViewBox().viewRange()[1]
+    assert y1 == pytest.approx(39.5) and y1 - y0 == pytest.approx(fit)
+
+
+def test_no_block_figures_say_not_measured(qtbot, win):
+    c = win.charts.blocks
+    c.show_blocks(None)
+    assert c.rows == [] and "not measured" in c.plotItem.titleLabel.text
