@@ -219,7 +219,8 @@ def prune_model(model: nn.Module, inputs, dg: DependencyGraph, settings: PlanSet
     if latency:
         t = time.perf_counter()
         blocks, block_warnings = measure_blocks(
-            model, pruned, ex, dg.graph, threads=threads, budget_s=min(2.0, 0.4 * latency_budget_s),
+            model, pruned, ex, dg.graph, threads=threads, max_pairs=latency_runs,
+            budget_s=min(2.0, 0.4 * latency_budget_s),
             should_stop=check, progress=lambda i, n, msg: progress("measure", i, n, msg))
         secs["measure_blocks"] = time.perf_counter() - t
     progress("done", 4, 4, "done")

@@ -217,14 +217,15 @@ def block_latency(a: nn.Module, b: nn.Module | None, inputs, blocks: list, threa
 
 
 def measure_blocks(original: nn.Module, pruned: nn.Module | None, inputs, graph, threads=None,
-                   budget_s: float = 2.0, progress=None,
+                   max_pairs: int = 10, budget_s: float = 2.0, progress=None,
                    should_stop=None) -> tuple[BlockLatency | None, list[str]]:
     """``(BlockLatency or None, warnings)``: :func:`block_latency` of the blocks the graph (the
     original's trace) opens with. A secondary figure: one that cannot be taken is a warning, not
     a failed prune (cancelling still cancels)."""
     try:
         return block_latency(original, pruned, inputs, graph_blocks(graph, original), threads=threads,
-                             budget_s=budget_s, progress=progress, should_stop=should_stop), []
+                             max_pairs=max(3, max_pairs), budget_s=budget_s, progress=progress,
+                             should_stop=should_stop), []
     except Cancelled:
         raise
     except Exception as e:  # noqa: BLE001 - the pruned model is right whatever this says
