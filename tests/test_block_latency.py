@@ -234,3 +234,35 @@ def test_the_blocks_are_the_ones_the_graph_view_opens_with():
     assert views[0] == views[1]
     blocks = [it for it in views[0] if isinstance(it, str)]
     assert [s.name for s in bl.graph_blocks(g, m)] == blocks
+
+
+def test_cuda_path_uses_events_read_after_one_synchronise_per_pass(monkeypatch):
+    """No GPU needed: CUDA events and synchronize are stood in for, to check the code path (events
+    recorded in the hooks, the device synchronised once after each forward pass, then read)."""
+    clock, log = Clock(), []
+    calls = []
+
+    class Event:
+        def __init__(self, enable_timing=False):
+            assert enable_timing
+            self.t = None
+
+        def record(self):
+            self.t = clock.t
+            calls.append("record")
+
+        def elapsed_time(self, end):
+            assert calls[-1] == "sync", "an event is read before the pass was synchronised"
+            return (end.t - self.t) * 1000.0
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append("sync"))
+    monkeypatch.setattr(bl, "device_of_model", lambda m: torch.device("cuda", 0))
+    a = two_block_model("A", [4], [6], clock, log)
+    b = two_block_model("B", [2], [3], clock, log)
+    # the default (wall) clock only keeps the budget: the figures come from the events
+    r = bl.block_latency(a, b, X, SPECS, warmup=1, min_pairs=3, max_pairs=3)
+    assert r.device == "cuda:0"
+    assert [t.before.median_ms for t in r.blocks] == pytest.approx([4, 6])
+    assert [t.after.median_ms for t in r.blocks] == pytest.approx([2, 3])
+    assert calls.count("sync") == 6 and no_hooks(a, b)
