@@ -266,3 +266,12 @@ def test_cuda_path_uses_events_read_after_one_synchronise_per_pass(monkeypatch):
     assert [t.before.median_ms for t in r.blocks] == pytest.approx([4, 6])
     assert [t.after.median_ms for t in r.blocks] == pytest.approx([2, 3])
     assert calls.count("sync") == 6 and no_hooks(a, b)
+
+
+def test_a_slow_model_stops_after_one_pair_at_three_budgets():
+    clock, log = Clock(), []
+    a = two_block_model("A", [2500], [2500], clock, log)  # five seconds a pass
+    b = two_block_model("B", [2500], [2500], clock, log)
+    r = bl.block_latency(a, b, X, SPECS, warmup=1, min_pairs=3, max_pairs=50, budget_s=2.0,
+                         clock=clock)
+    assert r.stop == "budget" and r.runs == 1 and clock.t == pytest.approx(20.0)

@@ -158,9 +158,10 @@ def block_latency(a: nn.Module, b: nn.Module | None, inputs, blocks: list, threa
     """Time ``blocks`` (:class:`BlockSpec`) of ``a`` (the original) and ``b`` (the pruned copy,
     same module names; None: ``a`` alone), the two forward passes alternating A, B, A, B after
     ``warmup`` passes of each, until ``max_pairs`` pairs are in or ``budget_s`` seconds (of
-    ``clock``) have passed after at least ``min_pairs``. ``should_stop()`` is asked before every
-    pass: it may raise, or return True to cancel (:class:`core.errors.Cancelled`). The hooks are
-    removed however it ends. None on the meta device or without blocks."""
+    ``clock``) of timed passes have passed after at least ``min_pairs`` - or, for a slow model,
+    three budgets in all (warm-up included) after at least one pair. ``should_stop()`` is asked
+    before every pass: it may raise, or return True to cancel (:class:`core.errors.Cancelled`).
+    The hooks are removed however it ends. None on the meta device or without blocks."""
     ex = as_example_inputs(inputs)
     dev = device_of_model(a)
     if dev.type == "meta" or not blocks:
@@ -175,6 +176,7 @@ def block_latency(a: nn.Module, b: nn.Module | None, inputs, blocks: list, threa
     try:
         with fixed_threads(threads) as n_threads, eval_no_grad(*models):
             hooks.extend(_Hooks(m, blocks, stamp) for m in models)
+            t_start = clock()
             for m in models:
                 for _ in range(warmup):
                     check()
@@ -201,7 +203,8 @@ def block_latency(a: nn.Module, b: nn.Module | None, inputs, blocks: list, threa
                     progress(pairs, max_pairs, f"timing {len(blocks)} blocks of "
                              f"{'both models' if b is not None else 'the model'} interleaved: "
                              f"{pairs} run{'s' * (pairs > 1)}")
-                if pairs >= min_pairs and clock() - t0 > budget_s:
+                now = clock()
+                if (pairs >= min_pairs and now - t0 > budget_s) or now - t_start > 3 * budget_s:
                     stop = "budget"
                     break
     finally:
