@@ -53,3 +53,14 @@ def test_no_block_figures_say_not_measured(qtbot, win):
     c = win.charts.blocks
     c.show_blocks(None)
     assert c.rows == [] and "not measured" in c.plotItem.titleLabel.text
+
+
+def test_a_theme_change_redraws_the_block_chart_in_its_colours(qtbot, win):
+    gui_prune(qtbot, win)
+    c = win.charts.blocks
+    n = len(c.rows)
+    win.set_theme("dark")
+    assert c.theme.color("charts.after") in c.plotItem.titleLabel.text and len(c.rows) == n
+    win.undo()  # no result: the empty chart takes the theme too
+    win.set_theme("light")
+    assert c.backgroundBrush().color().name() == c.theme.color("charts.background").lower()

@@ -87,11 +87,11 @@ class ChartsPanel(QWidget):
         for k, w in self.plots.items():
             style_plot(w, self.theme, TITLES[k])
         style_plot(self.layers, self.theme, LAYERS_TITLE)
+        self.blocks.apply_theme(self.theme)
 
     def apply_theme(self, theme):
         """Restyle the plots and redraw the result in the new colours (evaluation rows kept)."""
         self.theme = theme
-        self.blocks.theme = theme
         result, evaluation = self.result, self.evaluation
         self._style()
         if result is not None:
