@@ -97,12 +97,22 @@ def bench_load(w, name, shape="1,3,224,224"):
     parts = ", ".join(f"{k} {v:.2f}s" for k, v in s.seconds.items())
     print(f"{name} {shape}: load -> graph on screen {total:.2f} s "
           f"({s.dg.graph.number_of_nodes()} nodes; {parts}); max GUI stall {stall * 1000:.0f} ms")
+    settle_wait(w)  # the replaced model's collection, after the first paint (off the path above)
+    print(f"{name}: then the collection that frees the replaced model {s.seconds.get('gc', 0):.2f} s, "
+          f"FLOPs counted by the first estimate {s.seconds.get('cost', 0):.2f} s (both after the paint)")
     app.processEvents()
     w.targets.slider.setValue(w.targets.slider.value() + 5)  # debounced, then estimated on a worker
     t = time.perf_counter()
     wait(w.estimateReady)
     print(f"{name}: estimate after a slider move (120 ms debounce + worker) "
           f"{1000 * (time.perf_counter() - t):.0f} ms")
+
+
+def settle_wait(w):
+    if w.ctx.settling:
+        wait(w.ctx.settled)
+    if w.pruning._est_task is not None:
+        wait(w.estimateReady)
 
 
 def bench_prune_stall(w, name):
