@@ -166,6 +166,26 @@ def test_overlays_step_aside_in_a_cramped_graph_view(qtbot, win):
     assert view.legend.isVisible()
 
 
+def test_the_legend_never_covers_the_graph(qtbot, win):
+    """The legend lies in a strip below the graph, outside the area the graph is drawn (and
+    fitted) in, folded or not; hidden, the strip goes."""
+    from gui.widgets import graph_overlays
+
+    view = win.view
+    view.resize(1200, 900)
+    graph_overlays.place(view)
+    for folded in (False, True):
+        if view.legend.folded != folded:
+            qtbot.mouseClick(view.legend, Qt.LeftButton)
+        assert view.legend.isVisible()
+        assert not view.legend.geometry().intersects(view.viewport().geometry())
+        assert view.legend.geometry().bottom() <= view.height()
+    view.setFocus()
+    full = view.viewport().height()
+    qtbot.keyClick(view, Qt.Key_L)  # hide it: the graph takes the whole pane
+    assert not view.legend.isVisible() and view.viewport().height() > full
+
+
 def test_far_out_a_big_graph_skips_its_node_items_without_touching_each(qtbot):
     """Far out, thousands of plain nodes are drawn by the overview path alone: their layer turns
     transparent (one test skips them all). Hiding it instead visits every node and marks it for
