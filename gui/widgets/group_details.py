@@ -16,7 +16,7 @@ from .names import PathDelegate, elide_right, make_names_copyable
 HEADERS = ["member", "role", "size", "index map"]
 MAP = len(HEADERS) - 1  # the index-map column
 DETAIL = Qt.UserRole + 1  # stacked rows: the line under the name (index map, group sizes)
-STACK_BELOW_CHARS = 64  # a narrower list (a narrow dock, 200 % scaling) stacks its rows
+STACK_BELOW_CHARS = 64  # with nothing shown, a narrower list stacks its rows
 USUAL_DIM = {"out": 0, "pass": 0, "in": 1}  # a member on another dimension shows "[dim N]"
 HEADER_TIPS = ["the member tensor; [dim N] is shown when the channels are not on the usual dimension "
                "for its role (0 for out and pass, 1 for in); hover for the full name, Ctrl+C copies",
@@ -92,12 +92,24 @@ class _Tree(QTreeWidget):
 
     stacked = False
     on_stack = None
+    wanted = None  # (widest member name, widest index map) in pixels, of the rows shown
 
     def resizeEvent(self, e):  # noqa: N802 - Qt's name
         super().resizeEvent(e)
+        self.restack()
+
+    def restack(self):
+        """Stack when the shown names and index maps do not fit side by side in full."""
         hdr, fm = self.header(), self.header().fontMetrics()
         w = self.viewport().width()
-        stacked = w < STACK_BELOW_CHARS * fm.averageCharWidth()
+        if self.wanted is None:
+            need = STACK_BELOW_CHARS * fm.averageCharWidth()
+        else:
+            name, imap = self.wanted
+            cap = fm.horizontalAdvance("000-000 → ch 000-000")  # longer maps may elide
+            need = (name + self.indentation() + 24 + sum(hdr.sectionSize(i) for i in range(1, MAP))
+                    + max(fm.horizontalAdvance(HEADERS[MAP]), min(imap, cap)) + 24)
+        stacked = w < need
         if stacked != self.stacked:
             self.stacked = stacked
             self.setColumnHidden(MAP, stacked)
@@ -107,8 +119,10 @@ class _Tree(QTreeWidget):
         if stacked:
             return
         room = w - sum(hdr.sectionSize(i) for i in range(1, MAP)) - int(w * 0.42)  # the name keeps 42 %
-        wanted = max(fm.horizontalAdvance("000-000 → ch 000-000") + 24, int(w * 0.26))
-        hdr.resizeSection(MAP, max(fm.horizontalAdvance(HEADERS[MAP]) + 24, min(wanted, room)))
+        map_w = max(fm.horizontalAdvance("000-000 → ch 000-000") + 24, int(w * 0.26))
+        if self.wanted is not None:  # just what the shown maps need: the rest is the names'
+            map_w = min(self.wanted[1], fm.horizontalAdvance("000-000 → ch 000-000")) + 24
+        hdr.resizeSection(MAP, max(fm.horizontalAdvance(HEADERS[MAP]) + 24, min(map_w, room)))
 
 
 class GroupDetails(QWidget):
@@ -217,3 +231,9 @@ class GroupDetails(QWidget):
             self.tree.addTopLevelItem(top)
             top.setFirstColumnSpanned(True)
             top.setExpanded(expand)
+        fm = self.tree.fontMetrics()
+        members = [top.child(i) for top in map(self.tree.topLevelItem, range(self.tree.topLevelItemCount()))
+                   for i in range(top.childCount())]
+        self.tree.wanted = (max((fm.horizontalAdvance(it.text(0)) for it in members), default=0),
+                            max((fm.horizontalAdvance(it.text(MAP)) for it in members), default=0))
+        self.tree.restack()  # may redraw stacked (or not) for these names
