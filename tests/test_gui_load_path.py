@@ -65,3 +65,30 @@ class PaintSpy(QObject):
 
     def __bool__(self):
         return True
+
+
+def test_the_importance_column_fills_in_after_the_paint(qtbot, win, monkeypatch):
+    """Scoring every weight (ViT-B/16: 86 M) is left out of the load: the group table shows "–"
+    until a worker has scored the groups after the graph was painted, then the same values a
+    direct count gives."""
+    import math
+
+    from gui.jobs import group_rows as gr
+    quiet(qtbot, win)
+    calls, old = [], win.session
+    real = gr.group_scores
+    monkeypatch.setattr(gr, "group_scores",
+                        lambda *a, **k: (calls.append(win.ctx.session is old), real(*a, **k))[1])
+    with qtbot.waitSignal(win.modelReady, timeout=60_000):
+        win.open_model("demo", DEMO_INPUT_SHAPE)
+    assert True not in calls  # not scored by the load
+    col = win.groups.column("importance")
+    t = win.groups.table
+    qtbot.waitUntil(lambda: all(t.item(i, col).text() != "–" for i in range(t.rowCount())
+                                if t.item(i, 4).text() != "no"), timeout=60_000)
+    s = win.session
+    direct = {r["id"]: r["importance"] for r in gr.group_rows(s.dg, s.model)}
+    for i in range(t.rowCount()):
+        gid, imp = t.item(i, 1).value, t.item(i, col).value
+        if not math.isnan(direct[gid]):
+            assert imp == direct[gid]

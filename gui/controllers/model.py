@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 
 from PySide6.QtCore import QEvent, QObject, QTimer
 
 from core.models.demo import DEMO_INPUT_SHAPE
 
-from ..jobs import gcpolicy, session as sess
+from ..jobs import gcpolicy, session as sess, worker
 from ..widgets.load_dialog import LoadDialog
 from ..widgets.targets_panel import ATTENTION
 
@@ -41,6 +42,7 @@ class ModelController(QObject):
         ctx.tasks.idle.connect(self.sync_attention)  # a failed or cancelled re-analysis: old choice
         ctx.tasks.idle.connect(lambda: QTimer.singleShot(0, self._restore_estimate))
         self._replacing = None  # [session] being replaced by the load in flight
+        self._importance_for = None  # the session whose importance column is being scored
         ctx.stateChanged.connect(self._refresh)
         ctx.resultChanged.connect(self._show_kept)
         ctx.ui.view.viewport().installEventFilter(self)
@@ -259,6 +261,17 @@ class ModelController(QObject):
         if self.ctx.session is not None:
             self.ctx.session.seconds["gc"] = secs
         self.ctx.settled.emit()
+        s = self.ctx.session
+        if s is not None and not s.meta:  # the importance column, scored on a worker
+            t = worker.Task("importance", sess.ensure_importance, s, with_callbacks=False)
+            t.finished.connect(self._show_importance)
+            self._importance_for = weakref.ref(s)  # never what keeps a replaced model alive
+            worker.start(t)
+
+    def _show_importance(self, imps):
+        if self._importance_for is not None and self._importance_for() is self.ctx.session:
+            self.ctx.ui.groups.show_importance(imps)
+        self._importance_for = None
 
     def _show_kept(self, result):
         """Kept / removed channels per group in the group table (cleared by Undo)."""

@@ -15,7 +15,7 @@ from core.trace.inputs import make_inputs
 
 from . import model_io
 from .graph_layout import Layout, layout
-from .group_rows import group_rows, group_rows_meta
+from .group_rows import group_rows, group_rows_meta, row_importance
 
 
 @dataclass
@@ -98,7 +98,8 @@ def analyse(spec: str, model, inputs, options: dict | None = None, aspect: float
             cost = pipeline.cost_model(dg, model, inputs)
         except Exception:  # noqa: BLE001 - on the meta device some ops cannot be counted
             cost = None
-    rows = group_rows(dg, model) if not meta else group_rows_meta(dg, model)
+    # importance (every weight scored) is filled in after the graph is on screen: ensure_importance
+    rows = group_rows(dg, model, importance=False) if not meta else group_rows_meta(dg, model)
     secs["rows"] = time.perf_counter() - t
     node_groups: dict = {}
     for g in dg.groups:
@@ -132,6 +133,17 @@ def ensure_cost(session: Session):
             session.cost = pipeline.cost_model(session.dg, session.model, session.inputs)
             session.seconds["cost"] = time.perf_counter() - t
     return session.cost
+
+
+def ensure_importance(session: Session) -> dict:
+    """Group id -> importance for the group table, scored once on a worker after the load (and
+    written into ``session.rows``). Empty on the meta device (no weights)."""
+    if session.meta:
+        return {}
+    imps = row_importance(session.dg, session.model)
+    for r in session.rows:
+        r["importance"] = imps.get(r["id"], float("nan"))
+    return imps
 
 
 def attention_mode(session: Session | None) -> str:
