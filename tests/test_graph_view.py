@@ -167,8 +167,8 @@ def test_overlays_step_aside_in_a_cramped_graph_view(qtbot, win):
 
 
 def test_the_legend_never_covers_the_graph(qtbot, win):
-    """The legend lies in a strip below the graph, outside the area the graph is drawn (and
-    fitted) in, folded or not; hidden, the strip goes."""
+    """The legend lies in a strip below the graph (the breadcrumb in one above), outside the
+    area the graph is drawn (and fitted) in, folded or not; hidden, the legend's strip goes."""
     from gui.widgets import graph_overlays
 
     view = win.view
@@ -179,6 +179,8 @@ def test_the_legend_never_covers_the_graph(qtbot, win):
             qtbot.mouseClick(view.legend, Qt.LeftButton)
         assert view.legend.isVisible()
         assert not view.legend.geometry().intersects(view.viewport().geometry())
+        assert not view.crumbs.geometry().intersects(view.viewport().geometry())
+        assert view.crumbs.geometry().top() >= 0
         assert view.legend.geometry().bottom() <= view.height()
     view.setFocus()
     full = view.viewport().height()

@@ -1,4 +1,4 @@
-"""What floats over the graph view: a breadcrumb with expand/collapse-all (top left), a minimap
+"""What goes with the graph view: a breadcrumb with expand/collapse-all (in a strip above), a minimap
 with the viewport rectangle (bottom right, click or drag to go there) and a legend of node kinds
 and group roles (in a strip of its own below the graph, never over it). Also the graph's keyboard: + / − / Enter on blocks, zoom keys."""
 from __future__ import annotations
@@ -208,17 +208,19 @@ def cramped(view) -> bool:
 
 def place(view):
     """Put the overlays in the view's corners; in a cramped pane only the breadcrumb stays.
-    The legend gets a strip of its own below the graph (a viewport margin), so it never covers
-    a node, and fitting the graph fits it above the legend."""
+    The breadcrumb and the legend get strips of their own above and below the graph (viewport
+    margins), so they never cover a node, and fitting the graph fits it between them."""
     show = getattr(view, "legend_wanted", True) and not cramped(view)
     view.legend.setVisible(show)
     view.legend.adjustSize()
     strip = view.legend.height() + 2 * LEGEND_GAP if show else 0
-    if view.viewportMargins().bottom() != strip:
-        view.setViewportMargins(0, 0, 0, strip)
+    top = view.crumbs.sizeHint().height() + 2 * LEGEND_GAP  # the breadcrumb's own strip above
+    m = view.viewportMargins()
+    if (m.top(), m.bottom()) != (top, strip):
+        view.setViewportMargins(0, top, 0, strip)
     vp = view.viewport().geometry()
     view.minimap.follow()
-    view.crumbs.move(vp.left() + MARGIN, vp.top() + MARGIN)
+    view.crumbs.move(vp.left() + MARGIN, vp.top() - top + LEGEND_GAP)
     view.minimap.move(vp.right() - MINIMAP_W - MARGIN, vp.bottom() - MINIMAP_H - MARGIN)
     view.legend.move(vp.left() + MARGIN, vp.bottom() + 1 + LEGEND_GAP)
 
