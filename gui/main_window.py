@@ -27,6 +27,9 @@ def forward(path: str, doc: str = ""):
                     lambda self, v: setattr(getattr(self, owner), name, v), doc=doc or path)
 
 
+SMALL_WINDOW_W = 1100  # narrower (200 % scaling of 1920×1080): the side docks share a column
+
+
 class MainWindow(QMainWindow):
     # the window's signals are the context's (see gui/controllers/context.py)
     modelReady = forward("ctx.modelReady")
@@ -132,14 +135,13 @@ class MainWindow(QMainWindow):
 
     def _default_docks(self):
         docks, w, h = self.ui.docks, self.width(), self.height()
-        self.resizeDocks([docks["targets"], docks["details"]], [max(280, w // 5), max(300, w // 4)],
-                         Qt.Horizontal)
-        self.resizeDocks([docks["bottom"]], [max(150, int(h * 0.3))], Qt.Vertical)
-
-    def _default_docks(self):
-        docks, w, h = self.ui.docks, self.width(), self.height()
-        self.resizeDocks([docks["targets"], docks["details"]], [max(280, w // 5), max(300, w // 4)],
-                         Qt.Horizontal)
+        if w < SMALL_WINDOW_W:  # one column of side docks (tabs): the graph keeps the width
+            self.tabifyDockWidget(docks["targets"], docks["details"])
+            docks["targets"].raise_()
+            self.resizeDocks([docks["targets"]], [max(260, w // 3)], Qt.Horizontal)
+        else:
+            self.resizeDocks([docks["targets"], docks["details"]], [max(280, w // 5), max(300, w // 4)],
+                             Qt.Horizontal)
         self.resizeDocks([docks["bottom"]], [max(150, int(h * 0.3))], Qt.Vertical)
 
     def fit_to_screen(self):

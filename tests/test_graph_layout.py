@@ -135,3 +135,22 @@ def test_a_decoder_llm_opens_as_its_layers():
     lay2 = layout(g, hierarchy=lay.hierarchy, expanded=lay.expanded | {"model.layers.2"}, previous=lay)
     assert "model.layers.2" in lay2.frames and "model.layers.3" in lay2.pos
     _edges_connected(g, lay2)
+
+
+def test_a_broadcast_input_does_not_bend_the_chain():
+    """Rotary embeddings feed every decoder layer: their long edges run beside the chain of
+    layers, which stays straight instead of drifting sideways one layer at a time."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+    n = 8
+    cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=n,
+                                   num_attention_heads=4, num_key_value_heads=4, vocab_size=100)
+    with torch.device("meta"):
+        model = transformers.LlamaForCausalLM(cfg).eval()
+        ids = torch.zeros(1, 8, dtype=torch.long)
+    g = pipeline.analyze_model(model, ids, probe=False).graph
+    lay = layout(g)
+    centres = [lay.pos[f"model.layers.{i}"][0] for i in range(n)]
+    from gui.jobs.graph_layout import BLOCK_W
+    assert max(centres) - min(centres) < BLOCK_W / 2, centres
+    _edges_connected(g, lay)

@@ -164,3 +164,60 @@ def test_overlays_step_aside_in_a_cramped_graph_view(qtbot, win):
     view.resize(1200, 900)
     graph_overlays.place(view)
     assert view.legend.isVisible()
+
+
+def test_the_legend_never_covers_the_graph(qtbot, win):
+    """The legend lies in a strip below the graph (the breadcrumb in one above), outside the
+    area the graph is drawn (and fitted) in, folded or not; hidden, the legend's strip goes."""
+    from gui.widgets import graph_overlays
+
+    view = win.view
+    view.resize(1200, 900)
+    graph_overlays.place(view)
+    for folded in (False, True):
+        if view.legend.folded != folded:
+            qtbot.mouseClick(view.legend, Qt.LeftButton)
+        assert view.legend.isVisible()
+        assert not view.legend.geometry().intersects(view.viewport().geometry())
+        assert not view.crumbs.geometry().intersects(view.viewport().geometry())
+        assert view.crumbs.geometry().top() >= 0
+        assert view.legend.geometry().bottom() <= view.height()
+    view.setFocus()
+    full = view.viewport().height()
+    qtbot.keyClick(view, Qt.Key_L)  # hide it: the graph takes the whole pane
+    assert not view.legend.isVisible() and view.viewport().height() > full
+
+
+def test_far_out_a_big_graph_skips_its_node_items_without_touching_each(qtbot):
+    """Far out, thousands of plain nodes are drawn by the overview path alone: their layer turns
+    transparent (one test skips them all). Hiding it instead visits every node and marks it for
+    repaint, a long step on the GUI thread with 20k nodes (benchmarks/bench_gui.py)."""
+    import networkx as nx
+
+    from gui.jobs.graph_layout import layout
+    from gui.widgets import graph_items
+    from gui.widgets.graph_nav import HIDE_ABOVE
+    from gui.widgets.graph_view import GraphView
+
+    n = HIDE_ABOVE + 500
+    g = nx.DiGraph()
+    for i in range(n):
+        g.add_node(i, label=f"layers.{i}", op="linear", kind="layer", scope="", module=f"layers.{i}")
+    g.add_edges_from((i, i + 1) for i in range(n - 1))
+    view = GraphView()
+    qtbot.addWidget(view)
+    view.resize(800, 600)
+    view.show()
+    view.set_graph(g, layout(g, expanded="all"))
+    if view.building:
+        qtbot.waitSignal(view.built, timeout=60_000).wait()
+    painted = []
+    real = graph_items.NodeItem.plain  # far out, a node's paint asks this first
+    graph_items.NodeItem.plain = lambda self: (painted.append(1), real(self))[1]
+    try:
+        view.fit_all()
+        view.viewport().repaint()
+        assert not painted  # far out: no node item paints
+        assert all(it.isVisible() for it in list(view.items_by_node.values())[:50])
+    finally:
+        graph_items.NodeItem.plain = real

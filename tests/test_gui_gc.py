@@ -7,11 +7,18 @@ from core.models.demo import DEMO_INPUT_SHAPE
 
 
 def load(qtbot, w):
-    with qtbot.waitSignal(w.modelReady, timeout=60_000):
+    """A load, and the collection that follows once its graph was painted."""
+    settled(qtbot, w)
+    with qtbot.waitSignals([w.modelReady, w.ctx.settled], timeout=60_000):
         w.open_model("demo", DEMO_INPUT_SHAPE)
 
 
+def settled(qtbot, w):
+    qtbot.waitUntil(lambda: not w.ctx.settling, timeout=60_000)
+
+
 def test_loaded_model_is_frozen_and_a_replaced_one_is_freed(qtbot, win):
+    settled(qtbot, win)
     s = win.session
     assert gc.get_freeze_count() > 0  # the loaded model is out of the collector's walks
     old_model, old_graph = weakref.ref(s.model), weakref.ref(s.dg.graph)

@@ -51,10 +51,12 @@ def test_group_details_elide_in_the_middle_and_header_fits(qtbot, win):
     assert top is not None and top.childCount() > 0
     m = top.child(0)
     assert m.toolTip(0).startswith(m.text(0)) and "[dim " in m.toolTip(0)  # full name on hover
-    # the index-map column's header is fully visible in the dock's width
+    # the index-map column's header is fully visible in the dock's width (in a narrow dock the
+    # index maps stack under the names: the first header says so)
     hdr = tree.header()
-    last = tree.columnCount() - 1
+    last = 0 if tree.stacked else tree.columnCount() - 1
     text = tree.headerItem().text(last)
+    assert "index map" in text
     assert hdr.sectionSize(last) >= hdr.fontMetrics().horizontalAdvance(text) + 8, text
     tree.setCurrentItem(m)
     QApplication.clipboard().clear()
@@ -166,3 +168,25 @@ def test_group_table_shows_kept_channels_after_prune(qtbot, win):
         assert it.value == kept and str(kept) in it.text() and str(len(r.plan.removed[g.id])) in it.toolTip()
     win.undo()
     assert all(t.item(i, col).text() in ("", "–") for i in range(t.rowCount()))
+
+
+def test_group_details_stack_in_a_narrow_dock(qtbot, win):
+    """At 200 % scaling (or in a narrow dock) the member list stacks: the index map goes under the
+    name and its column away, so whole member names fit; wide again, the columns come back."""
+    from gui.widgets.group_details import DETAIL, MAP
+    tree = win.details.tree
+    win.details.resize(330, 500)
+    qtbot.waitUntil(lambda: tree.stacked, timeout=5000)
+    win.select_first_group()
+    top = tree.topLevelItem(0)
+    assert tree.isColumnHidden(MAP) and "members" in top.data(0, DETAIL)
+    fm, hdr = tree.fontMetrics(), tree.header()
+    for i in range(top.childCount()):
+        m = top.child(i)
+        assert m.data(0, DETAIL) == m.text(MAP) and "→" in m.data(0, DETAIL)
+        # the whole name fits its column (indentation and padding aside)
+        assert fm.horizontalAdvance(m.text(0)) + tree.indentation() + 16 <= hdr.sectionSize(0), m.text(0)
+    win.details.resize(900, 500)
+    qtbot.waitUntil(lambda: not tree.stacked, timeout=5000)
+    top = tree.topLevelItem(0)
+    assert not tree.isColumnHidden(MAP) and top.child(0).data(0, DETAIL) is None

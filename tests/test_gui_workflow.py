@@ -229,3 +229,23 @@ def test_a_geometry_saved_on_a_bigger_screen_is_brought_back_on_screen(qtbot, mo
         assert avail.contains(w.geometry().topLeft()) and avail.contains(w.geometry().bottomRight())
     finally:
         w.settings.clear()
+
+
+def test_a_small_window_gives_the_graph_the_width(qtbot, monkeypatch):
+    """On a small screen (200 % scaling of 1920×1080 leaves 960×540) the coupled-group dock shares
+    the left column with the targets as a tab, so the graph is not squeezed between two docks."""
+    import uuid
+
+    from gui.main_window import MainWindow
+    monkeypatch.setenv("PRUNESTUDIO_SETTINGS_ORG", f"prunestudio-test-{uuid.uuid4().hex[:8]}")
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.resize(900, 500)
+    w.show()
+    try:
+        w._default_docks()
+        docks = w.ui.docks
+        assert docks["details"] in w.tabifiedDockWidgets(docks["targets"])
+        qtbot.waitUntil(lambda: w.view.width() >= w.width() // 2, timeout=3000)
+    finally:
+        w.settings.clear()

@@ -36,12 +36,16 @@ class Context(QObject):
     sessionChanged = Signal(object)  # a new Session is shown (before modelReady): reset per-model state
     resultChanged = Signal(object)  # the session's PruneResult; None after undo
     stateChanged = Signal()  # busy / loaded / pruned may have changed: refresh enabled states
+    settled = Signal()  # after a load's graph was painted: the replaced model was collected
 
     def __init__(self, ui, settings, parent=None):
         super().__init__(parent)
         self.ui = ui
         self.settings = settings
         self.session = None  # gui.jobs.session.Session
+        # a new model's graph waits for its first paint, then the replaced model is collected
+        # (settled); estimates wait for it too
+        self.settling = False
         self.headless = False  # scripted runs: errors go to the log and the status bar, no dialogs
         self.log_file = applog.setup_file_logging()
         self.tasks = TaskRunner(self)

@@ -9,16 +9,23 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 
-from PySide6.QtCore import QObject, QTimer
+from PySide6.QtCore import QEvent, QObject, QTimer
 
 from core.models.demo import DEMO_INPUT_SHAPE
 
-from ..jobs import gcpolicy, session as sess
+from ..jobs import gcpolicy, session as sess, worker
 from ..widgets.load_dialog import LoadDialog
 from ..widgets.targets_panel import ATTENTION
 
 MAX_RECENT = 8
+# The full collection that frees a replaced model (gcpolicy.settle: ~0.3 s, it walks every object
+# torch's import made) holds the GIL: it waits until the new graph was painted, then this long,
+# so the frame reaches the screen first. Without a paint (a hidden window) it runs at the latest
+# after SETTLE_LATEST_MS.
+SETTLE_AFTER_PAINT_MS = 150
+SETTLE_LATEST_MS = 3000
 ATTENTION_TEXT = dict(ATTENTION)  # "heads" -> "Whole heads", "head_dim" -> "Dimensions in every head"
 
 
@@ -35,8 +42,10 @@ class ModelController(QObject):
         ctx.tasks.idle.connect(self.sync_attention)  # a failed or cancelled re-analysis: old choice
         ctx.tasks.idle.connect(lambda: QTimer.singleShot(0, self._restore_estimate))
         self._replacing = None  # [session] being replaced by the load in flight
+        self._importance_for = None  # the session whose importance column is being scored
         ctx.stateChanged.connect(self._refresh)
         ctx.resultChanged.connect(self._show_kept)
+        ctx.ui.view.viewport().installEventFilter(self)
 
     def _refresh(self):
         ctx, targets = self.ctx, self.ctx.ui.targets
@@ -128,7 +137,7 @@ class ModelController(QObject):
             return
         old, self._replacing = self._replacing[0], None
         if self.ctx.session is old and self.ctx.ui.targets.estimate_stale:
-            if old is None or old.meta or old.cost is None:
+            if old is None or old.meta:
                 self.ctx.ui.targets.show_no_estimate()
             else:
                 self.ctx.ui.targets.settingsChanged.emit()  # the prune controller re-estimates
@@ -220,7 +229,7 @@ class ModelController(QObject):
                 "pruning is off"), "bold"))
         ui.side.show_info(s.spec, lines)
         self._replacing = None
-        if s.meta or s.cost is None:
+        if s.meta:
             ui.targets.show_no_estimate("– (structure only: no estimate)")
         else:
             ui.targets.mark_estimate_stale(clear=True)  # the prune controller estimates the new model
@@ -233,9 +242,36 @@ class ModelController(QObject):
             self.add_recent(s.spec, self.pending[1], self.pending[2])
         ctx.sessionChanged.emit(s)
         ctx.changed()
-        # the old model's references are gone now: free it, and keep the collector off this one
-        s.seconds["gc"] = gcpolicy.settle()
+        # the old model's references are gone now: free it, and keep the collector off this one,
+        # once the new graph is on screen
+        self.ctx.settling = True
+        QTimer.singleShot(SETTLE_LATEST_MS, self._settle)
         ctx.modelReady.emit()
+
+    def eventFilter(self, obj, ev):  # noqa: N802 - Qt's name
+        if self.ctx.settling and ev.type() == QEvent.Paint and not self.ctx.ui.view.building:
+            QTimer.singleShot(SETTLE_AFTER_PAINT_MS, self._settle)
+        return False
+
+    def _settle(self):
+        if not self.ctx.settling:
+            return
+        self.ctx.settling = False
+        secs = gcpolicy.settle()
+        if self.ctx.session is not None:
+            self.ctx.session.seconds["gc"] = secs
+        self.ctx.settled.emit()
+        s = self.ctx.session
+        if s is not None and not s.meta:  # the importance column, scored on a worker
+            t = worker.Task("importance", sess.ensure_importance, s, with_callbacks=False)
+            t.finished.connect(self._show_importance)
+            self._importance_for = weakref.ref(s)  # never what keeps a replaced model alive
+            worker.start(t)
+
+    def _show_importance(self, imps):
+        if self._importance_for is not None and self._importance_for() is self.ctx.session:
+            self.ctx.ui.groups.show_importance(imps)
+        self._importance_for = None
 
     def _show_kept(self, result):
         """Kept / removed channels per group in the group table (cleared by Undo)."""

@@ -29,6 +29,9 @@ class PruneController(QObject):
         ui.targets.settingsChanged.connect(self.update_estimate)
         ui.groups.locksChanged.connect(self._on_locks)
         ctx.sessionChanged.connect(self._on_session)
+        # a new model's first estimate (it counts the FLOPs: a forward) waits until its graph was
+        # painted and the replaced model collected, so it never competes with the first paint
+        ctx.settled.connect(self.update_estimate)
         ctx.stateChanged.connect(self._refresh)
 
     def _refresh(self):
@@ -39,7 +42,6 @@ class PruneController(QObject):
     def _on_session(self, _s):
         self.ctx.ui.charts.clear()
         self.ctx.ui.side.hide_legend()
-        self.update_estimate()
 
     def _on_locks(self):
         ui = self.ctx.ui
@@ -52,7 +54,7 @@ class PruneController(QObject):
         (it plans the whole model: ~0.1-0.5 s on big nets). One runs at a time; the last
         setting wins and stale answers are dropped."""
         s = self.ctx.session
-        if s is None or s.meta or s.cost is None:
+        if s is None or s.meta or self.ctx.settling:  # settled calls again
             return
         if self._est_task is not None:
             self._est_pending = True

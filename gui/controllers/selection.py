@@ -56,6 +56,9 @@ class SelectionController(QObject):
         ui.details.show_node(s.dg, node)
         ui.groups.select_groups(gids)
         self._follow_paper()
+        details = ui.docks.get("details")
+        if details is not None and ui.window.tabifiedDockWidgets(details):
+            details.raise_()  # a small window's tab: a picked node shows its group
 
     def on_block_selected(self, block):
         s, ui = self.ctx.session, self.ctx.ui

@@ -19,6 +19,7 @@ BLOCK_W, BLOCK_H = 200.0, 50.0
 X_GAP, Y_GAP = 26.0, 34.0
 DUMMY_W = 14.0
 FRAME_PAD, FRAME_HEAD = 10.0, 18.0
+BROADCAST_MIN = 4  # a node with this many long out-edges feeds the chain from the side
 MAX_DUMMIES = 200_000  # beyond this, the longest edges are drawn straight (no routing)
 
 
@@ -160,6 +161,19 @@ def sugiyama(items: list, edges: dict, size: dict, hint: dict | None = None, swe
             vpred[v].append(prev)
         chains.append((e, chain))
     total = len(vl)
+    # placement ignores the last link of the long edges of a broadcast source (rotary embeddings,
+    # a mask feeding every layer): they run beside the chain instead of pulling each consumer
+    # sideways, which bent the chain into a staircase
+    xpred, xsucc = vpred, vsucc
+    long_out = [0] * n
+    for (u, *_), chain in chains:
+        long_out[u] += bool(chain)
+    if max(long_out, default=0) >= BROADCAST_MIN:
+        xpred, xsucc = [list(p) for p in vpred], [list(s) for s in vsucc]
+        for (u, v, *_), chain in chains:
+            if chain and long_out[u] >= BROADCAST_MIN:
+                xpred[v].remove(chain[-1])
+                xsucc[chain[-1]].remove(v)
     rows: list = [[] for _ in range(n_layers)]
     hint = hint or {}
     key = [0.0] * total
@@ -190,7 +204,7 @@ def sugiyama(items: list, edges: dict, size: dict, hint: dict | None = None, swe
                 rank[v] = i
         if progress:
             progress("layout", s + 1, sweeps + 1, "ordering layers")
-    x = _place_x(rows, vw, weight, vpred, vsucc)
+    x = _place_x(rows, vw, weight, xpred, xsucc)
     # main axis: one row per layer, as tall as its tallest item
     ys, y = [], 0.0
     for row in rows:

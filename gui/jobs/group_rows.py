@@ -31,18 +31,29 @@ def attention_unit(g) -> str | None:
     return None
 
 
-def group_rows(dg, model, criterion="l2") -> list[dict]:
-    """One dict per group: id, root, channels, prunable, is_prunable, params, importance, unit."""
-    shapes = {n: tuple(t.shape) for n, t in model.named_parameters()}
-    is_param = set(shapes)
+def row_importance(dg, model, criterion="l2") -> dict:
+    """Group id -> mean importance of its prunable channels (NaN: none, or not scorable). It
+    touches every weight: the window computes it after the graph is on screen."""
     try:
         scores = group_scores(dg, model, criterion, normalise=False) if criterion != "taylor" else {}
     except Exception:  # noqa: BLE001 - importance is informative only; the table works without it
         scores = {}
-    rows = []
+    out = {}
     for g in dg.groups:
         s = scores.get(g.id)
-        imp = float(np.mean(s[g.prunable])) if s is not None and g.prunable.any() else float("nan")
+        out[g.id] = float(np.mean(s[g.prunable])) if s is not None and g.prunable.any() else float("nan")
+    return out
+
+
+def group_rows(dg, model, criterion="l2", importance: bool = True) -> list[dict]:
+    """One dict per group: id, root, channels, prunable, is_prunable, params, importance, unit
+    (without ``importance``: NaN, to be filled in from :func:`row_importance`)."""
+    shapes = {n: tuple(t.shape) for n, t in model.named_parameters()}
+    is_param = set(shapes)
+    imps = row_importance(dg, model, criterion) if importance else {}
+    rows = []
+    for g in dg.groups:
+        imp = imps.get(g.id, float("nan"))
         rows.append({"id": g.id, "root": g.root, "channels": g.n_channels, "prunable": g.n_prunable,
                      "is_prunable": g.is_prunable, "params": group_params(g, shapes, is_param),
                      "importance": imp, "unit": attention_unit(g)})

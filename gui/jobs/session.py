@@ -6,6 +6,7 @@ so the GUI thread only builds widgets.
 from __future__ import annotations
 
 import copy
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -14,7 +15,7 @@ from core.trace.inputs import make_inputs
 
 from . import model_io
 from .graph_layout import Layout, layout
-from .group_rows import group_rows, group_rows_meta
+from .group_rows import group_rows, group_rows_meta, row_importance
 
 
 @dataclass
@@ -23,7 +24,7 @@ class Session:
     model: object  # the original model: never modified
     inputs: object
     dg: object
-    cost: object
+    cost: object  # the CostModel; None until the first estimate counts it (see ensure_cost)
     layout: Layout
     rows: list
     node_groups: dict  # node -> [group ids], precomputed once (dg.groups_of_node scans all groups)
@@ -90,17 +91,16 @@ def analyse(spec: str, model, inputs, options: dict | None = None, aspect: float
     t = time.perf_counter()
     lay = layout(dg.graph, aspect=aspect, progress=progress, should_stop=should_stop)
     secs["layout"] = time.perf_counter() - t
-    if progress:
-        progress("cost", 0, 1, "counting FLOPs")
     t = time.perf_counter()
-    try:
-        cost = pipeline.cost_model(dg, model, inputs)
-    except Exception:  # noqa: BLE001 - on the meta device some ops cannot be counted
-        if not meta:
-            raise
-        cost = None
-    rows = group_rows(dg, model) if not meta else group_rows_meta(dg, model)
-    secs["cost"] = time.perf_counter() - t
+    cost = None  # counted by the first estimate (ensure_cost), after the graph is on screen
+    if meta:  # nothing runs on the meta device: counting is instant, or impossible
+        try:
+            cost = pipeline.cost_model(dg, model, inputs)
+        except Exception:  # noqa: BLE001 - on the meta device some ops cannot be counted
+            cost = None
+    # importance (every weight scored) is filled in after the graph is on screen: ensure_importance
+    rows = group_rows(dg, model, importance=False) if not meta else group_rows_meta(dg, model)
+    secs["rows"] = time.perf_counter() - t
     node_groups: dict = {}
     for g in dg.groups:
         for n in g.nodes:
@@ -118,6 +118,32 @@ def reanalyse(session: Session, options: dict, aspect: float = 1.8, progress=Non
     return analyse(session.spec, session.model, session.inputs, options, aspect=aspect,
                    progress=progress, should_stop=should_stop, shape=session.shape,
                    dtype=session.dtype, trust=session.trust, meta=session.meta)
+
+
+_cost_lock = threading.Lock()  # the estimate and a prune may both ask first
+
+
+def ensure_cost(session: Session):
+    """The session's cost model (the FLOPs and parameters estimates count with), counted on first
+    use on a worker: one forward of the model under torch's FLOP counter, which the load leaves
+    out of its path to the graph on screen. None on the meta device (no estimates there)."""
+    with _cost_lock:
+        if session.cost is None and not session.meta:
+            t = time.perf_counter()
+            session.cost = pipeline.cost_model(session.dg, session.model, session.inputs)
+            session.seconds["cost"] = time.perf_counter() - t
+    return session.cost
+
+
+def ensure_importance(session: Session) -> dict:
+    """Group id -> importance for the group table, scored once on a worker after the load (and
+    written into ``session.rows``). Empty on the meta device (no weights)."""
+    if session.meta:
+        return {}
+    imps = row_importance(session.dg, session.model)
+    for r in session.rows:
+        r["importance"] = imps.get(r["id"], float("nan"))
+    return imps
 
 
 def attention_mode(session: Session | None) -> str:
@@ -196,7 +222,7 @@ def prune(session: Session, settings, device: str = "cpu", latency_runs: int = 1
                                   latency_table=table, accept_approximate=accept_approximate)
     if device == "cpu":
         session.before = session.before or result.before
-        if result.latency_table is not None and session.cost is not None:
+        if result.latency_table is not None and ensure_cost(session) is not None:
             session.cost.latency = result.latency_table  # instant latency estimates from now on
     result.round_auto = auto
     return result
@@ -206,7 +232,7 @@ def estimate(session: Session, settings):
     """(params, FLOPs, estimated ms or None, the original's ms or None) of a setting. A latency
     target needs the tables, measured on the first prune with it (then this is instant)."""
     from core.plan.latency import estimate_ms
-    table = getattr(session.cost, "latency", None)
+    table = getattr(ensure_cost(session), "latency", None)
     if settings.target_latency is not None and table is None:
         return None
     from core.plan.planner import make_plan

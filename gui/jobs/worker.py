@@ -43,6 +43,14 @@ class Task(QObject):
     def _release(self):
         _live.discard(self)
 
+    def _emit(self, signal, *args):
+        """Tell the GUI thread, unless its side is gone: a worker still running when the window
+        closes and the process ends outlives this task's Qt object, and nobody is left to tell."""
+        try:
+            signal.emit(*args)
+        except RuntimeError:  # "Signal source has been deleted"
+            log.info("%s ended after its window closed", self.name)
+
     # called from the GUI thread
     def cancel(self):
         self._stop.set()
@@ -56,7 +64,7 @@ class Task(QObject):
         if stage == self._last_stage and done < total and now - self._last_emit < PROGRESS_INTERVAL_S:
             return
         self._last_stage, self._last_emit = stage, now
-        self.progress.emit(str(stage), int(done), int(total), str(message))
+        self._emit(self.progress, str(stage), int(done), int(total), str(message))
 
     def run(self):  # on a pool thread
         self.running = True
@@ -71,7 +79,7 @@ class Task(QObject):
                 raise Cancelled("cancelled by the user")
         except Cancelled:
             log.info("%s cancelled", self.name)
-            self.cancelled.emit()
+            self._emit(self.cancelled)
         except Exception as e:  # noqa: BLE001 - every failure must reach the user, not kill the thread
             tb = traceback.format_exc()
             log.error("%s failed: %s\n%s", self.name, e, tb)
@@ -79,15 +87,15 @@ class Task(QObject):
             msg = str(e) if isinstance(e, PruneStudioError) and str(e) else f"{type(e).__name__}: {e}"
             self.error_type = type(e).__name__
             self.internal = not isinstance(e, PruneStudioError)  # a bug, not bad input
-            self.failed.emit(msg, tb)
+            self._emit(self.failed, msg, tb)
         else:
-            self.finished.emit(result)
+            self._emit(self.finished, result)
         finally:
             self.running = False
             # the arguments (a session, a model) must not outlive the work: a task object lives
             # until its last signal is delivered, and a replaced model would live with it
             self._fn = self._args = self._kwargs = None
-            self.done.emit()
+            self._emit(self.done)
 
 
 class _Runnable(QRunnable):

@@ -56,6 +56,7 @@ class NodeItem(QGraphicsItem):
     FONT = QFont("Sans", 9)
     SMALL = QFont("Sans", 7)
     RECT = QRectF(0, 0, NODE_W, NODE_H)
+    BOUNDS = RECT.adjusted(-3, -3, 3, 3)  # made once: Qt asks for it per item, 20k at a time
 
     def __init__(self, node, data: dict, view):
         super().__init__()
@@ -82,7 +83,7 @@ class NodeItem(QGraphicsItem):
         self.setToolTip(tip)
 
     def boundingRect(self):
-        return self.RECT.adjusted(-3, -3, 3, 3)
+        return self.BOUNDS
 
     def plain(self) -> bool:
         return not (self.highlight or self.isSelected() or self.fill != self.base or self.unknown)

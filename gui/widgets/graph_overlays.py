@@ -1,6 +1,6 @@
-"""What floats over the graph view: a breadcrumb with expand/collapse-all (top left), a minimap
+"""What goes with the graph view: a breadcrumb with expand/collapse-all (in a strip above), a minimap
 with the viewport rectangle (bottom right, click or drag to go there) and a legend of node kinds
-and group roles (bottom left). Also the graph's keyboard: + / − / Enter on blocks, zoom keys."""
+and group roles (in a strip of its own below the graph, never over it). Also the graph's keyboard: + / − / Enter on blocks, zoom keys."""
 from __future__ import annotations
 
 import html
@@ -12,6 +12,7 @@ from shiboken6 import isValid
 
 MINIMAP_W, MINIMAP_H = 170, 230
 MARGIN = 8
+LEGEND_GAP = 3  # above and below the legend in its strip
 
 
 class Minimap(QWidget):
@@ -172,13 +173,12 @@ class Legend(QLabel):
     def mousePressEvent(self, e):
         self.folded = not self.folded
         self.refresh()
-        place(self.view)
 
     def refresh(self):
         t = self.view.theme
         if self.folded:
             self.setText("<b>legend ▸</b>")
-            self.adjustSize()
+            place(self.view)  # its strip follows its height
             return
 
         def sw(colour, text, mark="■"):
@@ -196,25 +196,33 @@ class Legend(QLabel):
             rows.append("<b>colour by group</b>: fill = group on the output side, "
                         "top band = group on the input side")
         self.setText("<br>".join(rows))
-        self.adjustSize()
+        place(self.view)
 
 
 def cramped(view) -> bool:
     """Too small a pane (200 % scaling, a small screen) for the minimap and legend: they would
     cover the graph they explain."""
-    vp = view.viewport()
-    return vp.width() < 3 * MINIMAP_W or vp.height() < 2 * MINIMAP_H
+    vp = view.viewport()  # its full height: the legend's strip must not make it flip
+    return vp.width() < 3 * MINIMAP_W or vp.height() + view.viewportMargins().bottom() < 2 * MINIMAP_H
 
 
 def place(view):
-    """Put the overlays in the view's corners; in a cramped pane only the breadcrumb stays."""
-    vp = view.viewport().geometry()
-    view.legend.setVisible(getattr(view, "legend_wanted", True) and not cramped(view))
-    view.minimap.follow()
-    view.crumbs.move(vp.left() + MARGIN, vp.top() + MARGIN)
-    view.minimap.move(vp.right() - MINIMAP_W - MARGIN, vp.bottom() - MINIMAP_H - MARGIN)
+    """Put the overlays in the view's corners; in a cramped pane only the breadcrumb stays.
+    The breadcrumb and the legend get strips of their own above and below the graph (viewport
+    margins), so they never cover a node, and fitting the graph fits it between them."""
+    show = getattr(view, "legend_wanted", True) and not cramped(view)
+    view.legend.setVisible(show)
     view.legend.adjustSize()
-    view.legend.move(vp.left() + MARGIN, vp.bottom() - view.legend.height() - MARGIN)
+    strip = view.legend.height() + 2 * LEGEND_GAP if show else 0
+    top = view.crumbs.sizeHint().height() + 2 * LEGEND_GAP  # the breadcrumb's own strip above
+    m = view.viewportMargins()
+    if (m.top(), m.bottom()) != (top, strip):
+        view.setViewportMargins(0, top, 0, strip)
+    vp = view.viewport().geometry()
+    view.minimap.follow()
+    view.crumbs.move(vp.left() + MARGIN, vp.top() - top + LEGEND_GAP)
+    view.minimap.move(vp.right() - MINIMAP_W - MARGIN, vp.bottom() - MINIMAP_H - MARGIN)
+    view.legend.move(vp.left() + MARGIN, vp.bottom() + 1 + LEGEND_GAP)
 
 
 def handle_key(view, e) -> bool:
@@ -242,7 +250,7 @@ def handle_key(view, e) -> bool:
         view.expand(k) if isinstance(k, str) else view.collapse(view.selected_block() or "")
     elif key == Qt.Key_L:
         view.legend_wanted = not view.legend.isVisible()
-        view.legend.setVisible(view.legend_wanted)
+        place(view)
     else:
         return False
     return True

@@ -114,6 +114,19 @@ class GroupPanel(QWidget):
         t, col = self.table, self.column("root")
         return "\n".join(t.item(r, col).text() for r in sorted({i.row() for i in t.selectedItems()}))
 
+    def show_importance(self, imps: dict):
+        """Fill in the importance column (group id -> value; NaN shows "–")."""
+        t, col = self.table, self.column("importance")
+        sorting = t.isSortingEnabled()
+        t.setSortingEnabled(False)
+        for i in range(t.rowCount()):
+            imp = imps.get(t.item(i, 1).value, float("nan"))
+            it = t.item(i, col)
+            it.value = -1 if imp != imp else imp
+            it.setText("–" if imp != imp else f"{imp:.3g}")
+        t.setSortingEnabled(sorting)
+        t.resizeColumnToContents(col)
+
     def show_kept(self, removed: dict | None, channels: dict | None = None):
         """Kept channels per group after a prune (``removed``: group id -> removed indices, from
         the PruningPlan; ``channels``: group id -> channel count); None clears the column."""
