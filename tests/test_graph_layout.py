@@ -8,7 +8,7 @@ torchvision = pytest.importorskip("torchvision")
 from core import pipeline  # noqa: E402
 from core.trace.inputs import make_inputs  # noqa: E402
 from gui.jobs.graph_layout import layout  # noqa: E402
-from gui.jobs.hierarchy import Hierarchy  # noqa: E402
+from core.analysis.hierarchy import Hierarchy  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """The module hierarchy of a traced graph, and which part of it is visible (pure Python, no Qt).
 
-Shared by the graph view (gui.jobs.hierarchy) and per-block latency (core.metrics.blocks times
-the blocks the view opens with), so both name the same blocks.
+The graph view folds by it and per-block latency (core.metrics.blocks) times its blocks, so both
+name the same blocks.
 
 The tracer records each node's module scope ("layer1.0.conv1"). Scopes form a tree of *blocks*;
 a block is shown either expanded (its members drawn) or collapsed (one box standing for every

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .hierarchy import Hierarchy, aggregate_edges
+from core.analysis.hierarchy import Hierarchy, aggregate_edges
 
 NODE_W, NODE_H = 150.0, 38.0
 BLOCK_W, BLOCK_H = 200.0, 50.0
