@@ -2,7 +2,7 @@
 arguments.
 
 A trace needs shapes, not values: the tracer (``core.trace.tracer``) replaces these ops' results by
-zeros of the right shape and marks them *without values*; reading such a value (``.item()``,
+uninitialised tensors of the right shape and marks them *without values*; reading such a value (``.item()``,
 ``bool(t)``, an index tensor computed from it) sends the trace back to a run with real values.
 Each function returns the output shape, or None when it does not recognise the call (odd dtypes,
 mismatched sizes, broadcasting it does not model): the op then simply runs for real, and a real
@@ -256,13 +256,13 @@ SHAPE_FUNCTIONS = {
 
 
 def shape_only(name, args, kwargs):
-    """Zeros shaped like the result of ``name(*args, **kwargs)``, or None (run it for real)."""
+    """An uninitialised tensor shaped like the result of ``name(*args, **kwargs)``, or None (run it for real)."""
     if name == "multi_head_attention_forward":
         shapes = mha_shapes(args, kwargs)
         if shapes is None:
             return None
         like = args[0]
-        return tuple(None if sh is None else torch.zeros(sh, dtype=like.dtype, device=like.device)
+        return tuple(None if sh is None else torch.empty(sh, dtype=like.dtype, device=like.device)
                      for sh in shapes)
     if name in META_ELEMENTWISE:
         return meta_elementwise(name, args, kwargs)
@@ -275,11 +275,13 @@ def shape_only(name, args, kwargs):
     if shape is None:
         return None
     like = args[0]
-    out = torch.zeros(shape, dtype=like.dtype, device=like.device)
+    fmt = torch.contiguous_format
     if name.startswith("conv") and like.ndim == 4 and not like.is_contiguous() and \
             like.is_contiguous(memory_format=torch.channels_last):
-        out = out.contiguous(memory_format=torch.channels_last)
-    return out
+        fmt = torch.channels_last
+    # uninitialised: nobody reads these numbers (reading one sends the trace to a real run), and
+    # zeroing every feature map cost a sixth of a small model's analysis (page faults included)
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
 
 
 class MetaShapes(TorchFunctionMode):

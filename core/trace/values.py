@@ -1,4 +1,4 @@
-"""Tracing without arithmetic: costly ops return zeros of the right shape, and every tensor computed
+"""Tracing without arithmetic: costly ops return uninitialised tensors of the right shape, and every tensor computed
 from such a result is marked *without values*.
 
 Channel coupling depends on shapes and on which ops run, not on numbers. Numbers matter only
