@@ -236,6 +236,67 @@ def meta_elementwise(name, args, kwargs):
     return torch.empty(shape, dtype=tensors[0].dtype, device="meta")
 
 
+# Out-of-place element-wise float ops applied to a tensor without values (core.trace.values):
+# the result has none either, so it need not be computed, only laid out as torch would.
+FAKE_ELEMENTWISE = META_ELEMENTWISE | {"relu6", "hardswish", "hardsigmoid", "hardtanh", "leaky_relu",
+                                       "elu", "mish"}
+_NUMBER_KW = {"alpha", "negative_slope", "min_val", "max_val"}
+
+
+def fake_elementwise(name, args, kwargs):
+    """An uninitialised result for ``name(*args, **kwargs)``, an element-wise op in
+    ``FAKE_ELEMENTWISE`` on float tensors of one dtype and device (Python numbers as other
+    operands, ``inplace=False``), with the layout torch gives it: the inputs' when they all share
+    shape and strides, row-major when they are all row-major; None otherwise (run it)."""
+    if name not in FAKE_ELEMENTWISE:
+        return None
+    for k, v in kwargs.items():
+        ok = (k in _NUMBER_KW and isinstance(v, (int, float)) and not isinstance(v, bool)) or \
+            (k == "inplace" and v is False) or (k == "approximate" and isinstance(v, str))
+        if not ok:
+            return None
+    tensors = []
+    for i, a in enumerate(args):
+        if isinstance(a, torch.Tensor):
+            tensors.append(a)
+        elif a is False and i > 0:
+            continue  # inplace=False given by position
+        elif isinstance(a, bool) or not isinstance(a, (int, float)) and not (
+                name == "gelu" and isinstance(a, str)):
+            return None
+    if not tensors or not _same_kind(*tensors):
+        return None
+    t0 = tensors[0]
+    if all(t.shape == t0.shape and t.stride() == t0.stride() for t in tensors) and (
+            t0.is_contiguous() or t0.is_contiguous(memory_format=torch.channels_last)):
+        return torch.empty_like(t0)
+    if not all(t.is_contiguous() for t in tensors):
+        return None
+    try:
+        shape = torch.broadcast_shapes(*(t.shape for t in tensors))
+    except RuntimeError:
+        return None
+    return torch.empty(shape, dtype=t0.dtype, device=t0.device)
+
+
+def fake_adaptive_avg_pool(name, args, kwargs):
+    """``adaptive_avg_pool{1,2,3}d`` of a row-major float tensor: its output, uninitialised."""
+    n = {"adaptive_avg_pool1d": 1, "adaptive_avg_pool2d": 2, "adaptive_avg_pool3d": 3}.get(name)
+    if n is None or len(args) + len(kwargs) != 2:
+        return None
+    x = args[0]
+    size = args[1] if len(args) > 1 else kwargs.get("output_size")
+    if not isinstance(x, torch.Tensor) or not _same_kind(x) or not x.is_contiguous() or \
+            x.ndim not in (n + 1, n + 2):
+        return None
+    size = (size,) * n if isinstance(size, int) else tuple(size)
+    if len(size) != n or any(s is not None and (isinstance(s, bool) or not isinstance(s, int)
+                                                or s < 1) for s in size):
+        return None
+    spatial = tuple(x.shape[-n + i] if s is None else s for i, s in enumerate(size))
+    return torch.empty(tuple(x.shape[:-n]) + spatial, dtype=x.dtype, device=x.device)
+
+
 def meta_to_dtype(args, kwargs):
     """``x.to(dtype)`` of a meta tensor (no device, copy or format change)."""
     x = args[0]

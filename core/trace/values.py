@@ -17,7 +17,7 @@ import torch
 
 from core.trace.context import tensors_of
 
-from core.trace.shapes import shape_only
+from core.trace.shapes import fake_adaptive_avg_pool, fake_elementwise, shape_only
 
 # ops whose result is a Python value (or a shape) computed from the tensor's numbers
 VALUE_READS = {
@@ -100,6 +100,10 @@ class ShapeOnly:
                 self.skipped += 1
                 return args[0]
             out = shape_only(name, args, kwargs)
+            if out is None:  # the result of cheap ops on tensors without values has none either
+                out = fake_elementwise(name, args, kwargs)
+            if out is None:
+                out = fake_adaptive_avg_pool(name, args, kwargs)
             if out is not None:
                 self.skipped += 1
                 self._mark(out)
