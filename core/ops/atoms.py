@@ -78,6 +78,9 @@ class AtomTable:
     # atoms whose channel count Python code may bake into sizes: read through x.shape / x.size(d),
     # or given as an explicit size to a reshape. Only their groups need a shape probe.
     shape_sensitive: list = field(default_factory=list)
+    # id -> the atoms array of every slot: all >= 0, so joins of two of them (most joins: labels
+    # pass through ops as the same array objects) skip the checks. The slots keep them alive.
+    _slot_arrays: dict = field(default_factory=dict)
 
     def slot(self, tensor: torch.Tensor, dim: int, names: dict, role: str) -> Slot:
         """The slot of ``tensor`` along ``dim``, created on first use."""
@@ -91,6 +94,7 @@ class AtomTable:
             self.n_atoms += s.size
             self.slots.append(s)
             self._slot_by_key[key] = s
+            self._slot_arrays[id(s.atoms)] = s.atoms
         elif role == "out" and s.role != "out":
             s.role = "out"
         return s
@@ -105,10 +109,16 @@ class AtomTable:
             self.n_atoms += size
             self.slots.append(s)
             self._slot_by_key[key] = s
+            self._slot_arrays[id(s.atoms)] = s.atoms
         return s
 
     def join(self, a: np.ndarray, b: np.ndarray, reason: str) -> None:
         """Couple positions a[i] and b[i]; where exactly one side has an atom, block it."""
+        known = self._slot_arrays
+        if id(a) in known and id(b) in known and a.size == b.size:
+            self._join_a.append(a)
+            self._join_b.append(b)
+            return
         a = np.asarray(a, dtype=np.int64).ravel()
         b = np.asarray(b, dtype=np.int64).ravel()
         if a.size and a.size == b.size and a.min() >= 0 and b.min() >= 0:
@@ -145,6 +155,10 @@ class AtomTable:
             return
         self._join_a.append(np.repeat(rows[:, 0], rows.shape[1] - 1))
         self._join_b.append(rows[:, 1:].ravel())
+
+    def has_atoms(self, atoms: np.ndarray) -> bool:
+        """Whether any position of ``atoms`` carries an atom."""
+        return id(atoms) in self._slot_arrays or bool((atoms >= 0).any())
 
     def block(self, atoms: np.ndarray, reason: str) -> None:
         atoms = np.asarray(atoms, dtype=np.int64).ravel()

@@ -80,11 +80,16 @@ class ShapeOnly:
         return inplace is True and not any(isinstance(a, torch.Tensor) for a in args[1:]) and \
             not any(isinstance(v, torch.Tensor) for v in kwargs.values())
 
-    def run(self, name, func, args, kwargs):
+    def wants_tensors(self, name) -> bool:
+        """Whether :meth:`run` looks at the call's tensors (then the caller may pass them)."""
+        return bool(self._fake) and name not in METADATA
+
+    def run(self, name, func, args, kwargs, flat=None):
         if name in METADATA:
             return func(*args, **kwargs)
         if self._fake:
-            flat = tensors_of((args, kwargs))
+            if flat is None:
+                flat = tensors_of((args, kwargs))
             fake = [t for t in flat if self.is_fake(t)]
         else:
             flat, fake = None, []
