@@ -201,6 +201,12 @@ class HandlerContext:
     def set(self, t, labs):
         self.tracer.set(t, labs)
 
+    def is_bare_param(self, t) -> bool:
+        """A parameter or buffer used directly (not an activation): ``dim_atoms`` gives its slots."""
+        tr = self.tracer
+        return isinstance(t, torch.Tensor) and id(t) not in self._prev and id(t) in tr.names and \
+            tr.lookup(t) is None
+
     def reason(self, call, text):
         return self.tracer.reason(call, text)
 

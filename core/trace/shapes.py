@@ -272,11 +272,22 @@ def fake_elementwise(name, args, kwargs):
         return torch.empty_like(t0)
     if not all(t.is_contiguous() for t in tensors):
         return None
-    try:
-        shape = torch.broadcast_shapes(*(t.shape for t in tensors))
-    except RuntimeError:
-        return None
-    return torch.empty(shape, dtype=t0.dtype, device=t0.device)
+    shape = _broadcast(tensors)
+    return None if shape is None else torch.empty(shape, dtype=t0.dtype, device=t0.device)
+
+
+def _broadcast(tensors):
+    """The broadcast shape of ``tensors``, or None if they do not broadcast (torch's own
+    ``broadcast_shapes`` is a Python reference implementation, several times slower)."""
+    n = max(t.ndim for t in tensors)
+    out = [1] * n
+    for t in tensors:
+        for i, s in enumerate(t.shape, n - t.ndim):
+            if s != 1:
+                if out[i] not in (1, s):
+                    return None
+                out[i] = s
+    return tuple(out)
 
 
 def fake_adaptive_avg_pool(name, args, kwargs):
