@@ -96,6 +96,13 @@ def _first_reasons(entries, cls: np.ndarray, n_cls: int):
     sizes = np.fromiter((a.size for a, _ in entries), np.int64, len(entries))
     c = cls[np.concatenate([a for a, _ in entries])]
     flags[c] = True
+    if c.size > 512 * len(entries):  # few large entries (a norm over 4096 channels per layer):
+        ends = np.cumsum(sizes)  # one small sort each beats one sort of (entry, class) pairs
+        for e, (lo, hi) in enumerate(zip((ends - sizes).tolist(), ends.tolist())):
+            top = np.unique(c[lo:hi])[:50]
+            top = top[first[top] < 0]
+            first[top] = e
+        return flags, first
     pairs = np.unique(np.repeat(np.arange(len(entries), dtype=np.int64), sizes) * n_cls + c)
     e, c = pairs // n_cls, pairs % n_cls
     rank = np.arange(e.size) - np.searchsorted(e, e, side="left")
