@@ -1,9 +1,9 @@
 """Tracing without arithmetic (core.trace.values) gives exactly the groups of a real-valued trace.
 
-Costly ops return zeros of the right shape; wherever a value could decide what the trace sees
-(control flow, an index or mask, a data-dependent shape, a write into the model), the tracer must
-fall back to real values. Each case here is built so that a trace on zeros takes a different path
-from the real one.
+Costly ops return uninitialised tensors of the right shape (cheap ops on them are not computed
+either); wherever a value could decide what the trace sees (control flow, an index or mask, a
+data-dependent shape, a write into the model), the tracer must fall back to real values. Each
+case here is built so that a trace on zeros would take a different path from the real one.
 """
 from __future__ import annotations
 

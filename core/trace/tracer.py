@@ -256,8 +256,9 @@ def trace_model(model: torch.nn.Module, inputs, should_stop=None, options=None,
     module's mode is restored afterwards; no parameter or buffer is modified.
 
     ``values="auto"`` first runs without computing convolutions and products (their results are
-    zeros of the right shape, see ``core.trace.values``); if the model needs their values (a value
-    read, an index or mask computed from them) or fails, it runs again with real values.
+    uninitialised tensors of the right shape, see ``core.trace.values``); if the model needs
+    their values (a value read, an index or mask computed from them) or fails, it runs again
+    with real values.
     ``values="real"`` computes everything.
     """
     t0 = time.perf_counter()
@@ -267,7 +268,7 @@ def trace_model(model: torch.nn.Module, inputs, should_stop=None, options=None,
             tracer, out_atoms = _trace_once(model, inputs, should_stop, options, shape_only=True)
         except Cancelled:
             raise
-        except Exception:  # noqa: BLE001 - NeedsValues, or arithmetic on zeros failed: real run
+        except Exception:  # noqa: BLE001 - NeedsValues, or arithmetic without values failed: real run
             tracer = None
         if tracer is not None and tracer.values.needed is None:
             return _result(tracer, out_atoms, t0)
