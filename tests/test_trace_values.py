@@ -315,6 +315,7 @@ _CL = torch.randn(2, 6, 5, 4).contiguous(memory_format=torch.channels_last)
     (torch.mul, (_CL, torch.randn(1, 6, 1, 1)), {}),  # mixed layouts: left to the real op
     (torch.add, (torch.randn(2, 3), torch.randn(2, 3).double()), {}),  # promotion: real op
     (F.relu, (torch.randn(2, 3),), {"inplace": True}),  # in place: not this path
+    (torch.pow, (2, torch.randn(2, 3)), {}),  # a number first: left to the real op
     (F.adaptive_avg_pool2d, (torch.randn(1, 8, 7, 6), 1), {}),
     (F.adaptive_avg_pool2d, (torch.randn(8, 7, 6), (3, None)), {}),
     (F.adaptive_avg_pool1d, (torch.randn(2, 8, 9), 4), {}),
@@ -332,7 +333,8 @@ def test_fake_cheap_ops_are_laid_out_like_the_real_ones(fn, args, kwargs):
     mixed = sum(isinstance(a, torch.Tensor) for a in args) > 1 and len(
         {(a.stride(), a.dtype) for a in args if isinstance(a, torch.Tensor)}) > 1 and not all(
         a.is_contiguous() and a.dtype == args[0].dtype for a in args if isinstance(a, torch.Tensor))
-    if strided or mixed or kwargs.get("inplace") or (fn is F.adaptive_avg_pool2d and args[0] is _CL):
+    if strided or mixed or kwargs.get("inplace") or not isinstance(args[0], torch.Tensor) or (
+            fn is F.adaptive_avg_pool2d and args[0] is _CL):
         assert got is None
         return
     want = fn(*(a.clone() if isinstance(a, torch.Tensor) else a for a in args), **kwargs)

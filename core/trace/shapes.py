@@ -248,8 +248,8 @@ def fake_elementwise(name, args, kwargs):
     ``FAKE_ELEMENTWISE`` on float tensors of one dtype and device (Python numbers as other
     operands, ``inplace=False``), with the layout torch gives it: the inputs' when they all share
     shape and strides, row-major when they are all row-major; None otherwise (run it)."""
-    if name not in FAKE_ELEMENTWISE:
-        return None
+    if name not in FAKE_ELEMENTWISE or not args or not isinstance(args[0], torch.Tensor):
+        return None  # torch.sub(2.0, x) raises: leave such calls to torch
     for k, v in kwargs.items():
         ok = (k in _NUMBER_KW and isinstance(v, (int, float)) and not isinstance(v, bool)) or \
             (k == "inplace" and v is False) or (k == "approximate" and isinstance(v, str))
