@@ -81,6 +81,7 @@ class AtomTable:
     # id -> the atoms array of every slot: all >= 0, so joins of two of them (most joins: labels
     # pass through ops as the same array objects) skip the checks. The slots keep them alive.
     _slot_arrays: dict = field(default_factory=dict)
+    _slot_pairs: list = field(default_factory=list)  # joins of two whole slots, index by index
 
     def slot(self, tensor: torch.Tensor, dim: int, names: dict, role: str) -> Slot:
         """The slot of ``tensor`` along ``dim``, created on first use."""
@@ -116,8 +117,8 @@ class AtomTable:
         """Couple positions a[i] and b[i]; where exactly one side has an atom, block it."""
         known = self._slot_arrays
         if id(a) in known and id(b) in known and a.size == b.size:
-            self._join_a.append(a)
-            self._join_b.append(b)
+            if a.size:
+                self._slot_pairs.append((int(a[0]), int(b[0]), a.size))
             return
         a = np.asarray(a, dtype=np.int64).ravel()
         b = np.asarray(b, dtype=np.int64).ravel()
@@ -173,16 +174,45 @@ class AtomTable:
             self.approx.append((np.unique(atoms), reason))
 
     def components(self) -> np.ndarray:
-        """Class id of every atom (connected components of the join graph)."""
+        """Class id of every atom (connected components of the join graph), numbered in order of
+        each class's lowest atom (what scipy numbers them by).
 
+        Most joins couple two whole slots index by index (a layer's output with the next one's
+        input): those are merged per slot first, each slot's atoms mapped onto the lowest slot of
+        its chain, so the atom-level graph only carries the other joins."""
         n = self.n_atoms
         if n == 0:
             return np.zeros(0, dtype=np.int64)
+        rep = np.arange(n, dtype=np.int64)
+        if self._slot_pairs:
+            parent: dict[int, int] = {}
+
+            def find(x):
+                root = x
+                while parent.get(root, root) != root:
+                    root = parent[root]
+                while x != root:  # path compression
+                    parent[x], x = root, parent[x]
+                return root
+
+            size_of = {}
+            for sa, sb, size in self._slot_pairs:
+                size_of[sa] = size_of[sb] = size
+                ra, rb = find(sa), find(sb)
+                if ra != rb:  # the lower start is the root: a chain maps onto its lowest slot
+                    parent[max(ra, rb)] = min(ra, rb)
+            for s, size in size_of.items():
+                r = find(s)
+                if r != s:
+                    rep[s:s + size] = np.arange(r, r + size)
         if self._join_a:
-            a = np.concatenate(self._join_a)
-            b = np.concatenate(self._join_b)
+            a = rep[np.concatenate(self._join_a)]
+            b = rep[np.concatenate(self._join_b)]
         else:
             a = b = np.zeros(0, dtype=np.int64)
         g = coo_matrix((np.ones(a.size, dtype=np.int8), (a, b)), shape=(n, n))
-        _, labels = connected_components(g, directed=False)
-        return labels.astype(np.int64)
+        k, labels = connected_components(g, directed=False)
+        full = labels[rep]
+        used = np.zeros(k, bool)  # atoms mapped away are classes of their own here: dropped
+        used[full] = True
+        return (np.cumsum(used) - 1)[full].astype(np.int64)
