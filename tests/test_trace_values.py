@@ -1,9 +1,9 @@
 """Tracing without arithmetic (core.trace.values) gives exactly the groups of a real-valued trace.
 
-Costly ops return zeros of the right shape; wherever a value could decide what the trace sees
-(control flow, an index or mask, a data-dependent shape, a write into the model), the tracer must
-fall back to real values. Each case here is built so that a trace on zeros takes a different path
-from the real one.
+Costly ops return uninitialised tensors of the right shape (cheap ops on them are not computed
+either); wherever a value could decide what the trace sees (control flow, an index or mask, a
+data-dependent shape, a write into the model), the tracer must fall back to real values. Each
+case here is built so that a trace on zeros would take a different path from the real one.
 """
 from __future__ import annotations
 
@@ -291,4 +291,85 @@ def test_inplace_activations_without_values_are_not_computed(monkeypatch):
     calls.clear()
     fast = analyze(m, _input())
     assert fast.trace.shape_only and calls == []
+    assert signature(fast) == signature(real)
+
+
+# -- cheap ops on tensors without values are not computed either ---------------------------------
+
+_CL = torch.randn(2, 6, 5, 4).contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("fn,args,kwargs", [
+    (torch.mul, (torch.randn(1, 8, 5, 5), torch.randn(1, 8, 1, 1)), {}),
+    (torch.add, (torch.randn(2, 3, 4), torch.randn(3, 1)), {"alpha": 2}),
+    (torch.add, (torch.randn(8, 1), torch.randn(1, 5)), {}),
+    (torch.sub, (torch.randn(2, 3), 1.5), {}),
+    (torch.mul, (_CL, _CL * 2), {}),
+    (F.relu, (_CL,), {}),
+    (F.hardswish, (torch.randn(2, 7),), {}),
+    (F.hardtanh, (torch.randn(2, 7), 0.0, 6.0, False), {}),
+    (F.leaky_relu, (torch.randn(3, 4),), {"negative_slope": 0.2}),
+    (F.gelu, (torch.randn(2, 5),), {"approximate": "tanh"}),
+    (torch.sigmoid, (torch.randn(1, 6, 1, 1),), {}),
+    (torch.mul, (torch.randn(4, 3, 2).transpose(0, 2), 3), {}),  # strided: left to the real op
+    (torch.mul, (_CL, torch.randn(1, 6, 1, 1)), {}),  # mixed layouts: left to the real op
+    (torch.add, (torch.randn(2, 3), torch.randn(2, 3).double()), {}),  # promotion: real op
+    (F.relu, (torch.randn(2, 3),), {"inplace": True}),  # in place: not this path
+    (torch.pow, (2, torch.randn(2, 3)), {}),  # a number first: left to the real op
+    (F.adaptive_avg_pool2d, (torch.randn(1, 8, 7, 6), 1), {}),
+    (F.adaptive_avg_pool2d, (torch.randn(8, 7, 6), (3, None)), {}),
+    (F.adaptive_avg_pool1d, (torch.randn(2, 8, 9), 4), {}),
+    (F.adaptive_avg_pool2d, (_CL, 1), {}),  # channels-last: left to the real op
+])
+def test_fake_cheap_ops_are_laid_out_like_the_real_ones(fn, args, kwargs):
+    from core.ops.registry import normalise_name
+    from core.trace.shapes import fake_adaptive_avg_pool, fake_elementwise
+    name = normalise_name(fn)
+    got = fake_elementwise(name, args, kwargs)
+    if got is None:
+        got = fake_adaptive_avg_pool(name, args, kwargs)
+    strided = any(isinstance(a, torch.Tensor) and not a.is_contiguous() and not a.is_contiguous(
+        memory_format=torch.channels_last) for a in args)
+    mixed = sum(isinstance(a, torch.Tensor) for a in args) > 1 and len(
+        {(a.stride(), a.dtype) for a in args if isinstance(a, torch.Tensor)}) > 1 and not all(
+        a.is_contiguous() and a.dtype == args[0].dtype for a in args if isinstance(a, torch.Tensor))
+    if strided or mixed or kwargs.get("inplace") or not isinstance(args[0], torch.Tensor) or (
+            fn is F.adaptive_avg_pool2d and args[0] is _CL):
+        assert got is None
+        return
+    want = fn(*(a.clone() if isinstance(a, torch.Tensor) else a for a in args), **kwargs)
+    assert got is not None
+    assert (got.shape, got.dtype, got.stride()) == (want.shape, want.dtype, want.stride())
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.fc, self.c2 = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        y = F.hardswish(self.c1(x))
+        s = torch.sigmoid(self.fc(F.adaptive_avg_pool2d(y, 1)))
+        z = torch.sub(torch.add(torch.mul(y, s), y), 1.0)
+        z += y  # in place, into a tensor without values
+        z.mul_(s)
+        return self.c2(z)
+
+
+def _aten_ops(fn):
+    """The aten ops that ran inside ``fn()`` (what was computed, below the torch-function layer)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        out = fn()
+    return out, {e.key for e in prof.key_averages()}
+
+
+def test_cheap_ops_without_values_are_not_computed():
+    m = SqueezeExcite().eval()
+    cheap = {"aten::mul", "aten::add", "aten::sub", "aten::sigmoid", "aten::hardswish",
+             "aten::adaptive_avg_pool2d", "aten::add_", "aten::mul_"}
+    x = _input()
+    real, ran = _aten_ops(lambda: analyze(m, x, values="real"))
+    assert cheap <= ran  # the real trace computes them
+    fast, ran = _aten_ops(lambda: analyze(m, x))
+    assert fast.trace.shape_only and not cheap & ran, cheap & ran
     assert signature(fast) == signature(real)

@@ -106,3 +106,27 @@ def test_copy_model_builds_what_deepcopy_builds():
     new = nn.Parameter(torch.zeros(10, 4))
     c = copy_model(m, {id(m.emb.weight): new})  # a memo entry replaces the tensor everywhere
     assert c.emb.weight is new and c.head.weight is new and c.cache["shared"] is new
+
+
+def test_copy_model_keeps_every_memo_key_alive():
+    """As deepcopy does: every object whose id is a memo key lives as long as the memo. A module's
+    state is a fresh dict (``Module.__getstate__`` copies ``__dict__``): freed early, its id went
+    to the next module's state, which the memo then answered with the first one's copy (a swin
+    block pruned with another block's attributes, now and then)."""
+    import gc
+    m = nn.Sequential(*[nn.Linear(i + 1, 2) for i in range(20)])
+    memo: dict = {}
+    gc.disable()  # nothing but the memo's own references decides what lives
+    try:
+        copy_model(m, memo)
+        alive = {id(o) for o in memo.get(id(memo), [])}
+        reachable, todo = set(), [m]
+        while todo:  # everything the original model holds
+            o = todo.pop()
+            if id(o) not in reachable:
+                reachable.add(id(o))
+                todo.extend(gc.get_referents(o))
+        stray = [k for k in memo if k != id(memo) and k not in alive and k not in reachable]
+    finally:
+        gc.enable()
+    assert not stray

@@ -96,6 +96,13 @@ def _first_reasons(entries, cls: np.ndarray, n_cls: int):
     sizes = np.fromiter((a.size for a, _ in entries), np.int64, len(entries))
     c = cls[np.concatenate([a for a, _ in entries])]
     flags[c] = True
+    if c.size > 512 * len(entries):  # few large entries (a norm over 4096 channels per layer):
+        ends = np.cumsum(sizes)  # one small sort each beats one sort of (entry, class) pairs
+        for e, (lo, hi) in enumerate(zip((ends - sizes).tolist(), ends.tolist())):
+            top = np.unique(c[lo:hi])[:50]
+            top = top[first[top] < 0]
+            first[top] = e
+        return flags, first
     pairs = np.unique(np.repeat(np.arange(len(entries), dtype=np.int64), sizes) * n_cls + c)
     e, c = pairs // n_cls, pairs % n_cls
     rank = np.arange(e.size) - np.searchsorted(e, e, side="left")
@@ -179,22 +186,21 @@ def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
         for g in np.unique(gs).tolist():
             members[g].append(Member(s, np.where(gs == g, lm, -1)))
     classes_of = np.split(order_c, np.cumsum(counts)[:-1])
-    groups = []
-    for gid in range(n_grp):
+    # Slices coupled to no layer output (the first conv's input channels, a LayerNorm on a fixed
+    # stream) are not groups a user can prune: only groups with a producer are built.
+    keep = np.zeros(n_grp, bool)
+    keep[group_of_class[has_out]] = True
+    new_id = np.full(n_grp + 1, -1, np.int64)
+    new_id[np.flatnonzero(keep)] = np.arange(int(keep.sum()))
+    kept = []
+    for gid in np.flatnonzero(keep).tolist():
         classes = classes_of[gid]
         ms = sorted(members[gid], key=lambda m: (m.slot.role != "out", m.slot.index))
         prunable = ~blocked[classes] & has_out[classes]
         exact = ~approx[classes]
         br = _reasons(classes, blocked, block_first, table.blocked)
         ar = _reasons(classes, approx, approx_first, table.approx)
-        groups.append(Group(gid, ms, int(classes.size), prunable, exact, br[:20], ar[:20]))
-    # Slices coupled to no layer output (the first conv's input channels, a LayerNorm on a fixed
-    # stream) are not groups a user can prune: keep only groups with a producer.
-    kept = [g for g, classes in zip(groups, classes_of) if has_out[classes].any()]
-    new_id = np.full(len(groups) + 1, -1, np.int64)
-    for i, g in enumerate(kept):
-        new_id[g.id] = i
-        g.id = i
+        kept.append(Group(len(kept), ms, int(classes.size), prunable, exact, br[:20], ar[:20]))
     group_of_class = new_id[group_of_class]
     _assign_nodes(kept, trace.node_atoms, group_of_class[cls] if cls.size else cls)
     return kept, cls, group_of_class

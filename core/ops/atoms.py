@@ -78,6 +78,10 @@ class AtomTable:
     # atoms whose channel count Python code may bake into sizes: read through x.shape / x.size(d),
     # or given as an explicit size to a reshape. Only their groups need a shape probe.
     shape_sensitive: list = field(default_factory=list)
+    # id -> the atoms array of every slot: all >= 0, so joins of two of them (most joins: labels
+    # pass through ops as the same array objects) skip the checks. The slots keep them alive.
+    _slot_arrays: dict = field(default_factory=dict)
+    _slot_pairs: list = field(default_factory=list)  # joins of two whole slots, index by index
 
     def slot(self, tensor: torch.Tensor, dim: int, names: dict, role: str) -> Slot:
         """The slot of ``tensor`` along ``dim``, created on first use."""
@@ -91,6 +95,7 @@ class AtomTable:
             self.n_atoms += s.size
             self.slots.append(s)
             self._slot_by_key[key] = s
+            self._slot_arrays[id(s.atoms)] = s.atoms
         elif role == "out" and s.role != "out":
             s.role = "out"
         return s
@@ -105,10 +110,16 @@ class AtomTable:
             self.n_atoms += size
             self.slots.append(s)
             self._slot_by_key[key] = s
+            self._slot_arrays[id(s.atoms)] = s.atoms
         return s
 
     def join(self, a: np.ndarray, b: np.ndarray, reason: str) -> None:
         """Couple positions a[i] and b[i]; where exactly one side has an atom, block it."""
+        known = self._slot_arrays
+        if id(a) in known and id(b) in known and a.size == b.size:
+            if a.size:
+                self._slot_pairs.append((int(a[0]), int(b[0]), a.size))
+            return
         a = np.asarray(a, dtype=np.int64).ravel()
         b = np.asarray(b, dtype=np.int64).ravel()
         if a.size and a.size == b.size and a.min() >= 0 and b.min() >= 0:
@@ -146,6 +157,10 @@ class AtomTable:
         self._join_a.append(np.repeat(rows[:, 0], rows.shape[1] - 1))
         self._join_b.append(rows[:, 1:].ravel())
 
+    def has_atoms(self, atoms: np.ndarray) -> bool:
+        """Whether any position of ``atoms`` carries an atom."""
+        return id(atoms) in self._slot_arrays or bool((atoms >= 0).any())
+
     def block(self, atoms: np.ndarray, reason: str) -> None:
         atoms = np.asarray(atoms, dtype=np.int64).ravel()
         atoms = atoms[atoms >= 0]
@@ -159,16 +174,45 @@ class AtomTable:
             self.approx.append((np.unique(atoms), reason))
 
     def components(self) -> np.ndarray:
-        """Class id of every atom (connected components of the join graph)."""
+        """Class id of every atom (connected components of the join graph), numbered in order of
+        each class's lowest atom (what scipy numbers them by).
 
+        Most joins couple two whole slots index by index (a layer's output with the next one's
+        input): those are merged per slot first, each slot's atoms mapped onto the lowest slot of
+        its chain, so the atom-level graph only carries the other joins."""
         n = self.n_atoms
         if n == 0:
             return np.zeros(0, dtype=np.int64)
+        rep = np.arange(n, dtype=np.int64)
+        if self._slot_pairs:
+            parent: dict[int, int] = {}
+
+            def find(x):
+                root = x
+                while parent.get(root, root) != root:
+                    root = parent[root]
+                while x != root:  # path compression
+                    parent[x], x = root, parent[x]
+                return root
+
+            size_of = {}
+            for sa, sb, size in self._slot_pairs:
+                size_of[sa] = size_of[sb] = size
+                ra, rb = find(sa), find(sb)
+                if ra != rb:  # the lower start is the root: a chain maps onto its lowest slot
+                    parent[max(ra, rb)] = min(ra, rb)
+            for s, size in size_of.items():
+                r = find(s)
+                if r != s:
+                    rep[s:s + size] = np.arange(r, r + size)
         if self._join_a:
-            a = np.concatenate(self._join_a)
-            b = np.concatenate(self._join_b)
+            a = rep[np.concatenate(self._join_a)]
+            b = rep[np.concatenate(self._join_b)]
         else:
             a = b = np.zeros(0, dtype=np.int64)
         g = coo_matrix((np.ones(a.size, dtype=np.int8), (a, b)), shape=(n, n))
-        _, labels = connected_components(g, directed=False)
-        return labels.astype(np.int64)
+        k, labels = connected_components(g, directed=False)
+        full = labels[rep]
+        used = np.zeros(k, bool)  # atoms mapped away are classes of their own here: dropped
+        used[full] = True
+        return (np.cumsum(used) - 1)[full].astype(np.int64)

@@ -9,12 +9,14 @@ from core.ops.atoms import NO_ATOM, Labeling
 def combine(ctx, vecs, e, call):
     if not vecs:
         return []
-    acc = vecs[0]
+    acc = first = vecs[0]
     fixed = acc < 0
     for v in vecs[1:]:
         ctx.table.join(acc, v, ctx.reason(call, "element-wise with a tensor that cannot be pruned"))
         fixed |= v < 0
         acc = np.where(acc >= 0, acc, v)
+    if first.size and not fixed.any():  # every position labelled: the first operand's array
+        return [Labeling((e,), first)]  # itself (later joins of it with a slot's are cheap)
     # a position aligned with an operand that cannot shrink is fixed: its atoms are blocked by the
     # join above, and carrying them further would only repeat that
     acc = np.where(fixed, NO_ATOM, acc)

@@ -42,8 +42,16 @@ def elementwise(ctx, call):
         if len(inputs) == 1 and tuple(inputs[0].shape) == tuple(out.shape):
             ctx.set(out, ctx.labels(inputs[0]))  # joint labelings pass through unchanged
             continue
+        # output dims no input labels: combining their all-unlabelled positions does nothing
+        live = set()
+        for t in inputs:
+            shift = out.ndim - t.ndim
+            if ctx.is_bare_param(t):  # every dim may become a slot
+                live.update(range(shift, out.ndim))
+            else:
+                live.update(d + shift for lab in ctx.labels(t) for d in lab.dims)
         labs = []
-        for e in range(out.ndim):
+        for e in sorted(live):
             vecs = []
             for t in inputs:
                 d = e - (out.ndim - t.ndim)

@@ -55,10 +55,17 @@ def register_leaf_module(module_type: type, op_name: str, accepts=None):
 def leaf_op(module) -> str | None:
     """The op name ``module`` is traced as, or None. Only the exact registered class matches: a
     user's subclass may have its own ``forward``."""
-    for typ, name, accepts in LEAF_MODULES:
-        if type(module) is typ:
-            return name if accepts is None or accepts(module) else None
-    return None
+    key = (type(module), len(LEAF_MODULES))  # entries are only ever added; asked per module call
+    entry = _LEAF_CACHE.get(key, _LEAF_CACHE)
+    if entry is _LEAF_CACHE:
+        entry = _LEAF_CACHE[key] = next((e for e in LEAF_MODULES if e[0] is key[0]), None)
+    if entry is None:
+        return None
+    _, name, accepts = entry
+    return name if accepts is None or accepts(module) else None
+
+
+_LEAF_CACHE: dict = {}
 
 
 

@@ -116,7 +116,11 @@ def _per_index(t: torch.Tensor, dim: int, p: float) -> np.ndarray:
 
 def _scatter(group, member, values: np.ndarray, out: np.ndarray):
     m = member.index_map >= 0
-    np.add.at(out, member.index_map[m], values[m])
+    idx = member.index_map[m]
+    if idx.size < 2 or (np.diff(idx) > 0).all():  # distinct channels (the usual case): no add.at
+        out[idx] += values[m]
+    else:
+        np.add.at(out, idx, values[m])
 
 
 def group_scores(dg, model: nn.Module, criterion: str = "l2", calibration: Callable | None = None,

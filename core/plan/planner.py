@@ -216,14 +216,17 @@ def plan_for_ratio(dg, scores: dict, ratio: float, settings: PlanSettings,
 
 
 def _keep_every_member(g, chosen: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """No member slice may lose all its indices (e.g. one half of a split)."""
-    chosen_set = set(chosen.tolist())
+    """No member slice may lose all its indices (e.g. one half of a split): of a member whose
+    channels are all chosen, the best-scored one (the lowest index among equals) is kept."""
+    mask = np.zeros(g.n_channels, bool)
+    mask[chosen] = True
     for m in g.members:
-        mapped = np.unique(m.index_map[m.index_map >= 0])
-        if mapped.size and all(int(c) in chosen_set for c in mapped):
-            best = int(mapped[np.argmax(score[mapped])])
-            chosen_set.discard(best)
-    return np.array(sorted(chosen_set), dtype=np.int64)
+        mapped = m.index_map[m.index_map >= 0]
+        if mapped.size and mask[mapped].all():
+            vals = score[mapped]
+            top = np.isnan(vals) if np.isnan(vals).any() else vals == vals.max()  # argmax's pick
+            mask[mapped[top].min()] = False
+    return np.flatnonzero(mask)
 
 
 def make_plan(dg, model: nn.Module, settings: PlanSettings, cost: CostModel | None = None,

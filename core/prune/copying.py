@@ -48,16 +48,21 @@ def _copy(x, memo):
     y = memo.get(id(x), memo)
     if y is not memo:
         return y
-    if cls is dict:
-        y = memo[id(x)] = {}
+    if cls is dict or (cls is OrderedDict and not x.__dict__):
+        # a module's state: mostly str keys and atomic values, copied without a call each
+        y = memo[id(x)] = cls()
         for k, v in x.items():
-            y[_copy(k, memo)] = _copy(v, memo)
-    elif cls is OrderedDict and not x.__dict__:
-        y = memo[id(x)] = OrderedDict()
-        for k, v in x.items():
-            y[_copy(k, memo)] = _copy(v, memo)
+            tv = type(v)
+            if tv in _ATOMIC:
+                pass
+            elif (tv is OrderedDict or tv is dict) and not v and (tv is dict or not v.__dict__):
+                c = memo.get(id(v), memo)  # an empty hook table: a dozen per module
+                v = memo.setdefault(id(v), tv()) if c is memo else c
+            else:
+                v = _copy(v, memo)
+            y[k if type(k) in _ATOMIC else _copy(k, memo)] = v
     elif cls is tuple:  # deepcopy's rule: the same tuple when no element needed a copy
-        items = [_copy(v, memo) for v in x]
+        items = [v if type(v) in _ATOMIC else _copy(v, memo) for v in x]
         if all(a is b for a, b in zip(items, x)):
             return x
         y = memo.get(id(x), memo)  # a cycle through the tuple may have copied it meanwhile
@@ -71,6 +76,9 @@ def _copy(x, memo):
         y = memo[id(x)] = cls.__new__(cls)
         _keep_alive(x, memo)
         if state:
+            # a fresh dict (Module.__getstate__ copies __dict__): kept alive as deepcopy does,
+            # or the next module's state could get its id and be taken for it in the memo
+            _keep_alive(state, memo)
             state = _copy(state, memo)
             if hasattr(y, "__setstate__"):
                 y.__setstate__(state)

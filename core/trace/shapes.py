@@ -2,7 +2,7 @@
 arguments.
 
 A trace needs shapes, not values: the tracer (``core.trace.tracer``) replaces these ops' results by
-zeros of the right shape and marks them *without values*; reading such a value (``.item()``,
+uninitialised tensors of the right shape and marks them *without values*; reading such a value (``.item()``,
 ``bool(t)``, an index tensor computed from it) sends the trace back to a run with real values.
 Each function returns the output shape, or None when it does not recognise the call (odd dtypes,
 mismatched sizes, broadcasting it does not model): the op then simply runs for real, and a real
@@ -236,6 +236,78 @@ def meta_elementwise(name, args, kwargs):
     return torch.empty(shape, dtype=tensors[0].dtype, device="meta")
 
 
+# Out-of-place element-wise float ops applied to a tensor without values (core.trace.values):
+# the result has none either, so it need not be computed, only laid out as torch would.
+FAKE_ELEMENTWISE = META_ELEMENTWISE | {"relu6", "hardswish", "hardsigmoid", "hardtanh", "leaky_relu",
+                                       "elu", "mish"}
+_NUMBER_KW = {"alpha", "negative_slope", "min_val", "max_val"}
+
+
+def fake_elementwise(name, args, kwargs):
+    """An uninitialised result for ``name(*args, **kwargs)``, an element-wise op in
+    ``FAKE_ELEMENTWISE`` on float tensors of one dtype and device (Python numbers as other
+    operands, ``inplace=False``), with the layout torch gives it: the inputs' when they all share
+    shape and strides, row-major when they are all row-major; None otherwise (run it)."""
+    if name not in FAKE_ELEMENTWISE or not args or not isinstance(args[0], torch.Tensor):
+        return None  # torch.sub(2.0, x) raises: leave such calls to torch
+    for k, v in kwargs.items():
+        ok = (k in _NUMBER_KW and isinstance(v, (int, float)) and not isinstance(v, bool)) or \
+            (k == "inplace" and v is False) or (k == "approximate" and isinstance(v, str))
+        if not ok:
+            return None
+    tensors = []
+    for i, a in enumerate(args):
+        if isinstance(a, torch.Tensor):
+            tensors.append(a)
+        elif a is False and i > 0:
+            continue  # inplace=False given by position
+        elif isinstance(a, bool) or not isinstance(a, (int, float)) and not (
+                name == "gelu" and isinstance(a, str)):
+            return None
+    if not tensors or not _same_kind(*tensors):
+        return None
+    t0 = tensors[0]
+    if all(t.shape == t0.shape and t.stride() == t0.stride() for t in tensors) and (
+            t0.is_contiguous() or t0.is_contiguous(memory_format=torch.channels_last)):
+        return torch.empty_like(t0)
+    if not all(t.is_contiguous() for t in tensors):
+        return None
+    shape = _broadcast(tensors)
+    return None if shape is None else torch.empty(shape, dtype=t0.dtype, device=t0.device)
+
+
+def _broadcast(tensors):
+    """The broadcast shape of ``tensors``, or None if they do not broadcast (torch's own
+    ``broadcast_shapes`` is a Python reference implementation, several times slower)."""
+    n = max(t.ndim for t in tensors)
+    out = [1] * n
+    for t in tensors:
+        for i, s in enumerate(t.shape, n - t.ndim):
+            if s != 1:
+                if out[i] not in (1, s):
+                    return None
+                out[i] = s
+    return tuple(out)
+
+
+def fake_adaptive_avg_pool(name, args, kwargs):
+    """``adaptive_avg_pool{1,2,3}d`` of a row-major float tensor: its output, uninitialised."""
+    n = {"adaptive_avg_pool1d": 1, "adaptive_avg_pool2d": 2, "adaptive_avg_pool3d": 3}.get(name)
+    if n is None or len(args) + len(kwargs) != 2:
+        return None
+    x = args[0]
+    size = args[1] if len(args) > 1 else kwargs.get("output_size")
+    if not isinstance(x, torch.Tensor) or not _same_kind(x) or not x.is_contiguous() or \
+            x.ndim not in (n + 1, n + 2):
+        return None
+    size = (size,) * n if isinstance(size, int) else tuple(size)
+    if len(size) != n or any(s is not None and (isinstance(s, bool) or not isinstance(s, int)
+                                                or s < 1) for s in size):
+        return None
+    spatial = tuple(x.shape[-n + i] if s is None else s for i, s in enumerate(size))
+    return torch.empty(tuple(x.shape[:-n]) + spatial, dtype=x.dtype, device=x.device)
+
+
 def meta_to_dtype(args, kwargs):
     """``x.to(dtype)`` of a meta tensor (no device, copy or format change)."""
     x = args[0]
@@ -256,13 +328,13 @@ SHAPE_FUNCTIONS = {
 
 
 def shape_only(name, args, kwargs):
-    """Zeros shaped like the result of ``name(*args, **kwargs)``, or None (run it for real)."""
+    """An uninitialised tensor shaped like the result of ``name(*args, **kwargs)``, or None (run it for real)."""
     if name == "multi_head_attention_forward":
         shapes = mha_shapes(args, kwargs)
         if shapes is None:
             return None
         like = args[0]
-        return tuple(None if sh is None else torch.zeros(sh, dtype=like.dtype, device=like.device)
+        return tuple(None if sh is None else torch.empty(sh, dtype=like.dtype, device=like.device)
                      for sh in shapes)
     if name in META_ELEMENTWISE:
         return meta_elementwise(name, args, kwargs)
@@ -275,11 +347,13 @@ def shape_only(name, args, kwargs):
     if shape is None:
         return None
     like = args[0]
-    out = torch.zeros(shape, dtype=like.dtype, device=like.device)
+    fmt = torch.contiguous_format
     if name.startswith("conv") and like.ndim == 4 and not like.is_contiguous() and \
             like.is_contiguous(memory_format=torch.channels_last):
-        out = out.contiguous(memory_format=torch.channels_last)
-    return out
+        fmt = torch.channels_last
+    # uninitialised: nobody reads these numbers (reading one sends the trace to a real run), and
+    # zeroing every feature map cost a sixth of a small model's analysis (page faults included)
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
 
 
 class MetaShapes(TorchFunctionMode):

@@ -87,8 +87,6 @@ class _Tracer(TensorLabels, TorchFunctionMode):
         TensorLabels.__init__(self, model)
         TorchFunctionMode.__init__(self)
         self.root = model  # family handlers (core/adapters/hf.py) look at the traced model's type
-        self.modules = {id(m): n for n, m in model.named_modules()}
-        self._by_name = None
         self.scope: list[str] = []
         self.graph = nx.DiGraph()
         self.unknown: dict[str, list] = {}
@@ -102,15 +100,18 @@ class _Tracer(TensorLabels, TorchFunctionMode):
         self.values = None  # a ShapeOnly when costly ops are not computed (see core.trace.values)
 
     def module_named(self, name: str):
-        if self._by_name is None:
-            self._by_name = dict(self.root.named_modules())
-        return self._by_name.get(name)
+        return self.modules_by_name.get(name)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = normalise_name(func)
-        out = self.values.run(name, func, args, kwargs) if self.values is not None else \
-            func(*args, **kwargs)
+        in_tensors = None
+        if self.values is not None:
+            if self.values.wants_tensors(name):  # the same list serves the record below
+                in_tensors = tensors_of((args, kwargs))
+            out = self.values.run(name, func, args, kwargs, in_tensors)
+        else:
+            out = func(*args, **kwargs)
         if self._busy:
             if self.leaf is not None:
                 self._leaf_read(args, kwargs)
@@ -124,7 +125,8 @@ class _Tracer(TensorLabels, TorchFunctionMode):
             out_tensors = [args[0]]  # x[idx] = y returns None but changes x in place
         if not out_tensors:
             return out
-        in_tensors = tensors_of((args, kwargs))
+        if in_tensors is None:
+            in_tensors = tensors_of((args, kwargs))
         known = [t for t in in_tensors if self.lookup(t) is not None or id(t) in self.names]
         if not known:
             return out  # a constant created in forward: it carries no channels
@@ -254,8 +256,9 @@ def trace_model(model: torch.nn.Module, inputs, should_stop=None, options=None,
     module's mode is restored afterwards; no parameter or buffer is modified.
 
     ``values="auto"`` first runs without computing convolutions and products (their results are
-    zeros of the right shape, see ``core.trace.values``); if the model needs their values (a value
-    read, an index or mask computed from them) or fails, it runs again with real values.
+    uninitialised tensors of the right shape, see ``core.trace.values``); if the model needs
+    their values (a value read, an index or mask computed from them) or fails, it runs again
+    with real values.
     ``values="real"`` computes everything.
     """
     t0 = time.perf_counter()
@@ -265,7 +268,7 @@ def trace_model(model: torch.nn.Module, inputs, should_stop=None, options=None,
             tracer, out_atoms = _trace_once(model, inputs, should_stop, options, shape_only=True)
         except Cancelled:
             raise
-        except Exception:  # noqa: BLE001 - NeedsValues, or arithmetic on zeros failed: real run
+        except Exception:  # noqa: BLE001 - NeedsValues, or arithmetic without values failed: real run
             tracer = None
         if tracer is not None and tracer.values.needed is None:
             return _result(tracer, out_atoms, t0)
@@ -280,8 +283,8 @@ def _result(tracer, out_atoms, t0) -> Trace:
 
 
 def _trace_once(model, inputs, should_stop, options, shape_only: bool):
-    modes = {m: m.training for m in model.modules()}
     tracer = _Tracer(model)
+    modes = {m: m.training for m in tracer.modules_by_name.values()}
     tracer.should_stop = should_stop
     tracer.options = dict(options or {})
     if shape_only:
@@ -312,7 +315,8 @@ def _trace_once(model, inputs, should_stop, options, shape_only: bool):
     hooks.append(torch.nn.modules.module.register_module_forward_hook(post, always_call=True))
     in_node = None
     try:
-        model.eval()
+        if any(modes.values()):  # eval() walks every module: not when all already are
+            model.eval()
         args, kwargs = inputs
         graph = tracer.graph
         leaves = tensors_of((args, kwargs))

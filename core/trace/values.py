@@ -1,4 +1,4 @@
-"""Tracing without arithmetic: costly ops return zeros of the right shape, and every tensor computed
+"""Tracing without arithmetic: costly ops return uninitialised tensors of the right shape, and every tensor computed
 from such a result is marked *without values*.
 
 Channel coupling depends on shapes and on which ops run, not on numbers. Numbers matter only
@@ -17,7 +17,7 @@ import torch
 
 from core.trace.context import tensors_of
 
-from core.trace.shapes import shape_only
+from core.trace.shapes import fake_adaptive_avg_pool, fake_elementwise, shape_only
 
 # ops whose result is a Python value (or a shape) computed from the tensor's numbers
 VALUE_READS = {
@@ -39,6 +39,7 @@ METADATA = {
 # (its numbers are never read), so they are not computed; value: position of ``inplace``
 INPLACE_ACTIVATIONS = {"relu": 1, "relu6": 1, "silu": 1, "hardswish": 1, "hardsigmoid": 1,
                        "mish": 1, "selu": 1, "hardtanh": 3, "leaky_relu": 2, "elu": 2, "celu": 2}
+_INPLACE_ARITHMETIC = {"add_", "sub_", "mul_", "div_", "true_divide_"}
 SHAPE_FACTORIES = {
     "new_zeros", "new_ones", "new_full", "new_empty", "new_tensor", "zeros_like", "ones_like",
     "full_like", "empty_like",
@@ -80,11 +81,39 @@ class ShapeOnly:
         return inplace is True and not any(isinstance(a, torch.Tensor) for a in args[1:]) and \
             not any(isinstance(v, torch.Tensor) for v in kwargs.values())
 
-    def run(self, name, func, args, kwargs):
+    def _inplace_arithmetic(self, name, args, kwargs) -> bool:
+        """``x += y`` (``add_``, ``sub_``, ``mul_``, ``div_``) into a tensor without values, with
+        operands torch accepts as they are (same dtype, broadcast to x's shape, no partial overlap
+        with x): x still has no values afterwards, so nothing is computed."""
+        if name not in _INPLACE_ARITHMETIC or not args or not self.is_fake(args[0]) or \
+                set(kwargs) - {"alpha"} or id(args[0]) in self.names:
+            return False
+        x = args[0]
+        if not (x.is_floating_point() and (x.is_contiguous() or x.is_contiguous(
+                memory_format=torch.channels_last))):
+            return False
+        for a in list(args[1:]) + list(kwargs.values()):
+            if isinstance(a, torch.Tensor):
+                if a is not x and (a.dtype != x.dtype or a.device != x.device or
+                                   a.layout != torch.strided or a.ndim > x.ndim or
+                                   any(s not in (1, xs) for s, xs in zip(
+                                       reversed(a.shape), reversed(x.shape))) or
+                                   a.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()):
+                    return False
+            elif isinstance(a, bool) or not isinstance(a, (int, float)):
+                return False
+        return True
+
+    def wants_tensors(self, name) -> bool:
+        """Whether :meth:`run` looks at the call's tensors (then the caller may pass them)."""
+        return bool(self._fake) and name not in METADATA
+
+    def run(self, name, func, args, kwargs, flat=None):
         if name in METADATA:
             return func(*args, **kwargs)
         if self._fake:
-            flat = tensors_of((args, kwargs))
+            if flat is None:
+                flat = tensors_of((args, kwargs))
             fake = [t for t in flat if self.is_fake(t)]
         else:
             flat, fake = None, []
@@ -96,10 +125,15 @@ class ShapeOnly:
             if (name.endswith("_") or name == "setitem" or "out" in kwargs) and any(
                     id(t) in self.names for t in flat):
                 self._need(f"'{name}' writes into a parameter or buffer")
-            if self._inplace_activation(name, args, kwargs):
+            if self._inplace_activation(name, args, kwargs) or \
+                    self._inplace_arithmetic(name, args, kwargs):
                 self.skipped += 1
                 return args[0]
             out = shape_only(name, args, kwargs)
+            if out is None:  # the result of cheap ops on tensors without values has none either
+                out = fake_elementwise(name, args, kwargs)
+            if out is None:
+                out = fake_adaptive_avg_pool(name, args, kwargs)
             if out is not None:
                 self.skipped += 1
                 self._mark(out)
