@@ -1,0 +1,148 @@
+"""A latency target closed by measurement: the tables plan, the clock judges, the aim is corrected.
+
+Latency tables time each layer alone; the whole model on a busy (or just different) machine does
+not add up to them, so a plan the tables put at 50 % may measure 35 % or 60 %. Each plan is pruned
+and timed against the original interleaved; while the measured reduction misses the target by
+more than the tolerance, the aim given to the tables is corrected and the model planned again, a
+bounded number of times: first by the measured/estimated ratio (a calibration of the tables), then,
+once plans lie on both sides of the target, by interpolating between the two closest (the greedy
+knapsack's plans grow by prefix as the aim grows, so the measured reduction rises with the aim).
+Every plan tried is reported; the closest one is kept, and a miss is said in one line.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from core.errors import PlanError
+from core.metrics.timing import compare_latency, quartiles
+
+TOLERANCE = 0.05  # met: the measured reduction within 5 points of the target (0.5: 45-55 %)
+MAX_PLANS = 4
+AIM_CAP = 0.95
+
+
+@dataclass
+class LoopStep:
+    aim: float  # the reduction the tables were asked for
+    estimated: float | None  # what the tables estimate for the plan they made
+    measured: float  # 1 - median(pruned) / median(original), timed interleaved
+    q1: float  # interquartile range of the per-pair reductions (1 - pruned / original, per pair)
+    q3: float
+    pairs: int
+    stop: str  # why the timing stopped (tight, budget, max runs)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def line(self, i: int) -> str:
+        est = "" if self.estimated is None else f", tables estimated {self.estimated:.1%}"
+        return (f"latency plan {i}: aim {self.aim:.1%}{est}, measured {self.measured:.1%} "
+                f"(IQR {self.q1:.1%} to {self.q3:.1%}, {self.pairs} interleaved pairs, "
+                f"{self.stop})")
+
+
+def reduction_tight(tol: float):
+    """Stop timing when the median's uncertainty (~0.93 IQR / sqrt(n) of the per-pair
+    reductions) is below a quarter of the tolerance."""
+    def tight(ta, tb):
+        if not tb or len(ta) != len(tb):
+            return False
+        q1, _, q3 = quartiles([1 - b / a for a, b in zip(ta, tb) if a > 0])
+        return 0.93 * (q3 - q1) / math.sqrt(len(ta)) <= tol / 4
+    return tight
+
+
+def measure_reduction(original, pruned, inputs, threads=None, tol: float = TOLERANCE,
+                      budget_s: float = 8.0, should_stop=None) -> tuple:
+    """``(reduction, q1, q3, pairs, stop)``: the original and the pruned model timed interleaved
+    (never the cached original: the comparison must see the same moment of the machine)."""
+    ta, tb = compare_latency(original, pruned, inputs, threads=threads, min_pairs=5, max_pairs=40,
+                             budget_s=budget_s, use_cache=False, should_stop=should_stop,
+                             tight=reduction_tight(tol))
+    per = [1 - b / a for a, b in zip(ta.samples, tb.samples) if a > 0]
+    q1, _, q3 = quartiles(per)
+    return 1 - tb.median_ms / ta.median_ms, q1, q3, tb.runs, tb.stop
+
+
+def next_aim(steps: list, target: float, cap: float) -> float:
+    """The aim of the next plan. Plans on both sides of the target: interpolate between the closest
+    two (kept inside their bracket). One side only: scale the target by what the tables promised
+    against what was measured; a plan that saved nothing steps the aim up."""
+    below = [s for s in steps if s.measured < target]
+    above = [s for s in steps if s.measured >= target]
+    if below and above:
+        lo = max(below, key=lambda s: s.measured)
+        hi = min(above, key=lambda s: s.measured)
+        a, b = sorted((lo.aim, hi.aim))
+        if hi.measured - lo.measured < 1e-6 or b - a < 1e-6:
+            return (a + b) / 2
+        aim = lo.aim + (target - lo.measured) * (hi.aim - lo.aim) / (hi.measured - lo.measured)
+        return min(max(aim, a + 0.1 * (b - a)), b - 0.1 * (b - a))
+    last = min(steps, key=lambda s: abs(s.measured - target))
+    promised = last.estimated if last.estimated is not None else last.aim
+    if last.measured <= 0.02 or promised <= 0:
+        aim = last.aim + max(0.1, target - last.measured)
+    else:
+        aim = target * promised / last.measured
+        aim = min(max(aim, last.aim / 2), last.aim * 2)  # one noisy measurement moves it <= 2x
+    return min(max(aim, 0.005), cap)
+
+
+def meet_latency_target(plan_for, original, inputs, target: float, tol: float = TOLERANCE,
+                        max_plans: int = MAX_PLANS, threads=None, measure=None, progress=None,
+                        should_stop=None) -> dict:
+    """Plan with ``plan_for(aim) -> (plan, kept, pruned model, estimated reduction or None)``
+    until the measured latency reduction is within ``tol`` of ``target`` (or ``max_plans`` plans
+    were tried); ``measure(original, pruned)`` defaults to :func:`measure_reduction`.
+
+    Returns ``{"plan", "kept", "steps": [LoopStep], "best": LoopStep, "met": bool,
+    "message": one line when not met, else None}``; the first plan's PlanError (the tables say
+    the target is out of reach) propagates, later ones lower the cap on the aim."""
+    if measure is None:
+        def measure(a, b):
+            return measure_reduction(a, b, inputs, threads=threads, tol=tol, should_stop=should_stop)
+    steps, plans, aim, cap, why = [], [], target, AIM_CAP, ""
+    for i in range(max_plans):
+        if progress is not None:
+            progress(i, max_plans, f"latency plan {i + 1}/{max_plans}: aim {aim:.1%}, timing it "
+                     f"against the original interleaved")
+        try:
+            plan, kept, pruned, est = plan_for(aim)
+        except PlanError:
+            if not steps:
+                raise
+            cap = aim  # the tables cannot reach this aim: stay below it
+            why = "; the tables allow no larger aim"
+            aim = (max(s.aim for s in steps) + cap) / 2
+            continue
+        step = LoopStep(aim, est, *measure(original, pruned))
+        steps.append(step)
+        plans.append((plan, kept))
+        if abs(step.measured - target) <= tol / 2:
+            break  # well inside the tolerance: a re-measurement will be too
+        new = next_aim(steps, target, cap)
+        if any(abs(new - s.aim) < 0.002 for s in steps):
+            why = why or "; no other aim changes the plan"
+            break
+        aim = new
+    k = min(range(len(steps)), key=lambda j: abs(steps[j].measured - target))
+    best = steps[k]
+    met = abs(best.measured - target) <= tol
+    msg = None if met else (
+        f"the latency reduction target {target:.1%} was not met within ±{tol:.0%} after "
+        f"{len(steps)} measured plan{'s' * (len(steps) > 1)}: the closest measured "
+        f"{best.measured:.1%} (IQR {best.q1:.1%} to {best.q3:.1%}){why}")
+    return {"plan": plans[k][0], "kept": plans[k][1], "steps": steps, "best": best, "met": met,
+            "message": msg}
+
+
+def loop_facts(result: dict, target: float) -> dict:
+    """What a plan's settings record of the loop (JSON)."""
+    best = result["best"]
+    return {"target_latency": target, "latency_aim": best.aim,
+            "measured_latency_reduction": best.measured,
+            "measured_latency_iqr": [best.q1, best.q3],
+            "latency_target_met": result["met"],
+            "latency_loop": [s.to_json() for s in result["steps"]]}
+

@@ -1,0 +1,127 @@
+"""A latency target closed by measurement (core/metrics/latency_target.py): with a fake clock the
+correction converges, stops at its bound with one clear line, and its plans pass the oracle."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from helpers import randomize  # noqa: E402
+from test_latency_plan import SmallCNN, flops_like  # noqa: E402
+
+from core.errors import PlanError  # noqa: E402
+from core.metrics import latency_target as lt  # noqa: E402
+from core.metrics.counting import count_flops  # noqa: E402
+from core.pipeline import analyze_model, prune_model  # noqa: E402
+from core.plan.planner import PlanSettings  # noqa: E402
+
+
+def _fake_plans(cap=0.95):
+    """plan_for(aim): the 'plan' is its aim, the tables estimate exactly the aim."""
+    def plan_for(aim):
+        if aim > cap:
+            raise PlanError("out of reach")
+        return aim, {}, aim, aim
+    return plan_for
+
+
+def test_optimistic_tables_are_calibrated_and_converge():
+    # the machine gives 60 % of what the tables promise (e.g. overheads they do not see)
+    measure = lambda orig, pruned: (0.6 * pruned, 0.6 * pruned - 0.01, 0.6 * pruned + 0.01, 8, "tight")  # noqa: E731
+    res = lt.meet_latency_target(_fake_plans(), None, None, 0.5, measure=measure)
+    assert res["met"] and res["message"] is None
+    assert abs(res["best"].measured - 0.5) <= lt.TOLERANCE / 2
+    assert res["steps"][0].aim == 0.5 and res["steps"][1].aim == pytest.approx(0.5 / 0.6)
+    assert res["plan"] == res["best"].aim
+
+
+def test_a_curved_response_is_bracketed_and_interpolated():
+    # measured = aim^2: the calibration overshoots, interpolation between the sides closes in
+    measure = lambda orig, pruned: (pruned ** 2, pruned ** 2, pruned ** 2, 8, "tight")  # noqa: E731
+    res = lt.meet_latency_target(_fake_plans(), None, None, 0.5, measure=measure, tol=0.02)
+    assert res["met"] and abs(res["best"].measured - 0.5) <= 0.01
+    assert len(res["steps"]) <= lt.MAX_PLANS
+
+
+def test_the_bound_stops_it_with_one_clear_line():
+    # a machine where pruning saves almost nothing: no aim reaches the target
+    measure = lambda orig, pruned: (0.1 * pruned, 0.0, 0.1, 5, "budget")  # noqa: E731
+    calls = []
+
+    def plan_for(aim):
+        calls.append(aim)
+        return _fake_plans(cap=0.9)(aim)
+    res = lt.meet_latency_target(plan_for, None, None, 0.5, measure=measure, max_plans=3)
+    assert not res["met"] and len(calls) == 3
+    msg = res["message"]
+    assert "\n" not in msg and "not met within ±5%" in msg and "50.0%" in msg
+    assert f"{res['best'].measured:.1%}" in msg and "IQR" in msg
+
+
+def test_the_first_plan_out_of_reach_is_the_tables_error():
+    with pytest.raises(PlanError, match="out of reach"):
+        lt.meet_latency_target(_fake_plans(cap=0.3), None, None, 0.5,
+                               measure=lambda a, b: (0.5, 0.5, 0.5, 5, "tight"))
+
+
+@pytest.fixture
+def cnn(monkeypatch):
+    from core.metrics import tables
+    monkeypatch.setattr(tables, "_time", flops_like)
+    torch.manual_seed(0)
+    m = randomize(SmallCNN()).eval()
+    x = torch.randn(1, 3, 16, 16)
+    return m, x, analyze_model(m, x)
+
+
+def _flops_clock(monkeypatch, factor):
+    """The fake timing function: a pruned model's measured reduction is ``factor`` x its FLOPs
+    reduction (the tables here are FLOPs-like, so they are optimistic by 1/factor)."""
+    seen = []
+
+    def measure_reduction(original, pruned, inputs, **kw):
+        r = factor * (1 - count_flops(pruned, inputs) / count_flops(original, inputs))
+        seen.append(r)
+        return r, r - 0.01, r + 0.01, 6, "tight"
+    monkeypatch.setattr(lt, "measure_reduction", measure_reduction)
+    return seen
+
+
+def test_prune_model_meets_a_latency_target_by_measurement_and_passes_the_oracle(cnn, monkeypatch):
+    m, x, dg = cnn
+    seen = _flops_clock(monkeypatch, 0.7)
+    res = prune_model(m, x, dg, PlanSettings(ratio=None, target_latency=0.3), latency=True,
+                      verify=True, latency_runs=3, latency_budget_s=1.0)
+    st = res.plan.settings
+    assert len(st["latency_loop"]) >= 2 and len(seen) == len(st["latency_loop"])
+    assert st["latency_target_met"] and abs(st["measured_latency_reduction"] - 0.3) <= lt.TOLERANCE
+    assert st["latency_aim"] > 0.3 and st["target_latency"] == 0.3  # the aim was corrected up
+    assert not [w for w in res.warnings if "not met" in w]
+    assert res.verify.passed and res.verify.expected_exact  # zeroed original == pruned
+
+
+def test_prune_model_says_when_the_target_is_not_met(cnn, monkeypatch):
+    m, x, dg = cnn
+    _flops_clock(monkeypatch, 0.05)  # pruning hardly helps on this "machine"
+    res = prune_model(m, x, dg, PlanSettings(ratio=None, target_latency=0.3), latency=True,
+                      verify=True, latency_runs=3, latency_budget_s=1.0)
+    st = res.plan.settings
+    assert st["latency_target_met"] is False and len(st["latency_loop"]) <= lt.MAX_PLANS
+    lines = [w for w in res.warnings if "latency reduction target" in w]
+    assert len(lines) == 1 and "not met" in lines[0]
+    assert res.verify.passed
+
+
+def test_cli_prints_each_plan_and_the_final_figure(monkeypatch, capsys, tmp_path):
+    from core.cli.main import main
+    from core.metrics import tables
+    monkeypatch.setattr(tables, "_time", flops_like)
+    _flops_clock(monkeypatch, 0.8)
+    rc = main(["prune", "demo", "--target-latency", "0.3", "--round-to", "1", "--no-verify",
+               "--report", str(tmp_path / "r.json")])
+    out = capsys.readouterr().out
+    assert rc == 0 and "latency plan 1: aim 30.0%" in out and "latency target 30.0%" in out
+    assert "interleaved pairs" in out
