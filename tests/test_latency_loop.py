@@ -15,14 +15,18 @@ from test_latency_plan import SmallCNN, flops_like  # noqa: E402
 from core.errors import PlanError  # noqa: E402
 from core.metrics import latency_target as lt  # noqa: E402
 from core.metrics.counting import count_flops  # noqa: E402
+from core.plan.knapsack import OutOfReach  # noqa: E402
 from core.pipeline import analyze_model, prune_model  # noqa: E402
 from core.plan.planner import PlanSettings  # noqa: E402
 
 
-def _fake_plans(cap=0.95):
-    """plan_for(aim): the 'plan' is its aim, the tables estimate exactly the aim."""
+def _fake_plans(cap=0.95, reach=None):
+    """plan_for(aim): the 'plan' is its aim, the tables estimate exactly the aim; beyond ``cap``
+    a PlanError (with ``reach``: the knapsack's OutOfReach, which says how far the tables go)."""
     def plan_for(aim):
-        if aim > cap:
+        if aim > cap + 1e-9:
+            if reach is not None:
+                raise OutOfReach("out of reach", reach)
             raise PlanError("out of reach")
         return aim, {}, aim, aim
     return plan_for
@@ -65,6 +69,17 @@ def test_the_first_plan_out_of_reach_is_the_tables_error():
     with pytest.raises(PlanError, match="out of reach"):
         lt.meet_latency_target(_fake_plans(cap=0.3), None, None, 0.5,
                                measure=lambda a, b: (0.5, 0.5, 0.5, 5, "tight"))
+
+
+def test_pessimistic_tables_are_overruled_by_the_clock():
+    # the tables say 30 % at most, the machine gives twice what they promise: 0.5 is met
+    measure = lambda orig, pruned: (2 * pruned, 2 * pruned, 2 * pruned, 8, "tight")  # noqa: E731
+    res = lt.meet_latency_target(_fake_plans(cap=0.3, reach=0.3), None, None, 0.5, measure=measure)
+    assert res["met"] and res["steps"][0].aim == 0.3 and res["best"].measured == pytest.approx(0.5)
+    # ... but when the farthest plan measures short too, it is the tables' error, with the figure
+    with pytest.raises(PlanError, match="out of reach, and that plan measured 33.0%"):
+        lt.meet_latency_target(_fake_plans(cap=0.3, reach=0.3), None, None, 0.5,
+                               measure=lambda a, b: (1.1 * b, b, b, 8, "tight"))
 
 
 @pytest.fixture

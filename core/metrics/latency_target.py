@@ -97,26 +97,35 @@ def meet_latency_target(plan_for, original, inputs, target: float, tol: float = 
     were tried); ``measure(original, pruned)`` defaults to :func:`measure_reduction`.
 
     Returns ``{"plan", "kept", "steps": [LoopStep], "best": LoopStep, "met": bool,
-    "message": one line when not met, else None}``; the first plan's PlanError (the tables say
-    the target is out of reach) propagates, later ones lower the cap on the aim."""
+    "message": one line when not met, else None}``. An aim the tables cannot reach
+    (``OutOfReach``) is replaced by the farthest they reach and measured; a first plan refused so
+    whose measurement is short of the target too raises the tables' error (with the figure)."""
     if measure is None:
         def measure(a, b):
             return measure_reduction(a, b, inputs, threads=threads, tol=tol, should_stop=should_stop)
-    steps, plans, aim, cap, why = [], [], target, AIM_CAP, ""
+    steps, plans, aim, cap, why, refused = [], [], target, AIM_CAP, "", None
     for i in range(max_plans):
         if progress is not None:
             progress(i, max_plans, f"latency plan {i + 1}/{max_plans}: aim {aim:.1%}, timing it "
                      f"against the original interleaved")
         try:
             plan, kept, pruned, est = plan_for(aim)
-        except PlanError:
+        except PlanError as e:
+            reach = getattr(e, "reached", None)  # core.plan.knapsack.OutOfReach
+            if reach is not None and reach > 0.002 and all(s.aim < reach - 0.002 for s in steps):
+                refused = refused or (None if steps else e)
+                cap = aim = reach  # the farthest the tables go: let the clock judge it
+                why = f"; the tables allow at most {reach:.1%}"
+                continue
             if not steps:
                 raise
             cap = aim  # the tables cannot reach this aim: stay below it
-            why = "; the tables allow no larger aim"
+            why = why or "; the tables allow no larger aim"
             aim = (max(s.aim for s in steps) + cap) / 2
             continue
         step = LoopStep(aim, est, *measure(original, pruned))
+        if refused is not None and not steps and step.measured < target - tol:
+            raise PlanError(f"{refused}, and that plan measured {step.measured:.1%}") from None
         steps.append(step)
         plans.append((plan, kept))
         if abs(step.measured - target) <= tol / 2:
