@@ -167,14 +167,15 @@ def prune_model(model: nn.Module, inputs, dg: DependencyGraph, settings: PlanSet
     for attempt in range(3):
         t = time.perf_counter()
         progress("plan", 1, 4, "scoring groups and choosing channels")
-        plan = make_plan(dg, model, settings, cost=cost, calibration=calibration)
-        kept = plan.kept_indices(dg)
+        if settings.target_latency is not None and latency:  # planned and measured in a loop
+            plan, kept = _refine_latency_target(model, ex, dg, settings, cost, calibration,
+                                                threads, check, progress, loop_warnings)
+        else:
+            plan = make_plan(dg, model, settings, cost=cost, calibration=calibration)
+            kept = plan.kept_indices(dg)
         if settings.target_flops is not None:
             plan, kept = _refine_flops_target(model, ex, dg, settings, cost, calibration, plan,
                                               kept, before.flops)
-        if settings.target_latency is not None and latency:
-            plan, kept = _refine_latency_target(model, ex, dg, settings, cost, calibration, plan,
-                                                kept, threads, check, progress, loop_warnings)
         secs["plan"] = secs.get("plan", 0.0) + time.perf_counter() - t
         check()
         t = time.perf_counter()
@@ -339,22 +340,34 @@ def _latency_table(model, ex, given, threads, cost, progress, check):
     return table
 
 
-def _refine_latency_target(model, ex, dg, settings, cost, calibration, plan, kept, threads, check,
-                           progress, warnings):
+def _refine_latency_target(model, ex, dg, settings, cost, calibration, threads, check, progress,
+                           warnings):
     """The tables plan, a measurement judges: core.metrics.latency_target corrects the aim until
     the measured reduction is within tolerance (or says in one line that it is not)."""
     from dataclasses import replace
 
     from core.metrics.latency_target import loop_facts, meet_latency_target
+    from core.plan.latency import proportional
 
-    def plan_for(aim):
-        p = plan if aim == settings.target_latency else make_plan(
-            dg, model, replace(settings, target_latency=aim), cost=cost, calibration=calibration)
-        k = kept if p is plan else p.kept_indices(dg)
-        return p, k, apply_kept(model, k), p.settings.get("estimated_latency_reduction")
-    res = meet_latency_target(plan_for, model, ex, settings.target_latency, threads=threads,
-                              should_stop=check,
+    def planner(table):
+        def plan_for(aim):
+            c = cost if table is None else replace_latency(cost, table)
+            p = make_plan(dg, model, replace(settings, target_latency=aim), cost=c,
+                          calibration=calibration)
+            k = p.kept_indices(dg)
+            return p, k, apply_kept(model, k), p.settings.get("estimated_latency_reduction")
+        return plan_for
+    res = meet_latency_target(planner(None), model, ex, settings.target_latency, threads=threads,
+                              should_stop=check, fallback=lambda: planner(proportional(cost.latency)),
                               progress=lambda i, n, msg: progress("measure", i, n, msg))
     res["plan"].settings.update(loop_facts(res, settings.target_latency))
     warnings[:] = [res["message"]] if res["message"] else []  # this attempt's plan only
     return res["plan"], res["kept"]
+
+
+def replace_latency(cost, table):
+    """A shallow copy of the cost model planning with another latency table."""
+    import copy
+    c = copy.copy(cost)
+    c.latency = table
+    return c

@@ -140,3 +140,31 @@ def test_cli_prints_each_plan_and_the_final_figure(monkeypatch, capsys, tmp_path
     out = capsys.readouterr().out
     assert rc == 0 and "latency plan 1: aim 30.0%" in out and "latency target 30.0%" in out
     assert "interleaved pairs" in out
+
+
+def test_tables_that_fall_short_are_replaced_by_proportional_ones():
+    # the measured tables saturate at 15 % (timed under load) and their farthest plan measures 12 %:
+    # the fallback tables plan again from the target, and the clock confirms them
+    def fallback():
+        return lambda aim: ("prop", {}, 0.9 * aim, aim)
+    measure = lambda orig, pruned: (pruned, pruned, pruned, 8, "tight")  # noqa: E731
+    plans = lambda aim: ((_ for _ in ()).throw(OutOfReach("short", 0.15)) if aim > 0.15  # noqa: E731
+                         else ("tables", {}, 0.8 * aim, aim))
+    res = lt.meet_latency_target(plans, None, None, 0.5, measure=measure, fallback=fallback)
+    kinds = [s.tables for s in res["steps"]]
+    assert kinds[0] == "measured" and res["steps"][0].aim == 0.15 and "proportional" in kinds
+    assert res["met"] and res["plan"] == "prop"
+
+
+def test_pipeline_falls_back_when_the_tables_saturate(cnn, monkeypatch):
+    """Tables timed under load: every cell as slow as the full width (nothing looks removable)."""
+    from core.metrics import tables
+    m, x, dg = cnn
+    monkeypatch.setattr(tables, "_time", lambda layer, xin, tick, runs: 1.0)
+    _flops_clock(monkeypatch, 0.9)
+    res = prune_model(m, x, dg, PlanSettings(ratio=None, target_latency=0.3), latency=True,
+                      verify=True, latency_runs=3, latency_budget_s=1.0)
+    st = res.plan.settings
+    assert st["latency_target_met"], res.warnings
+    assert [s["tables"] for s in st["latency_loop"]][-1] == "proportional"
+    assert res.verify.passed and res.verify.expected_exact

@@ -31,12 +31,13 @@ class LoopStep:
     q3: float
     pairs: int
     stop: str  # why the timing stopped (tight, budget, max runs)
+    tables: str = "measured"  # "proportional": the fallback (the measured tables fell short)
 
     def to_json(self) -> dict:
         return asdict(self)
 
     def line(self, i: int) -> str:
-        est = "" if self.estimated is None else f", tables estimated {self.estimated:.1%}"
+        est = "" if self.estimated is None else f", {self.tables} tables estimated {self.estimated:.1%}"
         return (f"latency plan {i}: aim {self.aim:.1%}{est}, measured {self.measured:.1%} "
                 f"(IQR {self.q1:.1%} to {self.q3:.1%}, {self.pairs} interleaved pairs, "
                 f"{self.stop})")
@@ -91,19 +92,23 @@ def next_aim(steps: list, target: float, cap: float) -> float:
 
 def meet_latency_target(plan_for, original, inputs, target: float, tol: float = TOLERANCE,
                         max_plans: int = MAX_PLANS, threads=None, measure=None, progress=None,
-                        should_stop=None) -> dict:
+                        should_stop=None, fallback=None) -> dict:
     """Plan with ``plan_for(aim) -> (plan, kept, pruned model, estimated reduction or None)``
     until the measured latency reduction is within ``tol`` of ``target`` (or ``max_plans`` plans
     were tried); ``measure(original, pruned)`` defaults to :func:`measure_reduction`.
 
-    Returns ``{"plan", "kept", "steps": [LoopStep], "best": LoopStep, "met": bool,
-    "message": one line when not met, else None}``. An aim the tables cannot reach
-    (``OutOfReach``) is replaced by the farthest they reach and measured; a first plan refused so
-    whose measurement is short of the target too raises the tables' error (with the figure)."""
+    An aim the tables cannot reach (``OutOfReach``) is replaced by the farthest they reach and
+    measured. When the farthest plan measures short of the target, ``fallback()`` (if given)
+    supplies another ``plan_for`` (tables of another shape) and the aim starts again from the
+    target; without one, a first plan refused so raises the tables' error with the figure.
+
+    Returns ``{"plan", "kept", "steps": [LoopStep] (every plan measured), "best": LoopStep,
+    "met": bool, "message": one line when not met, else None}``."""
     if measure is None:
         def measure(a, b):
             return measure_reduction(a, b, inputs, threads=threads, tol=tol, should_stop=should_stop)
-    steps, plans, aim, cap, why, refused = [], [], target, AIM_CAP, "", None
+    tried, plans, steps = [], [], []  # every plan measured; those of the current tables
+    aim, cap, why, refused, kind = target, AIM_CAP, "", None, "measured"
     for i in range(max_plans):
         if progress is not None:
             progress(i, max_plans, f"latency plan {i + 1}/{max_plans}: aim {aim:.1%}, timing it "
@@ -113,36 +118,52 @@ def meet_latency_target(plan_for, original, inputs, target: float, tol: float = 
         except PlanError as e:
             reach = getattr(e, "reached", None)  # core.plan.knapsack.OutOfReach
             if reach is not None and reach > 0.002 and all(s.aim < reach - 0.002 for s in steps):
-                refused = refused or (None if steps else e)
+                refused = refused or (None if tried else e)
                 cap = aim = reach  # the farthest the tables go: let the clock judge it
-                why = f"; the tables allow at most {reach:.1%}"
+                why = f"; the {kind} tables allow at most {reach:.1%}"
                 continue
-            if not steps:
+            if reach is not None and fallback is not None:  # the tables see nothing removable
+                plan_for, fallback, kind = fallback(), None, "proportional"
+                why = f"; the measured tables reached only {reach:.1%} and were replaced by proportional ones"
+                aim, cap, steps, refused = target, AIM_CAP, [], None
+                continue
+            if not tried:
                 raise
             cap = aim  # the tables cannot reach this aim: stay below it
             why = why or "; the tables allow no larger aim"
-            aim = (max(s.aim for s in steps) + cap) / 2
+            aim = (max([s.aim for s in steps] or [0.0]) + cap) / 2
             continue
-        step = LoopStep(aim, est, *measure(original, pruned))
-        if refused is not None and not steps and step.measured < target - tol:
+        step = LoopStep(aim, est, *measure(original, pruned), tables=kind)
+        short = step.measured < target - tol and step.aim >= cap - 1e-9 and cap < AIM_CAP
+        if refused is not None and not tried and short and fallback is None:
             raise PlanError(f"{refused}, and that plan measured {step.measured:.1%}") from None
+        tried.append(step)
         steps.append(step)
         plans.append((plan, kept))
         if abs(step.measured - target) <= tol / 2:
             break  # well inside the tolerance: a re-measurement will be too
+        if short and fallback is not None:
+            # the tables' shape cannot be right (timed on a busy machine?): plan again with
+            # their layers' full-width times scaled in proportion to the widths
+            plan_for, fallback, kind = fallback(), None, "proportional"
+            why = f"; the measured tables reached only {cap:.1%} and were replaced by proportional ones"
+            aim, cap, steps, refused = target, AIM_CAP, [], None
+            continue
         new = next_aim(steps, target, cap)
         if any(abs(new - s.aim) < 0.002 for s in steps):
             why = why or "; no other aim changes the plan"
             break
         aim = new
-    k = min(range(len(steps)), key=lambda j: abs(steps[j].measured - target))
-    best = steps[k]
+    if not tried:
+        raise PlanError(f"the latency reduction target {target:.1%}: no plan could be made{why}")
+    k = min(range(len(tried)), key=lambda j: abs(tried[j].measured - target))
+    best = tried[k]
     met = abs(best.measured - target) <= tol
     msg = None if met else (
         f"the latency reduction target {target:.1%} was not met within ±{tol:.0%} after "
-        f"{len(steps)} measured plan{'s' * (len(steps) > 1)}: the closest measured "
+        f"{len(tried)} measured plan{'s' * (len(tried) > 1)}: the closest measured "
         f"{best.measured:.1%} (IQR {best.q1:.1%} to {best.q3:.1%}){why}")
-    return {"plan": plans[k][0], "kept": plans[k][1], "steps": steps, "best": best, "met": met,
+    return {"plan": plans[k][0], "kept": plans[k][1], "steps": tried, "best": best, "met": met,
             "message": msg}
 
 
