@@ -59,7 +59,7 @@ def test_the_bound_stops_it_with_one_clear_line():
         calls.append(aim)
         return _fake_plans(cap=0.9)(aim)
     res = lt.meet_latency_target(plan_for, None, None, 0.5, measure=measure, max_plans=3)
-    assert not res["met"] and len(calls) == 3
+    assert not res["met"] and len(res["steps"]) == 3 and len(calls) <= 6
     msg = res["message"]
     assert "\n" not in msg and "not met within ±5%" in msg and "50.0%" in msg
     assert f"{res['best'].measured:.1%}" in msg and "IQR" in msg

@@ -180,12 +180,13 @@ def _remember(model, ex, threads, t: Timing) -> None:
 def compare_latency(a: nn.Module, b: nn.Module | None, inputs, threads: int | None = None,
                     warmup: int = 2, min_pairs: int = 5, max_pairs: int = 50, budget_s: float = 10.0,
                     rel: float = 0.25, use_cache: bool = True, progress=None,
-                    should_stop=None, tight=None) -> tuple[Timing | None, Timing | None]:
+                    should_stop=None, tight=None,
+                    budget_pairs: int = 3) -> tuple[Timing | None, Timing | None]:
     """Time ``a`` (the original) and ``b`` (the pruned copy; None: ``a`` alone) interleaved.
 
     Both warm up first, then pairs A, B are run until ``min_pairs`` are in and the spread is tight
     (``tight(a_times, b_times)``, default :func:`_tight`), ``max_pairs`` are in, or ``budget_s``
-    seconds have passed; every timing says which in ``stop``. ``a``'s timing is cached per (model
+    seconds have passed (once ``budget_pairs`` are in); every timing says which in ``stop``. ``a``'s timing is cached per (model
     state, inputs, device, threads): when it is known (and not too old), ``a`` runs only in the
     first :data:`CHECK_RUNS` pairs, and if those disagree with the cache (:func:`agrees`) it is
     timed afresh in every pair (``stop`` then says "re-timed"). ``progress(done, total, message)``
@@ -236,7 +237,7 @@ def compare_latency(a: nn.Module, b: nn.Module | None, inputs, threads: int | No
                 stop = "tight"
                 break
             # the budget wins over min_pairs, but three runs make a median with a spread
-            if i + 1 >= min(3, min_pairs) and time.perf_counter() - t0 > budget_s:
+            if i + 1 >= min(budget_pairs, min_pairs) and time.perf_counter() - t0 > budget_s:
                 stop = "budget"
                 break
         if checking and times_a and not agrees(base, times_a):  # fewer runs than CHECK_RUNS
