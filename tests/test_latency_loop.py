@@ -152,7 +152,7 @@ def test_tables_that_fall_short_are_replaced_by_proportional_ones():
                          else ("tables", {}, 0.8 * aim, aim))
     res = lt.meet_latency_target(plans, None, None, 0.5, measure=measure, fallback=fallback)
     kinds = [s.tables for s in res["steps"]]
-    assert kinds[0] == "measured" and res["steps"][0].aim == 0.15 and "proportional" in kinds
+    assert kinds[0] == "timed" and res["steps"][0].aim == 0.15 and "proportional" in kinds
     assert res["met"] and res["plan"] == "prop"
 
 

@@ -31,13 +31,13 @@ class LoopStep:
     q3: float
     pairs: int
     stop: str  # why the timing stopped (tight, budget, max runs)
-    tables: str = "measured"  # "proportional": the fallback (the measured tables fell short)
+    tables: str = "timed"  # "proportional": the fallback (the timed tables fell short)
 
     def to_json(self) -> dict:
         return asdict(self)
 
     def line(self, i: int) -> str:
-        est = "" if self.estimated is None else f", {self.tables} tables estimated {self.estimated:.1%}"
+        est = "" if self.estimated is None else f", tables ({self.tables}) estimated {self.estimated:.1%}"
         return (f"latency plan {i}: aim {self.aim:.1%}{est}, measured {self.measured:.1%} "
                 f"(IQR {self.q1:.1%} to {self.q3:.1%}, {self.pairs} interleaved pairs, "
                 f"{self.stop})")
@@ -110,7 +110,7 @@ def meet_latency_target(plan_for, original, inputs, target: float, tol: float = 
         def measure(a, b):
             return measure_reduction(a, b, inputs, threads=threads, tol=tol, should_stop=should_stop)
     tried, plans, steps = [], [], []  # every plan measured; those of the current tables
-    aim, cap, why, refused, kind = target, AIM_CAP, "", None, "measured"
+    aim, cap, why, refused, kind = target, AIM_CAP, "", None, "timed"
     for i in range(2 * max_plans):  # plans the tables refuse are not measured: they count less
         if len(tried) >= max_plans:
             break
@@ -128,7 +128,7 @@ def meet_latency_target(plan_for, original, inputs, target: float, tol: float = 
                 continue
             if reach is not None and fallback is not None:  # the tables see nothing removable
                 plan_for, fallback, kind = fallback(), None, "proportional"
-                why = f"; the measured tables reached only {reach:.1%} and were replaced by proportional ones"
+                why = f"; the timed tables reached only {reach:.1%} and were replaced by proportional ones"
                 aim, cap, steps, refused = target, AIM_CAP, [], None
                 continue
             if not tried:
@@ -150,7 +150,7 @@ def meet_latency_target(plan_for, original, inputs, target: float, tol: float = 
             # the tables' shape cannot be right (timed on a busy machine?): plan again with
             # their layers' full-width times scaled in proportion to the widths
             plan_for, fallback, kind = fallback(), None, "proportional"
-            why = f"; the measured tables reached only {cap:.1%} and were replaced by proportional ones"
+            why = f"; the timed tables reached only {cap:.1%} and were replaced by proportional ones"
             aim, cap, steps, refused = target, AIM_CAP, [], None
             continue
         new = next_aim(steps, target, cap)
