@@ -179,3 +179,13 @@ def test_tables_off_by_more_than_twice_are_replaced():
                                  measure=measure, fallback=fallback)
     assert [s.tables for s in res["steps"]] == ["timed", "proportional"] and res["plan"] == "prop"
     assert res["met"]
+
+
+def test_inside_the_tolerance_with_a_noisy_clock_it_stops():
+    # 46 % for 50 % with a median uncertain by +-10 points: another plan could not be told apart
+    noisy = lambda orig, pruned: (pruned - 0.04, 0.2, 0.6, 8, "budget")  # noqa: E731
+    res = lt.meet_latency_target(_fake_plans(), None, None, 0.5, measure=noisy)
+    assert len(res["steps"]) == 1 and res["met"]
+    quiet = lambda orig, pruned: (pruned - 0.04, pruned - 0.05, pruned - 0.03, 8, "tight")  # noqa: E731
+    res = lt.meet_latency_target(_fake_plans(), None, None, 0.5, measure=quiet)
+    assert len(res["steps"]) == 2 and abs(res["best"].measured - 0.5) <= lt.TOLERANCE / 2

@@ -68,6 +68,11 @@ def measure_reduction(original, pruned, inputs, threads=None, tol: float = TOLER
     return 1 - tb.median_ms / ta.median_ms, q1, q3, tb.runs, tb.stop
 
 
+def uncertainty(step: LoopStep) -> float:
+    """About one standard error of the median reduction (0.93 IQR / sqrt(pairs))."""
+    return 0.93 * (step.q3 - step.q1) / math.sqrt(max(step.pairs, 1))
+
+
 def next_aim(steps: list, target: float, cap: float) -> float:
     """The aim of the next plan. Plans on both sides of the target: interpolate between the closest
     two (kept inside their bracket). One side only: scale the target by what the tables promised
@@ -150,6 +155,8 @@ def meet_latency_target(plan_for, original, inputs, target: float, tol: float = 
         plans.append((plan, kept))
         if abs(step.measured - target) <= tol / 2:
             break  # well inside the tolerance: a re-measurement will be too
+        if abs(step.measured - target) <= tol and uncertainty(step) > tol / 4:
+            break  # inside it, and a finer correction would be below the noise of the clock
         if short and fallback is not None:
             # the tables' shape cannot be right (timed on a busy machine?): plan again with
             # their layers' full-width times scaled in proportion to the widths
