@@ -1,18 +1,21 @@
 """Real speed-up, measured honestly (interleaved, same inputs, fixed threads).
 
     python benchmarks/bench_latency.py flops [resnet50:1 resnet50:8 mobilenet_v2:8 vit_b_16:1 convnext_tiny:1]
-    python benchmarks/bench_latency.py latency [resnet50:1 mobilenet_v2:8]
+    python benchmarks/bench_latency.py latency [resnet50:1 mobilenet_v2:8] [--target 0.5 --round-to auto]
     python benchmarks/bench_latency.py gui [vit_b_16:1]
-    options: --threads 2 --pairs 12 --budget 60 --json out.json
+    options: --threads 2 --pairs 12 --budget 60 --json out.json (flops: --channels-last)
 
 ``flops``: prune to ``--target-flops 0.5`` with round-to 1 and round-to auto, then time the
 original and both pruned models interleaved (O, P1, Pa, O, P1, Pa, ...): the measured speed-up
 against the FLOPs reduction (the goal: speed-up >= 0.9 x FLOPs reduction with the default settings).
 
-``latency``: prune to ``--target-latency 0.5`` (tables measured here) and to the FLOPs target whose
-plan the same tables estimate at the same latency; time the three interleaved; report the
-measured latency reduction (goal: within +-5 % of the target) and the importance mass each plan
-keeps (per group, scores normalised to mean 1 - the knapsack's own currency).
+``latency``: prune as the CLI does to ``--target-latency 0.5`` (default round-to auto; tables
+measured here, then the measured correction loop of core/metrics/latency_target.py, each plan
+printed), then find by the same loop the ``--target-flops`` value whose plan *measures* the same
+latency reduction; time the original and both pruned models interleaved once more; report the final
+measured reduction with the IQR of the per-round reductions (goal: within +-5 % of the target) and
+the importance mass each plan keeps (per group, scores normalised to mean 1 - the knapsack's own
+currency).
 
 ``gui``: the window's pruning job (gui.jobs.session.prune, latency on, ``--target-flops 0.5``) on
 a loaded and analysed model, twice: seconds per prune and per phase (goal: ViT-B/16 <= 15 s).
@@ -43,7 +46,7 @@ def build(name: str, batch: int):
 
 
 def interleaved(models: list, x, threads: int, pairs: int, budget: float) -> list:
-    """[(median, q1, q3, runs)] per model, run in turns after two warm-ups of each."""
+    """[{median, q1, q3, runs, samples}] per model, run in turns after two warm-ups of each."""
     import torch
 
     from core.metrics.timing import eval_no_grad, fixed_threads, quartiles, timer
@@ -59,7 +62,18 @@ def interleaved(models: list, x, threads: int, pairs: int, budget: float) -> lis
                 times[k].append(tick(lambda m=m: m(x)))
             if i >= 4 and time.perf_counter() - t0 > budget:
                 break
-    return [(*quartiles(t), len(t)) for t in times]
+    out = []
+    for t in times:
+        q1, med, q3 = quartiles(t)
+        out.append({"median": med, "q1": q1, "q3": q3, "runs": len(t), "samples": t})
+    return out
+
+
+def reduction(orig: dict, pruned: dict) -> dict:
+    """Measured latency reduction: 1 - median ratio, with the IQR of the per-round reductions."""
+    from core.metrics.timing import quartiles
+    q1, _, q3 = quartiles([1 - b / a for a, b in zip(orig["samples"], pruned["samples"])])
+    return {"reduction": 1 - pruned["median"] / orig["median"], "iqr": [q1, q3]}
 
 
 def prune(model, x, dg, **settings):
@@ -85,7 +99,7 @@ def mass_kept(dg, model, plan) -> float:
     return kept / total
 
 
-def bench_flops(name, batch, threads, pairs, budget) -> dict:
+def bench_flops(name, batch, threads, pairs, budget, channels_last=False) -> dict:
     from core.metrics.widths import best_multiple
     from core.pipeline import analyze_model
     model, x = build(name, batch)
@@ -93,42 +107,73 @@ def bench_flops(name, batch, threads, pairs, budget) -> dict:
     auto, _ = best_multiple("cpu", threads)
     r1 = prune(model, x, dg, target_flops=0.5, round_to=1)
     ra = prune(model, x, dg, target_flops=0.5, round_to=auto)
-    (o, *_), (p1, *_), (pa, *_) = t = interleaved([model, r1.model, ra.model], x, threads, pairs, budget)
+    models = [model, r1.model, ra.model]
+    if channels_last:  # oneDNN's preferred layout; NCHW max-pooling is 10-40x slower on CPU
+        import torch
+        models = [m.to(memory_format=torch.channels_last) for m in models]
+        x = x.contiguous(memory_format=torch.channels_last)
+    o, p1, pa = t = interleaved(models, x, threads, pairs, budget)
+    fx = [r1.before.flops / r1.after.flops, ra.before.flops / ra.after.flops]
+    sp = [o["median"] / p1["median"], o["median"] / pa["median"]]
     return {"model": name, "batch": batch, "threads": threads, "auto_multiple": auto,
-            "flops_x": [r1.before.flops / r1.after.flops, ra.before.flops / ra.after.flops],
-            "speedup": [o / p1, o / pa], "timings": t}
+            "memory_format": "channels_last" if channels_last else "contiguous",
+            "flops_x": fx, "speedup": sp, "speedup_per_flops_x": [s / f for s, f in zip(sp, fx)],
+            "timings": [{k: v for k, v in d.items() if k != "samples"} for d in t]}
 
 
-def bench_latency(name, batch, threads, pairs, budget) -> dict:
-    from core.metrics.tables import table_for
-    from core.pipeline import analyze_model, cost_model, sizes
-    from core.plan.latency import estimate_ms
+def bench_latency(name, batch, threads, pairs, budget, target=0.5, round_to="auto") -> dict:
+    """The CLI's path (prune_model: tables, knapsack, the measured correction loop), then the
+    FLOPs target that reaches the same *measured* latency (the same loop, planning by FLOPs), and
+    the three models timed interleaved once more for the final figures."""
+    from core.metrics.latency_target import meet_latency_target
+    from core.metrics.widths import best_multiple
+    from core.pipeline import analyze_model, cost_model, prune_model, sizes
     from core.plan.planner import PlanSettings, make_plan
+    from core.prune.apply import apply_kept
     model, x = build(name, batch)
     dg = analyze_model(model, x, probe=False)
+    rt = {"round_to": 1}
+    if round_to == "auto":
+        rt = {"round_to": best_multiple("cpu", threads)[0], "round_auto": True}
+    elif round_to:
+        rt = {"round_to": int(round_to)}
     t0 = time.perf_counter()
-    table, _ = table_for(model, x, threads)
-    t_tables = time.perf_counter() - t0
+    res = prune_model(model, x, dg, PlanSettings(ratio=None, target_latency=target, **rt),
+                      latency=True, verify=False, threads=threads)
+    t_cli = time.perf_counter() - t0
+    st = res.plan.settings
+    for i, step in enumerate(st.get("latency_loop", [])):
+        print(f"  {name}:{batch} latency plan {i + 1}: {step}", flush=True)
     cost = cost_model(dg, model, x, sizes(model, x, memory=False).flops)
-    cost.latency = table
-    lat_plan = make_plan(dg, model, PlanSettings(ratio=None, target_latency=0.5), cost=cost)
-    est = estimate_ms(table, lat_plan.kept_indices(dg))
-    lo, hi = 0.0, 0.95  # the FLOPs target the tables put at the same latency
-    for _ in range(12):
-        mid = (lo + hi) / 2
-        fp = make_plan(dg, model, PlanSettings(ratio=None, target_flops=mid), cost=cost)
-        if estimate_ms(table, fp.kept_indices(dg)) > est:
-            lo = mid
-        else:
-            hi = mid
-    from core.prune.apply import apply_kept
-    pl, pf = apply_kept(model, lat_plan.kept_indices(dg)), apply_kept(model, fp.kept_indices(dg))
-    (o, *_), (ml, *_), (mf, *_) = t = interleaved([model, pl, pf], x, threads, pairs, budget)
-    return {"model": name, "batch": batch, "threads": threads, "tables_s": t_tables,
-            "estimated_reduction": 1 - est / table.base_ms, "measured_reduction": 1 - ml / o,
-            "flops_target_same_latency": mid, "flops_plan_measured_reduction": 1 - mf / o,
-            "mass_kept": {"latency_plan": mass_kept(dg, model, lat_plan),
-                          "flops_plan": mass_kept(dg, model, fp)}, "timings": t}
+
+    def flops_plan(aim):
+        p = make_plan(dg, model, PlanSettings(ratio=None, target_flops=min(aim, 0.95), **rt),
+                      cost=cost)
+        k = p.kept_indices(dg)
+        return p, k, apply_kept(model, k), None
+    same = meet_latency_target(flops_plan, model, x, st["measured_latency_reduction"], tol=0.02,
+                               threads=threads)
+    fp = same["plan"]
+    pl, pf = res.model, apply_kept(model, same["kept"])
+    o, ml, mf = t = interleaved([model, pl, pf], x, threads, pairs, budget)
+    lat, flo = reduction(o, ml), reduction(o, mf)
+    f0 = res.before.flops
+    return {"model": name, "batch": batch, "threads": threads, "target": target, "round_to": rt,
+            "prune_s": t_cli, "tables_s": res.seconds.get("latency_tables"),
+            "estimated_reduction": st.get("estimated_latency_reduction"),
+            "loop": st.get("latency_loop"), "loop_met": st.get("latency_target_met"),
+            "final_measured_reduction": lat["reduction"], "final_iqr": lat["iqr"],
+            "within_5pct": abs(lat["reduction"] - target) <= 0.05,
+            "latency_plan_flops_reduction": 1 - res.after.flops / f0,
+            "flops_target_same_latency": st_flops(fp),
+            "flops_plan_measured_reduction": flo["reduction"], "flops_plan_iqr": flo["iqr"],
+            "mass_kept": {"latency_plan": mass_kept(dg, model, res.plan),
+                          "flops_plan": mass_kept(dg, model, fp)},
+            "timings": [{k: v for k, v in d.items() if k != "samples"} for d in t]}
+
+
+def st_flops(plan) -> float:
+    return plan.settings.get("target_flops")
 
 
 def bench_gui(name, batch, threads, pairs, budget) -> dict:
@@ -153,6 +198,10 @@ def main(argv=None) -> int:
     ap.add_argument("--pairs", type=int, default=12)
     ap.add_argument("--budget", type=float, default=60.0)
     ap.add_argument("--json")
+    ap.add_argument("--target", type=float, default=0.5, help="latency mode: the latency target")
+    ap.add_argument("--round-to", default="auto", help="latency mode: auto (default, as the CLI) or N")
+    ap.add_argument("--channels-last", action="store_true", help="flops mode: time the models and "
+                    "the input in channels_last memory format")
     a = ap.parse_args(argv)
     default = {"flops": ["resnet50:1", "resnet50:8", "mobilenet_v2:8", "vit_b_16:1", "convnext_tiny:1"],
                "latency": ["resnet50:1", "mobilenet_v2:8"], "gui": ["vit_b_16:1"]}[a.mode]
@@ -163,7 +212,9 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         from core.errors import PruneStudioError
         try:
-            r = fn(name, int(b or 1), a.threads, a.pairs, a.budget)
+            more = ({"target": a.target, "round_to": a.round_to} if a.mode == "latency" else
+                    {"channels_last": a.channels_last} if a.mode == "flops" else {})
+            r = fn(name, int(b or 1), a.threads, a.pairs, a.budget, **more)
         except PruneStudioError as e:  # e.g. a latency target the tables say is out of reach
             r = {"model": name, "batch": int(b or 1), "error": str(e)}
         r["seconds"] = time.perf_counter() - t0

@@ -166,17 +166,19 @@ def prune_model(model: nn.Module, inputs, dg: DependencyGraph, settings: PlanSet
         cost.latency = _latency_table(model, ex, latency_table, threads, cost, progress, check)
         secs["latency_tables"] = time.perf_counter() - t
     excluded: dict = {}
+    loop_warnings: list = []
     for attempt in range(3):
         t = time.perf_counter()
         progress("plan", 1, 4, "scoring groups and choosing channels")
-        plan = make_plan(dg, model, settings, cost=cost, calibration=calibration)
-        kept = plan.kept_indices(dg)
+        if settings.target_latency is not None and latency:  # planned and measured in a loop
+            plan, kept = _refine_latency_target(model, ex, dg, settings, cost, calibration,
+                                                threads, check, progress, loop_warnings)
+        else:
+            plan = make_plan(dg, model, settings, cost=cost, calibration=calibration)
+            kept = plan.kept_indices(dg)
         if settings.target_flops is not None:
             plan, kept = _refine_flops_target(model, ex, dg, settings, cost, calibration, plan,
                                               kept, before.flops)
-        if settings.target_latency is not None and latency:
-            plan, kept = _refine_latency_target(model, ex, dg, settings, cost, calibration, plan,
-                                                kept, threads, check, progress)
         secs["plan"] = secs.get("plan", 0.0) + time.perf_counter() - t
         check()
         t = time.perf_counter()
@@ -224,7 +226,7 @@ def prune_model(model: nn.Module, inputs, dg: DependencyGraph, settings: PlanSet
             should_stop=check, progress=lambda i, n, msg: progress("measure", i, n, msg))
         secs["measure_blocks"] = time.perf_counter() - t
     progress("done", 4, 4, "done")
-    warnings = target_warnings(settings, plan, before, after, dg) + block_warnings
+    warnings = loop_warnings + target_warnings(settings, plan, before, after, dg) + block_warnings
     warnings += report.warnings if report is not None else []
     return PruneResult(pruned, plan, kept, before, after, report, channels_per_layer(dg, kept), secs,
                        excluded, warnings, getattr(cost, "latency", None), blocks=blocks)
@@ -265,7 +267,8 @@ def target_warnings(settings: PlanSettings, plan: PruningPlan, before: Metrics, 
         # the layers alone cannot take longer than the whole model: runs were interrupted
         out.append(f"the latency tables add up to {ratio:.1f}× the measured model: their timing "
                    f"was disturbed (a busy machine?), so their estimate is unreliable")
-    if settings.target_latency is not None and before.latency_ms and after.latency_ms:
+    if (settings.target_latency is not None and before.latency_ms and after.latency_ms
+            and plan.settings.get("latency_target_met") is not False):  # a miss the loop said
         got = 1 - after.latency_ms / before.latency_ms
         if abs(got - settings.target_latency) > 0.05:
             est = plan.settings.get("estimated_latency_reduction")
@@ -348,32 +351,34 @@ def _latency_table(model, ex, given, threads, cost, progress, check):
     return table
 
 
-def _refine_latency_target(model, ex, dg, settings, cost, calibration, plan, kept, threads, check,
-                           progress):
-    """The tables estimate; the pruned model is measured (its original's timing is cached) and
-    the aim corrected by the error until the measured reduction is within 2 % of the target."""
+def _refine_latency_target(model, ex, dg, settings, cost, calibration, threads, check, progress,
+                           warnings):
+    """The tables plan, a measurement judges: core.metrics.latency_target corrects the aim until
+    the measured reduction is within tolerance (or says in one line that it is not)."""
     from dataclasses import replace
 
-    from core.metrics.timing import compare_latency
+    from core.metrics.latency_target import loop_facts, meet_latency_target
+    from core.plan.latency import proportional
 
-    target = aim = settings.target_latency
-    best = None
-    for step in range(3):
-        progress("measure", step, 3, f"checking the latency plan by measurement ({step + 1}/3)")
-        tb, ta = compare_latency(model, apply_kept(model, kept), ex, threads=threads,
-                                 min_pairs=4, max_pairs=12, budget_s=4.0, should_stop=check)
-        got = 1 - ta.median_ms / tb.median_ms
-        if best is None or abs(got - target) < abs(best[2] - target):
-            best = (plan, kept, got, aim)
-        if abs(got - target) <= 0.02 or step == 2 or ta.stop != "tight":
-            break  # close enough, or too noisy to correct by
-        aim = min(0.95, max(0.0, aim + (target - got)))
-        try:
-            plan = make_plan(dg, model, replace(settings, target_latency=aim), cost=cost,
-                             calibration=calibration)
-        except Exception:  # noqa: BLE001 - the corrected aim is out of reach: keep the best so far
-            break
-        kept = plan.kept_indices(dg)
-    plan, kept, got, aim = best
-    plan.settings.update(target_latency=target, latency_aim=aim, measured_latency_reduction=got)
-    return plan, kept
+    def planner(table):
+        def plan_for(aim):
+            c = cost if table is None else replace_latency(cost, table)
+            p = make_plan(dg, model, replace(settings, target_latency=aim), cost=c,
+                          calibration=calibration)
+            k = p.kept_indices(dg)
+            return p, k, apply_kept(model, k), p.settings.get("estimated_latency_reduction")
+        return plan_for
+    res = meet_latency_target(planner(None), model, ex, settings.target_latency, threads=threads,
+                              should_stop=check, fallback=lambda: planner(proportional(cost.latency)),
+                              progress=lambda i, n, msg: progress("measure", i, n, msg))
+    res["plan"].settings.update(loop_facts(res, settings.target_latency))
+    warnings[:] = [res["message"]] if res["message"] else []  # this attempt's plan only
+    return res["plan"], res["kept"]
+
+
+def replace_latency(cost, table):
+    """A shallow copy of the cost model planning with another latency table."""
+    import copy
+    c = copy.copy(cost)
+    c.latency = table
+    return c

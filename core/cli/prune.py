@@ -279,7 +279,14 @@ def latency_lines(result, device: str) -> list[str]:
              f"{', original cached' if b.latency_stop == 'cached' else ''}]"]
     st = result.plan.settings
     if st.get("target_latency") is not None and "estimated_latency_reduction" in st:
+        from core.metrics.latency_target import LoopStep
+        steps = [LoopStep(**s) for s in st.get("latency_loop") or []]
+        lines += [step.line(i + 1) for i, step in enumerate(steps)]
+        iqr = st.get("measured_latency_iqr")
+        kept = (f"; kept plan measured {st['measured_latency_reduction']:.1%} (IQR {iqr[0]:.1%} to "
+                f"{iqr[1]:.1%}) while planning" if steps and iqr else "")
         lines.append(f"latency target {st['target_latency']:.1%}: tables estimated "
                      f"{st['estimated_latency_reduction']:.1%}, measured "
-                     f"{1 - a.latency_ms / b.latency_ms:.1%}")
+                     f"{1 - a.latency_ms / b.latency_ms:.1%} in the final timing{kept}"
+                     + ("" if st.get("latency_target_met") is not False else " - NOT met"))
     return lines

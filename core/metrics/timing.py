@@ -11,7 +11,7 @@ import statistics
 import time
 import weakref
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
@@ -27,14 +27,17 @@ class Timing:
     runs: int
     threads: int
     device: str
-    stop: str = ""  # why the runs stopped: "tight", "budget", "max runs", "cached"
+    stop: str = ""  # why the runs stopped: "tight", "budget", "max runs", "cached", "re-timed"
+    samples: list | None = field(default=None, repr=False)  # the runs in order (not saved)
 
     @property
     def iqr_ms(self) -> float:
         return self.q3_ms - self.q1_ms
 
     def to_json(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d.pop("samples")
+        return d
 
 
 def quartiles(xs) -> tuple[float, float, float]:
@@ -54,7 +57,7 @@ def quartiles(xs) -> tuple[float, float, float]:
 
 def timing_of(times, threads: int, device: str, stop: str = "") -> Timing:
     q1, med, q3 = quartiles(times)
-    return Timing(med, q1, q3, len(times), threads, device, stop)
+    return Timing(med, q1, q3, len(times), threads, device, stop, [float(t) for t in times])
 
 
 def speedup_text(before_ms: float, after_ms: float) -> str:
@@ -132,8 +135,12 @@ def _tight(a: list, b: list | None, rel: float) -> bool:
     return spread <= rel * diff or spread <= 0.02 * min(qa[1], qb[1])
 
 
-# Timings of unchanged models, by model (weakly: a model that is gone takes its entries with it).
+# Timings of unchanged models, by model (weakly: a model that is gone takes its entries with it),
+# each with the time it was taken (by _clock).
 _BASELINES: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+BASELINE_MAX_AGE_S = 600.0  # an older cached original is timed again
+CHECK_RUNS = 3  # runs of a cached original interleaved with the new model: they must agree with it
+_clock = time.monotonic
 
 
 def state_key(model: nn.Module) -> tuple:
@@ -148,69 +155,99 @@ def _cache_key(model, ex, device, threads) -> tuple:
 
 
 def cached_baseline(model: nn.Module, inputs, threads: int) -> Timing | None:
+    """The cached timing of the unchanged original, unless it is older than
+    :data:`BASELINE_MAX_AGE_S` (the machine's load has moved on since)."""
     ex = as_example_inputs(inputs)
     hit = _BASELINES.get(model, {}).get(_cache_key(model, ex, device_of_model(model), threads))
-    return None if hit is None else Timing(**{**asdict(hit), "stop": "cached"})
+    if hit is None or _clock() - hit[1] > BASELINE_MAX_AGE_S:
+        return None
+    return Timing(**{**asdict(hit[0]), "stop": "cached"})
+
+
+def agrees(cached: Timing, fresh: list) -> bool:
+    """A few fresh runs of the original confirm its cached timing when their median lies within
+    the cached spread (at least 5 % of the median either way): a baseline timed under heavy load
+    and compared with a model timed later on a quiet machine would exaggerate the speed-up."""
+    med = statistics.median(fresh)
+    slack = max(cached.iqr_ms / 2, 0.05 * cached.median_ms)
+    return cached.q1_ms - slack <= med <= cached.q3_ms + slack
 
 
 def _remember(model, ex, threads, t: Timing) -> None:
-    _BASELINES.setdefault(model, {})[_cache_key(model, ex, device_of_model(model), threads)] = t
+    _BASELINES.setdefault(model, {})[_cache_key(model, ex, device_of_model(model), threads)] = (t, _clock())
 
 
 def compare_latency(a: nn.Module, b: nn.Module | None, inputs, threads: int | None = None,
                     warmup: int = 2, min_pairs: int = 5, max_pairs: int = 50, budget_s: float = 10.0,
                     rel: float = 0.25, use_cache: bool = True, progress=None,
-                    should_stop=None) -> tuple[Timing | None, Timing | None]:
+                    should_stop=None, tight=None,
+                    budget_pairs: int = 3) -> tuple[Timing | None, Timing | None]:
     """Time ``a`` (the original) and ``b`` (the pruned copy; None: ``a`` alone) interleaved.
 
     Both warm up first, then pairs A, B are run until ``min_pairs`` are in and the spread is tight
-    (:func:`_tight`), ``max_pairs`` are in, or ``budget_s`` seconds have passed; every timing says
-    which in ``stop``. ``a``'s timing is cached per (model state, inputs, device, threads): when it
-    is known, only ``b`` is run. ``progress(done, total, message)`` is called after each pair,
-    ``should_stop()`` before each run (it raises to cancel)."""
+    (``tight(a_times, b_times)``, default :func:`_tight`), ``max_pairs`` are in, or ``budget_s``
+    seconds have passed (once ``budget_pairs`` are in); every timing says which in ``stop``. ``a``'s timing is cached per (model
+    state, inputs, device, threads): when it is known (and not too old), ``a`` runs only in the
+    first :data:`CHECK_RUNS` pairs, and if those disagree with the cache (:func:`agrees`) it is
+    timed afresh in every pair (``stop`` then says "re-timed"). ``progress(done, total, message)``
+    is called after each pair, ``should_stop()`` before each run (it raises to cancel)."""
     ex = as_example_inputs(inputs)
     dev = device_of_model(a)
     if dev.type == "meta":
         return None, None
     tick = timer(dev)
     min_pairs = max(1, min(min_pairs, max_pairs))
+    tight = tight or (lambda ta, tb: _tight(ta, tb, rel))
     with fixed_threads(threads) as n_threads, eval_no_grad(a, b):
         base = cached_baseline(a, ex, n_threads) if use_cache else None
-        models = [m for m in ((None if base else a), b) if m is not None]
-        if not models:
-            return base, None
+        models = [m for m in (a, b) if m is not None]
         for m in models:
-            for _ in range(warmup):
+            for _ in range(1 if (m is a and base) else warmup):
                 if should_stop is not None:
                     should_stop()
                 t_warm = time.perf_counter()
                 ex.call(m)
                 if time.perf_counter() - t_warm > 0.1 * budget_s:
                     break  # a slow model: one warm-up call leaves the budget for timed runs
-        times = [[] for _ in models]
+        times_a, times_b = [], []
+        checking = base is not None  # the cached original's check runs are still going
+        stale = False
         t0 = time.perf_counter()
         stop = "max runs"
         for i in range(max_pairs):
-            for k, m in enumerate(models):  # A then B: the alternation is the point
+            for m, times in ((a, times_a), (b, times_b)):  # A then B: the alternation is the point
+                if m is None or (m is a and base is not None and not checking):
+                    continue
                 if should_stop is not None:
                     should_stop()
-                times[k].append(tick(lambda m=m: ex.call(m)))
+                times.append(tick(lambda m=m: ex.call(m)))
+            if checking and len(times_a) >= CHECK_RUNS:
+                checking, stale = False, not agrees(base, times_a)
+                if stale:
+                    base = None  # the original is timed in every pair from now on
+                elif b is None:
+                    return base, None
             if progress is not None:
                 progress(i + 1, max_pairs, f"timing {'the pruned model' if base else 'both models'}"
                          f" interleaved: {i + 1} run{'s' * (i > 0)}")
-            if i + 1 >= min_pairs and _tight(times[0], times[1] if len(times) > 1 else None, rel):
+            if checking:
+                continue
+            ta, tb = (times_b, None) if base is not None else (times_a, times_b or None)
+            if i + 1 >= min_pairs and tight(ta, tb):
                 stop = "tight"
                 break
             # the budget wins over min_pairs, but three runs make a median with a spread
-            if i + 1 >= min(3, min_pairs) and time.perf_counter() - t0 > budget_s:
+            if i + 1 >= min(budget_pairs, min_pairs) and time.perf_counter() - t0 > budget_s:
                 stop = "budget"
                 break
-        out = [timing_of(t, n_threads, str(dev), stop) for t in times]
-    if base is None:
-        base = out.pop(0)
-        if use_cache:
-            _remember(a, ex, n_threads, base)
-    return base, (out[0] if out else None)
+        if checking and times_a and not agrees(base, times_a):  # fewer runs than CHECK_RUNS
+            base, stale = None, True
+        if base is None:
+            base = timing_of(times_a, n_threads, str(dev), "re-timed" if stale else stop)
+            if use_cache:
+                _remember(a, ex, n_threads, base)
+        after = timing_of(times_b, n_threads, str(dev), stop) if b is not None else None
+    return base, after
 
 
 def clear_baselines() -> None:

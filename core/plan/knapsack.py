@@ -14,6 +14,15 @@ from core.plan.latency import LatencyTable
 from core.plan.rounding import group_multiples, used_multiples
 
 
+class OutOfReach(PlanError):
+    """The tables say no plan removes that much latency; ``reached`` is the most one removes by
+    them (a measurement may still find it enough: tables timed on a busy machine err both ways)."""
+
+    def __init__(self, message: str, reached: float):
+        super().__init__(message)
+        self.reached = reached
+
+
 class _Group:
     """One prunable group's state: its removal order, allowed counts and the timed weight dims
     it narrows (with, per dim, how many slot indices the first c channels of the order cover)."""
@@ -144,8 +153,9 @@ def latency_plan(dg, scores: dict, settings, table: LatencyTable | None,
     removed = {gid: np.sort(st.order[:st.removed]) for gid, st in groups.items() if st.removed}
     reached = 1.0 - total / full
     if reached < target - 0.02:
-        raise PlanError(f"the latency reduction target {target:.0%} cannot be reached: pruning every "
-                        f"prunable group as far as allowed removes {reached:.1%} by the latency tables")
+        raise OutOfReach(f"the latency reduction target {target:.0%} cannot be reached: pruning "
+                         f"every prunable group as far as allowed removes {reached:.1%} by the "
+                         f"latency tables", reached)
     auto = ({"round_to_groups": used_multiples({gid: st.multiple for gid, st in groups.items()})}
             if settings.round_auto else {})
     return removed, {**auto, "estimated_latency_reduction": reached,

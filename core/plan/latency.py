@@ -117,6 +117,23 @@ def estimate_ms(table: LatencyTable, kept: dict) -> float:
     return table.base_ms * now / full
 
 
+def proportional(table: LatencyTable) -> LatencyTable:
+    """The same layers at their measured full-width times, each scaled in proportion to its
+    widths (inputs x outputs; depthwise: outputs). The fallback when the measured shape of the
+    tables cannot be right - cells timed while the machine was busy make a layer look as slow
+    narrow as wide, and the tables then say little can be removed where a measurement finds more."""
+    layers = {}
+    for name, t in table.layers.items():
+        full = t.full_ms / max(t.calls, 1)
+        g_in = [t.size_in] if t.tied or len(t.grid_in) == 1 else list(t.grid_in)
+        ms = [[full * (1.0 if t.tied or len(g_in) == 1 else gi / t.size_in) * go / t.size_out
+               for go in t.grid_out] for gi in g_in]
+        layers[name] = LayerTable(t.out_dim, t.in_dim, t.size_out, t.size_in, list(t.grid_out),
+                                  g_in, ms, t.tied, t.calls)
+    return LatencyTable(table.device, table.threads, table.model, table.input, table.base_ms,
+                        layers)
+
+
 def check_fits(table: LatencyTable, shapes: dict) -> None:
     """A loaded table must describe this model: every timed layer exists with its widths."""
     for name, t in table.layers.items():

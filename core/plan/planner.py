@@ -9,7 +9,7 @@ from torch import nn
 
 from core.errors import PlanError
 from core.plan.criteria import group_scores
-from core.plan.rounding import group_multiples, used_multiples
+from core.plan.rounding import group_multiples, legal_counts, round_toward, used_multiples
 from core.prune.apply import PruningPlan
 
 FINE_GROUP = 32  # groups with at least this many channels can approach any ratio smoothly
@@ -201,6 +201,11 @@ def plan_for_ratio(dg, scores: dict, ratio: float, settings: PlanSettings,
             for gid, c in zip(*np.unique(chosen, return_counts=True)):
                 g = dg.groups[int(gid)]
                 counts[int(gid)] = remove_count(g, int(c), settings, used)
+    return plan_from_counts(dg, scores, counts, settings, used)
+
+
+def plan_from_counts(dg, scores: dict, counts: dict, settings: PlanSettings, used: dict) -> PruningPlan:
+    """Each group's ``counts[gid]`` least important prunable channels removed."""
     removed = {}
     for gid, n in counts.items():
         if n <= 0:
@@ -270,10 +275,41 @@ def make_plan(dg, model: nn.Module, settings: PlanSettings, cost: CostModel | No
         # the ratio just below it and move only the fine-grained ones
         best, _, _ = _bisect(lambda r: reduction(lo, r), target, lo, best)
     plan, red = best
+    if abs(red - target) > 0.005:  # channel multiples still jump across it: round per group
+        plan, red = _round_toward(dg, scores, settings, plan, red, target, cost, use_flops)
     plan.settings["achieved_reduction"] = red
     plan.settings["max_reduction"] = hi_red
     plan.settings["search_ratio"] = mid
     return plan
+
+
+def _round_toward(dg, scores, settings, plan, red, target, cost, use_flops):
+    """:func:`core.plan.rounding.round_toward` on the plan's counts: groups without an override
+    step by their own multiple (``round_to_groups`` under auto) toward the target."""
+    limits = _group_limits(dg, settings)
+    by_group = {int(g): int(m) for m, gs in plan.settings.get("round_to_groups", {}).items() for g in gs}
+    counts = {gid: len(plan.removed.get(gid, [])) for gid, (ign, ov) in limits.items() if not ign}
+    legal, mean = {}, {}
+    for gid, (ign, ov) in limits.items():
+        g = dg.groups[gid]
+        if ign or ov is not None:
+            continue
+        most = min(g.n_prunable, int(math.floor(settings.max_group_ratio * g.n_channels)))
+        legal[gid] = legal_counts(g.n_channels, by_group.get(gid, settings.round_to), most)
+        if counts[gid] not in legal[gid]:
+            del legal[gid]  # a count set by _keep_every_member: left as it is
+            continue
+        s = np.abs(np.asarray(scores[gid], float))[g.prunable]
+        mean[gid] = np.sort(s) / (s.mean() or 1.0)
+    base = cost.base_flops if use_flops else cost.base_params
+    used = {gid: by_group.get(gid, settings.round_to) for gid in counts}
+
+    def reduction(c):
+        p, f = cost.estimate(plan_from_counts(dg, scores, c, settings, used).kept_indices(dg))
+        return 1.0 - (f if use_flops else p) / base
+    counts, red = round_toward(counts, legal, lambda gid, a, b: float(mean[gid][a:b].sum()),
+                               reduction, target)
+    return plan_from_counts(dg, scores, counts, settings, used), red
 
 
 def _bisect(reduction, target: float, lo: float, best):
