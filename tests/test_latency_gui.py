@@ -46,7 +46,10 @@ def test_latency_target_in_the_window(qtbot, win, flops_tables):
     r = _prune(qtbot, win)
     assert r.plan.settings["target_latency"] == pytest.approx(0.3)
     assert r.latency_table is not None and win.session.cost.latency is r.latency_table
-    assert "tables estimated" in win.logbox.toPlainText()
+    log = win.logbox.toPlainText()
+    assert "tables estimated" in log
+    # each measured plan of the loop is said, as on the command line
+    assert len(r.plan.settings["latency_loop"]) >= 1 and "latency plan 1: aim 30.0%" in log
     with qtbot.waitSignal(win.estimateReady, timeout=10_000):
         t.slider.setValue(40)
     qtbot.waitUntil(lambda: "by the tables" in t.estimate.text(), timeout=10_000)

@@ -8,6 +8,7 @@ import os
 from PySide6.QtCore import QObject
 
 from core.metrics import speedup_text
+from core.metrics.latency_target import LoopStep
 
 from ..jobs import gcpolicy, session as sess, stream, worker
 
@@ -166,6 +167,8 @@ class PruneController(QObject):
         ctx.log(msg)
         st = result.plan.settings
         if st.get("target_latency") is not None and b.latency_ms and a.latency_ms:
+            for i, step in enumerate(st.get("latency_loop") or []):
+                ctx.log(LoopStep(**step).line(i + 1))  # each measured plan, as on the command line
             ctx.log(f"latency target {st['target_latency']:.0%}: the tables estimated "
                     f"{st.get('estimated_latency_reduction', float('nan')):.0%}, measured "
                     f"{1 - a.latency_ms / b.latency_ms:.0%}")
