@@ -44,7 +44,8 @@ def _sensitive_groups(dg) -> set:
 
 def probe_groups(model, inputs, dg, progress=None, should_stop=None) -> dict[int, str]:
     """Block (in place, in ``dg``) the groups whose removal breaks forward; returns id -> reason."""
-    groups = [g for g in dg.prunable_groups if g.id in _sensitive_groups(dg)]
+    sensitive = _sensitive_groups(dg)  # once: it scans every shape-read atom
+    groups = [g for g in dg.prunable_groups if g.id in sensitive]
     if not groups:
         return {}
     ex = as_example_inputs(inputs).to("meta")
