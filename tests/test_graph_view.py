@@ -221,3 +221,33 @@ def test_far_out_a_big_graph_skips_its_node_items_without_touching_each(qtbot):
         assert all(it.isVisible() for it in list(view.items_by_node.values())[:50])
     finally:
         graph_items.NodeItem.plain = real
+
+
+def test_a_chunked_build_does_not_paint_half_built_nodes(qtbot):
+    """A big graph is added in chunks between events; a repaint between chunks would draw every
+    node added so far (zoomed in, with text) — the long GUI-thread steps of bench_gui's 20k chain.
+    The overview path stands in (the nodes are transparent: the scene skips them) until the last
+    chunk; then the nodes show as usual."""
+    import networkx as nx
+
+    from gui.jobs.graph_layout import layout
+    from gui.widgets.graph_view import BUILD_CHUNK, GraphView
+
+    n = 8 * BUILD_CHUNK
+    g = nx.DiGraph()
+    for i in range(n):
+        g.add_node(i, label=f"layers.{i}", op="linear", kind="layer", scope="", module=f"layers.{i}")
+    g.add_edges_from((i, i + 1) for i in range(n - 1))
+    view = GraphView()
+    qtbot.addWidget(view)
+    view.resize(800, 600)
+    view.show()
+    try:
+        view.set_graph(g, layout(g, expanded="all"))
+        assert view.building
+        qtbot.waitUntil(lambda: len(view.items_by_node) >= BUILD_CHUNK, timeout=60_000)
+        assert view.building and view.items_by_node[0].effectiveOpacity() == 0
+    finally:
+        qtbot.waitUntil(lambda: not view.building, timeout=60_000)  # no step left for a dead view
+    view.resetTransform()  # zoomed in
+    assert view.items_by_node[0].effectiveOpacity() == 1
