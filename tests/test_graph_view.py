@@ -247,6 +247,8 @@ def test_a_chunked_build_does_not_paint_half_built_nodes(qtbot):
         assert view.building
         qtbot.waitUntil(lambda: len(view.items_by_node) >= BUILD_CHUNK, timeout=60_000)
         assert view.building and view.items_by_node[0].effectiveOpacity() == 0
+        view.resetTransform()  # zooming in meanwhile does not bring them back half-built
+        assert view.building and view.items_by_node[0].effectiveOpacity() == 0
     finally:
         qtbot.waitUntil(lambda: not view.building, timeout=60_000)  # no step left for a dead view
     view.resetTransform()  # zoomed in

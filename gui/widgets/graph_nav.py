@@ -24,7 +24,8 @@ class Navigation:
             self._overview.setVisible(far or self.building)
             # many plain nodes far out: the overview path draws them; skip the items altogether
             plain = self.overlay_kind is None and not self.colour_by_group and not self._highlighted
-            hide = far and plain and len(self.items_by_node) > HIDE_ABOVE
+            # while a big build runs in chunks the overview path stands in for every node
+            hide = self.building or (far and plain and len(self.items_by_node) > HIDE_ABOVE)
             # a transparent layer: the scene skips its children in one test; hiding it would
             # visit and mark dirty every one of 20k nodes (a 100 ms step on the GUI thread)
             if (self._node_layer.opacity() == 0) != hide:
