@@ -188,18 +188,12 @@ def test_the_legend_never_covers_the_graph(qtbot, win):
     assert not view.legend.isVisible() and view.viewport().height() > full
 
 
-def test_far_out_a_big_graph_skips_its_node_items_without_touching_each(qtbot):
-    """Far out, thousands of plain nodes are drawn by the overview path alone: their layer turns
-    transparent (one test skips them all). Hiding it instead visits every node and marks it for
-    repaint, a long step on the GUI thread with 20k nodes (benchmarks/bench_gui.py)."""
+def _chain_and_view(qtbot, n):
+    """A chain of ``n`` plain layers and a shown 800x600 graph view (nothing drawn yet)."""
     import networkx as nx
 
-    from gui.jobs.graph_layout import layout
-    from gui.widgets import graph_items
-    from gui.widgets.graph_nav import HIDE_ABOVE
     from gui.widgets.graph_view import GraphView
 
-    n = HIDE_ABOVE + 500
     g = nx.DiGraph()
     for i in range(n):
         g.add_node(i, label=f"layers.{i}", op="linear", kind="layer", scope="", module=f"layers.{i}")
@@ -208,6 +202,20 @@ def test_far_out_a_big_graph_skips_its_node_items_without_touching_each(qtbot):
     qtbot.addWidget(view)
     view.resize(800, 600)
     view.show()
+    return g, view
+
+
+def test_far_out_a_big_graph_skips_its_node_items_without_touching_each(qtbot):
+    """Far out, thousands of plain nodes are drawn by the overview path alone: their layer turns
+    transparent (one test skips them all). Hiding it instead visits every node and marks it for
+    repaint, a long step on the GUI thread with 20k nodes (benchmarks/bench_gui.py)."""
+
+    from gui.jobs.graph_layout import layout
+    from gui.widgets import graph_items
+    from gui.widgets.graph_nav import HIDE_ABOVE
+
+    n = HIDE_ABOVE + 500
+    g, view = _chain_and_view(qtbot, n)
     view.set_graph(g, layout(g, expanded="all"))
     if view.building:
         qtbot.waitSignal(view.built, timeout=60_000).wait()
@@ -228,20 +236,12 @@ def test_a_chunked_build_does_not_paint_half_built_nodes(qtbot):
     node added so far (zoomed in, with text) — the long GUI-thread steps of bench_gui's 20k chain.
     The overview path stands in (the nodes are transparent: the scene skips them) until the last
     chunk; then the nodes show as usual."""
-    import networkx as nx
 
     from gui.jobs.graph_layout import layout
-    from gui.widgets.graph_view import BUILD_CHUNK, GraphView
+    from gui.widgets.graph_view import BUILD_CHUNK
 
     n = 8 * BUILD_CHUNK
-    g = nx.DiGraph()
-    for i in range(n):
-        g.add_node(i, label=f"layers.{i}", op="linear", kind="layer", scope="", module=f"layers.{i}")
-    g.add_edges_from((i, i + 1) for i in range(n - 1))
-    view = GraphView()
-    qtbot.addWidget(view)
-    view.resize(800, 600)
-    view.show()
+    g, view = _chain_and_view(qtbot, n)
     try:
         view.set_graph(g, layout(g, expanded="all"))
         assert view.building
