@@ -37,6 +37,25 @@ def test_second_prune_uses_the_cached_original_and_summary_names_device(qtbot, w
     assert "threads" in log and "original cached" in log
 
 
+def test_the_prune_times_with_the_gui_threads_count(qtbot, win, monkeypatch):
+    """OpenMP keeps a thread count per thread: a pool thread first used while the count was 1
+    keeps 1 after it is set back to 2. The prune times with the count the GUI thread sees, so
+    the cache key and the summary do not depend on which pool thread runs the job."""
+    import threading
+
+    import torch
+    real, main = torch.get_num_threads, threading.main_thread()
+    old = real()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(torch, "get_num_threads",
+                            lambda: real() if threading.current_thread() is main else 1)
+        r = _prune(qtbot, win)
+    finally:
+        torch.set_num_threads(old)
+    assert r.before.latency_threads == 2 and r.after.latency_threads == 2
+
+
 def test_latency_target_in_the_window(qtbot, win, flops_tables):
     t = win.targets
     t.mode.setCurrentIndex(t.mode.findData("latency"))
