@@ -130,3 +130,39 @@ def test_copy_model_keeps_every_memo_key_alive():
     finally:
         gc.enable()
     assert not stray
+
+
+def test_the_zeroed_copy_and_the_pruned_model_never_live_together(monkeypatch):
+    """Peak memory: the pipeline runs the zeroed original, frees it, and only then builds the
+    pruned model (each is most of the model's size)."""
+    import gc
+    import weakref
+
+    import core.pipeline as pipeline
+    import core.prune.verify as verify
+    torch.manual_seed(0)
+    m = _net()
+    x = torch.randn(2, 3, 8, 8)
+    zeroed, pruned, overlaps = [], [], []
+
+    def alive(refs):
+        gc.collect()
+        return [r for r in refs if r() is not None]
+
+    def zero(model, kept):
+        overlaps.extend(alive(pruned))
+        z = zero_channels(model, kept)
+        zeroed.append(weakref.ref(z))
+        return z
+
+    def build(model, kept):
+        overlaps.extend(alive(zeroed))
+        p = apply_kept(model, kept)
+        pruned.append(weakref.ref(p))
+        return p
+
+    monkeypatch.setattr(verify, "zero_channels", zero)
+    monkeypatch.setattr(verify, "apply_kept", build)
+    monkeypatch.setattr(pipeline, "apply_kept", build)
+    res = pipeline.prune_model(m, x, analyze_model(m, x), PlanSettings(ratio=0.5), latency=False)
+    assert res.verify.passed and zeroed and pruned and not overlaps

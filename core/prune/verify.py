@@ -26,7 +26,7 @@ from core.trace.inputs import as_example_inputs
 from core.prune.apply import apply_kept, zero_channels
 from core.prune.bounds import measure_kinds, summary as bound_summary
 from core.prune.copying import copy_model
-from core.prune.weak import check_activations
+from core.prune.weak import check_activations, input_independent
 from core.trace.tracer import flatten_outputs
 
 
@@ -97,21 +97,33 @@ def verify_plan(model, inputs, dg, plan, tolerance: float = 1e-4, pruned=None,
     """Run the oracle. ``tolerance`` applies to the relative difference of exact plans; an
     approximate plan passes when ``accept_approximate`` and, with ``check_bounds``, every kind of
     approximation stays within its bound (``bounds``: kind or ``"*"`` -> relative bound; default
-    :data:`core.prune.bounds.DEFAULT_BOUND`)."""
+    :data:`core.prune.bounds.DEFAULT_BOUND`).
+
+    ``pruned``: the pruned model, or a function building it (None: :func:`apply_kept`). A built
+    one is built after the zeroed copy has run and been freed, so the two (each most of the
+    model's size) are not in memory together; the rare checks needing both re-zero a copy."""
     ex = as_example_inputs(inputs)
     kept = plan.kept_indices(dg)
-    zeroed = zero_channels(model, kept)
     if pruned is None:
-        pruned = apply_kept(model, kept)
+        def pruned():
+            return apply_kept(model, kept)
+    zeroed = zero_channels(model, kept)
     approx = sorted({r for gid, chans in plan.removed.items() if chans
                      for r in dg.groups[gid].approx_reasons
                      if not dg.groups[gid].exact[chans].all()})
     expected_exact = not approx
+    weak = []
     with torch.no_grad():
         zeroed.eval()
-        pruned.eval()
         try:
             y0 = ex.call(zeroed)
+            if non_finite(y0) is None:
+                weak = input_independent(zeroed, ex, y0)
+            if not isinstance(pruned, nn.Module):
+                if not weak:
+                    zeroed = None  # freed before the pruned model is built
+                pruned = pruned()
+            pruned.eval()
             y1 = ex.call(pruned)
         except Exception as e:
             return VerifyReport(float("inf"), float("inf"), False, expected_exact, False, tolerance,
@@ -124,7 +136,7 @@ def verify_plan(model, inputs, dg, plan, tolerance: float = 1e-4, pruned=None,
     abs_d, rel_d, same = compare_outputs(y0, y1)
     f32 = None
     if expected_exact and not (same and rel_d <= tolerance):
-        r64 = _float64_outputs(zeroed, pruned, ex)
+        r64 = _float64_outputs(zeroed or zero_channels(model, kept), pruned, ex)
         if r64 is not None:
             f32 = (abs_d, rel_d)
             abs_d, rel_d, same = compare_outputs(*r64)
@@ -163,7 +175,7 @@ def verify_plan(model, inputs, dg, plan, tolerance: float = 1e-4, pruned=None,
                        *(f32 or (None, None)), approximations=kinds, within_bounds=within,
                        accepted=accept_approximate)
     if passed:
-        check_activations(rep, zeroed, pruned, ex, y0, kept)
+        check_activations(rep, zeroed, pruned, ex, kept, weak)
     return rep
 
 

@@ -156,10 +156,10 @@ def compare_activations(zeroed, pruned, ex: ExampleInputs, kept: dict | None = N
     return len(pairs), worst, where
 
 
-def check_activations(rep, zeroed, pruned, ex: ExampleInputs, y0, kept=None) -> None:
-    """Warn in ``rep`` when an output does not depend on the input, and then compare the
-    intermediate activations (a mismatch there fails an exact plan)."""
-    lines = input_independent(zeroed, ex, y0)
+def check_activations(rep, zeroed, pruned, ex: ExampleInputs, kept, lines: list[str]) -> None:
+    """Warn in ``rep`` for each output that does not depend on the input (``lines``, from
+    :func:`input_independent`), and then compare the intermediate activations (a mismatch there
+    fails an exact plan)."""
     if not lines:
         return
     for line in lines:
