@@ -57,7 +57,8 @@ class GraphView(Navigation, Colouring, QGraphicsView):
         self.blocks_by_id: dict = {}
         self.frames: dict = {}
         self._edge_items: list = []  # EdgesItems (a few thousand edges each), arrows as children
-        self._overview = self._node_layer = None
+        self._overview = None
+        self._node_layers: list = []  # (empty parent item, bounds of its ≤ BUILD_CHUNK nodes)
         self._hi_items: list = []  # one path of highlighted edges per group, in its colour
         self._hi_gids: list = []
         self._highlighted: set = set()
@@ -105,7 +106,8 @@ class GraphView(Navigation, Colouring, QGraphicsView):
             e.setPen(pen)
             for arrows in e.childItems():
                 arrows.setBrush(self.theme.qcolor("graph.edge"))
-        self._overview.setBrush(self.theme.qcolor("graph.overview"))
+        for part in self._overview.childItems():
+            part.setBrush(self.theme.qcolor("graph.overview"))
 
     # building -----------------------------------------------------------------------------
     def set_graph(self, graph, lay: Layout, wrap_to_view: bool = True):
@@ -139,19 +141,15 @@ class GraphView(Navigation, Colouring, QGraphicsView):
         pen = QPen(self.theme.qcolor("graph.edge"), 1.2)
         pen.setCosmetic(True)
         self._edge_pen = pen
-        over = QPainterPath()
-        for it, (x, y) in lay.pos.items():
-            if not isinstance(it, str):
-                over.addRect(x, y, NODE_W, NODE_H)
-        self._overview = QGraphicsPathItem(over)
-        self._overview.setPen(Qt.NoPen)
+        # the overview path: plain boxes for the nodes, far out and while a build runs; in
+        # parts, one per chunk of nodes (_add_items), so a paint fills only the parts in view
+        self._overview = QGraphicsRectItem()
+        self._overview.setFlag(QGraphicsItem.ItemHasNoContents)
         self._overview.setZValue(-0.8)
+        self._overview_all = QPainterPath()
         sc.addItem(self._overview)
         self._hi_items = []
-        # node items hang under one empty item: far out, hiding it skips 20k paint calls at once
-        self._node_layer = QGraphicsRectItem()
-        self._node_layer.setFlag(QGraphicsItem.ItemHasNoContents)
-        sc.addItem(self._node_layer)
+        self._node_layers = []
         self._style_items()
         sc.setSceneRect(QRectF(-60, -60, lay.width + 120, lay.height + 120))
         entries = list(lay.pos.items())
@@ -167,9 +165,6 @@ class GraphView(Navigation, Colouring, QGraphicsView):
             self._finish_build()
             return
         self._overview.setVisible(True)
-        # the overview path stands in until the last chunk: a repaint between chunks would draw
-        # every node added so far (zoomed in, with text: ~80 ms a turn); _apply_lod restores it
-        self._node_layer.setOpacity(0)
         build_id = self._build_id
         QTimer.singleShot(0, lambda: self._run_steps(build_id, steps))
 
@@ -195,7 +190,17 @@ class GraphView(Navigation, Colouring, QGraphicsView):
         self._edge_items.append(edges)
 
     def _add_items(self, entries):
+        """One chunk of nodes under an empty, transparent parent item, and the collapsed blocks.
+        The overview path stands in for the nodes until the build ends (a repaint between
+        chunks would draw every node added so far); after it, only the layers near the view
+        are opaque (_apply_lod): the scene skips a transparent layer's children in one test,
+        so a paint or a zoom change touches a few hundred nodes, not all 20k."""
         sc, h = self.scene(), self.hierarchy
+        layer = QGraphicsRectItem()
+        layer.setFlag(QGraphicsItem.ItemHasNoContents)
+        layer.setOpacity(0)
+        sc.addItem(layer)
+        bounds = QRectF()
         sc.blockSignals(True)
         for it, (x, y) in entries:
             if isinstance(it, str):
@@ -204,12 +209,23 @@ class GraphView(Navigation, Colouring, QGraphicsView):
             else:
                 item = NodeItem(it, self.graph.nodes[it], self)
                 self.items_by_node[it] = item
-                item.setParentItem(self._node_layer)
+                item.setParentItem(layer)
                 item.setPos(x, y)
+                bounds = bounds.united(QRectF(x, y, NODE_W, NODE_H))
                 continue
             item.setPos(x, y)
             sc.addItem(item)
         sc.blockSignals(False)
+        if bounds.isValid():
+            self._node_layers.append((layer, bounds.adjusted(-3, -3, 3, 3)))
+            part = QPainterPath()
+            for it, (x, y) in entries:
+                if not isinstance(it, str):
+                    part.addRect(x, y, NODE_W, NODE_H)
+            over = QGraphicsPathItem(part, self._overview)
+            over.setPen(Qt.NoPen)
+            over.setBrush(self.theme.qcolor("graph.overview"))
+            self._overview_all.addPath(part)
 
     def _finish_build(self):
         sc = self.scene()
@@ -229,7 +245,7 @@ class GraphView(Navigation, Colouring, QGraphicsView):
         self.built.emit()
 
     def overview_path(self) -> QPainterPath:
-        return self._overview.path() if self._overview is not None else QPainterPath()
+        return self._overview_all if self._overview is not None else QPainterPath()
 
     def _visible_parent(self, block):
         p = self.hierarchy.blocks[block].parent
