@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import Qt  # noqa: E402
+from PySide6.QtCore import QRect, Qt  # noqa: E402
 
 
 def _check_connected(view):
@@ -286,3 +286,48 @@ def test_node_bounds_come_from_qt_not_python(qtbot):
     g, view = _chain_and_view(qtbot, 3)
     view.set_graph(g, layout(g, expanded="all"))
     assert view.items_by_node[0].boundingRect() == NodeItem.RECT.adjusted(-3, -3, 3, 3)
+
+
+def test_the_minimap_never_covers_a_node(qtbot):
+    """The minimap shows while part of the graph is out of view; it must not hide nodes of the
+    part in view (it sat over the bottom-right corner of the graph): fitted or panned anywhere,
+    no node or block lies under it."""
+    import networkx as nx
+
+    from gui.jobs.graph_layout import layout
+    from gui.widgets.graph_items import BlockItem, NodeItem
+    from gui.widgets.graph_view import GraphView
+
+    g = nx.DiGraph()  # a wide graph: 24 branches of 12 layers side by side
+    g.add_node(0, label="input", op="input", kind="input", scope="", module="")
+    for b in range(24):
+        prev = 0
+        for i in range(12):
+            n = 1 + b * 12 + i
+            g.add_node(n, label=f"b{b}.l{i}", op="linear", kind="layer", scope="", module=f"b{b}.l{i}")
+            g.add_edge(prev, n)
+            prev = n
+    view = GraphView()
+    qtbot.addWidget(view)
+    view.resize(1000, 700)
+    view.show()
+    view.set_graph(g, layout(g, expanded="all"))
+    qtbot.waitUntil(lambda: not view.building, timeout=60_000)
+
+    def covered():
+        mm = view.minimap
+        assert mm.isVisible()
+        r = QRect(view.viewport().mapFrom(view, mm.geometry().topLeft()), mm.size())
+        r = r.intersected(view.viewport().rect())
+        return [it for it in (view.items(r) if not r.isEmpty() else [])
+                if isinstance(it, (NodeItem, BlockItem))]
+
+    view.fit()
+    qtbot.wait(10)
+    assert not covered()
+    sr = view.scene().sceneRect()
+    for pt in (sr.bottomRight(), sr.center(), sr.topRight(), sr.bottomLeft()):
+        view.resetTransform()
+        view.centerOn(pt)
+        qtbot.wait(10)
+        assert not covered(), pt

@@ -88,8 +88,15 @@ class Navigation:
     def fit(self):
         """The whole graph when it can be read at that size, else the top of it at a readable
         zoom (the minimap shows the rest)."""
-        if not self.scene().items():
+        if self._overview is None:  # nothing drawn (scene().items() would list 20k items)
             return
+        for _ in range(2):  # again when the minimap's strip came or went: the view changed size
+            size = self.viewport().size()
+            self._fit_once()
+            if self.viewport().size() == size:
+                break
+
+    def _fit_once(self):
         r = self.scene().sceneRect()
         self.fitInView(r, Qt.KeepAspectRatio)
         z = self.transform().m11()
