@@ -154,3 +154,28 @@ def test_a_broadcast_input_does_not_bend_the_chain():
     from gui.jobs.graph_layout import BLOCK_W
     assert max(centres) - min(centres) < BLOCK_W / 2, centres
     _edges_connected(g, lay)
+
+
+def test_a_broadcast_source_feeds_its_consumers_through_one_trunk():
+    """A source feeding many far layers (rotary embeddings: every decoder layer) drew one long
+    line per consumer, a wall of parallel edges beside the chain. Its edges share one trunk and
+    branch off at each consumer; the layout counts the consumers for the source's label."""
+    import networkx as nx
+
+    from gui.jobs.graph_layout import BROADCAST_MIN
+
+    g = nx.DiGraph()  # trace order: the source, the input, then the chain of layers
+    n = 3 * BROADCAST_MIN
+    g.add_node(0, label="rotary", op="rotary", kind="op", scope="", module="")
+    g.add_node(1, label="input", op="input", kind="input", scope="", module="")
+    for i in range(2, n + 2):
+        g.add_node(i, label=f"layers.{i}", op="linear", kind="layer", scope="", module=f"layers.{i}")
+        g.add_edge(i - 1, i)
+        g.add_edge(0, i)
+    lay = layout(g, expanded="all")
+    _edges_connected(g, lay)
+    routes = [pts for a, b, _c, pts, _back in lay.edges if a == 0 and len(pts) > 2]
+    assert len(routes) >= n - 2
+    trunk_x = {round(x) for pts in routes for x, _y in pts[1:-1]}  # the bends between the ends
+    assert len(trunk_x) == 1, trunk_x
+    assert lay.fanout == {0: n}

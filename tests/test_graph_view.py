@@ -331,3 +331,26 @@ def test_the_minimap_never_covers_a_node(qtbot):
         view.centerOn(pt)
         qtbot.wait(10)
         assert not covered(), pt
+
+
+def test_a_broadcast_source_names_what_it_feeds(qtbot):
+    """The edges of a source feeding many layers share one trunk (graph_layout), so the source
+    says how many it feeds, on the node and in its tooltip."""
+    import networkx as nx
+
+    from gui.jobs.graph_layout import BROADCAST_MIN, layout
+
+    g = nx.DiGraph()
+    n = 2 * BROADCAST_MIN
+    g.add_node(0, label="rotary", op="rotary", kind="op", scope="", module="")
+    g.add_node(1, label="input", op="input", kind="input", scope="", module="")
+    for i in range(2, n + 2):
+        g.add_node(i, label=f"layers.{i}", op="linear", kind="layer", scope="", module=f"layers.{i}")
+        g.add_edges_from([(i - 1, i), (0, i)])
+    from gui.widgets.graph_view import GraphView
+    view = GraphView()
+    qtbot.addWidget(view)
+    view.set_graph(g, layout(g, expanded="all"))
+    src = view.items_by_node[0]
+    assert src.fanout == f"→ {n} nodes" and f"feeds {n} nodes" in src.toolTip()
+    assert view.items_by_node[2].fanout == ""

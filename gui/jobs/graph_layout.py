@@ -35,6 +35,7 @@ class Layout:
     hierarchy: Hierarchy | None = None
     expanded: frozenset = frozenset()
     rep: dict = field(default_factory=dict)  # graph node -> the visible item standing for it
+    fanout: dict = field(default_factory=dict)  # broadcast source -> how many items it feeds
 
     @property
     def items(self) -> list:
@@ -57,8 +58,10 @@ def layout(g, sweeps: int = 4, aspect: float = 1.8, progress=None, should_stop=N
     edges = aggregate_edges(g, rep)
     size = {it: ((BLOCK_W, BLOCK_H) if isinstance(it, str) else (NODE_W, NODE_H)) for it in items}
     hint = _order_hint(items, h, previous)
-    pos, layers, routes, w, ht = sugiyama(items, edges, size, hint, sweeps, progress, should_stop)
-    lay = Layout(pos, layers, w, ht, size, routes, {}, h, expanded, rep)
+    fanout: dict = {}
+    pos, layers, routes, w, ht = sugiyama(items, edges, size, hint, sweeps, progress, should_stop,
+                                          fanout=fanout)
+    lay = Layout(pos, layers, w, ht, size, routes, {}, h, expanded, rep, fanout)
     lay.frames = frames(lay)
     return lay
 
@@ -105,8 +108,9 @@ def _isotonic(desired: list, weight: list, sep: list) -> list:
 
 
 def sugiyama(items: list, edges: dict, size: dict, hint: dict | None = None, sweeps: int = 4,
-             progress=None, should_stop=None):
-    """``items`` in trace order, ``edges`` {(a, b): count}. Returns (pos, layers, routes, w, h)."""
+             progress=None, should_stop=None, fanout: dict | None = None):
+    """``items`` in trace order, ``edges`` {(a, b): count}. Returns (pos, layers, routes, w, h);
+    ``fanout`` (if given) receives {broadcast source: number of items it feeds}."""
     idx = {it: i for i, it in enumerate(items)}
     n = len(items)
     succ: list = [[] for _ in range(n)]
@@ -138,16 +142,24 @@ def sugiyama(items: list, edges: dict, size: dict, hint: dict | None = None, swe
     vpred = [list(p) for p in pred]
     chains = []
     budget = MAX_DUMMIES
+    # a broadcast source (rotary embeddings, a mask: it feeds every layer) sends its long edges
+    # down one shared trunk of dummies, each branching off above its consumer: one line beside
+    # the chain, not a wall of parallel ones
+    n_long = [0] * n
+    for u, v, *_r, back in fwd:
+        n_long[u] += not back and layer[v] - layer[u] > 1
+    trunks: dict = {}
     for e in sorted(fwd, key=lambda e: layer[e[1]] - layer[e[0]]):
         u, v = e[0], e[1]
         span = layer[v] - layer[u]
         chain = []
         if 1 < span <= budget + 1:
-            budget -= span - 1
             vsucc[u].remove(v)
             vpred[v].remove(u)
-            prev = u
-            for k in range(layer[u] + 1, layer[v]):
+            trunk = trunks.setdefault(u, []) if n_long[u] >= BROADCAST_MIN and not e[5] else []
+            prev = trunk[-1] if trunk else u
+            for k in range(layer[u] + 1 + len(trunk), layer[v]):
+                budget -= 1
                 d = len(vl)
                 vl.append(k)
                 vw.append(DUMMY_W)
@@ -155,11 +167,16 @@ def sugiyama(items: list, edges: dict, size: dict, hint: dict | None = None, swe
                 vsucc.append([])
                 vpred.append([prev])
                 vsucc[prev].append(d)
-                chain.append(d)
+                trunk.append(d)
                 prev = d
+            chain = trunk[:span - 1]
+            prev = chain[-1]
             vsucc[prev].append(v)
             vpred[v].append(prev)
         chains.append((e, chain))
+    if fanout is not None:
+        for u in trunks:
+            fanout[items[u]] = len(succ[u])
     total = len(vl)
     # placement ignores the last link of the long edges of a broadcast source (rotary embeddings,
     # a mask feeding every layer): they run beside the chain instead of pulling each consumer

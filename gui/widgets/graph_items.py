@@ -72,6 +72,7 @@ class NodeItem(QGraphicsRectItem):
         self.highlight = 0  # 0 none, 1 member of the highlighted group(s), 2 the chosen node
         self.role = None  # with highlight 1: "out" producer, "in" consumer, "pass" pass-through
         self.unknown = bool(data.get("unknown"))
+        self.fanout = ""  # a broadcast source: "→ 32 blocks" (its edges share one trunk)
         self.setFlag(QGraphicsItem.ItemIsSelectable)
         self.setAcceptHoverEvents(True)
         owner = view.hierarchy.owner.get(node) if view.hierarchy is not None else None
@@ -129,7 +130,9 @@ class NodeItem(QGraphicsRectItem):
         elif self.data.get("kind") == "op" or label != op:
             p.setPen(c.sublabel_on_dark if dark else c.sublabel)
         shp = self.data.get("shape") or []
-        if shp and shp[0]:
+        if self.fanout:
+            op += "  " + self.fanout
+        elif shp and shp[0]:
             op += "  " + "×".join(str(s) for s in shp[0][1:])
         p.drawText(QRectF(6, 19, NODE_W - 12, 16), Qt.AlignLeft | Qt.AlignVCenter, op)
 
@@ -160,6 +163,7 @@ class BlockItem(QGraphicsItem):
         self.role = None
         self.band = None
         self.info = ""  # "12 nodes · 3 groups"
+        self.fanout = ""  # a broadcast source: "→ 32 blocks" (its edges share one trunk)
         self.removed = ""  # "42 % removed" with an overlay
         self.setFlag(QGraphicsItem.ItemIsSelectable)
         synthetic = getattr(view.hierarchy.blocks.get(block), "synthetic", False) if view.hierarchy else False
@@ -198,7 +202,8 @@ class BlockItem(QGraphicsItem):
                    p.fontMetrics().elidedText(self.title, Qt.ElideMiddle, int(BLOCK_W - 16)))
         p.setFont(self.SMALL)
         p.setPen(c.sublabel_on_dark if dark else c.sublabel)
-        text = self.info + (f"  ·  {self.removed}" if self.removed else "")
+        text = self.info + (f"  ·  {self.removed}" if self.removed else "") + (
+            f"  ·  {self.fanout}" if self.fanout else "")
         p.drawText(QRectF(8, 25, BLOCK_W - 16, 20), Qt.AlignLeft | Qt.AlignVCenter, "⊞ " + text)
 
     def mouseDoubleClickEvent(self, e):
@@ -250,6 +255,15 @@ class FrameItem(QGraphicsItem):
     def mouseDoubleClickEvent(self, e):
         self.view.collapse(self.block)
         e.accept()
+
+
+def mark_fanout(item, lay, it):
+    """A broadcast source says how much it feeds: its edges share one trunk that branches off
+    above each consumer (graph_layout), so the picture alone does not show the count."""
+    targets = [b for a, b, *_ in lay.edges if a == it]
+    word = "blocks" if all(isinstance(b, str) for b in targets) else "nodes"
+    item.fanout = f"→ {lay.fanout[it]} {word}"
+    item.setToolTip(item.toolTip() + f"\nfeeds {lay.fanout[it]} {word}: its edges share one trunk")
 
 
 def route_path(routes, straight=False) -> QPainterPath:

@@ -17,7 +17,7 @@ from ..jobs import worker
 from ..jobs.graph_layout import NODE_H, NODE_W, Layout, layout as run_layout
 from . import graph_overlays
 from .graph_items import (BlockItem, EdgesItem, FrameItem, NodeItem, PaintColours, arrow_heads,
-                          route_path)
+                          mark_fanout, route_path)
 from .graph_colours import Colouring
 from .graph_nav import HIDE_ABOVE, Navigation
 from ..jobs.graph_groups import GroupStyle
@@ -216,6 +216,9 @@ class GraphView(Navigation, Colouring, QGraphicsView):
             item.setPos(x, y)
             sc.addItem(item)
         sc.blockSignals(False)
+        for it, _xy in entries:
+            if it in self.layout_.fanout:
+                mark_fanout(self.blocks_by_id.get(it) or self.items_by_node.get(it), self.layout_, it)
         if bounds.isValid():
             self._node_layers.append((layer, bounds.adjusted(-3, -3, 3, 3)))
             part = QPainterPath()
