@@ -237,6 +237,8 @@ def sugiyama(items: list, edges: dict, size: dict, hint: dict | None = None, swe
         (ux, uy), (vx, vy) = pos[items[u]], pos[items[v]]
         pts = [(ux + size[items[u]][0] / 2, uy + size[items[u]][1])]
         pts += [(x[d] - minx, ys[vl[d]] + NODE_H / 2) for d in chain]
+        if chain and u in trunks and not back:  # a branch leaves the trunk in the gap above v
+            pts.append((pts[-1][0], vy - Y_GAP / 2))
         pts.append((vx + size[items[v]][0] / 2, vy))
         if back:
             pts.reverse()
