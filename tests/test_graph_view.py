@@ -354,3 +354,20 @@ def test_a_broadcast_source_names_what_it_feeds(qtbot):
     src = view.items_by_node[0]
     assert src.fanout == f"→ {n} nodes" and f"feeds {n} nodes" in src.toolTip()
     assert view.items_by_node[2].fanout == ""
+
+
+def test_the_minimap_shows_a_long_chain(qtbot):
+    """Thousands of nodes in one column are each under a pixel high in the minimap: filled, they
+    drew nothing (an empty minimap for bench_gui's 20k chain); outlined, they draw a line."""
+    from gui.jobs.graph_layout import layout
+    from gui.widgets.graph_nav import HIDE_ABOVE
+    from gui.widgets.graph_overlays import MINIMAP_H
+
+    n = HIDE_ABOVE + 500
+    g, view = _chain_and_view(qtbot, n)
+    view.set_graph(g, layout(g, expanded="all"))
+    qtbot.waitUntil(lambda: not view.building, timeout=60_000)
+    img = view.minimap._img
+    bg = img.pixelColor(2, 2)
+    drawn = {y for y in range(img.height()) for x in range(img.width()) if img.pixelColor(x, y) != bg}
+    assert len(drawn) > MINIMAP_H // 2

@@ -11,6 +11,8 @@ from PySide6.QtGui import QImage, QPainter, QPen
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QToolButton, QWidget
 from shiboken6 import isValid
 
+from ..jobs.graph_layout import NODE_H
+
 MINIMAP_W, MINIMAP_H = 170, 230
 MARGIN = 8
 LEGEND_GAP = 3  # above and below the legend in its strip
@@ -52,7 +54,11 @@ class Minimap(QWidget):
             p.fillRect(QRectF(x, y, w, h), frame)
         many = len(self.view.items_by_node) > 3000
         if many:  # one path for the plain nodes: 20k rectangles one by one take too long
-            p.fillPath(self.view.overview_path(), self.view.theme.qcolor("graph.outline"))
+            colour = self.view.theme.qcolor("graph.outline")
+            if NODE_H * k >= 1:
+                p.fillPath(self.view.overview_path(), colour)
+            else:  # nodes under a pixel high (a long chain) fill no pixel at all: outline them
+                p.strokePath(self.view.overview_path(), QPen(colour, 0))
         items = list(self.view.blocks_by_id.values()) + ([] if many else list(self.view.items_by_node.values()))
         for item in items:
             w, h = lay.size[item.node if hasattr(item, "node") else item.block]
