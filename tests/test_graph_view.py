@@ -371,3 +371,26 @@ def test_the_minimap_shows_a_long_chain(qtbot):
     bg = img.pixelColor(2, 2)
     drawn = {y for y in range(img.height()) for x in range(img.width()) if img.pixelColor(x, y) != bg}
     assert len(drawn) > MINIMAP_H // 2
+
+
+def test_a_big_scene_is_replaced_without_clearing_it_at_once(qtbot):
+    """Expanding or collapsing lays the graph out again and draws it into a new scene; clearing
+    the old one's 20k items at once held the GUI thread ~70 ms, so it goes a node layer per
+    event-loop turn (and is gone in the end)."""
+    import shiboken6
+
+    from gui.jobs.graph_layout import layout
+    from gui.widgets.graph_view import BUILD_CHUNK
+
+    n = 4 * BUILD_CHUNK
+    g, view = _chain_and_view(qtbot, n)
+    lay = layout(g, expanded="all")
+    view.set_graph(g, lay)
+    qtbot.waitUntil(lambda: not view.building, timeout=60_000)
+    old = view.scene()
+    view.set_graph(g, lay)
+    assert view.scene() is not old and shiboken6.isValid(old)
+    assert len(old.items()) > BUILD_CHUNK  # not all gone in this turn
+    qtbot.waitUntil(lambda: not shiboken6.isValid(old), timeout=60_000)
+    qtbot.waitUntil(lambda: not view.building, timeout=60_000)
+    assert len(view.items_by_node) == n and view.items_by_node[0].scene() is view.scene()

@@ -17,7 +17,7 @@ from ..jobs import worker
 from ..jobs.graph_layout import NODE_H, NODE_W, Layout, layout as run_layout
 from . import graph_overlays
 from .graph_items import (BlockItem, EdgesItem, FrameItem, NodeItem, PaintColours, arrow_heads,
-                          mark_fanout, route_path)
+                          drop_scene, mark_fanout, route_path)
 from .graph_colours import Colouring
 from .graph_nav import HIDE_ABOVE, Navigation
 from ..jobs.graph_groups import GroupStyle
@@ -46,6 +46,7 @@ class GraphView(Navigation, Colouring, QGraphicsView):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setScene(QGraphicsScene(self))
+        self.scene().selectionChanged.connect(self._on_selection)
         self.setRenderHints(QPainter.Antialiasing | QPainter.TextAntialiasing)
         self.setDragMode(QGraphicsView.ScrollHandDrag)  # drag the background to pan
         self.setTransformationAnchor(QGraphicsView.AnchorUnderMouse)
@@ -78,7 +79,6 @@ class GraphView(Navigation, Colouring, QGraphicsView):
         self._build_id = 0
         self._keep = None
         self.building = False
-        self.scene().selectionChanged.connect(self._on_selection)
         self.minimap = graph_overlays.Minimap(self)
         self.crumbs = graph_overlays.Breadcrumb(self)
         self.legend = graph_overlays.Legend(self)
@@ -125,11 +125,8 @@ class GraphView(Navigation, Colouring, QGraphicsView):
         between events (the overview path stands in meanwhile), so the GUI never stalls."""
         self.layout_ = lay
         self._build_id += 1
-        sc = self.scene()
         self._keep = self.selected_key()
-        sc.blockSignals(True)
-        sc.clear()
-        sc.blockSignals(False)
+        sc = self._fresh_scene()
         self.items_by_node, self.blocks_by_id, self.frames = {}, {}, {}
         h = lay.hierarchy
         for b, rect in lay.frames.items():
@@ -167,6 +164,16 @@ class GraphView(Navigation, Colouring, QGraphicsView):
         self._overview.setVisible(True)
         build_id = self._build_id
         QTimer.singleShot(0, lambda: self._run_steps(build_id, steps))
+
+    def _fresh_scene(self) -> QGraphicsScene:
+        """A new scene for a new layout; the old one goes in steps (drop_scene)."""
+        old = self.scene()
+        sc = QGraphicsScene(self)
+        sc.selectionChanged.connect(self._on_selection)
+        self.setScene(sc)
+        drop_scene(old, [layer for layer, _b in self._node_layers])
+        self._node_layers = []
+        return sc
 
     def _run_steps(self, build_id, steps):
         if build_id != self._build_id:
