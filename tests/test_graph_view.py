@@ -394,3 +394,27 @@ def test_a_big_scene_is_replaced_without_clearing_it_at_once(qtbot):
     qtbot.waitUntil(lambda: not shiboken6.isValid(old), timeout=60_000)
     qtbot.waitUntil(lambda: not view.building, timeout=60_000)
     assert len(view.items_by_node) == n and view.items_by_node[0].scene() is view.scene()
+
+
+def test_a_view_closed_while_its_old_scene_goes_ends_quietly(qtbot):
+    """The old scene's layers go over several turns; if the view (and the scene with it) is
+    deleted meanwhile, the remaining steps do nothing."""
+    import shiboken6
+
+    from gui.jobs.graph_layout import layout
+    from gui.widgets.graph_view import BUILD_CHUNK
+
+    from gui.widgets.graph_view import GraphView
+
+    n = 4 * BUILD_CHUNK
+    g, _shown = _chain_and_view(qtbot, n)
+    view = GraphView()  # not qtbot's: this test deletes it
+    view.show()
+    lay = layout(g, expanded="all")
+    view.set_graph(g, lay)
+    qtbot.waitUntil(lambda: not view.building, timeout=60_000)
+    old = view.scene()
+    view.set_graph(g, lay)
+    shiboken6.delete(view)
+    assert not shiboken6.isValid(old)
+    qtbot.wait(50)  # the pending steps run and find nothing to do

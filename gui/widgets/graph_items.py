@@ -265,15 +265,13 @@ def drop_scene(old, layers: list):
     if len(layers) < 2:
         old.deleteLater()
         return
-    old.setParent(None)  # kept alive by this closure until its last layer is gone
-
-    def drop():
+    def drop():  # tied to the old scene: if the view takes it along first, nothing runs
         if layers:
             shiboken6.delete(layers.pop())
-            QTimer.singleShot(0, drop)
+            QTimer.singleShot(0, old, drop)
         else:
             old.deleteLater()
-    QTimer.singleShot(0, drop)
+    QTimer.singleShot(0, old, drop)
 
 
 def mark_fanout(item, lay, it):

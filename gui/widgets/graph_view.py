@@ -163,7 +163,7 @@ class GraphView(Navigation, Colouring, QGraphicsView):
             return
         self._overview.setVisible(True)
         build_id = self._build_id
-        QTimer.singleShot(0, lambda: self._run_steps(build_id, steps))
+        QTimer.singleShot(0, self, lambda: self._run_steps(build_id, steps))
 
     def _fresh_scene(self) -> QGraphicsScene:
         """A new scene for a new layout; the old one goes in steps (drop_scene)."""
@@ -181,7 +181,7 @@ class GraphView(Navigation, Colouring, QGraphicsView):
         fn, arg = steps.pop(0)
         fn(arg)
         if steps:
-            QTimer.singleShot(0, lambda: self._run_steps(build_id, steps))
+            QTimer.singleShot(0, self, lambda: self._run_steps(build_id, steps))
         else:
             self.building = False
             self._finish_build()
