@@ -179,3 +179,31 @@ def test_a_broadcast_source_feeds_its_consumers_through_one_trunk():
     trunk_x = {round(x) for pts in routes for x, _y in pts[1:-1]}  # the bends between the ends
     assert len(trunk_x) == 1, trunk_x
     assert lay.fanout == {0: n}
+
+
+def test_a_broadcast_sources_unary_steps_sit_by_their_use():
+    """Rotary cos/sin feed one unsqueeze per decoder layer; layered by longest path, all those
+    unsqueezes sat in one wide row under the source (each inside its own layer's frame, so the
+    frames overlapped) with a wall of long edges down to the layers. Each now sits right above
+    its use, and the source's edges share a trunk."""
+    import networkx as nx
+
+    from gui.jobs.graph_layout import BROADCAST_MIN, NODE_H, Y_GAP
+
+    g = nx.DiGraph()  # trace order: the source, the input, then per layer: unsqueeze, layer
+    n = 2 * BROADCAST_MIN
+    g.add_node(0, label="cos", op="to", kind="op", scope="", module="")
+    g.add_node(1, label="input", op="input", kind="input", scope="", module="")
+    prev = 1
+    for i in range(n):
+        u, v = 2 + 2 * i, 3 + 2 * i
+        g.add_node(u, label=f"layers.{i}.unsqueeze", op="unsqueeze", kind="op", scope="", module="")
+        g.add_node(v, label=f"layers.{i}.mul", op="mul", kind="op", scope="", module="")
+        g.add_edges_from([(0, u), (u, v), (prev, v)])
+        prev = v
+    lay = layout(g, expanded="all")
+    _edges_connected(g, lay)
+    for i in range(n):
+        u, v = 2 + 2 * i, 3 + 2 * i
+        assert lay.pos[v][1] - lay.pos[u][1] == NODE_H + Y_GAP, i  # the row right above
+    assert lay.fanout == {0: n}

@@ -133,6 +133,10 @@ def sugiyama(items: list, edges: dict, size: dict, hint: dict | None = None, swe
     for v in range(n - 1, -1, -1):  # sources (constants, masks) sit right above their first use
         if not pred[v] and succ[v]:
             layer[v] = max(layer[v], min(layer[w] for w in succ[v]) - 1)
+        # so does a step fed by a broadcast source alone (rotary cos/sin: one unsqueeze per
+        # decoder layer), not all of them in one wide row under the source
+        elif len(pred[v]) == 1 and succ[v] and len(succ[pred[v][0]]) >= BROADCAST_MIN:
+            layer[v] = max(layer[v], min(layer[w] for w in succ[v]) - 1)
     n_layers = max(layer, default=-1) + 1
     # dummies: virtual nodes n, n+1, ... on each layer a long edge crosses
     vl = list(layer)
