@@ -207,3 +207,27 @@ def test_a_broadcast_sources_unary_steps_sit_by_their_use():
         u, v = 2 + 2 * i, 3 + 2 * i
         assert lay.pos[v][1] - lay.pos[u][1] == NODE_H + Y_GAP, i  # the row right above
     assert lay.fanout == {0: n}
+
+
+def test_two_trunks_side_by_side_never_braid():
+    """Rotary cos and sin each feed every decoder layer: their two trunks keep one order down
+    the fully opened graph (crossing-minimisation swapped them at every branch: a braid)."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+    cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=6,
+                                   num_attention_heads=4, num_key_value_heads=4, vocab_size=100)
+    with torch.device("meta"):
+        model = transformers.LlamaForCausalLM(cfg).eval()
+        ids = torch.zeros(1, 8, dtype=torch.long)
+    g = pipeline.analyze_model(model, ids, probe=False).graph
+    opening = layout(g)  # "expand all" from the opening view: its order is the starting point
+    lay = layout(g, hierarchy=opening.hierarchy, expanded=opening.hierarchy.all_blocks(), previous=opening)
+    assert len(lay.fanout) == 2 and set(lay.fanout.values()) == {6}
+    at = {src: {} for src in lay.fanout}  # source -> {y: x of its trunk there}
+    for a, _b, _c, pts, _back in lay.edges:
+        if a in at:
+            for x, y in pts[1:-1]:
+                at[a][round(y)] = x
+    p, q = at.values()
+    signs = {p[y] < q[y] for y in set(p) & set(q)}
+    assert len(signs) == 1, at

@@ -225,6 +225,7 @@ def sugiyama(items: list, edges: dict, size: dict, hint: dict | None = None, swe
                 rank[v] = i
         if progress:
             progress("layout", s + 1, sweeps + 1, "ordering layers")
+    _keep_trunks_apart(rows, trunks, rank)
     x = _place_x(rows, vw, weight, xpred, xsucc)
     # main axis: one row per layer, as tall as its tallest item
     ys, y = [], 0.0
@@ -252,6 +253,20 @@ def sugiyama(items: list, edges: dict, size: dict, hint: dict | None = None, swe
     if progress:
         progress("layout", sweeps + 1, sweeps + 1, "placing")
     return pos, layers, routes, width, max(y - Y_GAP, 0.0)
+
+
+def _keep_trunks_apart(rows, trunks: dict, rank: list):
+    """Trunks side by side keep one left-to-right order on every row: crossing-minimisation
+    swapped them at each branch, braiding two trunks (rotary cos and sin) down the graph."""
+    if len(trunks) < 2:
+        return
+    order = {u: k for k, u in enumerate(sorted(trunks, key=lambda u: rank[u]))}
+    owner = {d: u for u, trunk in trunks.items() for d in trunk}
+    for row in rows:
+        slots = [i for i, v in enumerate(row) if v in owner]
+        if len(slots) > 1:
+            for i, d in zip(slots, sorted((row[i] for i in slots), key=lambda d: order[owner[d]])):
+                row[i] = d
 
 
 def _place_x(rows, vw, weight, vpred, vsucc, iterations: int = 6) -> list:
