@@ -352,7 +352,7 @@ def test_a_broadcast_source_names_what_it_feeds(qtbot):
     qtbot.addWidget(view)
     view.set_graph(g, layout(g, expanded="all"))
     src = view.items_by_node[0]
-    assert src.fanout == f"→ {n} nodes" and f"feeds {n} nodes" in src.toolTip()
+    assert src.fanout == f"→ {n} nodes" and f"feeds {n} nodes" in src.tip()
     assert view.items_by_node[2].fanout == ""
 
 

@@ -80,6 +80,10 @@ class NodeItem(QGraphicsRectItem):
         label = data.get("label", "")
         # inside an open block its frame names the prefix: "layer1.0.conv1" reads "conv1"
         self.short = label[len(owner) + 1:] if owner and label.startswith(owner + ".") else label
+
+    def tip(self) -> str:
+        """The tooltip, made on the first hover (20k of them at build time cost a tenth of it)."""
+        data = self.data
         op, label = data.get("op", ""), data.get("label", "")
         shapes = data.get("shape") or []
         tip = f"{label}\nop: {op}\nscope: {data.get('scope') or '<root>'}"
@@ -87,7 +91,9 @@ class NodeItem(QGraphicsRectItem):
             tip += "\nout: " + ", ".join(str(tuple(s)) for s in shapes[:3])
         if self.unknown:
             tip += f"\nBLOCKED: '{op}' has no registered channel semantics, so channels through it stay"
-        self.setToolTip(tip)
+        if self.fanout:
+            tip += f"\nfeeds {self.fanout[2:]}: its edges share one trunk"
+        return tip
 
     def plain(self) -> bool:
         return not (self.highlight or self.isSelected() or self.fill != self.base or self.unknown)
@@ -138,6 +144,8 @@ class NodeItem(QGraphicsRectItem):
         p.drawText(QRectF(6, 19, NODE_W - 12, 16), Qt.AlignLeft | Qt.AlignVCenter, op)
 
     def hoverEnterEvent(self, e):
+        if not self.toolTip():
+            self.setToolTip(self.tip())
         self.view.nodeHovered.emit(self.node)
 
     def hoverLeaveEvent(self, e):
@@ -280,7 +288,8 @@ def mark_fanout(item, lay, it):
     targets = [b for a, b, *_ in lay.edges if a == it]
     word = "blocks" if all(isinstance(b, str) for b in targets) else "nodes"
     item.fanout = f"→ {lay.fanout[it]} {word}"
-    item.setToolTip(item.toolTip() + f"\nfeeds {lay.fanout[it]} {word}: its edges share one trunk")
+    if isinstance(item, BlockItem):  # a node makes its tooltip on the first hover (tip())
+        item.setToolTip(item.toolTip() + f"\nfeeds {lay.fanout[it]} {word}: its edges share one trunk")
 
 
 def route_path(routes, straight=False) -> QPainterPath:
