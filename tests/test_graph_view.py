@@ -371,6 +371,9 @@ def test_the_minimap_shows_a_long_chain(qtbot):
     bg = img.pixelColor(2, 2)
     drawn = {y for y in range(img.height()) for x in range(img.width()) if img.pixelColor(x, y) != bg}
     assert len(drawn) > MINIMAP_H // 2
+    view.fit()  # the top at a readable zoom: a sliver of the chain, still a visible mark
+    r = view.minimap.view_rect()
+    assert r.width() >= 4 and r.height() >= 4
 
 
 def test_a_big_scene_is_replaced_without_clearing_it_at_once(qtbot):

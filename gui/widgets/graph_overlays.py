@@ -90,11 +90,18 @@ class Minimap(QWidget):
             p.drawImage(0, 0, self._img)
         p.setPen(QPen(self.view.theme.qcolor("graph.outline"), 1))
         p.drawRect(0, 0, MINIMAP_W - 1, MINIMAP_H - 1)
-        vr = self.view.mapToScene(self.view.viewport().rect()).boundingRect()
         p.setPen(QPen(self.view.theme.qcolor("graph.selected"), 1.5))
         p.setBrush(Qt.NoBrush)
-        p.drawRect(QRectF(vr.x() * self._k + self._off.x(), vr.y() * self._k + self._off.y(),
-                          vr.width() * self._k, vr.height() * self._k))
+        p.drawRect(self.view_rect())
+
+    def view_rect(self) -> QRectF:
+        """Where the view is, in minimap pixels: at least 4 px a side (in a 20k chain it is a
+        few hundredths of a pixel high)."""
+        vr = self.view.mapToScene(self.view.viewport().rect()).boundingRect()
+        r = QRectF(vr.x() * self._k + self._off.x(), vr.y() * self._k + self._off.y(),
+                   vr.width() * self._k, vr.height() * self._k)
+        grow_w, grow_h = max(0.0, 4 - r.width()) / 2, max(0.0, 4 - r.height()) / 2
+        return r.adjusted(-grow_w, -grow_h, grow_w, grow_h)
 
     def scene_point(self, pt) -> QPointF:
         return QPointF((pt.x() - self._off.x()) / self._k, (pt.y() - self._off.y()) / self._k)
