@@ -154,3 +154,80 @@ def test_a_broadcast_input_does_not_bend_the_chain():
     from gui.jobs.graph_layout import BLOCK_W
     assert max(centres) - min(centres) < BLOCK_W / 2, centres
     _edges_connected(g, lay)
+
+
+def test_a_broadcast_source_feeds_its_consumers_through_one_trunk():
+    """A source feeding many far layers (rotary embeddings: every decoder layer) drew one long
+    line per consumer, a wall of parallel edges beside the chain. Its edges share one trunk and
+    branch off at each consumer; the layout counts the consumers for the source's label."""
+    import networkx as nx
+
+    from gui.jobs.graph_layout import BROADCAST_MIN
+
+    g = nx.DiGraph()  # trace order: the source, the input, then the chain of layers
+    n = 3 * BROADCAST_MIN
+    g.add_node(0, label="rotary", op="rotary", kind="op", scope="", module="")
+    g.add_node(1, label="input", op="input", kind="input", scope="", module="")
+    for i in range(2, n + 2):
+        g.add_node(i, label=f"layers.{i}", op="linear", kind="layer", scope="", module=f"layers.{i}")
+        g.add_edge(i - 1, i)
+        g.add_edge(0, i)
+    lay = layout(g, expanded="all")
+    _edges_connected(g, lay)
+    routes = [pts for a, b, _c, pts, _back in lay.edges if a == 0 and len(pts) > 2]
+    assert len(routes) >= n - 2
+    trunk_x = {round(x) for pts in routes for x, _y in pts[1:-1]}  # the bends between the ends
+    assert len(trunk_x) == 1, trunk_x
+    assert lay.fanout == {0: n}
+
+
+def test_a_broadcast_sources_unary_steps_sit_by_their_use():
+    """Rotary cos/sin feed one unsqueeze per decoder layer; layered by longest path, all those
+    unsqueezes sat in one wide row under the source (each inside its own layer's frame, so the
+    frames overlapped) with a wall of long edges down to the layers. Each now sits right above
+    its use, and the source's edges share a trunk."""
+    import networkx as nx
+
+    from gui.jobs.graph_layout import BROADCAST_MIN, NODE_H, Y_GAP
+
+    g = nx.DiGraph()  # trace order: the source, the input, then per layer: unsqueeze, layer
+    n = 2 * BROADCAST_MIN
+    g.add_node(0, label="cos", op="to", kind="op", scope="", module="")
+    g.add_node(1, label="input", op="input", kind="input", scope="", module="")
+    prev = 1
+    for i in range(n):
+        u, v = 2 + 2 * i, 3 + 2 * i
+        g.add_node(u, label=f"layers.{i}.unsqueeze", op="unsqueeze", kind="op", scope="", module="")
+        g.add_node(v, label=f"layers.{i}.mul", op="mul", kind="op", scope="", module="")
+        g.add_edges_from([(0, u), (u, v), (prev, v)])
+        prev = v
+    lay = layout(g, expanded="all")
+    _edges_connected(g, lay)
+    for i in range(n):
+        u, v = 2 + 2 * i, 3 + 2 * i
+        assert lay.pos[v][1] - lay.pos[u][1] == NODE_H + Y_GAP, i  # the row right above
+    assert lay.fanout == {0: n}
+
+
+def test_two_trunks_side_by_side_never_braid():
+    """Rotary cos and sin each feed every decoder layer: their two trunks keep one order down
+    the fully opened graph (crossing-minimisation swapped them at every branch: a braid)."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+    cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=6,
+                                   num_attention_heads=4, num_key_value_heads=4, vocab_size=100)
+    with torch.device("meta"):
+        model = transformers.LlamaForCausalLM(cfg).eval()
+        ids = torch.zeros(1, 8, dtype=torch.long)
+    g = pipeline.analyze_model(model, ids, probe=False).graph
+    opening = layout(g)  # "expand all" from the opening view: its order is the starting point
+    lay = layout(g, hierarchy=opening.hierarchy, expanded=opening.hierarchy.all_blocks(), previous=opening)
+    assert len(lay.fanout) == 2 and set(lay.fanout.values()) == {6}
+    at = {src: {} for src in lay.fanout}  # source -> {y: x of its trunk there}
+    for a, _b, _c, pts, _back in lay.edges:
+        if a in at:
+            for x, y in pts[1:-1]:
+                at[a][round(y)] = x
+    p, q = at.values()
+    signs = {p[y] < q[y] for y in set(p) & set(q)}
+    assert len(signs) == 1, at

@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import Qt  # noqa: E402
+from PySide6.QtCore import QRect, Qt  # noqa: E402
 
 
 def _check_connected(view):
@@ -253,3 +253,171 @@ def test_a_chunked_build_does_not_paint_half_built_nodes(qtbot):
         qtbot.waitUntil(lambda: not view.building, timeout=60_000)  # no step left for a dead view
     view.resetTransform()  # zoomed in
     assert view.items_by_node[0].effectiveOpacity() == 1
+
+
+def test_only_the_node_layers_near_the_view_are_opaque(qtbot):
+    """A big graph's nodes hang under one layer per build chunk; only the layers near the view
+    are opaque, so a paint, a zoom or a level-of-detail change revisits a few hundred nodes, not
+    all 20k (the first paint of bench_gui's 20k chain was one 100+ ms GUI-thread step)."""
+    from gui.jobs.graph_layout import layout
+    from gui.widgets.graph_view import BUILD_CHUNK
+
+    n = 8 * BUILD_CHUNK
+    g, view = _chain_and_view(qtbot, n)
+    view.set_graph(g, layout(g, expanded="all"))
+    qtbot.waitUntil(lambda: not view.building, timeout=60_000)
+    first, last = view.items_by_node[0], view.items_by_node[n - 1]
+    view.resetTransform()
+    view.centerOn(first)
+    assert first.effectiveOpacity() == 1 and last.effectiveOpacity() == 0
+    view.centerOn(last)  # scrolling brings the far layer in
+    assert last.effectiveOpacity() == 1 and first.effectiveOpacity() == 0
+    assert last in view.items(view.mapFromScene(last.sceneBoundingRect().center()))
+
+
+def test_node_bounds_come_from_qt_not_python(qtbot):
+    """Qt asks every item for its bounding rect on each full scan; a Python override made that
+    20k calls into Python. The rect item's own (C++) bounds still leave room for the 3-wide
+    selection outline."""
+    from gui.jobs.graph_layout import layout
+    from gui.widgets.graph_items import NodeItem
+
+    assert "boundingRect" not in vars(NodeItem)
+    g, view = _chain_and_view(qtbot, 3)
+    view.set_graph(g, layout(g, expanded="all"))
+    assert view.items_by_node[0].boundingRect() == NodeItem.RECT.adjusted(-3, -3, 3, 3)
+
+
+def test_the_minimap_never_covers_a_node(qtbot):
+    """The minimap shows while part of the graph is out of view; it must not hide nodes of the
+    part in view (it sat over the bottom-right corner of the graph): fitted or panned anywhere,
+    no node or block lies under it."""
+    import networkx as nx
+
+    from gui.jobs.graph_layout import layout
+    from gui.widgets.graph_items import BlockItem, NodeItem
+    from gui.widgets.graph_view import GraphView
+
+    g = nx.DiGraph()  # a wide graph: 24 branches of 12 layers side by side
+    g.add_node(0, label="input", op="input", kind="input", scope="", module="")
+    for b in range(24):
+        prev = 0
+        for i in range(12):
+            n = 1 + b * 12 + i
+            g.add_node(n, label=f"b{b}.l{i}", op="linear", kind="layer", scope="", module=f"b{b}.l{i}")
+            g.add_edge(prev, n)
+            prev = n
+    view = GraphView()
+    qtbot.addWidget(view)
+    view.resize(1000, 700)
+    view.show()
+    view.set_graph(g, layout(g, expanded="all"))
+    qtbot.waitUntil(lambda: not view.building, timeout=60_000)
+
+    def covered():
+        mm = view.minimap
+        assert mm.isVisible()
+        r = QRect(view.viewport().mapFrom(view, mm.geometry().topLeft()), mm.size())
+        r = r.intersected(view.viewport().rect())
+        return [it for it in (view.items(r) if not r.isEmpty() else [])
+                if isinstance(it, (NodeItem, BlockItem))]
+
+    view.fit()
+    qtbot.wait(10)
+    assert not covered()
+    sr = view.scene().sceneRect()
+    for pt in (sr.bottomRight(), sr.center(), sr.topRight(), sr.bottomLeft()):
+        view.resetTransform()
+        view.centerOn(pt)
+        qtbot.wait(10)
+        assert not covered(), pt
+
+
+def test_a_broadcast_source_names_what_it_feeds(qtbot):
+    """The edges of a source feeding many layers share one trunk (graph_layout), so the source
+    says how many it feeds, on the node and in its tooltip."""
+    import networkx as nx
+
+    from gui.jobs.graph_layout import BROADCAST_MIN, layout
+
+    g = nx.DiGraph()
+    n = 2 * BROADCAST_MIN
+    g.add_node(0, label="rotary", op="rotary", kind="op", scope="", module="")
+    g.add_node(1, label="input", op="input", kind="input", scope="", module="")
+    for i in range(2, n + 2):
+        g.add_node(i, label=f"layers.{i}", op="linear", kind="layer", scope="", module=f"layers.{i}")
+        g.add_edges_from([(i - 1, i), (0, i)])
+    from gui.widgets.graph_view import GraphView
+    view = GraphView()
+    qtbot.addWidget(view)
+    view.set_graph(g, layout(g, expanded="all"))
+    src = view.items_by_node[0]
+    assert src.fanout == f"→ {n} nodes" and f"feeds {n} nodes" in src.tip()
+    assert view.items_by_node[2].fanout == ""
+
+
+def test_the_minimap_shows_a_long_chain(qtbot):
+    """Thousands of nodes in one column are each under a pixel high in the minimap: filled, they
+    drew nothing (an empty minimap for bench_gui's 20k chain); outlined, they draw a line."""
+    from gui.jobs.graph_layout import layout
+    from gui.widgets.graph_nav import HIDE_ABOVE
+    from gui.widgets.graph_overlays import MINIMAP_H
+
+    n = HIDE_ABOVE + 500
+    g, view = _chain_and_view(qtbot, n)
+    view.set_graph(g, layout(g, expanded="all"))
+    qtbot.waitUntil(lambda: not view.building, timeout=60_000)
+    img = view.minimap._img
+    bg = img.pixelColor(2, 2)
+    drawn = {y for y in range(img.height()) for x in range(img.width()) if img.pixelColor(x, y) != bg}
+    assert len(drawn) > MINIMAP_H // 2
+    view.fit()  # the top at a readable zoom: a sliver of the chain, still a visible mark
+    r = view.minimap.view_rect()
+    assert r.width() >= 4 and r.height() >= 4
+
+
+def test_a_big_scene_is_replaced_without_clearing_it_at_once(qtbot):
+    """Expanding or collapsing lays the graph out again and draws it into a new scene; clearing
+    the old one's 20k items at once held the GUI thread ~70 ms, so it goes a node layer per
+    event-loop turn (and is gone in the end)."""
+    import shiboken6
+
+    from gui.jobs.graph_layout import layout
+    from gui.widgets.graph_view import BUILD_CHUNK
+
+    n = 4 * BUILD_CHUNK
+    g, view = _chain_and_view(qtbot, n)
+    lay = layout(g, expanded="all")
+    view.set_graph(g, lay)
+    qtbot.waitUntil(lambda: not view.building, timeout=60_000)
+    old = view.scene()
+    view.set_graph(g, lay)
+    assert view.scene() is not old and shiboken6.isValid(old)
+    assert len(old.items()) > BUILD_CHUNK  # not all gone in this turn
+    qtbot.waitUntil(lambda: not shiboken6.isValid(old), timeout=60_000)
+    qtbot.waitUntil(lambda: not view.building, timeout=60_000)
+    assert len(view.items_by_node) == n and view.items_by_node[0].scene() is view.scene()
+
+
+def test_a_view_closed_while_its_old_scene_goes_ends_quietly(qtbot):
+    """The old scene's layers go over several turns; if the view (and the scene with it) is
+    deleted meanwhile, the remaining steps do nothing."""
+    import shiboken6
+
+    from gui.jobs.graph_layout import layout
+    from gui.widgets.graph_view import BUILD_CHUNK
+
+    from gui.widgets.graph_view import GraphView
+
+    n = 4 * BUILD_CHUNK
+    g, _shown = _chain_and_view(qtbot, n)
+    view = GraphView()  # not qtbot's: this test deletes it
+    view.show()
+    lay = layout(g, expanded="all")
+    view.set_graph(g, lay)
+    qtbot.waitUntil(lambda: not view.building, timeout=60_000)
+    old = view.scene()
+    view.set_graph(g, lay)
+    shiboken6.delete(view)
+    assert not shiboken6.isValid(old)
+    qtbot.wait(50)  # the pending steps run and find nothing to do

@@ -60,3 +60,30 @@ def test_pause_resume_and_cancel(qtbot, view):
         view.cancel()
     assert view.state == "idle" and view.result is None
     assert "cancelled" in view.status.text()
+
+
+def test_a_training_worker_outliving_its_qt_object_ends_quietly(monkeypatch):
+    """A training run still going when the window closes and the process ends outlives its
+    worker's Qt object: its late signals ("Signal source has been deleted") must not raise out
+    of the thread (the same guard as gui.jobs.worker); alive, they arrive as before."""
+    import shiboken6
+
+    from core.train import loop
+    from gui.jobs.training import TrainWorker
+
+    def fake_train(model, data, config, on_epoch, on_batch, **kw):
+        on_batch(1, 1, 0.5)
+        on_epoch({"epoch": 1})
+        return "done"
+    monkeypatch.setattr(loop, "train", fake_train)
+    alive = TrainWorker(None, None, None, None, None)
+    got = []
+    alive.finished.connect(got.append)
+    alive.batch.connect(lambda *a: got.append(a))
+    alive.run()
+    assert got == [(1, 1, 0.5), "done"]
+    gone = TrainWorker(None, None, None, None, None)
+    shiboken6.delete(gone)
+    gone.run()  # no RuntimeError
+    monkeypatch.setattr(loop, "train", lambda *a, **k: (_ for _ in ()).throw(ValueError("bad")))
+    gone.run()  # the failure path too

@@ -35,6 +35,7 @@ class Layout:
     hierarchy: Hierarchy | None = None
     expanded: frozenset = frozenset()
     rep: dict = field(default_factory=dict)  # graph node -> the visible item standing for it
+    fanout: dict = field(default_factory=dict)  # broadcast source -> how many items it feeds
 
     @property
     def items(self) -> list:
@@ -57,8 +58,10 @@ def layout(g, sweeps: int = 4, aspect: float = 1.8, progress=None, should_stop=N
     edges = aggregate_edges(g, rep)
     size = {it: ((BLOCK_W, BLOCK_H) if isinstance(it, str) else (NODE_W, NODE_H)) for it in items}
     hint = _order_hint(items, h, previous)
-    pos, layers, routes, w, ht = sugiyama(items, edges, size, hint, sweeps, progress, should_stop)
-    lay = Layout(pos, layers, w, ht, size, routes, {}, h, expanded, rep)
+    fanout: dict = {}
+    pos, layers, routes, w, ht = sugiyama(items, edges, size, hint, sweeps, progress, should_stop,
+                                          fanout=fanout)
+    lay = Layout(pos, layers, w, ht, size, routes, {}, h, expanded, rep, fanout)
     lay.frames = frames(lay)
     return lay
 
@@ -105,8 +108,9 @@ def _isotonic(desired: list, weight: list, sep: list) -> list:
 
 
 def sugiyama(items: list, edges: dict, size: dict, hint: dict | None = None, sweeps: int = 4,
-             progress=None, should_stop=None):
-    """``items`` in trace order, ``edges`` {(a, b): count}. Returns (pos, layers, routes, w, h)."""
+             progress=None, should_stop=None, fanout: dict | None = None):
+    """``items`` in trace order, ``edges`` {(a, b): count}. Returns (pos, layers, routes, w, h);
+    ``fanout`` (if given) receives {broadcast source: number of items it feeds}."""
     idx = {it: i for i, it in enumerate(items)}
     n = len(items)
     succ: list = [[] for _ in range(n)]
@@ -129,6 +133,10 @@ def sugiyama(items: list, edges: dict, size: dict, hint: dict | None = None, swe
     for v in range(n - 1, -1, -1):  # sources (constants, masks) sit right above their first use
         if not pred[v] and succ[v]:
             layer[v] = max(layer[v], min(layer[w] for w in succ[v]) - 1)
+        # so does a step fed by a broadcast source alone (rotary cos/sin: one unsqueeze per
+        # decoder layer), not all of them in one wide row under the source
+        elif len(pred[v]) == 1 and succ[v] and len(succ[pred[v][0]]) >= BROADCAST_MIN:
+            layer[v] = max(layer[v], min(layer[w] for w in succ[v]) - 1)
     n_layers = max(layer, default=-1) + 1
     # dummies: virtual nodes n, n+1, ... on each layer a long edge crosses
     vl = list(layer)
@@ -138,16 +146,24 @@ def sugiyama(items: list, edges: dict, size: dict, hint: dict | None = None, swe
     vpred = [list(p) for p in pred]
     chains = []
     budget = MAX_DUMMIES
+    # a broadcast source (rotary embeddings, a mask: it feeds every layer) sends its long edges
+    # down one shared trunk of dummies, each branching off above its consumer: one line beside
+    # the chain, not a wall of parallel ones
+    n_long = [0] * n
+    for u, v, *_r, back in fwd:
+        n_long[u] += not back and layer[v] - layer[u] > 1
+    trunks: dict = {}
     for e in sorted(fwd, key=lambda e: layer[e[1]] - layer[e[0]]):
         u, v = e[0], e[1]
         span = layer[v] - layer[u]
         chain = []
         if 1 < span <= budget + 1:
-            budget -= span - 1
             vsucc[u].remove(v)
             vpred[v].remove(u)
-            prev = u
-            for k in range(layer[u] + 1, layer[v]):
+            trunk = trunks.setdefault(u, []) if n_long[u] >= BROADCAST_MIN and not e[5] else []
+            prev = trunk[-1] if trunk else u
+            for k in range(layer[u] + 1 + len(trunk), layer[v]):
+                budget -= 1
                 d = len(vl)
                 vl.append(k)
                 vw.append(DUMMY_W)
@@ -155,11 +171,16 @@ def sugiyama(items: list, edges: dict, size: dict, hint: dict | None = None, swe
                 vsucc.append([])
                 vpred.append([prev])
                 vsucc[prev].append(d)
-                chain.append(d)
+                trunk.append(d)
                 prev = d
+            chain = trunk[:span - 1]
+            prev = chain[-1]
             vsucc[prev].append(v)
             vpred[v].append(prev)
         chains.append((e, chain))
+    if fanout is not None:
+        for u in trunks:
+            fanout[items[u]] = len(succ[u])
     total = len(vl)
     # placement ignores the last link of the long edges of a broadcast source (rotary embeddings,
     # a mask feeding every layer): they run beside the chain instead of pulling each consumer
@@ -204,6 +225,7 @@ def sugiyama(items: list, edges: dict, size: dict, hint: dict | None = None, swe
                 rank[v] = i
         if progress:
             progress("layout", s + 1, sweeps + 1, "ordering layers")
+    _keep_trunks_apart(rows, trunks, rank)
     x = _place_x(rows, vw, weight, xpred, xsucc)
     # main axis: one row per layer, as tall as its tallest item
     ys, y = [], 0.0
@@ -220,6 +242,8 @@ def sugiyama(items: list, edges: dict, size: dict, hint: dict | None = None, swe
         (ux, uy), (vx, vy) = pos[items[u]], pos[items[v]]
         pts = [(ux + size[items[u]][0] / 2, uy + size[items[u]][1])]
         pts += [(x[d] - minx, ys[vl[d]] + NODE_H / 2) for d in chain]
+        if chain and u in trunks and not back:  # a branch leaves the trunk in the gap above v
+            pts.append((pts[-1][0], vy - Y_GAP / 2))
         pts.append((vx + size[items[v]][0] / 2, vy))
         if back:
             pts.reverse()
@@ -229,6 +253,20 @@ def sugiyama(items: list, edges: dict, size: dict, hint: dict | None = None, swe
     if progress:
         progress("layout", sweeps + 1, sweeps + 1, "placing")
     return pos, layers, routes, width, max(y - Y_GAP, 0.0)
+
+
+def _keep_trunks_apart(rows, trunks: dict, rank: list):
+    """Trunks side by side keep one left-to-right order on every row: crossing-minimisation
+    swapped them at each branch, braiding two trunks (rotary cos and sin) down the graph."""
+    if len(trunks) < 2:
+        return
+    order = {u: k for k, u in enumerate(sorted(trunks, key=lambda u: rank[u]))}
+    owner = {d: u for u, trunk in trunks.items() for d in trunk}
+    for row in rows:
+        slots = [i for i, v in enumerate(row) if v in owner]
+        if len(slots) > 1:
+            for i, d in zip(slots, sorted((row[i] for i in slots), key=lambda d: order[owner[d]])):
+                row[i] = d
 
 
 def _place_x(rows, vw, weight, vpred, vsucc, iterations: int = 6) -> list:

@@ -2,6 +2,7 @@
 batch losses (the GUI shows at most a few updates per second). QtCore only."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import traceback
@@ -11,6 +12,7 @@ from PySide6.QtCore import QObject, Signal, Slot
 from core.errors import Cancelled
 
 UPDATE_INTERVAL_S = 0.25  # batch-loss updates reaching the GUI: at most ~4 per second
+log = logging.getLogger("prunestudio.gui")
 
 
 class TrainWorker(QObject):
@@ -34,11 +36,19 @@ class TrainWorker(QObject):
     def set_paused(self, on: bool):
         (self._pause.set if on else self._pause.clear)()
 
+    def _emit(self, signal, *args):
+        """Tell the GUI thread, unless its side is gone: a run still going when the window closes
+        and the process ends outlives this worker's Qt object (as in gui.jobs.worker)."""
+        try:
+            signal.emit(*args)
+        except RuntimeError:  # "Signal source has been deleted"
+            log.info("training ended after its window closed")
+
     def _on_batch(self, step, total, loss):
         now = time.monotonic()
         if now - self._last >= UPDATE_INTERVAL_S or step == total:
             self._last = now
-            self.batch.emit(step, total, loss)
+            self._emit(self.batch, step, total, loss)
 
     @Slot()
     def run(self):
@@ -46,13 +56,13 @@ class TrainWorker(QObject):
         try:
             res = train(self.model, self.data, self.config, teacher=self.teacher, dg=self.dg,
                         should_stop=self._stop.is_set, paused=self._pause.is_set,
-                        on_epoch=self.epoch.emit, on_batch=self._on_batch,
+                        on_epoch=lambda row: self._emit(self.epoch, row), on_batch=self._on_batch,
                         progress=lambda s, d, t, m="": None)
-            self.finished.emit(res)
+            self._emit(self.finished, res)
         except Cancelled:
-            self.cancelled.emit()
+            self._emit(self.cancelled)
         except Exception as e:  # noqa: BLE001
             from core.errors import PruneStudioError
             msg = " ".join(str(e).split()) or type(e).__name__
-            self.failed.emit(msg if isinstance(e, PruneStudioError) else f"{type(e).__name__}: {msg}")
+            self._emit(self.failed, msg if isinstance(e, PruneStudioError) else f"{type(e).__name__}: {msg}")
             traceback.print_exc()

@@ -3,9 +3,11 @@ blocks, and all edges in one path item. Paint is hot (thousands of items): colou
 pre-made (:class:`PaintColours`) and text is skipped or simplified by level of detail."""
 from __future__ import annotations
 
-from PySide6.QtCore import QPointF, QRectF, Qt
+import shiboken6
+from PySide6.QtCore import QPointF, QRectF, Qt, QTimer
 from PySide6.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
-from PySide6.QtWidgets import QGraphicsItem, QGraphicsPathItem, QStyleOptionGraphicsItem
+from PySide6.QtWidgets import (QGraphicsItem, QGraphicsPathItem, QGraphicsRectItem,
+                               QStyleOptionGraphicsItem)
 
 from ..jobs.graph_layout import BLOCK_H, BLOCK_W, NODE_H, NODE_W
 
@@ -52,14 +54,18 @@ def _outline(item, c: PaintColours, lod: float, sel: bool) -> QPen:
     return pen
 
 
-class NodeItem(QGraphicsItem):
+class NodeItem(QGraphicsRectItem):
+    """A layer or op. Its bounding rect comes from the C++ rect item (a 6-wide pen: room for
+    the 3-wide selection outline): Qt asks every item for it on each full scan of the scene,
+    and 20k calls into Python made the first paint of a 20k graph a 200 ms step."""
     FONT = QFont("Sans", 9)
     SMALL = QFont("Sans", 7)
     RECT = QRectF(0, 0, NODE_W, NODE_H)
-    BOUNDS = RECT.adjusted(-3, -3, 3, 3)  # made once: Qt asks for it per item, 20k at a time
+    BOUNDS_PEN = QPen(Qt.black, 6)
 
     def __init__(self, node, data: dict, view):
-        super().__init__()
+        super().__init__(self.RECT)
+        self.setPen(self.BOUNDS_PEN)  # never drawn with: paint() below draws the node
         self.node, self.data, self.view = node, data, view
         self.base = view.theme.node_colour(data)
         self.fill = self.base
@@ -67,12 +73,17 @@ class NodeItem(QGraphicsItem):
         self.highlight = 0  # 0 none, 1 member of the highlighted group(s), 2 the chosen node
         self.role = None  # with highlight 1: "out" producer, "in" consumer, "pass" pass-through
         self.unknown = bool(data.get("unknown"))
+        self.fanout = ""  # a broadcast source: "→ 32 blocks" (its edges share one trunk)
         self.setFlag(QGraphicsItem.ItemIsSelectable)
         self.setAcceptHoverEvents(True)
         owner = view.hierarchy.owner.get(node) if view.hierarchy is not None else None
         label = data.get("label", "")
         # inside an open block its frame names the prefix: "layer1.0.conv1" reads "conv1"
         self.short = label[len(owner) + 1:] if owner and label.startswith(owner + ".") else label
+
+    def tip(self) -> str:
+        """The tooltip, made on the first hover (20k of them at build time cost a tenth of it)."""
+        data = self.data
         op, label = data.get("op", ""), data.get("label", "")
         shapes = data.get("shape") or []
         tip = f"{label}\nop: {op}\nscope: {data.get('scope') or '<root>'}"
@@ -80,10 +91,9 @@ class NodeItem(QGraphicsItem):
             tip += "\nout: " + ", ".join(str(tuple(s)) for s in shapes[:3])
         if self.unknown:
             tip += f"\nBLOCKED: '{op}' has no registered channel semantics, so channels through it stay"
-        self.setToolTip(tip)
-
-    def boundingRect(self):
-        return self.BOUNDS
+        if self.fanout:
+            tip += f"\nfeeds {self.fanout[2:]}: its edges share one trunk"
+        return tip
 
     def plain(self) -> bool:
         return not (self.highlight or self.isSelected() or self.fill != self.base or self.unknown)
@@ -127,11 +137,15 @@ class NodeItem(QGraphicsItem):
         elif self.data.get("kind") == "op" or label != op:
             p.setPen(c.sublabel_on_dark if dark else c.sublabel)
         shp = self.data.get("shape") or []
-        if shp and shp[0]:
+        if self.fanout:
+            op += "  " + self.fanout
+        elif shp and shp[0]:
             op += "  " + "×".join(str(s) for s in shp[0][1:])
         p.drawText(QRectF(6, 19, NODE_W - 12, 16), Qt.AlignLeft | Qt.AlignVCenter, op)
 
     def hoverEnterEvent(self, e):
+        if not self.toolTip():
+            self.setToolTip(self.tip())
         self.view.nodeHovered.emit(self.node)
 
     def hoverLeaveEvent(self, e):
@@ -158,6 +172,7 @@ class BlockItem(QGraphicsItem):
         self.role = None
         self.band = None
         self.info = ""  # "12 nodes · 3 groups"
+        self.fanout = ""  # a broadcast source: "→ 32 blocks" (its edges share one trunk)
         self.removed = ""  # "42 % removed" with an overlay
         self.setFlag(QGraphicsItem.ItemIsSelectable)
         synthetic = getattr(view.hierarchy.blocks.get(block), "synthetic", False) if view.hierarchy else False
@@ -196,7 +211,8 @@ class BlockItem(QGraphicsItem):
                    p.fontMetrics().elidedText(self.title, Qt.ElideMiddle, int(BLOCK_W - 16)))
         p.setFont(self.SMALL)
         p.setPen(c.sublabel_on_dark if dark else c.sublabel)
-        text = self.info + (f"  ·  {self.removed}" if self.removed else "")
+        text = self.info + (f"  ·  {self.removed}" if self.removed else "") + (
+            f"  ·  {self.fanout}" if self.fanout else "")
         p.drawText(QRectF(8, 25, BLOCK_W - 16, 20), Qt.AlignLeft | Qt.AlignVCenter, "⊞ " + text)
 
     def mouseDoubleClickEvent(self, e):
@@ -248,6 +264,32 @@ class FrameItem(QGraphicsItem):
     def mouseDoubleClickEvent(self, e):
         self.view.collapse(self.block)
         e.accept()
+
+
+def drop_scene(old, layers: list):
+    """Delete a replaced scene: a big one a node layer per event-loop turn (clearing 20k items
+    at once held the GUI thread ~70 ms on every expand or collapse of a big graph)."""
+    old.blockSignals(True)
+    if len(layers) < 2:
+        old.deleteLater()
+        return
+    def drop():  # tied to the old scene: if the view takes it along first, nothing runs
+        if layers:
+            shiboken6.delete(layers.pop())
+            QTimer.singleShot(0, old, drop)
+        else:
+            old.deleteLater()
+    QTimer.singleShot(0, old, drop)
+
+
+def mark_fanout(item, lay, it):
+    """A broadcast source says how much it feeds: its edges share one trunk that branches off
+    above each consumer (graph_layout), so the picture alone does not show the count."""
+    targets = [b for a, b, *_ in lay.edges if a == it]
+    word = "blocks" if all(isinstance(b, str) for b in targets) else "nodes"
+    item.fanout = f"→ {lay.fanout[it]} {word}"
+    if isinstance(item, BlockItem):  # a node makes its tooltip on the first hover (tip())
+        item.setToolTip(item.toolTip() + f"\nfeeds {lay.fanout[it]} {word}: its edges share one trunk")
 
 
 def route_path(routes, straight=False) -> QPainterPath:

@@ -26,11 +26,21 @@ class Navigation:
             plain = self.overlay_kind is None and not self.colour_by_group and not self._highlighted
             # while a big build runs in chunks the overview path stands in for every node
             hide = self.building or (far and plain and len(self.items_by_node) > HIDE_ABOVE)
-            # a transparent layer: the scene skips its children in one test; hiding it would
-            # visit and mark dirty every one of 20k nodes (a 100 ms step on the GUI thread)
-            if (self._node_layer.opacity() == 0) != hide:
-                self._node_layer.setOpacity(0 if hide else 1)
+            self._show_layers(not hide)
         self.minimap.follow()
+
+    def _show_layers(self, show: bool = True):
+        """Node layers near the view opaque, the others transparent: a layer's change makes Qt
+        revisit each of its children, and a transparent layer's children cost nothing to paint."""
+        if not self._node_layers:
+            return
+        if show:
+            seen = self.mapToScene(self.viewport().rect()).boundingRect()
+            near = seen.adjusted(-seen.width(), -seen.height(), seen.width(), seen.height())
+        for layer, bounds in self._node_layers:
+            want = 1 if show and bounds.intersects(near) else 0
+            if layer.opacity() != want:
+                layer.setOpacity(want)
 
     def scale(self, sx, sy):
         QGraphicsView.scale(self, sx, sy)
@@ -60,11 +70,12 @@ class Navigation:
 
     def scrollContentsBy(self, dx, dy):
         QGraphicsView.scrollContentsBy(self, dx, dy)
-        self.minimap.follow()
+        self._apply_lod()  # the node layers that came near the view turn opaque
 
     def resizeEvent(self, e):
         QGraphicsView.resizeEvent(self, e)
         graph_overlays.place(self)
+        self._apply_lod()
 
     def keyPressEvent(self, e):
         if graph_overlays.handle_key(self, e):
@@ -77,8 +88,15 @@ class Navigation:
     def fit(self):
         """The whole graph when it can be read at that size, else the top of it at a readable
         zoom (the minimap shows the rest)."""
-        if not self.scene().items():
+        if self._overview is None:  # nothing drawn (scene().items() would list 20k items)
             return
+        for _ in range(2):  # again when the minimap's strip came or went: the view changed size
+            size = self.viewport().size()
+            self._fit_once()
+            if self.viewport().size() == size:
+                break
+
+    def _fit_once(self):
         r = self.scene().sceneRect()
         self.fitInView(r, Qt.KeepAspectRatio)
         z = self.transform().m11()

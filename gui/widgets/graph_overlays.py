@@ -1,6 +1,7 @@
 """What goes with the graph view: a breadcrumb with expand/collapse-all (in a strip above), a minimap
-with the viewport rectangle (bottom right, click or drag to go there) and a legend of node kinds
-and group roles (in a strip of its own below the graph, never over it). Also the graph's keyboard: + / − / Enter on blocks, zoom keys."""
+with the viewport rectangle (in a strip right of the graph while part of it is out of view, click
+or drag to go there) and a legend of node kinds and group roles (in a strip of its own below the
+graph). None of them ever covers a node. Also the graph's keyboard: + / − / Enter on blocks, zoom keys."""
 from __future__ import annotations
 
 import html
@@ -9,6 +10,8 @@ from PySide6.QtCore import QPointF, QRectF, Qt, QTimer
 from PySide6.QtGui import QImage, QPainter, QPen
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QToolButton, QWidget
 from shiboken6 import isValid
+
+from ..jobs.graph_layout import NODE_H
 
 MINIMAP_W, MINIMAP_H = 170, 230
 MARGIN = 8
@@ -51,7 +54,11 @@ class Minimap(QWidget):
             p.fillRect(QRectF(x, y, w, h), frame)
         many = len(self.view.items_by_node) > 3000
         if many:  # one path for the plain nodes: 20k rectangles one by one take too long
-            p.fillPath(self.view.overview_path(), self.view.theme.qcolor("graph.outline"))
+            colour = self.view.theme.qcolor("graph.outline")
+            if NODE_H * k >= 1:
+                p.fillPath(self.view.overview_path(), colour)
+            else:  # nodes under a pixel high (a long chain) fill no pixel at all: outline them
+                p.strokePath(self.view.overview_path(), QPen(colour, 0))
         items = list(self.view.blocks_by_id.values()) + ([] if many else list(self.view.items_by_node.values()))
         for item in items:
             w, h = lay.size[item.node if hasattr(item, "node") else item.block]
@@ -61,14 +68,20 @@ class Minimap(QWidget):
         self.update()
         self.follow()
 
-    def follow(self):
-        """Shown only while part of the graph is out of view."""
+    def wanted(self) -> bool:
+        """While part of the graph is out of view (and the pane has room)."""
         v = self.view
-        if v.layout_ is None or len(v.layout_.pos) < 2:
-            self.setVisible(False)
-            return
+        if v.layout_ is None or len(v.layout_.pos) < 2 or cramped(v):
+            return False
         seen = v.mapToScene(v.viewport().rect()).boundingRect()
-        self.setVisible(not cramped(v) and not seen.contains(v.scene().sceneRect().adjusted(60, 60, -60, -60)))
+        return not seen.contains(v.scene().sceneRect().adjusted(60, 60, -60, -60))
+
+    def follow(self):
+        """Shown only while part of the graph is out of view, in a strip of its own right of the
+        graph. Stable: the strip narrows the view, which keeps the graph out of view, and
+        without it the view only grows."""
+        if self.wanted() != self.isVisible():
+            place(self.view)
         self.update()
 
     def paintEvent(self, e):
@@ -77,11 +90,18 @@ class Minimap(QWidget):
             p.drawImage(0, 0, self._img)
         p.setPen(QPen(self.view.theme.qcolor("graph.outline"), 1))
         p.drawRect(0, 0, MINIMAP_W - 1, MINIMAP_H - 1)
-        vr = self.view.mapToScene(self.view.viewport().rect()).boundingRect()
         p.setPen(QPen(self.view.theme.qcolor("graph.selected"), 1.5))
         p.setBrush(Qt.NoBrush)
-        p.drawRect(QRectF(vr.x() * self._k + self._off.x(), vr.y() * self._k + self._off.y(),
-                          vr.width() * self._k, vr.height() * self._k))
+        p.drawRect(self.view_rect())
+
+    def view_rect(self) -> QRectF:
+        """Where the view is, in minimap pixels: at least 4 px a side (in a 20k chain it is a
+        few hundredths of a pixel high)."""
+        vr = self.view.mapToScene(self.view.viewport().rect()).boundingRect()
+        r = QRectF(vr.x() * self._k + self._off.x(), vr.y() * self._k + self._off.y(),
+                   vr.width() * self._k, vr.height() * self._k)
+        grow_w, grow_h = max(0.0, 4 - r.width()) / 2, max(0.0, 4 - r.height()) / 2
+        return r.adjusted(-grow_w, -grow_h, grow_w, grow_h)
 
     def scene_point(self, pt) -> QPointF:
         return QPointF((pt.x() - self._off.x()) / self._k, (pt.y() - self._off.y()) / self._k)
@@ -202,8 +222,8 @@ class Legend(QLabel):
 def cramped(view) -> bool:
     """Too small a pane (200 % scaling, a small screen) for the minimap and legend: they would
     cover the graph they explain."""
-    vp = view.viewport()  # its full height: the legend's strip must not make it flip
-    return vp.width() < 3 * MINIMAP_W or vp.height() + view.viewportMargins().bottom() < 2 * MINIMAP_H
+    vp, m = view.viewport(), view.viewportMargins()  # its full size: the strips must not make it flip
+    return vp.width() + m.right() < 3 * MINIMAP_W or vp.height() + m.bottom() < 2 * MINIMAP_H
 
 
 def place(view):
@@ -215,13 +235,15 @@ def place(view):
     view.legend.adjustSize()
     strip = view.legend.height() + 2 * LEGEND_GAP if show else 0
     top = view.crumbs.sizeHint().height() + 2 * LEGEND_GAP  # the breadcrumb's own strip above
+    mini = view.minimap.wanted()
+    right = MINIMAP_W + 2 * MARGIN if mini else 0
     m = view.viewportMargins()
-    if (m.top(), m.bottom()) != (top, strip):
-        view.setViewportMargins(0, top, 0, strip)
+    if (m.top(), m.right(), m.bottom()) != (top, right, strip):
+        view.setViewportMargins(0, top, right, strip)
+    view.minimap.setVisible(mini)
     vp = view.viewport().geometry()
-    view.minimap.follow()
     view.crumbs.move(vp.left() + MARGIN, vp.top() - top + LEGEND_GAP)
-    view.minimap.move(vp.right() - MINIMAP_W - MARGIN, vp.bottom() - MINIMAP_H - MARGIN)
+    view.minimap.move(vp.right() + 1 + MARGIN, vp.bottom() - MINIMAP_H)
     view.legend.move(vp.left() + MARGIN, vp.bottom() + 1 + LEGEND_GAP)
 
 

@@ -17,7 +17,7 @@ from ..jobs import worker
 from ..jobs.graph_layout import NODE_H, NODE_W, Layout, layout as run_layout
 from . import graph_overlays
 from .graph_items import (BlockItem, EdgesItem, FrameItem, NodeItem, PaintColours, arrow_heads,
-                          route_path)
+                          drop_scene, mark_fanout, route_path)
 from .graph_colours import Colouring
 from .graph_nav import HIDE_ABOVE, Navigation
 from ..jobs.graph_groups import GroupStyle
@@ -46,6 +46,7 @@ class GraphView(Navigation, Colouring, QGraphicsView):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setScene(QGraphicsScene(self))
+        self.scene().selectionChanged.connect(self._on_selection)
         self.setRenderHints(QPainter.Antialiasing | QPainter.TextAntialiasing)
         self.setDragMode(QGraphicsView.ScrollHandDrag)  # drag the background to pan
         self.setTransformationAnchor(QGraphicsView.AnchorUnderMouse)
@@ -57,7 +58,8 @@ class GraphView(Navigation, Colouring, QGraphicsView):
         self.blocks_by_id: dict = {}
         self.frames: dict = {}
         self._edge_items: list = []  # EdgesItems (a few thousand edges each), arrows as children
-        self._overview = self._node_layer = None
+        self._overview = None
+        self._node_layers: list = []  # (empty parent item, bounds of its ≤ BUILD_CHUNK nodes)
         self._hi_items: list = []  # one path of highlighted edges per group, in its colour
         self._hi_gids: list = []
         self._highlighted: set = set()
@@ -77,7 +79,6 @@ class GraphView(Navigation, Colouring, QGraphicsView):
         self._build_id = 0
         self._keep = None
         self.building = False
-        self.scene().selectionChanged.connect(self._on_selection)
         self.minimap = graph_overlays.Minimap(self)
         self.crumbs = graph_overlays.Breadcrumb(self)
         self.legend = graph_overlays.Legend(self)
@@ -105,7 +106,8 @@ class GraphView(Navigation, Colouring, QGraphicsView):
             e.setPen(pen)
             for arrows in e.childItems():
                 arrows.setBrush(self.theme.qcolor("graph.edge"))
-        self._overview.setBrush(self.theme.qcolor("graph.overview"))
+        for part in self._overview.childItems():
+            part.setBrush(self.theme.qcolor("graph.overview"))
 
     # building -----------------------------------------------------------------------------
     def set_graph(self, graph, lay: Layout, wrap_to_view: bool = True):
@@ -123,11 +125,8 @@ class GraphView(Navigation, Colouring, QGraphicsView):
         between events (the overview path stands in meanwhile), so the GUI never stalls."""
         self.layout_ = lay
         self._build_id += 1
-        sc = self.scene()
         self._keep = self.selected_key()
-        sc.blockSignals(True)
-        sc.clear()
-        sc.blockSignals(False)
+        sc = self._fresh_scene()
         self.items_by_node, self.blocks_by_id, self.frames = {}, {}, {}
         h = lay.hierarchy
         for b, rect in lay.frames.items():
@@ -139,19 +138,15 @@ class GraphView(Navigation, Colouring, QGraphicsView):
         pen = QPen(self.theme.qcolor("graph.edge"), 1.2)
         pen.setCosmetic(True)
         self._edge_pen = pen
-        over = QPainterPath()
-        for it, (x, y) in lay.pos.items():
-            if not isinstance(it, str):
-                over.addRect(x, y, NODE_W, NODE_H)
-        self._overview = QGraphicsPathItem(over)
-        self._overview.setPen(Qt.NoPen)
+        # the overview path: plain boxes for the nodes, far out and while a build runs; in
+        # parts, one per chunk of nodes (_add_items), so a paint fills only the parts in view
+        self._overview = QGraphicsRectItem()
+        self._overview.setFlag(QGraphicsItem.ItemHasNoContents)
         self._overview.setZValue(-0.8)
+        self._overview_all = QPainterPath()
         sc.addItem(self._overview)
         self._hi_items = []
-        # node items hang under one empty item: far out, hiding it skips 20k paint calls at once
-        self._node_layer = QGraphicsRectItem()
-        self._node_layer.setFlag(QGraphicsItem.ItemHasNoContents)
-        sc.addItem(self._node_layer)
+        self._node_layers = []
         self._style_items()
         sc.setSceneRect(QRectF(-60, -60, lay.width + 120, lay.height + 120))
         entries = list(lay.pos.items())
@@ -167,11 +162,18 @@ class GraphView(Navigation, Colouring, QGraphicsView):
             self._finish_build()
             return
         self._overview.setVisible(True)
-        # the overview path stands in until the last chunk: a repaint between chunks would draw
-        # every node added so far (zoomed in, with text: ~80 ms a turn); _apply_lod restores it
-        self._node_layer.setOpacity(0)
         build_id = self._build_id
-        QTimer.singleShot(0, lambda: self._run_steps(build_id, steps))
+        QTimer.singleShot(0, self, lambda: self._run_steps(build_id, steps))
+
+    def _fresh_scene(self) -> QGraphicsScene:
+        """A new scene for a new layout; the old one goes in steps (drop_scene)."""
+        old = self.scene()
+        sc = QGraphicsScene(self)
+        sc.selectionChanged.connect(self._on_selection)
+        self.setScene(sc)
+        drop_scene(old, [layer for layer, _b in self._node_layers])
+        self._node_layers = []
+        return sc
 
     def _run_steps(self, build_id, steps):
         if build_id != self._build_id:
@@ -179,7 +181,7 @@ class GraphView(Navigation, Colouring, QGraphicsView):
         fn, arg = steps.pop(0)
         fn(arg)
         if steps:
-            QTimer.singleShot(0, lambda: self._run_steps(build_id, steps))
+            QTimer.singleShot(0, self, lambda: self._run_steps(build_id, steps))
         else:
             self.building = False
             self._finish_build()
@@ -195,7 +197,17 @@ class GraphView(Navigation, Colouring, QGraphicsView):
         self._edge_items.append(edges)
 
     def _add_items(self, entries):
+        """One chunk of nodes under an empty, transparent parent item, and the collapsed blocks.
+        The overview path stands in for the nodes until the build ends (a repaint between
+        chunks would draw every node added so far); after it, only the layers near the view
+        are opaque (_apply_lod): the scene skips a transparent layer's children in one test,
+        so a paint or a zoom change touches a few hundred nodes, not all 20k."""
         sc, h = self.scene(), self.hierarchy
+        layer = QGraphicsRectItem()
+        layer.setFlag(QGraphicsItem.ItemHasNoContents)
+        layer.setOpacity(0)
+        sc.addItem(layer)
+        bounds = QRectF()
         sc.blockSignals(True)
         for it, (x, y) in entries:
             if isinstance(it, str):
@@ -204,12 +216,26 @@ class GraphView(Navigation, Colouring, QGraphicsView):
             else:
                 item = NodeItem(it, self.graph.nodes[it], self)
                 self.items_by_node[it] = item
-                item.setParentItem(self._node_layer)
+                item.setParentItem(layer)
                 item.setPos(x, y)
+                bounds = bounds.united(QRectF(x, y, NODE_W, NODE_H))
                 continue
             item.setPos(x, y)
             sc.addItem(item)
         sc.blockSignals(False)
+        for it, _xy in entries:
+            if it in self.layout_.fanout:
+                mark_fanout(self.blocks_by_id.get(it) or self.items_by_node.get(it), self.layout_, it)
+        if bounds.isValid():
+            self._node_layers.append((layer, bounds.adjusted(-3, -3, 3, 3)))
+            part = QPainterPath()
+            for it, (x, y) in entries:
+                if not isinstance(it, str):
+                    part.addRect(x, y, NODE_W, NODE_H)
+            over = QGraphicsPathItem(part, self._overview)
+            over.setPen(Qt.NoPen)
+            over.setBrush(self.theme.qcolor("graph.overview"))
+            self._overview_all.addPath(part)
 
     def _finish_build(self):
         sc = self.scene()
@@ -229,7 +255,7 @@ class GraphView(Navigation, Colouring, QGraphicsView):
         self.built.emit()
 
     def overview_path(self) -> QPainterPath:
-        return self._overview.path() if self._overview is not None else QPainterPath()
+        return self._overview_all if self._overview is not None else QPainterPath()
 
     def _visible_parent(self, block):
         p = self.hierarchy.blocks[block].parent
