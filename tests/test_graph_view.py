@@ -121,10 +121,10 @@ def test_paper_view_lists_every_end_and_index_map(qtbot, win):
 def test_pick_a_node_clears_the_group_table(win):
     view, dg = win.view, win.session.dg
     view.select_node(dg.node_of_module("block1.0")[0])
-    assert win.groups.table.selectedItems()
+    assert win.groups.selected_ids()
     view.scene().clearSelection()
     assert "Pick a node" in win.details.header.text()
-    assert not win.groups.table.selectedItems()
+    assert not win.groups.selected_ids()
 
 
 def test_find_names_the_node_not_its_id(win):
@@ -143,11 +143,10 @@ def test_group_table_swatches_match_the_graph_colours(qtbot, win):
         t, view = win.groups.theme, win.view
         for gid in range(40):
             assert t.group_colour(gid).name() == view.group_colour(gid).name(), (name, gid)
-        table = win.groups.table
-        for row in range(table.rowCount()):
-            it = table.item(row, 1)
-            gid = it.value
-            img = it.icon().pixmap(12, 12).toImage()
+        model = win.groups.model
+        for row in range(model.rowCount()):
+            gid = win.groups.value(row, "id")
+            img = model.data(model.index(row, 1), Qt.DecorationRole).pixmap(12, 12).toImage()
             assert img.pixelColor(6, 6).name() == view.group_colour(gid).name(), (name, gid)
 
 

@@ -44,8 +44,7 @@ def test_selecting_a_layer_highlights_its_coupled_group(win):
     assert head2 not in win.view.highlighted()
     assert win.details.tree.topLevelItemCount() == len(gids)
     # the table mirrors the pick
-    rows = {i.row() for i in win.groups.table.selectedItems()}
-    assert {win.groups.table.item(r, 1).value for r in rows} == set(gids)
+    assert set(win.groups.selected_ids()) == set(gids)
     # picking a group in the table highlights exactly its nodes
     win._on_groups_selected([gids[0]])
     assert win.view.highlighted() == dg.groups[gids[0]].nodes
@@ -241,9 +240,9 @@ def mha(qtbot, win, tmp_path, trust_answers):
 
 def _attention_row(w):
     """(channels, text) of the attention group in the group table."""
-    t = w.groups.table
-    row = next(i for i in range(t.rowCount()) if t.item(i, 2).text() == "attn")
-    return t.item(row, 3).value, t.item(row, 3).text()
+    p = w.groups
+    row = next(i for i in range(p.row_count()) if p.text(i, "root") == "attn")
+    return p.value(row, "channels"), p.text(row, "channels")
 
 
 def _switch_attention(qtbot, w, mode):

@@ -82,13 +82,12 @@ def test_the_importance_column_fills_in_after_the_paint(qtbot, win, monkeypatch)
     with qtbot.waitSignal(win.modelReady, timeout=60_000):
         win.open_model("demo", DEMO_INPUT_SHAPE)
     assert True not in calls  # not scored by the load
-    col = win.groups.column("importance")
-    t = win.groups.table
-    qtbot.waitUntil(lambda: all(t.item(i, col).text() != "–" for i in range(t.rowCount())
-                                if t.item(i, 4).text() != "no"), timeout=60_000)
+    p = win.groups
+    qtbot.waitUntil(lambda: all(p.text(i, "importance") != "–" for i in range(p.row_count())
+                                if p.text(i, "prunable") != "no"), timeout=60_000)
     s = win.session
     direct = {r["id"]: r["importance"] for r in gr.group_rows(s.dg, s.model)}
-    for i in range(t.rowCount()):
-        gid, imp = t.item(i, 1).value, t.item(i, col).value
+    for i in range(p.row_count()):
+        gid, imp = p.value(i, "id"), p.value(i, "importance")
         if not math.isnan(direct[gid]):
             assert imp == direct[gid]

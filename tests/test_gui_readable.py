@@ -22,19 +22,17 @@ def _prune(qtbot, w):
     return gui_prune(qtbot, w, TIMEOUT)
 
 
-def _row_of(table, gid):
-    return next(i for i in range(table.rowCount()) if table.item(i, 1).value == gid)
+def _row_of(panel, gid):
+    return panel.row_of(gid)
 
 
 def test_group_table_elides_in_the_middle_and_copies_the_full_name(qtbot, win):
-    t = win.groups.table
+    p, t = win.groups, win.groups.table
     assert t.textElideMode() == Qt.ElideMiddle  # "layer1.0.…downsample.0", not four identical heads
-    root_col = win.groups.column("root")
-    for i in range(t.rowCount()):
-        it = t.item(i, root_col)
-        assert it.toolTip() == it.text()  # the full name on hover
+    for i in range(p.row_count()):
+        assert p.tip(i, "root") == p.text(i, "root")  # the full name on hover
     g = win.session.dg.prunable_groups[1]
-    t.selectRow(_row_of(t, g.id))
+    t.selectRow(_row_of(p, g.id))
     QApplication.clipboard().clear()
     qtbot.keyClick(t, Qt.Key_C, Qt.ControlModifier)
     assert QApplication.clipboard().text() == g.root
@@ -156,18 +154,19 @@ def test_per_layer_chart_is_legible_for_many_layers(qtbot, win):
 
 
 def test_group_table_shows_kept_channels_after_prune(qtbot, win):
-    t, col = win.groups.table, win.groups.column("kept")
-    assert all(t.item(i, col).text() in ("", "–") for i in range(t.rowCount()))
+    p = win.groups
+    assert all(p.text(i, "kept") in ("", "–") for i in range(p.row_count()))
     r = _prune(qtbot, win)
     dg = win.session.dg
     pruned = [g for g in dg.groups if r.plan.removed.get(g.id)]
     assert pruned
     for g in pruned:
-        it = t.item(_row_of(t, g.id), col)
+        row = _row_of(p, g.id)
         kept = g.n_channels - len(r.plan.removed[g.id])
-        assert it.value == kept and str(kept) in it.text() and str(len(r.plan.removed[g.id])) in it.toolTip()
+        assert p.value(row, "kept") == kept and str(kept) in p.text(row, "kept")
+        assert str(len(r.plan.removed[g.id])) in p.tip(row, "kept")
     win.undo()
-    assert all(t.item(i, col).text() in ("", "–") for i in range(t.rowCount()))
+    assert all(p.text(i, "kept") in ("", "–") for i in range(p.row_count()))
 
 
 def test_group_details_stack_in_a_narrow_dock(qtbot, win):

@@ -201,12 +201,11 @@ def test_fresh_window_fits_the_available_screen(qtbot, monkeypatch):
 
 
 def test_new_model_clears_the_group_table_selection(qtbot, win):
-    t = win.groups.table
-    t.selectRow(1)
-    assert t.selectedItems()
+    win.groups.table.selectRow(1)
+    assert win.groups.selected_ids()
     with qtbot.waitSignal(win.modelReady, timeout=TIMEOUT):
         win.open_model("demo", DEMO_INPUT_SHAPE)
-    assert not t.selectedItems()  # the details say "Pick a node": nothing may look picked
+    assert not win.groups.selected_ids()  # the details say "Pick a node": nothing may look picked
     assert "Pick a node" in win.details.header.text()
 
 

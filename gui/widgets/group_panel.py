@@ -1,37 +1,15 @@
-"""Sortable table of coupled groups (rows from gui/jobs/group_rows.py); picking rows highlights
+"""Sortable table of coupled groups (data: gui/widgets/group_model.py); picking rows highlights
 them in the graph, and a lock box per group keeps its channels (fed to PlanSettings.ignore as the
 group's root module)."""
 from __future__ import annotations
 
-from PySide6.QtCore import QItemSelectionModel, Qt, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLineEdit, QTableWidget,
-                               QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtCore import QItemSelection, QItemSelectionModel, Qt, Signal
+from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLineEdit, QTableView, QVBoxLayout,
+                               QWidget)
 
 from .. import theme as themes
+from .group_model import COLUMNS, GroupModel
 from .names import make_names_copyable
-
-COLUMNS = ["lock", "id", "root", "channels", "prunable", "kept", "params", "importance"]
-TIPS = {"root": "the group's root layer (hover for the full name; Ctrl+C copies it)",
-        "kept": "channels the last prune kept (removed in the tooltip); empty before a prune",
-        "importance": "mean importance of the group's prunable channels (the chosen criterion)",
-        "prunable": "channels the planner may remove (the rest are fixed by the model's structure)"}
-
-
-class _Num(QTableWidgetItem):
-    """Sorts by its numeric value, not its text."""
-
-    def __init__(self, value, text=None):
-        super().__init__(text if text is not None else str(value))
-        self.value = value
-        self.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
-
-    def __lt__(self, other):
-        return self.value < getattr(other, "value", 0)
-
-
-UNIT_TEXT = {"heads": ("{n} heads", "{n} attention heads: pruning removes whole heads"),
-             "head_dim": ("{n} per head", "{n} dimensions in every head: pruning keeps every head "
-                                          "and removes the same dimensions from each")}
 
 
 class GroupPanel(QWidget):
@@ -42,15 +20,16 @@ class GroupPanel(QWidget):
         super().__init__(parent)
         self.theme = themes.current()
         self.filter = QLineEdit(placeholderText="filter groups by root layer…")
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        for name, tip in TIPS.items():
-            self.table.horizontalHeaderItem(self.column(name)).setToolTip(tip)
+        self.model = GroupModel(lambda gid: self.theme.group_swatch(gid), self)
+        self.table = QTableView()
+        self.table.setModel(self.model)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(2, QHeaderView.Stretch)
         self.table.setAlternatingRowColors(True)
+        # column widths from the first rows (Qt reads 1000 by default, each a Python call)
+        self.table.horizontalHeader().setResizeContentsPrecision(100)
         # long module paths differ at the end ("layer1.0.downsample.0" / ".1"): keep both ends
         self.table.setWordWrap(False)
         make_names_copyable(self.table, self.selected_names, path_columns=(2,))
@@ -58,138 +37,106 @@ class GroupPanel(QWidget):
         lay.setContentsMargins(2, 2, 2, 2)
         lay.addWidget(self.filter)
         lay.addWidget(self.table)
-        self.table.itemSelectionChanged.connect(self._on_select)
-        self.table.itemChanged.connect(self._on_item_changed)
+        self.table.selectionModel().selectionChanged.connect(self._on_select)
+        self.model.locksChanged.connect(self.locksChanged)
+        # hidden rows are positions: a sort moves the rows under them
+        self.model.layoutChanged.connect(lambda *_: self._apply_filter(self.filter.text()))
         self.filter.textChanged.connect(self._apply_filter)
-        self._filling = False
 
     def set_rows(self, rows: list[dict]):
-        self._filling = True
         t = self.table
         t.setSortingEnabled(False)
-        t.setRowCount(len(rows))
-        for i, r in enumerate(rows):
-            lock = _Num(0, "")
-            lock.setFlags(Qt.ItemIsUserCheckable | Qt.ItemIsSelectable
-                          | (Qt.ItemIsEnabled if r["is_prunable"] else Qt.NoItemFlags))
-            lock.setCheckState(Qt.Unchecked)
-            lock.setData(Qt.UserRole, r["root"])
-            t.setItem(i, 0, lock)
-            gid = _Num(r["id"])
-            gid.setIcon(self.theme.group_swatch(r["id"]))
-            t.setItem(i, 1, gid)
-            root = QTableWidgetItem(r["root"])
-            root.setToolTip(r["root"])
-            t.setItem(i, 2, root)
-            unit = UNIT_TEXT.get(r.get("unit"))
-            ch = _Num(r["channels"], unit[0].format(n=r["channels"]) if unit else None)
-            if unit:
-                ch.setToolTip(unit[1].format(n=r["channels"]))
-            t.setItem(i, 3, ch)
-            t.setItem(i, 4, _Num(r["prunable"], f"{r['prunable']}" if r["is_prunable"] else "no"))
-            t.setItem(i, 5, _Num(-1, ""))
-            t.setItem(i, 6, _Num(r["params"], f"{r['params']:,}"))
-            imp = r["importance"]
-            t.setItem(i, 7, _Num(-1 if imp != imp else imp, "–" if imp != imp else f"{imp:.3g}"))
-        t.clearSelection()  # rows of another model: nothing is picked in the new one
-        t.setSortingEnabled(True)
-        t.sortByColumn(1, Qt.AscendingOrder)
-        t.resizeColumnsToContents()
+        self.model.set_rows(rows)  # a new model's rows: nothing is picked in it
+        t.horizontalHeader().setSortIndicator(1, Qt.AscendingOrder)
+        t.setSortingEnabled(True)  # sorts by id, the order the rows come in
+        t.resizeColumnsToContents()  # Qt sizes by the rows on screen, not all of them
         t.horizontalHeader().setSectionResizeMode(2, QHeaderView.Stretch)
-        self._filling = False
         self._apply_filter(self.filter.text())
 
     def clear(self):
-        self.table.setRowCount(0)
+        self.model.set_rows([])
 
     @staticmethod
     def column(name: str) -> int:
         return COLUMNS.index(name)
+
+    # -- reading cells (row: as shown, after sorting)
+    def row_count(self) -> int:
+        return len(self.model.rows)
+
+    def value(self, row: int, name: str):
+        return self.model.value(self.model.rows[row], name)
+
+    def text(self, row: int, name: str) -> str:
+        return self.model.text(self.model.rows[row], name)
+
+    def tip(self, row: int, name: str) -> str | None:
+        return self.model.tip(self.model.rows[row], name)
+
+    def row_of(self, gid: int) -> int:
+        return next(i for i, r in enumerate(self.model.rows) if r["id"] == gid)
+
+    def selected_rows(self) -> list[int]:
+        return sorted(ix.row() for ix in self.table.selectionModel().selectedRows())
+
+    def selected_ids(self) -> list[int]:
+        return sorted(self.model.rows[r]["id"] for r in self.selected_rows())
 
     def name_actions(self) -> list:
         return list(self.table.actions())
 
     def selected_names(self) -> str:
         """The full root names of the selected groups, one a line."""
-        t, col = self.table, self.column("root")
-        return "\n".join(t.item(r, col).text() for r in sorted({i.row() for i in t.selectedItems()}))
+        return "\n".join(self.model.rows[r]["root"] for r in self.selected_rows())
 
     def show_importance(self, imps: dict):
         """Fill in the importance column (group id -> value; NaN shows "–")."""
-        t, col = self.table, self.column("importance")
-        sorting = t.isSortingEnabled()
-        t.setSortingEnabled(False)
-        for i in range(t.rowCount()):
-            imp = imps.get(t.item(i, 1).value, float("nan"))
-            it = t.item(i, col)
-            it.value = -1 if imp != imp else imp
-            it.setText("–" if imp != imp else f"{imp:.3g}")
-        t.setSortingEnabled(sorting)
-        t.resizeColumnToContents(col)
+        self.model.set_importance(imps)
+        self.table.resizeColumnToContents(self.column("importance"))
 
     def show_kept(self, removed: dict | None, channels: dict | None = None):
         """Kept channels per group after a prune (``removed``: group id -> removed indices, from
         the PruningPlan; ``channels``: group id -> channel count); None clears the column."""
-        t, col = self.table, self.column("kept")
-        sorting = t.isSortingEnabled()
-        t.setSortingEnabled(False)
-        for i in range(t.rowCount()):
-            gid = t.item(i, 1).value
-            it = t.item(i, col)
-            if removed is None or channels is None or gid not in channels:
-                it.value = -1
-                it.setText("")
-                it.setToolTip("")
-                continue
-            n, gone = channels[gid], len(removed.get(gid, ()))
-            it.value = n - gone
-            it.setText(f"{n - gone}" if gone == 0 else f"{n - gone} / {n}")
-            it.setToolTip(f"{n - gone} of {n} channels kept, {gone} removed")
-        t.setSortingEnabled(sorting)
-        t.resizeColumnToContents(col)
+        kept = {} if removed is None or channels is None else {
+            gid: (n - len(removed.get(gid, ())), n) for gid, n in channels.items()}
+        self.model.set_kept(kept)
+        self.table.resizeColumnToContents(self.column("kept"))
 
     def apply_theme(self, theme):
         self.theme = theme
-        for i in range(self.table.rowCount()):
-            it = self.table.item(i, 1)
-            it.setIcon(theme.group_swatch(it.value))
+        self.model.refresh_swatches()
 
     def locked_roots(self) -> list[str]:
-        t = self.table
-        return sorted({t.item(i, 0).data(Qt.UserRole) for i in range(t.rowCount())
-                       if t.item(i, 0) and t.item(i, 0).checkState() == Qt.Checked})
+        ids = self.model.locked
+        return sorted({r["root"] for r in self.model.rows if r["id"] in ids})
 
     def set_locked(self, group_id: int, locked: bool):
-        for i in range(self.table.rowCount()):
-            if self.table.item(i, 1).value == group_id:
-                self.table.item(i, 0).setCheckState(Qt.Checked if locked else Qt.Unchecked)
+        self.model.set_locked(group_id, locked)
 
     def select_groups(self, gids):
         """Mirror a graph pick in the table without echoing it back."""
-        t = self.table
-        t.blockSignals(True)
-        t.clearSelection()
+        t, want = self.table, set(gids)
+        sel = QItemSelection()
         first = None
-        sm = t.selectionModel()
-        for i in range(t.rowCount()):
-            if t.item(i, 1).value in gids:
-                sm.select(t.model().index(i, 0), QItemSelectionModel.Select | QItemSelectionModel.Rows)
+        for i, r in enumerate(self.model.rows):
+            if r["id"] in want:
+                sel.select(self.model.index(i, 0), self.model.index(i, len(COLUMNS) - 1))
                 first = i if first is None else first
+        sm = t.selectionModel()
+        sm.blockSignals(True)
+        sm.select(sel, QItemSelectionModel.ClearAndSelect | QItemSelectionModel.Rows)
+        sm.blockSignals(False)
+        t.viewport().update()
         if first is not None:
-            t.scrollToItem(t.item(first, 1))
-        t.blockSignals(False)
+            t.scrollTo(self.model.index(first, 1))
 
-    def _on_select(self):
-        rows = {i.row() for i in self.table.selectedItems()}
-        self.groupsSelected.emit(sorted(self.table.item(r, 1).value for r in rows))
-
-    def _on_item_changed(self, item):
-        if not self._filling and item.column() == 0:
-            item.value = 1 if item.checkState() == Qt.Checked else 0
-            self.locksChanged.emit()
+    def _on_select(self, *_):
+        self.groupsSelected.emit(self.selected_ids())
 
     def _apply_filter(self, text):
         text = text.lower().strip()
-        for i in range(self.table.rowCount()):
-            it = self.table.item(i, self.column("root"))
-            self.table.setRowHidden(i, bool(text) and text not in it.text().lower())
+        t = self.table
+        for i, r in enumerate(self.model.rows):
+            hide = bool(text) and text not in r["root"].lower()
+            if hide != t.isRowHidden(i):
+                t.setRowHidden(i, hide)
