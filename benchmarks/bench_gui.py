@@ -212,6 +212,30 @@ def bench_synthetic(n_nodes):
     print(f"  layout + render total {(t_lay + t_build + t_fit) * 1000:.0f} ms")
 
 
+def bench_chain_window(w, n_nodes):
+    """The synthetic chain opened in the window as a user would: analysis on a worker, then the
+    graph, the group table (one row per Linear: n/2 groups), details and estimate on the GUI
+    thread; the longest GUI-thread stall from open to the settled window."""
+    model = Chain(n_nodes // 2).eval()
+    hb = Heartbeat()
+    hb.start()
+    t = time.perf_counter()
+    w.open_model(f"chain-{n_nodes}", "1,8", model=model)
+    wait(w.modelReady)
+    w.view.viewport().repaint()
+    app.processEvents()
+    total = time.perf_counter() - t
+    settle_wait(w)
+    if w.view.building:
+        wait(w.view.built)
+    app.processEvents()
+    stall = hb.stop()
+    print(f"chain in the window: {w.session.dg.graph.number_of_nodes()} nodes, "
+          f"{w.groups.row_count()} groups: load -> graph on screen {total:.2f} s; max GUI stall "
+          f"{stall * 1000:.0f} ms (of it GUI-thread CPU {hb.gap_cpu * 1000:.0f} ms) until settled; "
+          f"longest garbage collection (any thread) {hb.max_gc * 1000:.0f} ms")
+
+
 def bench_llm(w, layers=32):
     """A Llama-7B-sized configuration on the meta device: opens collapsed, then single decoder
     layers expand (laid out and drawn on the GUI thread: each is a stall as long as it takes)."""
@@ -258,6 +282,8 @@ def main():
     ap.add_argument("--llm-layers", type=int, default=32, help="0 skips the Llama configuration")
     ap.add_argument("--chain-only", type=int, default=0, metavar="RUNS",
                     help="only the synthetic chain (--nodes), this many runs")
+    ap.add_argument("--chain-window", action="store_true",
+                    help="only the synthetic chain opened in the window (group table included)")
     a = ap.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     print(f"torch {torch.__version__}, {os.cpu_count()} CPU cores, platform {app.platformName()}")
@@ -267,6 +293,10 @@ def main():
             bench_synthetic(a.nodes)
         return 0
     w = window()
+    if a.chain_window:
+        bench_chain_window(w, a.nodes)
+        w.close()
+        return 0
     models = a.models.split(",")[: 1 if a.quick else None]
     for m in models:
         bench_load(w, m)

@@ -20,8 +20,8 @@ from ..widgets.load_dialog import LoadDialog
 from ..widgets.targets_panel import ATTENTION
 
 MAX_RECENT = 8
-# The full collection that frees a replaced model (gcpolicy.settle: ~0.3 s, it walks every object
-# torch's import made) holds the GIL: it waits until the new graph was painted, then this long,
+# A full collection that frees a replaced model (gcpolicy.settle, when one is needed: ~0.3 s, it
+# walks every live object) holds the GIL: it waits until the new graph was painted, then this long,
 # so the frame reaches the screen first. Without a paint (a hidden window) it runs at the latest
 # after SETTLE_LATEST_MS.
 SETTLE_AFTER_PAINT_MS = 150
@@ -205,6 +205,10 @@ class ModelController(QObject):
         """Make ``s`` (a gui.jobs.session.Session) the window's model: graph, tables, info."""
         ctx, ui = self.ctx, self.ctx.ui
         t = time.perf_counter()
+        old = ctx.session
+        if old is not None and old is not s:  # freed by reference counts, watched until settled
+            gcpolicy.replacing(old, old.model, old.dg.graph)
+        del old
         ctx.session = s
         ui.view.set_graph(s.dg.graph, s.layout)
         ui.view.fit()
