@@ -113,6 +113,8 @@ def _first_reasons(entries, cls: np.ndarray, n_cls: int):
 
 
 def _reasons(classes, flags, first, entries) -> list[str]:
+    if not entries:
+        return []
     ri = first[classes[flags[classes]][:200]]
     return sorted({entries[int(i)][1] for i in np.unique(ri[ri >= 0])})
 
@@ -148,7 +150,15 @@ def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
     # one group. Consumers (a conv reading a concat, a BN after it) may span several groups and
     # are members of each with a partial index map, as in the paper.
     # Edges: the classes of each slot (a consumer's: only those without a producer) to its first.
-    keep = out_slot[slot_of] | ~has_out[cls]
+    # A slot merged onto its chain's lowest slot has that slot's classes: only chain roots add
+    # edges, with the chain's producers, so the graph shrinks by the chain length (~5 slots).
+    src, dst = table.merged
+    slot_start = np.fromiter((s.start for s in slots), np.int64, len(slots))
+    si = np.searchsorted(slot_start, src, side="right") - 1  # an empty slot may share its start
+    np.logical_or.at(out_slot, np.searchsorted(slot_start, dst, side="right") - 1, out_slot[si])
+    root_slot = np.ones(len(slots), bool)
+    root_slot[si] = False
+    keep = (out_slot[slot_of] | ~has_out[cls]) & root_slot[slot_of]
     ks, kc = slot_of[keep], cls[keep]
     head = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]]) if ks.size else np.zeros(0, np.int64)
     a = np.repeat(kc[head], np.diff(np.r_[head, ks.size]))
@@ -173,7 +183,7 @@ def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
     g_atom = group_of_class[cls]
     l_atom = local[cls]
     nonempty = np.flatnonzero(sizes)
-    first = np.fromiter((slots[i].start for i in nonempty), np.int64, nonempty.size)
+    first = slot_start[nonempty]
     lo = np.minimum.reduceat(g_atom, first) if first.size else first
     hi = np.maximum.reduceat(g_atom, first) if first.size else first
     for si, g_lo, g_hi in zip(nonempty.tolist(), lo.tolist(), hi.tolist()):
@@ -208,17 +218,38 @@ def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
 
 def _assign_nodes(groups: list[Group], node_atoms: dict, group_of_atom: np.ndarray) -> None:
     """Every node joins the groups of the atoms it touches. Labels pass through most ops as the
-    same array object, so the groups of each distinct array are computed once."""
+    same array object, so each distinct array is looked up once, all of them in one pass."""
     if not node_atoms or not groups:
         return
-    seen: dict[int, list] = {}
-    for node, arrays in node_atoms.items():
-        for arr in arrays:
-            gs = seen.get(id(arr))
-            if gs is None:
-                ga = group_of_atom[arr]
-                lo, hi = (int(ga.min()), int(ga.max())) if ga.size else (-1, -1)
-                gs = seen[id(arr)] = [lo] if lo == hi else np.unique(ga).tolist()
-            for g in gs:
-                if g >= 0:
-                    groups[g].nodes.add(node)
+    index: dict[int, int] = {}
+    arrays, pair_node, pair_arr = [], [], []
+    for node, arrs in node_atoms.items():
+        for arr in arrs:
+            k = index.get(id(arr))
+            if k is None:
+                k = index[id(arr)] = len(arrays)
+                arrays.append(arr)
+            pair_node.append(node)
+            pair_arr.append(k)
+    sizes = np.fromiter((a.size for a in arrays), np.int64, len(arrays))
+    ga = group_of_atom[np.concatenate(arrays)] if arrays else np.zeros(0, np.int64)
+    nz = np.flatnonzero(sizes)
+    group_of_arr = np.full(len(arrays), -1, np.int64)  # its one group; -1: none; -2: several
+    if nz.size:
+        first = (np.cumsum(sizes) - sizes)[nz]
+        lo, hi = np.minimum.reduceat(ga, first), np.maximum.reduceat(ga, first)
+        group_of_arr[nz] = np.where(lo == hi, lo, -2)
+    nodes = np.array(pair_node, dtype=np.int64)
+    g = group_of_arr[np.array(pair_arr, dtype=np.int64)]
+    one = np.flatnonzero(g >= 0)
+    if one.size:
+        order = one[np.argsort(g[one], kind="stable")]
+        gs, cut = np.unique(g[order], return_index=True)
+        for gid, chunk in zip(gs.tolist(), np.split(nodes[order], cut[1:])):
+            groups[gid].nodes.update(chunk.tolist())
+    ends = np.cumsum(sizes)
+    for p in np.flatnonzero(g == -2).tolist():  # an array spanning several groups
+        k = pair_arr[p]
+        for gid in np.unique(ga[ends[k] - sizes[k]:ends[k]]).tolist():
+            if gid >= 0:
+                groups[gid].nodes.add(pair_node[p])
