@@ -22,7 +22,7 @@ import torch
 NO_ATOM = -1  # position carries no prunable channel (model input, constant, unknown op output)
 
 
-@dataclass
+@dataclass(slots=True)  # hundreds are made per trace: slots make that and each read cheaper
 class Slot:
     """One prunable dimension of one parameter or buffer."""
 

@@ -182,8 +182,11 @@ class HandlerContext:
         self.tracer = tracer
         self.table = tracer.table
         self._prev = prev
-        self.options = tracer.options
         self.root = tracer.root  # the traced model (family handlers look at its type/attributes)
+
+    @property
+    def options(self):  # read through: the tracer shares one context, made before options are set
+        return self.tracer.options
 
     def labels(self, t):
         if isinstance(t, torch.Tensor) and id(t) in self._prev:

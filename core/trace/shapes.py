@@ -34,7 +34,43 @@ def _same_kind(*ts):
                and t.is_floating_point() and t.layout == torch.strided for t in ts)
 
 
+def _conv_shape_plain(x, w, b, stride, padding, dilation, groups):
+    """``conv_shape`` of ``F.conv{1,2,3}d`` as ``nn.Conv*d`` calls it: all arguments by position,
+    float tensors of one dtype and device, sizes as int tuples, numeric padding. None: not this
+    case (``conv_shape`` decides)."""
+    t = torch.Tensor
+    if not isinstance(x, t) or not isinstance(w, t) or not (b is None or isinstance(b, t)) or \
+            type(stride) is not tuple or type(padding) is not tuple or \
+            type(dilation) is not tuple or type(groups) is not int:
+        return None
+    n = w.ndim - 2
+    if n < 1 or x.ndim != n + 2 or len(stride) != n or len(padding) != n or len(dilation) != n:
+        return None
+    dt, dev = x.dtype, x.device
+    if not dt.is_floating_point or w.dtype != dt or w.device != dev or x.layout != torch.strided or \
+            w.layout != torch.strided or (b is not None and (b.dtype != dt or b.device != dev or
+                                                            b.layout != torch.strided)):
+        return None
+    xs, ws = x.shape, w.shape
+    if groups < 1 or xs[1] != ws[1] * groups or ws[0] % groups or \
+            (b is not None and (b.ndim != 1 or b.shape[0] != ws[0])):
+        return None
+    out = [xs[0], ws[0]]
+    for size, k, st, p, d in zip(xs[2:], ws[2:], stride, padding, dilation):
+        if type(st) is not int or type(p) is not int or type(d) is not int or st <= 0:
+            return None
+        o = (size + 2 * p - d * (k - 1) - 1) // st + 1
+        if o <= 0:
+            return None
+        out.append(o)
+    return tuple(out)
+
+
 def conv_shape(args, kwargs):
+    if len(args) == 7 and not kwargs:
+        out = _conv_shape_plain(*args)
+        if out is not None:
+            return out
     x, w = args[0], _arg(args, kwargs, 1, "weight")
     b = _arg(args, kwargs, 2, "bias")
     if not isinstance(x, torch.Tensor) or not isinstance(w, torch.Tensor):
@@ -136,6 +172,15 @@ def sdpa_shape(args, kwargs):
 def batch_norm_shape(args, kwargs):
     """Inference-mode batch norm (training mode updates running statistics: it must run)."""
     x = args[0]
+    if len(args) >= 6 and not kwargs and args[5] is False and isinstance(x, torch.Tensor):
+        # F.batch_norm as nn.BatchNorm*d calls it: (x, mean, var, weight, bias, False, ...)
+        dt, dev, ch = x.dtype, x.device, x.shape[1] if x.ndim >= 2 else -1
+        if ch >= 0 and dt.is_floating_point and x.layout == torch.strided:
+            for t in args[1:5]:
+                if t is not None and (not isinstance(t, torch.Tensor) or t.dtype != dt or t.device != dev or
+                                      t.layout != torch.strided or t.ndim != 1 or t.shape[0] != ch):
+                    return None
+            return tuple(x.shape)
     if _arg(args, kwargs, 5, "training", False) or not isinstance(x, torch.Tensor) or x.ndim < 2:
         return None
     per = [_arg(args, kwargs, i, n) for i, n in

@@ -98,6 +98,7 @@ class _Tracer(TensorLabels, TorchFunctionMode):
         self.options = {}  # analysis options handlers may read (e.g. attention="head_dim")
         self.should_stop = None  # polled every 16 nodes: cancel
         self.values = None  # a ShapeOnly when costly ops are not computed (see core.trace.values)
+        self._context = HandlerContext(self, {})
 
     def module_named(self, name: str):
         return self.modules_by_name.get(name)
@@ -127,12 +128,21 @@ class _Tracer(TensorLabels, TorchFunctionMode):
             return out
         if in_tensors is None:
             in_tensors = tensors_of((args, kwargs))
-        known = [t for t in in_tensors if self.lookup(t) is not None or id(t) in self.names]
+        # each input's record (None: not from this trace), looked up once for the whole call
+        info, names = self.info, self.names
+        recs = []
+        known = False
+        for t in in_tensors:
+            rec = info.get(id(t))
+            if rec is not None and rec[0]() is not t:
+                rec = None
+            recs.append(rec)
+            known = known or rec is not None or id(t) in names
         if not known:
             return out  # a constant created in forward: it carries no channels
         self._busy = True
         try:
-            self._record(name, func, args, kwargs, in_tensors, out_tensors)
+            self._record(name, func, args, kwargs, in_tensors, out_tensors, recs=recs)
         finally:
             self._busy = False
         return out
@@ -195,28 +205,33 @@ class _Tracer(TensorLabels, TorchFunctionMode):
                 if slot is not None:
                     self.table.shape_sensitive.append(slot.atoms)
 
-    def _record(self, name, func, args, kwargs, in_tensors, out_tensors, module=None):
+    def _record(self, name, func, args, kwargs, in_tensors, out_tensors, module=None, recs=None):
         node = self.graph.number_of_nodes()
         if self.should_stop is not None and node % 16 == 0 and self.should_stop():
             raise Cancelled("cancelled while tracing")  # unwinds the user's forward; hooks are removed
         scope = self.scope[-1] if self.scope else ""
-        params = [self.names[id(t)][0] for t in in_tensors
-                  if id(t) in self.names and self.lookup(t) is None]
+        if recs is None:
+            recs = [self.lookup(t) for t in in_tensors]
+        names = self.names
+        params = [names[id(t)][0] for t, rec in zip(in_tensors, recs)
+                  if rec is None and id(t) in names]
         if module is None:
             module = params[0].rpartition(".")[0] if params else ""
-        self.graph.add_node(node, op=name, module=module, scope=scope, params=params,
-                            label=module or name, kind="layer" if params else "op",
-                            shape=[tuple(o.shape) for o in out_tensors])
-        for t in in_tensors:
-            rec = self.lookup(t)
+        graph = self.graph
+        graph.add_node(node, op=name, module=module, scope=scope, params=params,
+                       label=module or name, kind="layer" if params else "op",
+                       shape=[tuple(o.shape) for o in out_tensors])
+        for t, rec in zip(in_tensors, recs):
             if rec is not None and rec[2] is not None:
-                self.graph.add_edge(rec[2], node, shape=tuple(t.shape))
+                graph.add_edge(rec[2], node, shape=tuple(t.shape))
         call = Call(name, func, args, kwargs, in_tensors, out_tensors, node, scope)
         self.current_node = node
         # in-place ops return their input: keep its labels visible to the handler
-        prev = {id(o): self.labels(o) for o in out_tensors if any(o is i for i in in_tensors)}
+        in_ids = {id(t) for t in in_tensors}
+        prev = {id(o): self.labels(o) for o in out_tensors if id(o) in in_ids}
+        info = self.info
         for o in out_tensors:  # default: the output carries no channels until the handler says so
-            self.info[id(o)] = (weakref.ref(o), [], node)
+            info[id(o)] = (weakref.ref(o), [], node)
         handler = lookup(name)
         if handler is None:
             blocked_before = len(self.table.blocked)
@@ -226,7 +241,8 @@ class _Tracer(TensorLabels, TorchFunctionMode):
                 self.unknown.setdefault(name, []).append(node)
         else:
             # in-place ops return their input: read its labels before they are reset
-            handler(HandlerContext(self, prev), call)
+            # one shared context serves every call that modifies no input in place
+            handler(HandlerContext(self, prev) if prev else self._context, call)
         self.current_node = None
 
 
