@@ -9,10 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
-
-from core.ops.atoms import Slot
+from core.ops.atoms import Slot, lowest_in_component
 from core.trace.tracer import Trace
 
 
@@ -162,12 +159,27 @@ def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
     ks, kc = slot_of[keep], cls[keep]
     head = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]]) if ks.size else np.zeros(0, np.int64)
     a = np.repeat(kc[head], np.diff(np.r_[head, ks.size]))
-    n_grp, grp = connected_components(coo_matrix((np.ones(a.size, np.int8), (a, kc)),
-                                                 shape=(n_cls, n_cls)), directed=False)
+    low = lowest_in_component(a, kc, n_cls)
+    roots = np.flatnonzero(low == np.arange(n_cls))
+    n_grp = roots.size
+    grp = np.empty(n_cls, np.int64)  # groups numbered by their lowest class, as scipy numbers them
+    grp[roots] = np.arange(n_grp)
+    grp = grp[low]
 
-    # number groups in order of first appearance of their slots (stable, traversal order)
+    # number groups in order of first appearance of their slots (stable, traversal order); most
+    # slots lie in one group, so this is done per slot, per atom only for the others
+    ga = grp[cls]
+    nonempty = np.flatnonzero(sizes)
+    first = slot_start[nonempty]
+    lo = np.minimum.reduceat(ga, first) if first.size else first
+    hi = np.maximum.reduceat(ga, first) if first.size else first
+    whole = lo == hi
     first_seen = np.full(n_grp, np.iinfo(np.int64).max)
-    np.minimum.at(first_seen, grp[cls], slot_of)
+    np.minimum.at(first_seen, lo[whole], nonempty[whole])
+    split = nonempty[~whole].tolist()
+    for si in split:
+        s = slots[si]
+        np.minimum.at(first_seen, ga[s.start:s.start + s.size], si)
     order = np.argsort(first_seen, kind="stable")
     remap = np.empty(n_grp, np.int64)
     remap[order] = np.arange(n_grp)
@@ -180,20 +192,18 @@ def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
     local[order_c] = np.arange(n_cls) - np.repeat(starts, counts)
 
     members: list[list[Member]] = [[] for _ in range(n_grp)]
-    g_atom = group_of_class[cls]
     l_atom = local[cls]
-    nonempty = np.flatnonzero(sizes)
-    first = slot_start[nonempty]
-    lo = np.minimum.reduceat(g_atom, first) if first.size else first
-    hi = np.maximum.reduceat(g_atom, first) if first.size else first
-    for si, g_lo, g_hi in zip(nonempty.tolist(), lo.tolist(), hi.tolist()):
+    slot_groups = {}  # id(slot atoms) -> the slot's groups (numbered as below)
+    for si, g in zip(nonempty[whole].tolist(), remap[lo[whole]].tolist()):
+        s = slots[si]  # the common case: the whole slot lies in one group
+        members[g].append(Member(s, l_atom[s.start:s.start + s.size]))
+        slot_groups[id(s.atoms)] = (g,)
+    for si in split:
         s = slots[si]
         lm = l_atom[s.start:s.start + s.size]
-        if g_lo == g_hi:  # the common case: the whole slot lies in one group
-            members[g_lo].append(Member(s, lm))
-            continue
-        gs = g_atom[s.start:s.start + s.size]
-        for g in np.unique(gs).tolist():
+        gs = remap[ga[s.start:s.start + s.size]]
+        slot_groups[id(s.atoms)] = tuple(np.unique(gs).tolist())
+        for g in slot_groups[id(s.atoms)]:
             members[g].append(Member(s, np.where(gs == g, lm, -1)))
     classes_of = np.split(order_c, np.cumsum(counts)[:-1])
     # Slices coupled to no layer output (the first conv's input channels, a LayerNorm on a fixed
@@ -212,44 +222,28 @@ def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
         ar = _reasons(classes, approx, approx_first, table.approx)
         kept.append(Group(len(kept), ms, int(classes.size), prunable, exact, br[:20], ar[:20]))
     group_of_class = new_id[group_of_class]
-    _assign_nodes(kept, trace.node_atoms, group_of_class[cls] if cls.size else cls)
+    slot_groups = {k: [int(new_id[g]) for g in gs] for k, gs in slot_groups.items()}
+    _assign_nodes(kept, trace.node_atoms, slot_groups, lambda: group_of_class[cls])
     return kept, cls, group_of_class
 
 
-def _assign_nodes(groups: list[Group], node_atoms: dict, group_of_atom: np.ndarray) -> None:
+def _assign_nodes(groups: list[Group], node_atoms: dict, slot_groups: dict, group_of_atom) -> None:
     """Every node joins the groups of the atoms it touches. Labels pass through most ops as the
-    same array object, so each distinct array is looked up once, all of them in one pass."""
+    same array object, most of them a slot's own (``slot_groups``: id -> its groups); the groups
+    of any other array are computed once, from ``group_of_atom()`` (made on first need)."""
     if not node_atoms or not groups:
         return
-    index: dict[int, int] = {}
-    arrays, pair_node, pair_arr = [], [], []
-    for node, arrs in node_atoms.items():
-        for arr in arrs:
-            k = index.get(id(arr))
-            if k is None:
-                k = index[id(arr)] = len(arrays)
-                arrays.append(arr)
-            pair_node.append(node)
-            pair_arr.append(k)
-    sizes = np.fromiter((a.size for a in arrays), np.int64, len(arrays))
-    ga = group_of_atom[np.concatenate(arrays)] if arrays else np.zeros(0, np.int64)
-    nz = np.flatnonzero(sizes)
-    group_of_arr = np.full(len(arrays), -1, np.int64)  # its one group; -1: none; -2: several
-    if nz.size:
-        first = (np.cumsum(sizes) - sizes)[nz]
-        lo, hi = np.minimum.reduceat(ga, first), np.maximum.reduceat(ga, first)
-        group_of_arr[nz] = np.where(lo == hi, lo, -2)
-    nodes = np.array(pair_node, dtype=np.int64)
-    g = group_of_arr[np.array(pair_arr, dtype=np.int64)]
-    one = np.flatnonzero(g >= 0)
-    if one.size:
-        order = one[np.argsort(g[one], kind="stable")]
-        gs, cut = np.unique(g[order], return_index=True)
-        for gid, chunk in zip(gs.tolist(), np.split(nodes[order], cut[1:])):
-            groups[gid].nodes.update(chunk.tolist())
-    ends = np.cumsum(sizes)
-    for p in np.flatnonzero(g == -2).tolist():  # an array spanning several groups
-        k = pair_arr[p]
-        for gid in np.unique(ga[ends[k] - sizes[k]:ends[k]]).tolist():
-            if gid >= 0:
-                groups[gid].nodes.add(pair_node[p])
+    seen = dict(slot_groups)
+    per_atom = None
+    for node, arrays in node_atoms.items():
+        for arr in arrays:
+            gs = seen.get(id(arr))
+            if gs is None:
+                if per_atom is None:
+                    per_atom = group_of_atom()
+                ga = per_atom[arr]
+                lo, hi = (int(ga.min()), int(ga.max())) if ga.size else (-1, -1)
+                gs = seen[id(arr)] = [lo] if lo == hi else np.unique(ga).tolist()
+            for g in gs:
+                if g >= 0:
+                    groups[g].nodes.add(node)

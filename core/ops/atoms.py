@@ -234,15 +234,34 @@ def _iota(n: int) -> np.ndarray:
 def _components_of(a: np.ndarray, b: np.ndarray, n: int, sort: bool = False):
     """Components of the graph of edges a[i]-b[i] over atoms 0..n-1: (the atoms the edges touch,
     ascending, or None for all n; the lowest atom of each one's component). When edges are few,
-    only the atoms they touch enter the sparse graph (found by a sort)."""
-    if sort or a.size * 16 < n:
+    only the atoms they touch enter the graph (found by a sort)."""
+    if sort or a.size * 8 < n:
         nodes, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
-        a, b, n = inv[:a.size], inv[a.size:], nodes.size
-    else:
-        nodes = None
+        return nodes, nodes[lowest_in_component(inv[:a.size], inv[a.size:], nodes.size)]
+    return None, lowest_in_component(a, b, n)
+
+
+def lowest_in_component(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
+    """Per node 0..n-1 of the undirected graph with edges a[i]-b[i]: the lowest node of its
+    connected component. Hooking each edge's higher root onto the lower one, then jumping pointers
+    until every node points at its root, takes a few whole-array rounds on the graphs a trace
+    makes (chains and stars); scipy's traversal, whose fixed cost is larger on small graphs,
+    takes over if the rounds do not settle quickly."""
+    lab = np.arange(n, dtype=np.int64)
+    for _ in range(8):
+        la, lb = lab[a], lab[b]
+        lo, hi = np.minimum(la, lb), np.maximum(la, lb)
+        diff = lo != hi
+        if not diff.any():
+            return lab
+        np.minimum.at(lab, hi[diff], lo[diff])  # hi are roots: this links whole trees
+        while True:
+            nxt = lab[lab]
+            if np.array_equal(nxt, lab):
+                break
+            lab = nxt
     g = coo_matrix((np.ones(a.size, dtype=np.float64), (a, b)), shape=(n, n))
-    lab = connected_components(g.tocsr(), directed=False)[1]
-    first = np.full(int(lab.max()) + 1 if lab.size else 0, n, np.int64)
-    np.minimum.at(first, lab, _iota(n))
-    low = first[lab]
-    return nodes, (low if nodes is None else nodes[low])
+    comp = connected_components(g.tocsr(), directed=False)[1]
+    first = np.full(int(comp.max()) + 1 if comp.size else 0, n, np.int64)
+    np.minimum.at(first, comp, _iota(n))
+    return first[comp]

@@ -63,6 +63,25 @@ def _collect(obj, out):
         out.extend(o for o in tree_flatten(obj)[0] if isinstance(o, torch.Tensor))
 
 
+def call_tensors(args: tuple, kwargs: dict) -> list:
+    """``tensors_of((args, kwargs))`` for a call's arguments, with the common shapes (tensors,
+    numbers, tuples of numbers such as a conv's stride) handled in line rather than by recursion."""
+    out: list = []
+    tensor = torch.Tensor
+    for o in args:
+        if isinstance(o, tensor):
+            out.append(o)
+        elif type(o) in _LEAVES:
+            continue
+        elif type(o) is tuple and all(type(v) is int for v in o):
+            continue
+        else:
+            _collect(o, out)
+    if kwargs:
+        _collect(kwargs, out)
+    return out
+
+
 _MODULE = torch.nn.Module
 
 

@@ -60,7 +60,7 @@ from core import families
 from core.errors import Cancelled, TraceError
 from core.ops.atoms import AtomTable
 from core.ops.registry import IGNORED, leaf_op, lookup, normalise_name
-from core.trace.context import Call, HandlerContext, TensorLabels, tensors_of
+from core.trace.context import Call, HandlerContext, TensorLabels, call_tensors, tensors_of
 from core.trace.values import ShapeOnly
 
 _SHAPE_READS = {"size", "shape", "numel", "nelement", "len"}
@@ -109,7 +109,7 @@ class _Tracer(TensorLabels, TorchFunctionMode):
         in_tensors = None
         if self.values is not None:
             if self.values.wants_tensors(name):  # the same list serves the record below
-                in_tensors = tensors_of((args, kwargs))
+                in_tensors = call_tensors(args, kwargs)
             out = self.values.run(name, func, args, kwargs, in_tensors)
         else:
             out = func(*args, **kwargs)
@@ -127,7 +127,7 @@ class _Tracer(TensorLabels, TorchFunctionMode):
         if not out_tensors:
             return out
         if in_tensors is None:
-            in_tensors = tensors_of((args, kwargs))
+            in_tensors = call_tensors(args, kwargs)
         # each input's record (None: not from this trace), looked up once for the whole call
         info, names = self.info, self.names
         recs = []
@@ -164,7 +164,7 @@ class _Tracer(TensorLabels, TorchFunctionMode):
         """Note labelled tensors the running leaf module reads that its handler is not given."""
         mod, _, largs = self.leaf
         own = {id(t) for t in tensors_of(largs)}
-        for t in tensors_of((args, kwargs)):
+        for t in call_tensors(args, kwargs):
             if id(t) in own or id(t) in self.leaf_extra:
                 continue
             rec = self.lookup(t)
@@ -335,7 +335,7 @@ def _trace_once(model, inputs, should_stop, options, shape_only: bool):
             model.eval()
         args, kwargs = inputs
         graph = tracer.graph
-        leaves = tensors_of((args, kwargs))
+        leaves = call_tensors(args, kwargs)
         for i, t in enumerate(leaves):
             in_node = graph.number_of_nodes()
             graph.add_node(in_node, op="input", module="", scope="", params=[], label=f"input {i}",

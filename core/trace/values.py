@@ -15,7 +15,7 @@ import weakref
 
 import torch
 
-from core.trace.context import tensors_of
+from core.trace.context import call_tensors, tensors_of
 
 from core.trace.shapes import fake_adaptive_avg_pool, fake_elementwise, shape_only
 
@@ -115,7 +115,7 @@ class ShapeOnly:
         fake = []
         if marks:
             if flat is None:
-                flat = tensors_of((args, kwargs))
+                flat = call_tensors(args, kwargs)
             for t in flat:  # (is_fake, inlined: this runs for every op)
                 r = marks.get(id(t))
                 if r is not None and r() is t:
