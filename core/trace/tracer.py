@@ -61,6 +61,7 @@ from core.errors import Cancelled, TraceError
 from core.ops.atoms import AtomTable
 from core.ops.registry import IGNORED, leaf_op, lookup, normalise_name
 from core.trace.context import Call, HandlerContext, TensorLabels, call_tensors, tensors_of
+from core.trace.scopes import wrap_module_calls
 from core.trace.values import ShapeOnly
 
 _SHAPE_READS = {"size", "shape", "numel", "nelement", "len"}
@@ -327,8 +328,10 @@ def _trace_once(model, inputs, should_stop, options, shape_only: bool):
         if tracer.modules.get(id(mod)) is not None and tracer.scope:
             tracer.scope.pop()
 
-    hooks.append(torch.nn.modules.module.register_module_forward_pre_hook(pre))
-    hooks.append(torch.nn.modules.module.register_module_forward_hook(post, always_call=True))
+    unwrap = wrap_module_calls(tracer.modules_by_name.values(), pre, post)
+    if unwrap is None:  # (a module with hooks of its own: see core.trace.scopes)
+        hooks.append(torch.nn.modules.module.register_module_forward_pre_hook(pre))
+        hooks.append(torch.nn.modules.module.register_module_forward_hook(post, always_call=True))
     in_node = None
     try:
         if any(modes.values()):  # eval() walks every module: not when all already are
@@ -360,6 +363,8 @@ def _trace_once(model, inputs, should_stop, options, shape_only: bool):
     finally:
         for h in hooks:
             h.remove()
+        if unwrap is not None:
+            unwrap()
         for m, mode in modes.items():
             if m.training != mode:  # Module.__setattr__ is slow: only where eval() changed it
                 m.training = mode
