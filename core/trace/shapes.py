@@ -212,6 +212,8 @@ def meta_elementwise(name, args, kwargs):
     dtype (Python numbers as other operands): same dtype, broadcast shape; None otherwise."""
     if set(kwargs) - {"alpha", "approximate"}:
         return None
+    if args and isinstance(args[0], torch.Tensor) and not args[0].is_meta:
+        return None  # (the common case off the meta device: no need to look further)
     tensors = []
     for a in args:
         if isinstance(a, torch.Tensor):
