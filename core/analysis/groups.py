@@ -22,6 +22,17 @@ class Member:
     def name(self) -> str:
         return f"{self.slot.tensor_name}[dim {self.slot.dim}]"
 
+    @property
+    def in_order(self) -> bool:
+        """Whether index i along the slot is the group's channel i, for every i (worked out once:
+        importance scores ask on every plan)."""
+        v = self.__dict__.get("_in_order")
+        if v is None:
+            im = self.index_map
+            v = self.__dict__["_in_order"] = bool(
+                im.size == 0 or (im[0] == 0 and im[-1] == im.size - 1 and (np.diff(im) == 1).all()))
+        return v
+
     def to_json(self) -> dict:
         return {"tensor": self.slot.tensor_name, "module": self.slot.module_name, "dim": self.slot.dim,
                 "role": self.slot.role, "size": self.slot.size,

@@ -202,6 +202,9 @@ class HandlerContext:
         self.table = tracer.table
         self._prev = prev
         self.root = tracer.root  # the traced model (family handlers look at its type/attributes)
+        if not prev:  # nothing modified in place: the tracer's own answers, one call less each
+            self.labels = tracer.labels
+            self.dim_atoms = tracer.dim_atoms
 
     @property
     def options(self):  # read through: the tracer shares one context, made before options are set
