@@ -100,7 +100,8 @@ def named_tensors(model: torch.nn.Module):
         by_name = dict(model.named_modules())
         return names, {id(m): n for n, m in by_name.items()}, by_name
     names, by_name, buffers = {}, {}, []
-    for mname, mod in model.named_modules():
+    walk = _walk(model)
+    for mname, mod in model.named_modules() if walk is None else walk:
         by_name[mname] = mod
         pre = mname + "." if mname else ""
         for k, p in mod._parameters.items():
@@ -112,6 +113,33 @@ def named_tensors(model: torch.nn.Module):
     for n, b in buffers:
         names.setdefault(id(b), (n, True))
     return names, {id(m): n for n, m in by_name.items()}, by_name
+
+
+_PLAIN_WALK: dict[type, bool] = {}
+
+
+def _walk(model) -> list | None:
+    """``list(model.named_modules())`` by an explicit stack, the same modules in the same order
+    (a nested generator per level costs more than the loop); None when a module's class changes
+    how that walk or module identity works (then ask ``named_modules`` itself)."""
+    out, seen, stack = [], set(), [("", model)]
+    while stack:
+        prefix, mod = stack.pop()
+        cls = type(mod)
+        ok = _PLAIN_WALK.get(cls)
+        if ok is None:
+            ok = _PLAIN_WALK[cls] = (cls.named_modules is _MODULE.named_modules and
+                                     cls.__hash__ is object.__hash__ and cls.__eq__ is object.__eq__)
+        if not ok:
+            return None
+        if id(mod) in seen:
+            continue
+        seen.add(id(mod))
+        out.append((prefix, mod))
+        children = [(f"{prefix}.{n}" if prefix else n, c) for n, c in mod._modules.items()
+                    if c is not None]
+        stack.extend(reversed(children))
+    return out
 
 
 class TensorLabels:

@@ -22,6 +22,9 @@ def _global_hooks() -> bool:
                 getattr(torch_module, "_global_forward_pre_hooks", True))
 
 
+_PLAIN: dict[type, bool] = {}  # class -> calls go through Module._call_impl (no TorchScript)
+
+
 def wrap_module_calls(modules, pre, post):
     """Install ``pre(mod, args)`` / ``post(mod, args, out)`` (``out`` None when forward raised)
     around every call of each module in ``modules``, as global forward hooks would see them.
@@ -31,9 +34,11 @@ def wrap_module_calls(modules, pre, post):
         return None
     for m in modules:
         d = m.__dict__
-        if d.get("_forward_pre_hooks") or d.get("_forward_hooks") or "_call_impl" in d or \
-                isinstance(m, torch.jit.ScriptModule) or \
-                type(m)._call_impl is not torch.nn.Module._call_impl:
+        plain = _PLAIN.get(type(m))
+        if plain is None:
+            plain = _PLAIN[type(m)] = not issubclass(type(m), torch.jit.ScriptModule) and \
+                type(m)._call_impl is torch.nn.Module._call_impl
+        if not plain or d.get("_forward_pre_hooks") or d.get("_forward_hooks") or "_call_impl" in d:
             return None
     done = []
 
