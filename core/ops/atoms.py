@@ -196,8 +196,12 @@ class AtomTable:
             size[np.searchsorted(starts, pairs[:, 1])] = pairs[:, 2]
             moved = root != starts
             src, dst, z = starts[moved], root[moved], size[moved]
-            offs = np.arange(int(z.sum()), dtype=np.int64) - np.repeat(np.cumsum(z) - z, z)
-            rep[np.repeat(src, z) + offs] = np.repeat(dst, z) + offs
+            if int(z.sum()) > 1 << 20:  # large slots (an LLM): no temporaries of that size
+                for s, d, k in zip(src.tolist(), dst.tolist(), z.tolist()):
+                    np.add(_iota(k), d, out=rep[s:s + k])
+            else:
+                offs = np.arange(int(z.sum()), dtype=np.int64) - np.repeat(np.cumsum(z) - z, z)
+                rep[np.repeat(src, z) + offs] = np.repeat(dst, z) + offs
             self.merged = (src, dst)
         if self._join_a:
             nodes, low = _components_of(rep[np.concatenate(self._join_a)],
@@ -255,11 +259,12 @@ def lowest_in_component(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
         if not diff.any():
             return lab
         np.minimum.at(lab, hi[diff], lo[diff])  # hi are roots: this links whole trees
+        nxt = np.empty_like(lab)  # two buffers in turn: no fresh array per jump
         while True:
-            nxt = lab[lab]
+            np.take(lab, lab, out=nxt, mode="clip")  # (every index is valid: clip is never used)
             if np.array_equal(nxt, lab):
                 break
-            lab = nxt
+            lab, nxt = nxt, lab
     g = coo_matrix((np.ones(a.size, dtype=np.float64), (a, b)), shape=(n, n))
     comp = connected_components(g.tocsr(), directed=False)[1]
     first = np.full(int(comp.max()) + 1 if comp.size else 0, n, np.int64)
