@@ -234,25 +234,23 @@ def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
         kept.append(Group(len(kept), ms, int(classes.size), prunable, exact, br[:20], ar[:20]))
     group_of_class = new_id[group_of_class]
     slot_groups = {k: [int(new_id[g]) for g in gs] for k, gs in slot_groups.items()}
-    _assign_nodes(kept, trace.node_atoms, slot_groups, lambda: group_of_class[cls])
+    _assign_nodes(kept, trace.node_atoms, slot_groups, lambda arr: group_of_class[cls[arr]])
     return kept, cls, group_of_class
 
 
-def _assign_nodes(groups: list[Group], node_atoms: dict, slot_groups: dict, group_of_atom) -> None:
+def _assign_nodes(groups: list[Group], node_atoms: dict, slot_groups: dict, groups_of) -> None:
     """Every node joins the groups of the atoms it touches. Labels pass through most ops as the
     same array object, most of them a slot's own (``slot_groups``: id -> its groups); the groups
-    of any other array are computed once, from ``group_of_atom()`` (made on first need)."""
+    of any other array are computed once, by ``groups_of(array)`` (per array: a group map of
+    every atom would be one more array the size of the model's channels, slow to allocate)."""
     if not node_atoms or not groups:
         return
     seen = dict(slot_groups)
-    per_atom = None
     for node, arrays in node_atoms.items():
         for arr in arrays:
             gs = seen.get(id(arr))
             if gs is None:
-                if per_atom is None:
-                    per_atom = group_of_atom()
-                ga = per_atom[arr]
+                ga = groups_of(arr)
                 lo, hi = (int(ga.min()), int(ga.max())) if ga.size else (-1, -1)
                 gs = seen[id(arr)] = [lo] if lo == hi else np.unique(ga).tolist()
             for g in gs:

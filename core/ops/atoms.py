@@ -251,7 +251,8 @@ def lowest_in_component(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
     until every node points at its root, takes a few whole-array rounds on the graphs a trace
     makes (chains and stars); scipy's traversal, whose fixed cost is larger on small graphs,
     takes over if the rounds do not settle quickly."""
-    lab = np.arange(n, dtype=np.int64)
+    # (int32 where it fits: on an LLM these arrays are millions long, and fresh memory is slow)
+    lab = np.arange(n, dtype=np.int32 if n < 1 << 31 else np.int64)
     for _ in range(8):
         la, lb = lab[a], lab[b]
         lo, hi = np.minimum(la, lb), np.maximum(la, lb)
