@@ -224,13 +224,18 @@ def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
     new_id = np.full(n_grp + 1, -1, np.int64)
     new_id[np.flatnonzero(keep)] = np.arange(int(keep.sum()))
     kept = []
+    # only groups holding a blocked (approximate) class have reasons to look up
+    any_blocked = np.zeros(n_grp, bool)
+    any_blocked[group_of_class[blocked]] = True
+    any_approx = np.zeros(n_grp, bool)
+    any_approx[group_of_class[approx]] = True
     for gid in np.flatnonzero(keep).tolist():
         classes = classes_of[gid]
         ms = sorted(members[gid], key=lambda m: (m.slot.role != "out", m.slot.index))
         prunable = ~blocked[classes] & has_out[classes]
         exact = ~approx[classes]
-        br = _reasons(classes, blocked, block_first, table.blocked)
-        ar = _reasons(classes, approx, approx_first, table.approx)
+        br = _reasons(classes, blocked, block_first, table.blocked) if any_blocked[gid] else []
+        ar = _reasons(classes, approx, approx_first, table.approx) if any_approx[gid] else []
         kept.append(Group(len(kept), ms, int(classes.size), prunable, exact, br[:20], ar[:20]))
     group_of_class = new_id[group_of_class]
     slot_groups = {k: [int(new_id[g]) for g in gs] for k, gs in slot_groups.items()}

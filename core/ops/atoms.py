@@ -37,13 +37,14 @@ class Slot:
     is_buffer: bool = False
     virtual: bool = False  # a module attribute sized by channels (e.g. LayerNorm without affine)
     # one read-only array per slot, made once: handlers ask for it on every call that touches it
-    # (a cached_property takes a lock on every first read, which cost more than the arange)
-    atoms: np.ndarray = field(init=False, repr=False, compare=False)
+    # (the table hands out views of one read-only range: cheaper than an arange each)
+    atoms: np.ndarray = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
-        a = np.arange(self.start, self.start + self.size, dtype=np.int64)
-        a.flags.writeable = False
-        self.atoms = a
+        if self.atoms is None:
+            a = np.arange(self.start, self.start + self.size, dtype=np.int64)
+            a.flags.writeable = False
+            self.atoms = a
 
 
 @dataclass
@@ -85,6 +86,19 @@ class AtomTable:
     # set by components(): (starts of slots merged onto another, starts of those) - a merged
     # slot's atoms are in the classes of its chain's lowest slot, index by index
     merged: tuple = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    _block: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # see _new_atoms
+    _block_start: int = 0
+
+    def _new_atoms(self, size: int) -> np.ndarray:
+        """Atoms n_atoms .. n_atoms + size - 1: a view of a read-only range made 64K atoms at a
+        time (a slot is made for every parameter dimension a trace meets)."""
+        start = self.n_atoms
+        off = start - self._block_start
+        if off + size > self._block.size:
+            block = np.arange(start, start + max(size, 1 << 16), dtype=np.int64)
+            block.flags.writeable = False
+            self._block, self._block_start, off = block, start, 0
+        return self._block[off:off + size]
 
     def slot(self, tensor: torch.Tensor, dim: int, names: dict, role: str) -> Slot:
         """The slot of ``tensor`` along ``dim``, created on first use."""
@@ -93,8 +107,9 @@ class AtomTable:
         if s is None:
             qual, is_buffer = names[id(tensor)]
             mod, _, attr = qual.rpartition(".")
-            s = Slot(len(self.slots), qual, mod, attr, dim, int(tensor.shape[dim]), self.n_atoms, role,
-                     is_buffer)
+            size = int(tensor.shape[dim])
+            s = Slot(len(self.slots), qual, mod, attr, dim, size, self.n_atoms, role, is_buffer,
+                     False, self._new_atoms(size))
             self.n_atoms += s.size
             self.slots.append(s)
             self._slot_by_key[key] = s
@@ -109,7 +124,7 @@ class AtomTable:
         s = self._slot_by_key.get(key)
         if s is None:
             s = Slot(len(self.slots), f"{module_name}.<{attr}>", module_name, attr, 0, size,
-                     self.n_atoms, "pass", virtual=True)
+                     self.n_atoms, "pass", virtual=True, atoms=self._new_atoms(size))
             self.n_atoms += size
             self.slots.append(s)
             self._slot_by_key[key] = s
