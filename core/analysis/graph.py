@@ -10,6 +10,7 @@ import torch
 
 from core.errors import Cancelled, TraceError
 from core.analysis.groups import Group, build_groups
+from core.trace.gcpause import gc_paused
 from core.trace.inputs import ExampleInputs, as_example_inputs
 from core.adapters.heads import MODES
 from core.trace.tracer import Trace, trace_model
@@ -67,16 +68,17 @@ def analyze(model: torch.nn.Module, inputs, should_stop=None, options=None,
     mode = (options or {}).get("attention", "heads")
     if mode not in MODES:
         raise ValueError(f"attention pruning must be one of {', '.join(MODES)}, not {mode!r}")
-    try:
-        trace = trace_model(model, (ex.args, ex.kwargs), should_stop=should_stop,
-                            options=options, values=values)
-    except (TraceError, Cancelled):
-        raise
-    except Exception as e:  # the user's forward failed: say so with the original message
-        raise TraceError(f"the model's forward failed on the example inputs "
-                         f"({ex.describe()}): {type(e).__name__}: {e}") from e
-    t0 = time.perf_counter()
-    groups, cls, cg = build_groups(trace)
+    with gc_paused():
+        try:
+            trace = trace_model(model, (ex.args, ex.kwargs), should_stop=should_stop,
+                                options=options, values=values)
+        except (TraceError, Cancelled):
+            raise
+        except Exception as e:  # the user's forward failed: say so with the original message
+            raise TraceError(f"the model's forward failed on the example inputs "
+                             f"({ex.describe()}): {type(e).__name__}: {e}") from e
+        t0 = time.perf_counter()
+        groups, cls, cg = build_groups(trace)
     return DependencyGraph(trace.graph, groups, trace, cls, cg,
                            {"trace": trace.seconds, "groups": time.perf_counter() - t0},
                            {"attention": mode})

@@ -9,10 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
-
-from core.ops.atoms import Slot
+from core.ops.atoms import Slot, lowest_in_component
 from core.trace.tracer import Trace
 
 
@@ -24,6 +21,17 @@ class Member:
     @property
     def name(self) -> str:
         return f"{self.slot.tensor_name}[dim {self.slot.dim}]"
+
+    @property
+    def in_order(self) -> bool:
+        """Whether index i along the slot is the group's channel i, for every i (worked out once:
+        importance scores ask on every plan)."""
+        v = self.__dict__.get("_in_order")
+        if v is None:
+            im = self.index_map
+            v = self.__dict__["_in_order"] = bool(
+                im.size == 0 or (im[0] == 0 and im[-1] == im.size - 1 and (np.diff(im) == 1).all()))
+        return v
 
     def to_json(self) -> dict:
         return {"tensor": self.slot.tensor_name, "module": self.slot.module_name, "dim": self.slot.dim,
@@ -113,6 +121,8 @@ def _first_reasons(entries, cls: np.ndarray, n_cls: int):
 
 
 def _reasons(classes, flags, first, entries) -> list[str]:
+    if not entries:
+        return []
     ri = first[classes[flags[classes]][:200]]
     return sorted({entries[int(i)][1] for i in np.unique(ri[ri >= 0])})
 
@@ -148,16 +158,39 @@ def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
     # one group. Consumers (a conv reading a concat, a BN after it) may span several groups and
     # are members of each with a partial index map, as in the paper.
     # Edges: the classes of each slot (a consumer's: only those without a producer) to its first.
-    keep = out_slot[slot_of] | ~has_out[cls]
+    # A slot merged onto its chain's lowest slot has that slot's classes: only chain roots add
+    # edges, with the chain's producers, so the graph shrinks by the chain length (~5 slots).
+    src, dst = table.merged
+    slot_start = np.fromiter((s.start for s in slots), np.int64, len(slots))
+    si = np.searchsorted(slot_start, src, side="right") - 1  # an empty slot may share its start
+    np.logical_or.at(out_slot, np.searchsorted(slot_start, dst, side="right") - 1, out_slot[si])
+    root_slot = np.ones(len(slots), bool)
+    root_slot[si] = False
+    keep = (out_slot[slot_of] | ~has_out[cls]) & root_slot[slot_of]
     ks, kc = slot_of[keep], cls[keep]
     head = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]]) if ks.size else np.zeros(0, np.int64)
     a = np.repeat(kc[head], np.diff(np.r_[head, ks.size]))
-    n_grp, grp = connected_components(coo_matrix((np.ones(a.size, np.int8), (a, kc)),
-                                                 shape=(n_cls, n_cls)), directed=False)
+    low = lowest_in_component(a, kc, n_cls)
+    roots = np.flatnonzero(low == np.arange(n_cls))
+    n_grp = roots.size
+    grp = np.empty(n_cls, np.int64)  # groups numbered by their lowest class, as scipy numbers them
+    grp[roots] = np.arange(n_grp)
+    grp = grp[low]
 
-    # number groups in order of first appearance of their slots (stable, traversal order)
+    # number groups in order of first appearance of their slots (stable, traversal order); most
+    # slots lie in one group, so this is done per slot, per atom only for the others
+    ga = grp[cls]
+    nonempty = np.flatnonzero(sizes)
+    first = slot_start[nonempty]
+    lo = np.minimum.reduceat(ga, first) if first.size else first
+    hi = np.maximum.reduceat(ga, first) if first.size else first
+    whole = lo == hi
     first_seen = np.full(n_grp, np.iinfo(np.int64).max)
-    np.minimum.at(first_seen, grp[cls], slot_of)
+    np.minimum.at(first_seen, lo[whole], nonempty[whole])
+    split = nonempty[~whole].tolist()
+    for si in split:
+        s = slots[si]
+        np.minimum.at(first_seen, ga[s.start:s.start + s.size], si)
     order = np.argsort(first_seen, kind="stable")
     remap = np.empty(n_grp, np.int64)
     remap[order] = np.arange(n_grp)
@@ -170,20 +203,18 @@ def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
     local[order_c] = np.arange(n_cls) - np.repeat(starts, counts)
 
     members: list[list[Member]] = [[] for _ in range(n_grp)]
-    g_atom = group_of_class[cls]
     l_atom = local[cls]
-    nonempty = np.flatnonzero(sizes)
-    first = np.fromiter((slots[i].start for i in nonempty), np.int64, nonempty.size)
-    lo = np.minimum.reduceat(g_atom, first) if first.size else first
-    hi = np.maximum.reduceat(g_atom, first) if first.size else first
-    for si, g_lo, g_hi in zip(nonempty.tolist(), lo.tolist(), hi.tolist()):
+    slot_groups = {}  # id(slot atoms) -> the slot's groups (numbered as below)
+    for si, g in zip(nonempty[whole].tolist(), remap[lo[whole]].tolist()):
+        s = slots[si]  # the common case: the whole slot lies in one group
+        members[g].append(Member(s, l_atom[s.start:s.start + s.size]))
+        slot_groups[id(s.atoms)] = (g,)
+    for si in split:
         s = slots[si]
         lm = l_atom[s.start:s.start + s.size]
-        if g_lo == g_hi:  # the common case: the whole slot lies in one group
-            members[g_lo].append(Member(s, lm))
-            continue
-        gs = g_atom[s.start:s.start + s.size]
-        for g in np.unique(gs).tolist():
+        gs = remap[ga[s.start:s.start + s.size]]
+        slot_groups[id(s.atoms)] = tuple(np.unique(gs).tolist())
+        for g in slot_groups[id(s.atoms)]:
             members[g].append(Member(s, np.where(gs == g, lm, -1)))
     classes_of = np.split(order_c, np.cumsum(counts)[:-1])
     # Slices coupled to no layer output (the first conv's input channels, a LayerNorm on a fixed
@@ -193,30 +224,38 @@ def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
     new_id = np.full(n_grp + 1, -1, np.int64)
     new_id[np.flatnonzero(keep)] = np.arange(int(keep.sum()))
     kept = []
+    # only groups holding a blocked (approximate) class have reasons to look up
+    any_blocked = np.zeros(n_grp, bool)
+    any_blocked[group_of_class[blocked]] = True
+    any_approx = np.zeros(n_grp, bool)
+    any_approx[group_of_class[approx]] = True
     for gid in np.flatnonzero(keep).tolist():
         classes = classes_of[gid]
         ms = sorted(members[gid], key=lambda m: (m.slot.role != "out", m.slot.index))
         prunable = ~blocked[classes] & has_out[classes]
         exact = ~approx[classes]
-        br = _reasons(classes, blocked, block_first, table.blocked)
-        ar = _reasons(classes, approx, approx_first, table.approx)
+        br = _reasons(classes, blocked, block_first, table.blocked) if any_blocked[gid] else []
+        ar = _reasons(classes, approx, approx_first, table.approx) if any_approx[gid] else []
         kept.append(Group(len(kept), ms, int(classes.size), prunable, exact, br[:20], ar[:20]))
     group_of_class = new_id[group_of_class]
-    _assign_nodes(kept, trace.node_atoms, group_of_class[cls] if cls.size else cls)
+    slot_groups = {k: [int(new_id[g]) for g in gs] for k, gs in slot_groups.items()}
+    _assign_nodes(kept, trace.node_atoms, slot_groups, lambda arr: group_of_class[cls[arr]])
     return kept, cls, group_of_class
 
 
-def _assign_nodes(groups: list[Group], node_atoms: dict, group_of_atom: np.ndarray) -> None:
+def _assign_nodes(groups: list[Group], node_atoms: dict, slot_groups: dict, groups_of) -> None:
     """Every node joins the groups of the atoms it touches. Labels pass through most ops as the
-    same array object, so the groups of each distinct array are computed once."""
+    same array object, most of them a slot's own (``slot_groups``: id -> its groups); the groups
+    of any other array are computed once, by ``groups_of(array)`` (per array: a group map of
+    every atom would be one more array the size of the model's channels, slow to allocate)."""
     if not node_atoms or not groups:
         return
-    seen: dict[int, list] = {}
+    seen = dict(slot_groups)
     for node, arrays in node_atoms.items():
         for arr in arrays:
             gs = seen.get(id(arr))
             if gs is None:
-                ga = group_of_atom[arr]
+                ga = groups_of(arr)
                 lo, hi = (int(ga.min()), int(ga.max())) if ga.size else (-1, -1)
                 gs = seen[id(arr)] = [lo] if lo == hi else np.unique(ga).tolist()
             for g in gs:

@@ -13,7 +13,6 @@ pass, which keeps tracing linear in model size.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -23,7 +22,7 @@ import torch
 NO_ATOM = -1  # position carries no prunable channel (model input, constant, unknown op output)
 
 
-@dataclass
+@dataclass(slots=True)  # hundreds are made per trace: slots make that and each read cheaper
 class Slot:
     """One prunable dimension of one parameter or buffer."""
 
@@ -37,13 +36,15 @@ class Slot:
     role: str  # "out" (a layer's output channels), "in" (input channels), "pass" (per-channel params)
     is_buffer: bool = False
     virtual: bool = False  # a module attribute sized by channels (e.g. LayerNorm without affine)
+    # one read-only array per slot, made once: handlers ask for it on every call that touches it
+    # (the table hands out views of one read-only range: cheaper than an arange each)
+    atoms: np.ndarray = field(default=None, repr=False, compare=False)
 
-    @cached_property
-    def atoms(self) -> np.ndarray:
-        # one read-only array per slot: handlers ask for it on every call that touches it
-        a = np.arange(self.start, self.start + self.size, dtype=np.int64)
-        a.flags.writeable = False
-        return a
+    def __post_init__(self):
+        if self.atoms is None:
+            a = np.arange(self.start, self.start + self.size, dtype=np.int64)
+            a.flags.writeable = False
+            self.atoms = a
 
 
 @dataclass
@@ -82,6 +83,22 @@ class AtomTable:
     # pass through ops as the same array objects) skip the checks. The slots keep them alive.
     _slot_arrays: dict = field(default_factory=dict)
     _slot_pairs: list = field(default_factory=list)  # joins of two whole slots, index by index
+    # set by components(): (starts of slots merged onto another, starts of those) - a merged
+    # slot's atoms are in the classes of its chain's lowest slot, index by index
+    merged: tuple = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    _block: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # see _new_atoms
+    _block_start: int = 0
+
+    def _new_atoms(self, size: int) -> np.ndarray:
+        """Atoms n_atoms .. n_atoms + size - 1: a view of a read-only range made 64K atoms at a
+        time (a slot is made for every parameter dimension a trace meets)."""
+        start = self.n_atoms
+        off = start - self._block_start
+        if off + size > self._block.size:
+            block = np.arange(start, start + max(size, 1 << 16), dtype=np.int64)
+            block.flags.writeable = False
+            self._block, self._block_start, off = block, start, 0
+        return self._block[off:off + size]
 
     def slot(self, tensor: torch.Tensor, dim: int, names: dict, role: str) -> Slot:
         """The slot of ``tensor`` along ``dim``, created on first use."""
@@ -90,8 +107,9 @@ class AtomTable:
         if s is None:
             qual, is_buffer = names[id(tensor)]
             mod, _, attr = qual.rpartition(".")
-            s = Slot(len(self.slots), qual, mod, attr, dim, int(tensor.shape[dim]), self.n_atoms, role,
-                     is_buffer)
+            size = int(tensor.shape[dim])
+            s = Slot(len(self.slots), qual, mod, attr, dim, size, self.n_atoms, role, is_buffer,
+                     False, self._new_atoms(size))
             self.n_atoms += s.size
             self.slots.append(s)
             self._slot_by_key[key] = s
@@ -106,7 +124,7 @@ class AtomTable:
         s = self._slot_by_key.get(key)
         if s is None:
             s = Slot(len(self.slots), f"{module_name}.<{attr}>", module_name, attr, 0, size,
-                     self.n_atoms, "pass", virtual=True)
+                     self.n_atoms, "pass", virtual=True, atoms=self._new_atoms(size))
             self.n_atoms += size
             self.slots.append(s)
             self._slot_by_key[key] = s
@@ -175,44 +193,96 @@ class AtomTable:
 
     def components(self) -> np.ndarray:
         """Class id of every atom (connected components of the join graph), numbered in order of
-        each class's lowest atom (what scipy numbers them by).
+        each class's lowest atom.
 
         Most joins couple two whole slots index by index (a layer's output with the next one's
         input): those are merged per slot first, each slot's atoms mapped onto the lowest slot of
-        its chain, so the atom-level graph only carries the other joins."""
+        its chain (``rep``). The other joins only touch a few of the remaining atoms, so their
+        components are solved on those atoms alone, not on a graph over all of them."""
         n = self.n_atoms
         if n == 0:
             return np.zeros(0, dtype=np.int64)
         rep = np.arange(n, dtype=np.int64)
         if self._slot_pairs:
-            parent: dict[int, int] = {}
-
-            def find(x):
-                root = x
-                while parent.get(root, root) != root:
-                    root = parent[root]
-                while x != root:  # path compression
-                    parent[x], x = root, parent[x]
-                return root
-
-            size_of = {}
-            for sa, sb, size in self._slot_pairs:
-                size_of[sa] = size_of[sb] = size
-                ra, rb = find(sa), find(sb)
-                if ra != rb:  # the lower start is the root: a chain maps onto its lowest slot
-                    parent[max(ra, rb)] = min(ra, rb)
-            for s, size in size_of.items():
-                r = find(s)
-                if r != s:
-                    rep[s:s + size] = np.arange(r, r + size)
+            pairs = np.array(self._slot_pairs, dtype=np.int64)
+            starts, root = _components_of(pairs[:, 0], pairs[:, 1], n, sort=True)  # chain's lowest
+            size = np.empty(starts.size, np.int64)
+            size[np.searchsorted(starts, pairs[:, 0])] = pairs[:, 2]
+            size[np.searchsorted(starts, pairs[:, 1])] = pairs[:, 2]
+            moved = root != starts
+            src, dst, z = starts[moved], root[moved], size[moved]
+            if int(z.sum()) > 1 << 20:  # large slots (an LLM): no temporaries of that size
+                for s, d, k in zip(src.tolist(), dst.tolist(), z.tolist()):
+                    np.add(_iota(k), d, out=rep[s:s + k])
+            else:
+                offs = np.arange(int(z.sum()), dtype=np.int64) - np.repeat(np.cumsum(z) - z, z)
+                rep[np.repeat(src, z) + offs] = np.repeat(dst, z) + offs
+            self.merged = (src, dst)
         if self._join_a:
-            a = rep[np.concatenate(self._join_a)]
-            b = rep[np.concatenate(self._join_b)]
-        else:
-            a = b = np.zeros(0, dtype=np.int64)
-        g = coo_matrix((np.ones(a.size, dtype=np.int8), (a, b)), shape=(n, n))
-        k, labels = connected_components(g, directed=False)
-        full = labels[rep]
-        used = np.zeros(k, bool)  # atoms mapped away are classes of their own here: dropped
-        used[full] = True
-        return (np.cumsum(used) - 1)[full].astype(np.int64)
+            nodes, low = _components_of(rep[np.concatenate(self._join_a)],
+                                        rep[np.concatenate(self._join_b)], n)
+            if nodes is None:  # every atom took part
+                rep = low[rep]
+            else:
+                lowest = np.arange(n, dtype=np.int64)
+                lowest[nodes] = low
+                rep = lowest[rep]
+        # rep[x] is now the lowest atom of x's class (rep[x] <= x, and every class's lowest atom
+        # is its own rep): numbering the roots in order numbers the classes by their lowest atom
+        roots = np.flatnonzero(rep == _iota(n))
+        number = np.empty(n, np.int64)  # (a cumulative sum of a bool mask is several times slower)
+        number[roots] = _iota(roots.size)
+        return number[rep]
+
+
+_IOTA = np.arange(0, dtype=np.int64)
+
+
+def _iota(n: int) -> np.ndarray:
+    """``arange(n)``, read-only, from a cache kept up to 2M entries: a fresh large array costs
+    its page faults on every call, more than the arithmetic on it."""
+    global _IOTA
+    if n > _IOTA.size:
+        if n > 1 << 21:
+            return np.arange(n, dtype=np.int64)
+        _IOTA = np.arange(max(n, 2 * _IOTA.size), dtype=np.int64)
+        _IOTA.flags.writeable = False
+    return _IOTA[:n]
+
+
+def _components_of(a: np.ndarray, b: np.ndarray, n: int, sort: bool = False):
+    """Components of the graph of edges a[i]-b[i] over atoms 0..n-1: (the atoms the edges touch,
+    ascending, or None for all n; the lowest atom of each one's component). When edges are few,
+    only the atoms they touch enter the graph (found by a sort)."""
+    if sort or a.size * 8 < n:
+        nodes, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
+        return nodes, nodes[lowest_in_component(inv[:a.size], inv[a.size:], nodes.size)]
+    return None, lowest_in_component(a, b, n)
+
+
+def lowest_in_component(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
+    """Per node 0..n-1 of the undirected graph with edges a[i]-b[i]: the lowest node of its
+    connected component. Hooking each edge's higher root onto the lower one, then jumping pointers
+    until every node points at its root, takes a few whole-array rounds on the graphs a trace
+    makes (chains and stars); scipy's traversal, whose fixed cost is larger on small graphs,
+    takes over if the rounds do not settle quickly."""
+    # (int32 where it fits: on an LLM these arrays are millions long, and fresh memory is slow)
+    lab = np.arange(n, dtype=np.int32 if n < 1 << 31 else np.int64)
+    for _ in range(8):
+        la, lb = lab[a], lab[b]
+        lo, hi = np.minimum(la, lb), np.maximum(la, lb)
+        diff = lo != hi
+        if not diff.any():
+            return lab
+        np.minimum.at(lab, hi[diff], lo[diff])  # hi are roots: this links whole trees
+        nxt = np.empty_like(lab)  # two buffers in turn: no fresh array per jump
+        while True:
+            np.take(lab, lab, out=nxt, mode="clip")  # (every index is valid: clip is never used)
+            if np.array_equal(nxt, lab):
+                break
+            lab, nxt = nxt, lab
+    g = coo_matrix((np.ones(a.size, dtype=np.float64), (a, b)), shape=(n, n))
+    comp = connected_components(g.tocsr(), directed=False)[1]
+    first = np.full(int(comp.max()) + 1 if comp.size else 0, n, np.int64)
+    np.minimum.at(first, comp, _iota(n))
+    return first[comp]

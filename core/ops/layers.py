@@ -111,10 +111,12 @@ def conv_transpose(ctx, call):
 def per_channel(ctx, call, x, cd, tensors, role="pass"):
     """Params/buffers of shape (C,) follow the input's channel dim ``cd`` (BatchNorm & co)."""
     x_c = ctx.dim_atoms(x, cd, call)
+    c, why, join, dim_atoms = x.shape[cd], None, ctx.table.join, ctx.dim_atoms
     for t in tensors:
-        if t is not None and hasattr(t, "shape") and t.ndim == 1 and t.shape[0] == x.shape[cd]:
-            ctx.table.join(x_c, ctx.dim_atoms(t, 0, call, role=role),
-                           ctx.reason(call, "per-channel parameters on channels that cannot be pruned"))
+        if t is not None and hasattr(t, "shape") and t.ndim == 1 and t.shape[0] == c:
+            if why is None:  # (one text for all of them: made once)
+                why = ctx.reason(call, "per-channel parameters on channels that cannot be pruned")
+            join(x_c, dim_atoms(t, 0, call, role=role), why)
     return x_c
 
 

@@ -98,6 +98,7 @@ def apply_kept(model: nn.Module, kept: dict[str, dict[int, list[int]]], inplace:
     # A copy is made once, after slicing: the sliced tensors go into the copy in place of the
     # originals (deepcopy's memo), so the full-size tensors are never cloned just to be dropped.
     memo: dict[int, object] | None = None if inplace else {}
+    indices: dict = {}  # (kept indices, device) -> (index tensor, min, max, the indices, alive)
     for name, dims in kept.items():
         if name.endswith(">") and "<" in name:  # attribute-only slot: "module.<attr>"
             mod_name, _, attr = name[:-1].rpartition("<")
@@ -109,15 +110,24 @@ def apply_kept(model: nn.Module, kept: dict[str, dict[int, list[int]]], inplace:
             raise PlanError(f"the plan names '{name}', which this model does not have")
         holders = owners[name]
         mod0, attr0 = holders[0]
-        t = getattr(mod0, attr0)
+        t = mod0._parameters.get(attr0)
+        if t is None:
+            t = getattr(mod0, attr0)
         new = t.detach()
         for d, keep in sorted(dims.items()):
-            # through numpy: torch.as_tensor of a list of ints costs ~50 ns an element
-            keep = np.asarray(keep, dtype=np.int64).reshape(-1)
-            if not 0 <= d < new.ndim or (keep.size and (keep.max() >= new.shape[d] or keep.min() < 0)):
+            # the members of a group share their kept indices: converted and checked once
+            key = (tuple(keep) if isinstance(keep, list) else id(keep), new.device)
+            hit = indices.get(key)
+            if hit is None:
+                # through numpy: torch.as_tensor of a list of ints costs ~50 ns an element
+                k = np.asarray(keep, dtype=np.int64).reshape(-1)
+                lo, hi = (int(k.min()), int(k.max())) if k.size else (0, -1)
+                hit = indices[key] = (torch.from_numpy(k).to(new.device), lo, hi, keep)
+            index, lo, hi, _ = hit
+            if not 0 <= d < new.ndim or hi >= new.shape[d] or lo < 0:
                 raise PlanError(f"the plan's indices for {name} dim {d} do not fit its shape "
                                 f"{tuple(t.shape)}")
-            new = new.index_select(d, torch.from_numpy(keep).to(new.device))
+            new = new.index_select(d, index)
         new = new.contiguous()
         if isinstance(t, nn.Parameter):
             new = nn.Parameter(new, requires_grad=t.requires_grad)

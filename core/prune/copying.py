@@ -72,9 +72,15 @@ def _copy(x, memo):
         y = memo[id(x)] = set(x)
         _keep_alive(x, memo)
     elif isinstance(x, nn.Module) and _plain_module(cls):
-        state = x.__getstate__()
         y = memo[id(x)] = cls.__new__(cls)
         _keep_alive(x, memo)
+        if cls.__getstate__ is _MODULE_GETSTATE and cls.__setstate__ is _MODULE_SETSTATE and \
+                _STATE_KEYS.issubset(x.__dict__):
+            # what getstate/setstate would do: Module's only copies __dict__, and only fills in
+            # hook tables an old pickle lacked - which this module has
+            y.__dict__.update(_copy_state(x.__dict__, memo))
+            return y
+        state = x.__getstate__()
         if state:
             # a fresh dict (Module.__getstate__ copies __dict__): kept alive as deepcopy does,
             # or the next module's state could get its id and be taken for it in the memo
@@ -87,6 +93,36 @@ def _copy(x, memo):
         return y
     else:
         return copy.deepcopy(x, memo)
+    return y
+
+
+_MODULE_GETSTATE = nn.Module.__getstate__
+_MODULE_SETSTATE = nn.Module.__setstate__
+# the attributes Module.__setstate__ adds when a state lacks them
+_STATE_KEYS = frozenset({"_forward_pre_hooks", "_forward_hooks", "_backward_hooks",
+                         "_backward_pre_hooks", "_state_dict_hooks", "_state_dict_pre_hooks",
+                         "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks",
+                         "_non_persistent_buffers_set", "_is_full_backward_hook",
+                         "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+                         "_forward_pre_hooks_with_kwargs"})
+
+
+def _copy_state(d: dict, memo) -> dict:
+    """A copy of a module's ``__dict__`` as ``_copy`` of a fresh copy of it would make (the fresh
+    dict itself is never referenced, so it needs no memo entry)."""
+    y = {}
+    for k, v in d.items():
+        tv = type(v)
+        if tv in _ATOMIC:
+            pass
+        elif tv is tuple and all(type(e) in _ATOMIC for e in v):
+            pass  # deepcopy keeps such a tuple (kernel_size, stride, ...) as it is
+        elif (tv is OrderedDict or tv is dict) and not v and (tv is dict or not v.__dict__):
+            c = memo.get(id(v), memo)  # an empty hook table: a dozen per module
+            v = memo.setdefault(id(v), tv()) if c is memo else c
+        else:
+            v = _copy(v, memo)
+        y[k] = v
     return y
 
 

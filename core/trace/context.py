@@ -63,6 +63,25 @@ def _collect(obj, out):
         out.extend(o for o in tree_flatten(obj)[0] if isinstance(o, torch.Tensor))
 
 
+def call_tensors(args: tuple, kwargs: dict) -> list:
+    """``tensors_of((args, kwargs))`` for a call's arguments, with the common shapes (tensors,
+    numbers, tuples of numbers such as a conv's stride) handled in line rather than by recursion."""
+    out: list = []
+    tensor = torch.Tensor
+    for o in args:
+        if isinstance(o, tensor):
+            out.append(o)
+        elif type(o) in _LEAVES:
+            continue
+        elif type(o) is tuple and all(type(v) is int for v in o):
+            continue
+        else:
+            _collect(o, out)
+    if kwargs:
+        _collect(kwargs, out)
+    return out
+
+
 _MODULE = torch.nn.Module
 
 
@@ -81,7 +100,8 @@ def named_tensors(model: torch.nn.Module):
         by_name = dict(model.named_modules())
         return names, {id(m): n for n, m in by_name.items()}, by_name
     names, by_name, buffers = {}, {}, []
-    for mname, mod in model.named_modules():
+    walk = _walk(model)
+    for mname, mod in model.named_modules() if walk is None else walk:
         by_name[mname] = mod
         pre = mname + "." if mname else ""
         for k, p in mod._parameters.items():
@@ -93,6 +113,33 @@ def named_tensors(model: torch.nn.Module):
     for n, b in buffers:
         names.setdefault(id(b), (n, True))
     return names, {id(m): n for n, m in by_name.items()}, by_name
+
+
+_PLAIN_WALK: dict[type, bool] = {}
+
+
+def _walk(model) -> list | None:
+    """``list(model.named_modules())`` by an explicit stack, the same modules in the same order
+    (a nested generator per level costs more than the loop); None when a module's class changes
+    how that walk or module identity works (then ask ``named_modules`` itself)."""
+    out, seen, stack = [], set(), [("", model)]
+    while stack:
+        prefix, mod = stack.pop()
+        cls = type(mod)
+        ok = _PLAIN_WALK.get(cls)
+        if ok is None:
+            ok = _PLAIN_WALK[cls] = (cls.named_modules is _MODULE.named_modules and
+                                     cls.__hash__ is object.__hash__ and cls.__eq__ is object.__eq__)
+        if not ok:
+            return None
+        if id(mod) in seen:
+            continue
+        seen.add(id(mod))
+        out.append((prefix, mod))
+        children = [(f"{prefix}.{n}" if prefix else n, c) for n, c in mod._modules.items()
+                    if c is not None]
+        stack.extend(reversed(children))
+    return out
 
 
 class TensorLabels:
@@ -182,8 +229,14 @@ class HandlerContext:
         self.tracer = tracer
         self.table = tracer.table
         self._prev = prev
-        self.options = tracer.options
         self.root = tracer.root  # the traced model (family handlers look at its type/attributes)
+        if not prev:  # nothing modified in place: the tracer's own answers, one call less each
+            self.labels = tracer.labels
+            self.dim_atoms = tracer.dim_atoms
+
+    @property
+    def options(self):  # read through: the tracer shares one context, made before options are set
+        return self.tracer.options
 
     def labels(self, t):
         if isinstance(t, torch.Tensor) and id(t) in self._prev:

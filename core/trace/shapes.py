@@ -15,6 +15,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from core.ops.registry import normalise_name
+from core.trace.mha_shape import mha_shapes, same_kind as _same_kind
 
 
 def _arg(args, kwargs, i, name, default=None):
@@ -28,13 +29,43 @@ def _tuple(v, n):
     return v * n if len(v) == 1 else v
 
 
-def _same_kind(*ts):
-    t0 = ts[0]
-    return all(isinstance(t, torch.Tensor) and t.dtype == t0.dtype and t.device == t0.device
-               and t.is_floating_point() and t.layout == torch.strided for t in ts)
+def _conv_shape_plain(x, w, b, stride, padding, dilation, groups):
+    """``conv_shape`` of ``F.conv{1,2,3}d`` as ``nn.Conv*d`` calls it: all arguments by position,
+    float tensors of one dtype and device, sizes as int tuples, numeric padding. None: not this
+    case (``conv_shape`` decides)."""
+    t = torch.Tensor
+    if not isinstance(x, t) or not isinstance(w, t) or not (b is None or isinstance(b, t)) or \
+            type(stride) is not tuple or type(padding) is not tuple or \
+            type(dilation) is not tuple or type(groups) is not int:
+        return None
+    n = w.ndim - 2
+    if n < 1 or x.ndim != n + 2 or len(stride) != n or len(padding) != n or len(dilation) != n:
+        return None
+    dt, dev = x.dtype, x.device
+    if not dt.is_floating_point or w.dtype != dt or w.device != dev or x.layout != torch.strided or \
+            w.layout != torch.strided or (b is not None and (b.dtype != dt or b.device != dev or
+                                                            b.layout != torch.strided)):
+        return None
+    xs, ws = x.shape, w.shape
+    if groups < 1 or xs[1] != ws[1] * groups or ws[0] % groups or \
+            (b is not None and (b.ndim != 1 or b.shape[0] != ws[0])):
+        return None
+    out = [xs[0], ws[0]]
+    for size, k, st, p, d in zip(xs[2:], ws[2:], stride, padding, dilation):
+        if type(st) is not int or type(p) is not int or type(d) is not int or st <= 0:
+            return None
+        o = (size + 2 * p - d * (k - 1) - 1) // st + 1
+        if o <= 0:
+            return None
+        out.append(o)
+    return tuple(out)
 
 
 def conv_shape(args, kwargs):
+    if len(args) == 7 and not kwargs:
+        out = _conv_shape_plain(*args)
+        if out is not None:
+            return out
     x, w = args[0], _arg(args, kwargs, 1, "weight")
     b = _arg(args, kwargs, 2, "bias")
     if not isinstance(x, torch.Tensor) or not isinstance(w, torch.Tensor):
@@ -136,6 +167,15 @@ def sdpa_shape(args, kwargs):
 def batch_norm_shape(args, kwargs):
     """Inference-mode batch norm (training mode updates running statistics: it must run)."""
     x = args[0]
+    if len(args) >= 6 and not kwargs and args[5] is False and isinstance(x, torch.Tensor):
+        # F.batch_norm as nn.BatchNorm*d calls it: (x, mean, var, weight, bias, False, ...)
+        dt, dev, ch = x.dtype, x.device, x.shape[1] if x.ndim >= 2 else -1
+        if ch >= 0 and dt.is_floating_point and x.layout == torch.strided:
+            for t in args[1:5]:
+                if t is not None and (not isinstance(t, torch.Tensor) or t.dtype != dt or t.device != dev or
+                                      t.layout != torch.strided or t.ndim != 1 or t.shape[0] != ch):
+                    return None
+            return tuple(x.shape)
     if _arg(args, kwargs, 5, "training", False) or not isinstance(x, torch.Tensor) or x.ndim < 2:
         return None
     per = [_arg(args, kwargs, i, n) for i, n in
@@ -159,52 +199,6 @@ def layer_norm_shape(args, kwargs):
     return tuple(x.shape)
 
 
-_MHA = ("query", "key", "value", "embed_dim_to_check", "num_heads", "in_proj_weight",
-        "in_proj_bias", "bias_k", "bias_v", "add_zero_attn", "dropout_p", "out_proj_weight",
-        "out_proj_bias", "training", "key_padding_mask", "need_weights", "attn_mask",
-        "use_separate_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight", "static_k",
-        "static_v", "average_attn_weights", "is_causal")
-_MHA_DEFAULTS = {"training": True, "need_weights": True, "use_separate_proj_weight": False,
-                 "average_attn_weights": True, "is_causal": False}
-
-
-def mha_shapes(args, kwargs):
-    """``F.multi_head_attention_forward`` -> (output shape, attention weights shape or None), for
-    the plain case (packed or separate projections, no added key/value bias, no masks)."""
-    a = {n: (args[i] if i < len(args) else kwargs.get(n, _MHA_DEFAULTS.get(n)))
-         for i, n in enumerate(_MHA)}
-    q, k, v, w_out = a["query"], a["key"], a["value"], a["out_proj_weight"]
-    if any(a[n] is not None for n in ("bias_k", "bias_v", "key_padding_mask", "attn_mask",
-                                      "static_k", "static_v")) or a["add_zero_attn"] or \
-            a["is_causal"]:
-        return None
-    if not all(isinstance(t, torch.Tensor) for t in (q, k, v, w_out)) or not _same_kind(q, k, v, w_out):
-        return None
-    heads, e = int(a["num_heads"]), int(a["embed_dim_to_check"])
-    if q.ndim not in (2, 3) or k.ndim != q.ndim or v.ndim != q.ndim or q.shape[-1] != e or \
-            heads < 1 or e % heads or k.shape[:-1] != v.shape[:-1] or q.shape[1:-1] != k.shape[1:-1]:
-        return None
-    if a["use_separate_proj_weight"]:
-        ws = (a["q_proj_weight"], a["k_proj_weight"], a["v_proj_weight"])
-        if not all(isinstance(t, torch.Tensor) and t.ndim == 2 for t in ws) or \
-                tuple(ws[0].shape) != (e, e) or ws[1].shape[1] != k.shape[-1] or \
-                ws[2].shape[1] != v.shape[-1] or ws[1].shape[0] != e or ws[2].shape[0] != e:
-            return None
-    else:
-        w = a["in_proj_weight"]
-        if not isinstance(w, torch.Tensor) or tuple(w.shape) != (3 * e, e) or \
-                k.shape[-1] != e or v.shape[-1] != e:
-            return None
-    if tuple(w_out.shape) != (e, e):
-        return None
-    out = tuple(q.shape[:-1]) + (e,)
-    if not a["need_weights"]:
-        return out, None
-    lq, s = q.shape[0], k.shape[0]
-    batch = () if q.ndim == 2 else (q.shape[1],)
-    return out, batch + (() if a["average_attn_weights"] else (heads,)) + (lq, s)
-
-
 # Element-wise float ops on the meta device: torch's meta kernels for them are Python
 # decompositions (about a millisecond each), which dominate the analysis of a meta LLM.
 META_ELEMENTWISE = {
@@ -218,6 +212,8 @@ def meta_elementwise(name, args, kwargs):
     dtype (Python numbers as other operands): same dtype, broadcast shape; None otherwise."""
     if set(kwargs) - {"alpha", "approximate"}:
         return None
+    if args and isinstance(args[0], torch.Tensor) and not args[0].is_meta:
+        return None  # (the common case off the meta device: no need to look further)
     tensors = []
     for a in args:
         if isinstance(a, torch.Tensor):
@@ -353,6 +349,8 @@ def shape_only(name, args, kwargs):
         fmt = torch.channels_last
     # uninitialised: nobody reads these numbers (reading one sends the trace to a real run), and
     # zeroing every feature map cost a sixth of a small model's analysis (page faults included)
+    if type(like) is torch.Tensor and like.shape == shape:  # (norms: half the cost of empty())
+        return torch.empty_like(like, memory_format=fmt)
     return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
 
 

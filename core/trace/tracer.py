@@ -60,7 +60,8 @@ from core import families
 from core.errors import Cancelled, TraceError
 from core.ops.atoms import AtomTable
 from core.ops.registry import IGNORED, leaf_op, lookup, normalise_name
-from core.trace.context import Call, HandlerContext, TensorLabels, tensors_of
+from core.trace.context import Call, HandlerContext, TensorLabels, call_tensors, tensors_of
+from core.trace.scopes import wrap_module_calls
 from core.trace.values import ShapeOnly
 
 _SHAPE_READS = {"size", "shape", "numel", "nelement", "len"}
@@ -98,6 +99,7 @@ class _Tracer(TensorLabels, TorchFunctionMode):
         self.options = {}  # analysis options handlers may read (e.g. attention="head_dim")
         self.should_stop = None  # polled every 16 nodes: cancel
         self.values = None  # a ShapeOnly when costly ops are not computed (see core.trace.values)
+        self._context = HandlerContext(self, {})
 
     def module_named(self, name: str):
         return self.modules_by_name.get(name)
@@ -108,7 +110,7 @@ class _Tracer(TensorLabels, TorchFunctionMode):
         in_tensors = None
         if self.values is not None:
             if self.values.wants_tensors(name):  # the same list serves the record below
-                in_tensors = tensors_of((args, kwargs))
+                in_tensors = call_tensors(args, kwargs)
             out = self.values.run(name, func, args, kwargs, in_tensors)
         else:
             out = func(*args, **kwargs)
@@ -126,13 +128,22 @@ class _Tracer(TensorLabels, TorchFunctionMode):
         if not out_tensors:
             return out
         if in_tensors is None:
-            in_tensors = tensors_of((args, kwargs))
-        known = [t for t in in_tensors if self.lookup(t) is not None or id(t) in self.names]
+            in_tensors = call_tensors(args, kwargs)
+        # each input's record (None: not from this trace), looked up once for the whole call
+        info, names = self.info, self.names
+        recs = []
+        known = False
+        for t in in_tensors:
+            rec = info.get(id(t))
+            if rec is not None and rec[0]() is not t:
+                rec = None
+            recs.append(rec)
+            known = known or rec is not None or id(t) in names
         if not known:
             return out  # a constant created in forward: it carries no channels
         self._busy = True
         try:
-            self._record(name, func, args, kwargs, in_tensors, out_tensors)
+            self._record(name, func, args, kwargs, in_tensors, out_tensors, recs=recs)
         finally:
             self._busy = False
         return out
@@ -154,7 +165,7 @@ class _Tracer(TensorLabels, TorchFunctionMode):
         """Note labelled tensors the running leaf module reads that its handler is not given."""
         mod, _, largs = self.leaf
         own = {id(t) for t in tensors_of(largs)}
-        for t in tensors_of((args, kwargs)):
+        for t in call_tensors(args, kwargs):
             if id(t) in own or id(t) in self.leaf_extra:
                 continue
             rec = self.lookup(t)
@@ -195,28 +206,33 @@ class _Tracer(TensorLabels, TorchFunctionMode):
                 if slot is not None:
                     self.table.shape_sensitive.append(slot.atoms)
 
-    def _record(self, name, func, args, kwargs, in_tensors, out_tensors, module=None):
+    def _record(self, name, func, args, kwargs, in_tensors, out_tensors, module=None, recs=None):
         node = self.graph.number_of_nodes()
         if self.should_stop is not None and node % 16 == 0 and self.should_stop():
             raise Cancelled("cancelled while tracing")  # unwinds the user's forward; hooks are removed
         scope = self.scope[-1] if self.scope else ""
-        params = [self.names[id(t)][0] for t in in_tensors
-                  if id(t) in self.names and self.lookup(t) is None]
+        if recs is None:
+            recs = [self.lookup(t) for t in in_tensors]
+        names = self.names
+        params = [names[id(t)][0] for t, rec in zip(in_tensors, recs)
+                  if rec is None and id(t) in names]
         if module is None:
             module = params[0].rpartition(".")[0] if params else ""
-        self.graph.add_node(node, op=name, module=module, scope=scope, params=params,
-                            label=module or name, kind="layer" if params else "op",
-                            shape=[tuple(o.shape) for o in out_tensors])
-        for t in in_tensors:
-            rec = self.lookup(t)
+        graph = self.graph
+        graph.add_node(node, op=name, module=module, scope=scope, params=params,
+                       label=module or name, kind="layer" if params else "op",
+                       shape=[tuple(o.shape) for o in out_tensors])
+        for t, rec in zip(in_tensors, recs):
             if rec is not None and rec[2] is not None:
-                self.graph.add_edge(rec[2], node, shape=tuple(t.shape))
+                graph.add_edge(rec[2], node, shape=tuple(t.shape))
         call = Call(name, func, args, kwargs, in_tensors, out_tensors, node, scope)
         self.current_node = node
         # in-place ops return their input: keep its labels visible to the handler
-        prev = {id(o): self.labels(o) for o in out_tensors if any(o is i for i in in_tensors)}
+        in_ids = {id(t) for t in in_tensors}
+        prev = {id(o): self.labels(o) for o in out_tensors if id(o) in in_ids}
+        info = self.info
         for o in out_tensors:  # default: the output carries no channels until the handler says so
-            self.info[id(o)] = (weakref.ref(o), [], node)
+            info[id(o)] = (weakref.ref(o), [], node)
         handler = lookup(name)
         if handler is None:
             blocked_before = len(self.table.blocked)
@@ -226,7 +242,8 @@ class _Tracer(TensorLabels, TorchFunctionMode):
                 self.unknown.setdefault(name, []).append(node)
         else:
             # in-place ops return their input: read its labels before they are reset
-            handler(HandlerContext(self, prev), call)
+            # one shared context serves every call that modifies no input in place
+            handler(HandlerContext(self, prev) if prev else self._context, call)
         self.current_node = None
 
 
@@ -311,15 +328,17 @@ def _trace_once(model, inputs, should_stop, options, shape_only: bool):
         if tracer.modules.get(id(mod)) is not None and tracer.scope:
             tracer.scope.pop()
 
-    hooks.append(torch.nn.modules.module.register_module_forward_pre_hook(pre))
-    hooks.append(torch.nn.modules.module.register_module_forward_hook(post, always_call=True))
+    unwrap = wrap_module_calls(tracer.modules_by_name.values(), pre, post)
+    if unwrap is None:  # (a module with hooks of its own: see core.trace.scopes)
+        hooks.append(torch.nn.modules.module.register_module_forward_pre_hook(pre))
+        hooks.append(torch.nn.modules.module.register_module_forward_hook(post, always_call=True))
     in_node = None
     try:
         if any(modes.values()):  # eval() walks every module: not when all already are
             model.eval()
         args, kwargs = inputs
         graph = tracer.graph
-        leaves = tensors_of((args, kwargs))
+        leaves = call_tensors(args, kwargs)
         for i, t in enumerate(leaves):
             in_node = graph.number_of_nodes()
             graph.add_node(in_node, op="input", module="", scope="", params=[], label=f"input {i}",
@@ -344,6 +363,8 @@ def _trace_once(model, inputs, should_stop, options, shape_only: bool):
     finally:
         for h in hooks:
             h.remove()
+        if unwrap is not None:
+            unwrap()
         for m, mode in modes.items():
             if m.training != mode:  # Module.__setattr__ is slow: only where eval() changed it
                 m.training = mode

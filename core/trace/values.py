@@ -15,7 +15,7 @@ import weakref
 
 import torch
 
-from core.trace.context import tensors_of
+from core.trace.context import call_tensors, tensors_of
 
 from core.trace.shapes import fake_adaptive_avg_pool, fake_elementwise, shape_only
 
@@ -111,22 +111,26 @@ class ShapeOnly:
     def run(self, name, func, args, kwargs, flat=None):
         if name in METADATA:
             return func(*args, **kwargs)
-        if self._fake:
+        marks = self._fake
+        fake = []
+        if marks:
             if flat is None:
-                flat = tensors_of((args, kwargs))
-            fake = [t for t in flat if self.is_fake(t)]
-        else:
-            flat, fake = None, []
+                flat = call_tensors(args, kwargs)
+            for t in flat:  # (is_fake, inlined: this runs for every op)
+                r = marks.get(id(t))
+                if r is not None and r() is t:
+                    fake.append(t)
         if fake:
             if name in VALUE_READS:
                 self._need(f"'{name}' reads a value")
-            if any(not (t.is_floating_point() or t.is_complex()) for t in fake):
-                self._need(f"'{name}' takes an integer or boolean tensor computed from values")
+            for t in fake:
+                if not (t.dtype.is_floating_point or t.dtype.is_complex):
+                    self._need(f"'{name}' takes an integer or boolean tensor computed from values")
             if (name.endswith("_") or name == "setitem" or "out" in kwargs) and any(
                     id(t) in self.names for t in flat):
                 self._need(f"'{name}' writes into a parameter or buffer")
-            if self._inplace_activation(name, args, kwargs) or \
-                    self._inplace_arithmetic(name, args, kwargs):
+            if (name in INPLACE_ACTIVATIONS and self._inplace_activation(name, args, kwargs)) or \
+                    (name in _INPLACE_ARITHMETIC and self._inplace_arithmetic(name, args, kwargs)):
                 self.skipped += 1
                 return args[0]
             out = shape_only(name, args, kwargs)
