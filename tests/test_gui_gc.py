@@ -101,3 +101,18 @@ def test_a_replaced_model_in_a_reference_cycle_is_still_collected(qtbot, win, mo
     calls = _count_collections(monkeypatch)
     load(qtbot, win)
     assert old() is None and calls
+
+
+def test_the_load_job_runs_with_the_collector_paused(qtbot, win, monkeypatch):
+    """A load allocates millions of objects on a worker; an automatic full collection there
+    holds the GIL (275 ms with the 20k-node chain), and so the window, however idle it is."""
+    from gui.jobs import session as sess
+    seen, real = [], sess.layout
+
+    def layout(*a, **k):
+        seen.append(gc.isenabled())
+        return real(*a, **k)
+
+    monkeypatch.setattr(sess, "layout", layout)
+    load(qtbot, win)
+    assert seen == [False] and gc.isenabled()

@@ -14,7 +14,7 @@ That full collection walks every live object: 0.25 s with ResNet-50 loaded, 0.47
 kept by a reference cycle. A replaced model, graph and session are normally freed by reference
 counting alone (networkx's cached edge views, which point back at their graph, are dropped
 first), so the collection runs only when one of them is still alive when the new model is on
-screen, or when the frozen set has grown by :data:`REGROWTH` (small cycles the loads left).
+screen, and after every :data:`FULL_EVERY` replacements (for the small cycles loads leave).
 """
 from __future__ import annotations
 
@@ -26,16 +26,26 @@ import weakref
 # generation every 700 allocations is pure overhead there (tensors and modules are freed by
 # reference counting, not the cycle collector).
 YOUNG_THRESHOLD = 20_000
-REGROWTH = 1.15  # a full collection when the frozen set grew this much since the last one
+# replacements between full collections; the frozen set's size would tell when it regrew, but
+# gc.get_freeze_count() walks it (76 ms with a 20k-node graph loaded)
+FULL_EVERY = 8
 
 _watched: list = []  # weak references to what the last replacement must free
-_baseline = 0  # objects frozen after the last full collection
+_since_full = 0  # settles since the last full collection
 
 
 def configure():
     """Once at start-up: fewer young collections (the older generations keep their ratios)."""
     _, g1, g2 = gc.get_threshold()
     gc.set_threshold(max(YOUNG_THRESHOLD, gc.get_threshold()[0]), g1, g2)
+
+
+def loaded() -> None:
+    """On the load's worker, the collector still paused (the load runs under
+    ``core.trace.gcpause.gc_paused``): freeze the new model's objects now. Otherwise the
+    collector's first run after the pause finds them all pending and walks every live object
+    (0.47 s with a 20k-node graph), on whichever thread allocates next: often the window's."""
+    gc.freeze()
 
 
 def replacing(*objs) -> None:
@@ -53,19 +63,19 @@ def replacing(*objs) -> None:
 def settle() -> float:
     """A model has just replaced the previous one (whose references are already dropped): freeze
     what is alive now. When something :func:`replacing` named is still alive (a cycle, or a job
-    still holding it), or the frozen set regrew, first give the frozen objects back and collect
+    still holding it), or every :data:`FULL_EVERY` settles, first give the frozen objects back and collect
     once. Returns the seconds it took."""
-    global _baseline
+    global _since_full
     t = time.perf_counter()
     _watched[:] = [r for r in _watched if r() is not None]
-    full = bool(_watched) or (_baseline and gc.get_freeze_count() > REGROWTH * _baseline)
-    if full:
+    if _watched or _since_full >= FULL_EVERY:
         gc.unfreeze()
         gc.collect()
         _watched[:] = [r for r in _watched if r() is not None]  # still held by a running job
+        _since_full = 0
+    else:
+        _since_full += 1
     gc.freeze()
-    if full or not _baseline:
-        _baseline = gc.get_freeze_count()
     return time.perf_counter() - t
 
 

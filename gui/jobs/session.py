@@ -11,9 +11,10 @@ import time
 from dataclasses import dataclass, field
 
 from core import pipeline
+from core.trace.gcpause import gc_paused
 from core.trace.inputs import make_inputs
 
-from . import model_io
+from . import gcpolicy, model_io
 from .graph_layout import Layout, layout
 from .group_rows import group_rows, group_rows_meta, row_importance
 
@@ -41,6 +42,7 @@ class Session:
     before: object = None  # the original's sizes (params, FLOPs, memory), counted once
 
 
+@gc_paused()  # a full collection on this worker would hold the GIL, and so the window
 def load_and_analyse(spec: str, shape: str, dtype: str = "float32", trust=None, model=None,
                      aspect: float = 1.8, progress=None, should_stop=None, meta: bool = False,
                      options: dict | None = None, weights: str | None = None, seed: int = 0) -> Session:
@@ -71,6 +73,7 @@ def load_and_analyse(spec: str, shape: str, dtype: str = "float32", trust=None, 
                    meta=meta)
 
 
+@gc_paused()
 def analyse(spec: str, model, inputs, options: dict | None = None, aspect: float = 1.8,
             progress=None, should_stop=None, seconds: dict | None = None, **fields) -> Session:
     """Analyse a loaded model on its example inputs, lay out the graph, count costs and fill the
@@ -106,6 +109,7 @@ def analyse(spec: str, model, inputs, options: dict | None = None, aspect: float
         for n in g.nodes:
             node_groups.setdefault(n, []).append(g.id)
     n_attention = sum(1 for r in rows if r.get("unit"))
+    gcpolicy.loaded()
     return Session(spec, model, inputs, dg, cost, lay, rows, node_groups, secs,
                    n_attention=n_attention, **fields)
 

@@ -124,6 +124,9 @@ class GroupModel(QAbstractTableModel):
 
     def sort(self, column, order=Qt.AscendingOrder):
         name = COLUMNS[column]
+        key = [self.value(r, name) for r in self.rows]
+        if key == sorted(key, reverse=order == Qt.DescendingOrder):
+            return  # already in order (rows arrive by id): nothing moves
         self.layoutAboutToBeChanged.emit()
         old = self.persistentIndexList()
         before = [self.rows[ix.row()] for ix in old]

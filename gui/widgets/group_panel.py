@@ -42,6 +42,7 @@ class GroupPanel(QWidget):
         # hidden rows are positions: a sort moves the rows under them
         self.model.layoutChanged.connect(lambda *_: self._apply_filter(self.filter.text()))
         self.filter.textChanged.connect(self._apply_filter)
+        self._hidden = False  # some row is hidden by the filter
 
     def set_rows(self, rows: list[dict]):
         t = self.table
@@ -136,6 +137,9 @@ class GroupPanel(QWidget):
     def _apply_filter(self, text):
         text = text.lower().strip()
         t = self.table
+        if not text and not self._hidden:
+            return
+        self._hidden = bool(text)
         for i, r in enumerate(self.model.rows):
             hide = bool(text) and text not in r["root"].lower()
             if hide != t.isRowHidden(i):
