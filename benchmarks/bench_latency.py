@@ -5,9 +5,11 @@
     python benchmarks/bench_latency.py gui [vit_b_16:1]
     options: --threads 2 --pairs 12 --budget 60 --json out.json (flops: --channels-last)
 
-``flops``: prune to ``--target-flops 0.5`` with round-to 1 and round-to auto, then time the
-original and both pruned models interleaved (O, P1, Pa, O, P1, Pa, ...): the measured speed-up
-against the FLOPs reduction (the goal: speed-up >= 0.9 x FLOPs reduction with the default settings).
+``flops``: prune to ``--target-flops 0.5`` with round-to auto and each FLOPs allocation (``uniform``:
+the same share of every group, the default until 2026-12-02; ``latency``: shaped by the modelled
+latency per FLOP, the default now), then time the original and both pruned models interleaved
+(O, Pu, Pl, O, Pu, Pl, ...): the measured speed-up against the FLOPs reduction (the goal: speed-up
+>= 0.9 x FLOPs reduction with the default settings), and the importance mass each plan keeps.
 
 ``latency``: prune as the CLI does to ``--target-latency 0.5`` (default round-to auto; tables
 measured here, then the measured correction loop of core/metrics/latency_target.py, each plan
@@ -105,19 +107,26 @@ def bench_flops(name, batch, threads, pairs, budget, channels_last=False) -> dic
     model, x = build(name, batch)
     dg = analyze_model(model, x, probe=False)
     auto, _ = best_multiple("cpu", threads)
-    r1 = prune(model, x, dg, target_flops=0.5, round_to=1)
-    ra = prune(model, x, dg, target_flops=0.5, round_to=auto)
-    models = [model, r1.model, ra.model]
+    allocs = ("uniform", "latency")
+    res = [prune(model, x, dg, target_flops=0.5, round_to=auto, round_auto=True, flops_allocation=a)
+           for a in allocs]
+    models = [model] + [r.model for r in res]
     if channels_last:  # oneDNN's preferred layout; NCHW max-pooling is 10-40x slower on CPU
         import torch
         models = [m.to(memory_format=torch.channels_last) for m in models]
         x = x.contiguous(memory_format=torch.channels_last)
-    o, p1, pa = t = interleaved(models, x, threads, pairs, budget)
-    fx = [r1.before.flops / r1.after.flops, ra.before.flops / ra.after.flops]
-    sp = [o["median"] / p1["median"], o["median"] / pa["median"]]
+    t = interleaved(models, x, threads, pairs, budget)
+    fx = [r.before.flops / r.after.flops for r in res]
+    sp = [t[0]["median"] / p["median"] for p in t[1:]]
+    pair = [reduction(t[0], p) for p in t[1:]]  # per-round speed-ups: their IQR is the spread
     return {"model": name, "batch": batch, "threads": threads, "auto_multiple": auto,
             "memory_format": "channels_last" if channels_last else "contiguous",
-            "flops_x": fx, "speedup": sp, "speedup_per_flops_x": [s / f for s, f in zip(sp, fx)],
+            "allocations": list(allocs), "flops_x": fx, "speedup": sp,
+            "speedup_per_flops_x": [s / f for s, f in zip(sp, fx)],
+            "speedup_iqr": [[1 / (1 - q) for q in p["iqr"]] for p in pair],
+            "mass_kept": [mass_kept(dg, model, r.plan) for r in res],
+            "modelled_latency_reduction": [r.plan.settings.get("modelled_latency_reduction")
+                                           for r in res],
             "timings": [{k: v for k, v in d.items() if k != "samples"} for d in t]}
 
 
