@@ -4,6 +4,8 @@
     python benchmarks/bench_latency.py latency [resnet50:1 mobilenet_v2:8] [--target 0.5 --round-to auto]
     python benchmarks/bench_latency.py gui [vit_b_16:1]
     options: --threads 2 --pairs 12 --budget 60 --json out.json (flops: --channels-last)
+             --clock cpu: CPU time of the process per forward instead of wall time (a loaded
+             machine: with --threads 1 it is the forwards' own work, untouched by time slicing)
 
 ``flops``: prune to ``--target-flops 0.5`` with round-to auto and each FLOPs allocation (``uniform``:
 the same share of every group, the default until 2026-12-02; ``latency``: shaped by the modelled
@@ -47,12 +49,24 @@ def build(name: str, batch: int):
     return randomize(getattr(torchvision.models, name)(), 0, inputs=x).eval(), x
 
 
+CLOCK = "wall"  # --clock: "cpu" times each forward by the process's CPU time (see main)
+
+
+def cpu_tick(fn):
+    """ms of CPU time the process spent in ``fn``: on a machine others load, time slices lost to
+    them do not count (with one thread it is the forward's own work; with more, idle spinning
+    of the thread pool counts too)."""
+    t0 = time.process_time()
+    fn()
+    return (time.process_time() - t0) * 1000.0
+
+
 def interleaved(models: list, x, threads: int, pairs: int, budget: float) -> list:
     """[{median, q1, q3, runs, samples}] per model, run in turns after two warm-ups of each."""
     import torch
 
     from core.metrics.timing import eval_no_grad, fixed_threads, quartiles, timer
-    tick = timer(torch.device("cpu"))
+    tick = cpu_tick if CLOCK == "cpu" else timer(torch.device("cpu"))
     times = [[] for _ in models]
     with fixed_threads(threads), eval_no_grad(*models):
         for m in models:
@@ -121,7 +135,7 @@ def bench_flops(name, batch, threads, pairs, budget, channels_last=False) -> dic
     pair = [reduction(t[0], p) for p in t[1:]]  # per-round speed-ups: their IQR is the spread
     return {"model": name, "batch": batch, "threads": threads, "auto_multiple": auto,
             "memory_format": "channels_last" if channels_last else "contiguous",
-            "allocations": list(allocs), "flops_x": fx, "speedup": sp,
+            "clock": CLOCK, "allocations": list(allocs), "flops_x": fx, "speedup": sp,
             "speedup_per_flops_x": [s / f for s, f in zip(sp, fx)],
             "speedup_iqr": [[1 / (1 - q) for q in p["iqr"]] for p in pair],
             "mass_kept": [mass_kept(dg, model, r.plan) for r in res],
@@ -213,7 +227,10 @@ def main(argv=None) -> int:
     ap.add_argument("--round-to", default="auto", help="latency mode: auto (default, as the CLI) or N")
     ap.add_argument("--channels-last", action="store_true", help="flops mode: time the models and "
                     "the input in channels_last memory format")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     a = ap.parse_args(argv)
+    global CLOCK
+    CLOCK = a.clock
     default = {"flops": ["resnet50:1", "resnet50:8", "mobilenet_v2:8", "vit_b_16:1", "convnext_tiny:1"],
                "latency": ["resnet50:1", "mobilenet_v2:8"], "gui": ["vit_b_16:1"]}[a.mode]
     rows = []

@@ -128,3 +128,22 @@ def test_latency_shaped_plan_of_the_demo_passes_the_oracle():
     _, res = check_oracle(m, torch.randn(1, 3, 32, 32), PlanSettings(ratio=None, target_flops=0.5),
                           train_check=False)
     assert "modelled_latency_reduction" in res.plan.settings
+
+
+@pytest.mark.parametrize("alloc", [None, "uniform"])
+def test_cli_report_says_which_flops_allocation_was_used(alloc, capsys, tmp_path):
+    import json
+
+    from core.cli import main as entry
+    rep = tmp_path / "r.json"
+    extra = ["--flops-allocation", alloc] if alloc else []
+    rc = entry.main(["prune", "demo", "--target-flops", "0.5", "--no-latency", "--report", str(rep),
+                     *extra])
+    assert rc == 0, capsys.readouterr().err
+    r = json.loads(rep.read_text())
+    assert r["settings"]["flops_allocation"] == (alloc or "latency")
+    if alloc is None:
+        assert 0 < r["flops_allocation"]["modelled_latency_reduction"] < 1
+    else:
+        assert r["flops_allocation"] is None
+    assert abs(r["reduction"]["flops"] - 0.5) <= 0.01
