@@ -17,11 +17,11 @@ class StemNet(nn.Module):
     """ResNet's problem in small: a wide, high-resolution stem feeding a max-pool (time-heavy,
     FLOPs-light), then ordinary convolutions at low resolution (FLOPs-heavy), a depthwise one."""
 
-    def __init__(self):
+    def __init__(self, stem: int = 32):
         super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32)
+        self.conv1, self.bn1 = nn.Conv2d(3, stem, 3, padding=1), nn.BatchNorm2d(stem)
         self.pool = nn.MaxPool2d(3, 2, 1)
-        self.conv2, self.bn2 = nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.BatchNorm2d(64)
+        self.conv2, self.bn2 = nn.Conv2d(stem, 64, 3, stride=2, padding=1), nn.BatchNorm2d(64)
         self.dw = nn.Conv2d(64, 64, 3, padding=1, groups=64)
         self.conv3, self.bn3 = nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64)
         self.fc = nn.Linear(64, 10)
@@ -33,10 +33,10 @@ class StemNet(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
-def _setup():
+def _setup(stem: int = 32):
     torch.manual_seed(0)
     x = torch.randn(1, 3, 64, 64)
-    m = randomize(StemNet(), 0, inputs=x).eval()
+    m = randomize(StemNet(stem), 0, inputs=x).eval()
     dg = analyze_model(m, x, probe=False)
     cost = cost_model(dg, m, x)
     by_root = {g.root: g for g in dg.prunable_groups}
@@ -65,6 +65,16 @@ def test_the_stem_costs_more_time_per_flop_than_the_rest():
     shape = RatioShape(dg, cost)
     assert shape.stretch[g["conv1"].id] > 1.5 > 1.0 > shape.stretch[g["conv3"].id]
     assert 0 < shape.mem_total / shape.full < 1
+
+
+def test_a_narrow_group_is_never_pruned_harder_than_the_ratio():
+    # 16 channels: each is a sixteenth of the stage; the digits CNN lost its accuracy to this
+    m, _, dg, cost, g = _setup(stem=16)
+    assert g["conv1"].id in RatioShape(dg, cost).held
+    plan = make_plan(dg, m, PlanSettings(ratio=None, target_flops=0.5), cost=cost)
+    flat = make_plan(dg, m, PlanSettings(ratio=None, target_flops=0.5, flops_allocation="uniform"),
+                     cost=cost)
+    assert _share(plan, g["conv1"]) <= _share(flat, g["conv1"])
 
 
 def test_default_flops_target_prunes_time_heavy_groups_harder_and_meets_the_target():

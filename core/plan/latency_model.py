@@ -94,7 +94,7 @@ def memory_costs(dg, shapes: dict | None = None) -> tuple[dict, float]:
             continue
         total += c
         gs = groups_of.get(n, [])
-        dims = set(d["shape"][0])
+        dims = set(d["shape"][0] or ())
         wide = sum(width[g] for g in gs)
         # the channel dim is the one the groups fill together; a group alone in a wider dim
         # (attention heads of 64 features) still owns its share
@@ -183,10 +183,25 @@ class RatioShape:
         mean = sum(rho[g] * weight[g] for g in rho) / (sum(weight.values()) or 1.0)
         self.stretch = {gid: min(MAX_STRETCH, max(1 / MAX_STRETCH, (r / mean) ** GAMMA))
                         for gid, r in rho.items()}
+        # held back: a narrow group (no channels to spare), and one whose time the plan cannot
+        # move (under MIN_SHARE of the model's): each follows the FLOPs-weighted mean share the
+        # others remove (what a uniform plan of the same FLOPs removes everywhere), never more
+        self.held = {gid for gid, st in self.stretch.items() if st > 1 and (
+            dg.groups[gid].n_channels < NARROW
+            or costs[gid][1] * dg.groups[gid].n_channels < MIN_SHARE * self.full)}
+        self.weight = {gid: w for gid, w in weight.items() if gid not in self.held}
 
     def __call__(self, gid: int, r: float) -> float:
-        s = self.stretch.get(gid, 1.0)
-        return 1.0 - (1.0 - r) ** s if 0.0 < r < 1.0 else r
+        if not 0.0 < r < 1.0:
+            return r
+        if gid in self.held:
+            own = 1.0 - (1.0 - r) ** self.stretch[gid]
+            total = sum(self.weight.values())
+            if not total:
+                return min(r, own)
+            mean = sum(w * (1.0 - (1.0 - r) ** self.stretch[h]) for h, w in self.weight.items())
+            return min(own, mean / total)
+        return 1.0 - (1.0 - r) ** self.stretch.get(gid, 1.0)
 
     def reduction(self, kept: dict) -> float:
         """The modelled latency reduction of a plan's kept indices (the whole model's)."""
@@ -199,3 +214,5 @@ class RatioShape:
 
 MAX_STRETCH = 3.0
 GAMMA = 2.0
+NARROW = 32  # groups narrower than this are held back (small CNNs)
+MIN_SHARE = 0.01  # memory-bound time a group must carry to be stretched
