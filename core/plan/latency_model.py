@@ -1,25 +1,29 @@
-"""A FLOPs target planned for speed: the FLOPs budget spent where a modelled latency per FLOP is
-highest.
+"""A FLOPs target planned for speed: more of it taken where a modelled latency per FLOP is high.
 
 torch's FLOP counter sees convolutions and matrix products only. Batch norms, activations,
 additions, poolings, layer norms and permute copies carry no FLOPs, yet on a CPU they take a
-quarter or more of a ResNet-50 or ConvNeXt forward, and their cost falls only with the channels
-they carry (linearly), while a convolution's falls with its input and output channels (about
-quadratically). A plan that removes the same share of every group (the uniform ratio) therefore
-halves the FLOPs but not the time; worst is ResNet's stem, 64 channels at 112x112 feeding a
-max-pool that costs as much as a whole stage of 3x3 convolutions.
+sixth to a half of a ResNet-50, ConvNeXt or MobileNetV2 forward, and their cost falls only with
+the channels they carry (linearly), while a convolution's falls with its input and output channels
+(about quadratically). A plan that removes the same share of every group (the uniform ratio)
+therefore halves the FLOPs but not the time; worst is ResNet's stem, 64 channels at 112x112
+feeding a max-pool (NCHW) that costs a tenth of the whole forward.
 
-The model here: a plan's latency ~ its FLOPs + sum over the memory-bound ops of a cost per output
-element (in FLOP equivalents, :data:`OP_COST`), each op scaled by the share of its channels kept.
-It is expressed as latency tables (``core.plan.latency``: exact, since the model is bilinear in a
-layer's input and output widths) so that the latency-saliency knapsack of ``core.plan.knapsack``
-chooses the channels: least importance given up per unit of modelled latency saved. Its stopping
-point (the latency aim) is bisected until the plan's FLOPs reduction meets the FLOPs target, which
-stays the contract (the planner's tolerance, the same FLOPs counter).
+The model: a plan's latency ~ its FLOPs + over the memory-bound ops a cost per output element (in
+FLOP equivalents, :data:`OP_COST`; a depthwise convolution :data:`DEPTHWISE` times its FLOPs on
+top), each op scaled by the share of its channels kept. Per group it gives rho = (FLOPs + memory
+cost) / FLOPs of one channel. The planner still bisects one ratio r until the FLOPs target is met
+(the contract is unchanged), but a group keeps ``(1 - r) ** s`` with ``s = (rho / mean) ** GAMMA``
+(clipped to [1/3, 3]): within a group channels still leave in importance order; across groups the
+FLOPs come more from where time is spent beyond them. Held back (never pruned harder than the
+others on average): groups under NARROW channels and groups carrying under MIN_SHARE of the time -
+on the digits CNN, stretching its 16-wide convolutions and 64-wide head cost the fine-tuned
+accuracy (0.77 -> 0.28) without any time to gain.
 
-The constants are what torch 2.x eager CPU kernels cost per output element relative to one FLOP of
-a oneDNN convolution, from per-op profiles of ResNet-50 and ConvNeXt-T (2 threads); a device that
-differs is still planned sensibly (the ranking of costs, not their exact values, moves the plan).
+The constants: torch 2.x eager CPU kernels per output element relative to one FLOP of a matrix
+product, from per-op profiles of ResNet-50 and ConvNeXt-T on this project's 2-core machine
+(``python benchmarks/bench_latency.py`` notes). Another device is still planned sensibly: the
+ranking of costs, not their exact values, moves the plan; the plan records the modelled latency
+reduction (``modelled_latency_reduction``) next to the FLOPs it met.
 """
 from __future__ import annotations
 
@@ -167,10 +171,10 @@ def group_costs(dg, layers: dict) -> dict:
 
 class RatioShape:
     """Per-group ratios from one ratio r: a group keeps ``(1 - r) ** s`` of its channels, where
-    ``s`` is its modelled latency per FLOP relative to the model's (FLOPs-weighted mean 1,
-    clipped to [1/MAX_STRETCH, MAX_STRETCH]). Every group still loses channels in importance
-    order; those whose channels cost more time than their FLOPs say lose more, the others less,
-    and the FLOPs bisection over r keeps the target."""
+    ``s = (rho / mean) ** GAMMA`` (rho: its modelled time per FLOP; mean: FLOPs-weighted), clipped
+    to [1/MAX_STRETCH, MAX_STRETCH]. Every group still loses channels in importance order; those
+    whose channels cost more time than their FLOPs say lose more, the others less, and the FLOPs
+    bisection over r keeps the target."""
 
     def __init__(self, dg, cost):
         per_channel, self.mem_total = memory_costs(dg, cost.shapes)
@@ -195,13 +199,18 @@ class RatioShape:
         if not 0.0 < r < 1.0:
             return r
         if gid in self.held:
-            own = 1.0 - (1.0 - r) ** self.stretch[gid]
-            total = sum(self.weight.values())
-            if not total:
-                return min(r, own)
-            mean = sum(w * (1.0 - (1.0 - r) ** self.stretch[h]) for h, w in self.weight.items())
-            return min(own, mean / total)
+            return min(1.0 - (1.0 - r) ** self.stretch[gid], self._mean_share(r))
         return 1.0 - (1.0 - r) ** self.stretch.get(gid, 1.0)
+
+    def _mean_share(self, r: float) -> float:
+        """The FLOPs-weighted mean share the groups not held back remove at r (memoised: the
+        bisection asks each r once per held group)."""
+        memo = self.__dict__.setdefault("_memo", {})
+        if r not in memo:
+            total = sum(self.weight.values())
+            memo[r] = (sum(w * (1.0 - (1.0 - r) ** self.stretch[h]) for h, w in self.weight.items())
+                       / total) if total else r
+        return memo[r]
 
     def reduction(self, kept: dict) -> float:
         """The modelled latency reduction of a plan's kept indices (the whole model's)."""
