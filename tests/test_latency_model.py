@@ -157,3 +157,25 @@ def test_cli_report_says_which_flops_allocation_was_used(alloc, capsys, tmp_path
     else:
         assert r["flops_allocation"] is None
     assert abs(r["reduction"]["flops"] - 0.5) <= 0.01
+
+
+class CatNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 8, 1), nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        return self.c(torch.relu(torch.cat([self.a(x), self.b(x)], 1)))
+
+
+def test_memory_cost_of_a_concatenation_is_shared_by_channel():
+    from core.plan.latency_model import memory_costs
+    x = torch.randn(1, 3, 8, 8)
+    m = randomize(CatNet(), 0, inputs=x).eval()
+    dg = analyze_model(m, x, probe=False)
+    per_channel, total = memory_costs(dg)
+    ga, gb = (next(g for g in dg.prunable_groups if g.root == n) for n in ("a", "b"))
+    numel = 16 * 64
+    expect = (OP_COST["cat"] + OP_COST["relu"]) * numel / 16  # both ops' outputs hold 16 channels
+    assert per_channel[ga.id] == pytest.approx(expect) and per_channel[gb.id] == pytest.approx(expect)
+    assert total == pytest.approx((OP_COST["cat"] + OP_COST["relu"]) * numel)
