@@ -6,7 +6,7 @@ sixth to a half of a ResNet-50, ConvNeXt or MobileNetV2 forward, and their cost 
 the channels they carry (linearly), while a convolution's falls with its input and output channels
 (about quadratically). A plan that removes the same share of every group (the uniform ratio)
 therefore halves the FLOPs but not the time; worst is ResNet's stem, 64 channels at 112x112
-feeding a max-pool (NCHW) that costs a tenth of the whole forward.
+feeding a max-pool (NCHW) that costs 6-10 % of the whole forward.
 
 The model: a plan's latency ~ its FLOPs + over the memory-bound ops a cost per output element (in
 FLOP equivalents, :data:`OP_COST`; a depthwise convolution :data:`DEPTHWISE` times its FLOPs on
