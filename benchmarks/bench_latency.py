@@ -4,10 +4,14 @@
     python benchmarks/bench_latency.py latency [resnet50:1 mobilenet_v2:8] [--target 0.5 --round-to auto]
     python benchmarks/bench_latency.py gui [vit_b_16:1]
     options: --threads 2 --pairs 12 --budget 60 --json out.json (flops: --channels-last)
+             --clock cpu: CPU time of the process per forward instead of wall time (a loaded
+             machine: with --threads 1 it is the forwards' own work, untouched by time slicing)
 
-``flops``: prune to ``--target-flops 0.5`` with round-to 1 and round-to auto, then time the
-original and both pruned models interleaved (O, P1, Pa, O, P1, Pa, ...): the measured speed-up
-against the FLOPs reduction (the goal: speed-up >= 0.9 x FLOPs reduction with the default settings).
+``flops``: prune to ``--target-flops 0.5`` with round-to auto and each FLOPs allocation (``uniform``:
+the same share of every group, the default until 2026-12-02; ``latency``: shaped by the modelled
+latency per FLOP, the default now), then time the original and both pruned models interleaved
+(O, Pu, Pl, O, Pu, Pl, ...): the measured speed-up against the FLOPs reduction (the goal: speed-up
+>= 0.9 x FLOPs reduction with the default settings), and the importance mass each plan keeps.
 
 ``latency``: prune as the CLI does to ``--target-latency 0.5`` (default round-to auto; tables
 measured here, then the measured correction loop of core/metrics/latency_target.py, each plan
@@ -45,12 +49,24 @@ def build(name: str, batch: int):
     return randomize(getattr(torchvision.models, name)(), 0, inputs=x).eval(), x
 
 
+CLOCK = "wall"  # --clock: "cpu" times each forward by the process's CPU time (see main)
+
+
+def cpu_tick(fn):
+    """ms of CPU time the process spent in ``fn``: on a machine others load, time slices lost to
+    them do not count (with one thread it is the forward's own work; with more, idle spinning
+    of the thread pool counts too)."""
+    t0 = time.process_time()
+    fn()
+    return (time.process_time() - t0) * 1000.0
+
+
 def interleaved(models: list, x, threads: int, pairs: int, budget: float) -> list:
     """[{median, q1, q3, runs, samples}] per model, run in turns after two warm-ups of each."""
     import torch
 
     from core.metrics.timing import eval_no_grad, fixed_threads, quartiles, timer
-    tick = timer(torch.device("cpu"))
+    tick = cpu_tick if CLOCK == "cpu" else timer(torch.device("cpu"))
     times = [[] for _ in models]
     with fixed_threads(threads), eval_no_grad(*models):
         for m in models:
@@ -105,19 +121,26 @@ def bench_flops(name, batch, threads, pairs, budget, channels_last=False) -> dic
     model, x = build(name, batch)
     dg = analyze_model(model, x, probe=False)
     auto, _ = best_multiple("cpu", threads)
-    r1 = prune(model, x, dg, target_flops=0.5, round_to=1)
-    ra = prune(model, x, dg, target_flops=0.5, round_to=auto)
-    models = [model, r1.model, ra.model]
+    allocs = ("uniform", "latency")
+    res = [prune(model, x, dg, target_flops=0.5, round_to=auto, round_auto=True, flops_allocation=a)
+           for a in allocs]
+    models = [model] + [r.model for r in res]
     if channels_last:  # oneDNN's preferred layout; NCHW max-pooling is 10-40x slower on CPU
         import torch
         models = [m.to(memory_format=torch.channels_last) for m in models]
         x = x.contiguous(memory_format=torch.channels_last)
-    o, p1, pa = t = interleaved(models, x, threads, pairs, budget)
-    fx = [r1.before.flops / r1.after.flops, ra.before.flops / ra.after.flops]
-    sp = [o["median"] / p1["median"], o["median"] / pa["median"]]
+    t = interleaved(models, x, threads, pairs, budget)
+    fx = [r.before.flops / r.after.flops for r in res]
+    sp = [t[0]["median"] / p["median"] for p in t[1:]]
+    pair = [reduction(t[0], p) for p in t[1:]]  # per-round speed-ups: their IQR is the spread
     return {"model": name, "batch": batch, "threads": threads, "auto_multiple": auto,
             "memory_format": "channels_last" if channels_last else "contiguous",
-            "flops_x": fx, "speedup": sp, "speedup_per_flops_x": [s / f for s, f in zip(sp, fx)],
+            "clock": CLOCK, "allocations": list(allocs), "flops_x": fx, "speedup": sp,
+            "speedup_per_flops_x": [s / f for s, f in zip(sp, fx)],
+            "speedup_iqr": [[1 / (1 - q) for q in p["iqr"]] for p in pair],
+            "mass_kept": [mass_kept(dg, model, r.plan) for r in res],
+            "modelled_latency_reduction": [r.plan.settings.get("modelled_latency_reduction")
+                                           for r in res],
             "timings": [{k: v for k, v in d.items() if k != "samples"} for d in t]}
 
 
@@ -204,7 +227,10 @@ def main(argv=None) -> int:
     ap.add_argument("--round-to", default="auto", help="latency mode: auto (default, as the CLI) or N")
     ap.add_argument("--channels-last", action="store_true", help="flops mode: time the models and "
                     "the input in channels_last memory format")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     a = ap.parse_args(argv)
+    global CLOCK
+    CLOCK = a.clock
     default = {"flops": ["resnet50:1", "resnet50:8", "mobilenet_v2:8", "vit_b_16:1", "convnext_tiny:1"],
                "latency": ["resnet50:1", "mobilenet_v2:8"], "gui": ["vit_b_16:1"]}[a.mode]
     rows = []

@@ -128,7 +128,12 @@ def target_args(sp) -> None:
     r.add_argument("--global", dest="global_ranking", action="store_true",
                    help="rank channels across all groups")
     r.add_argument("--uniform", dest="global_ranking", action="store_false",
-                   help="same ratio in every group (default)")
+                   help="rank within each group (default; a FLOPs target then shapes the "
+                   "ratios by --flops-allocation)")
+    sp.add_argument("--flops-allocation", choices=["latency", "uniform"], default="latency",
+                    help="with --target-flops (not --global): latency (default) removes more "
+                    "where a modelled latency per FLOP is high (norms, activations, pooling at "
+                    "high resolution: ResNet's stem), uniform the same share of every group")
     sp.add_argument("--round-to", type=round_to, default="auto", metavar="N|auto",
                     help="keep channel counts a multiple of N; auto (default): the multiple "
                     "measured fastest on --device (measured once, cached), or 8, 4, 1 in groups "

@@ -87,6 +87,7 @@ def plan_settings(args):
     s = PlanSettings(ratio=ratio, target_flops=args.target_flops, target_params=args.target_params,
                      target_latency=latency, importance=args.importance,
                      global_ranking=bool(args.global_ranking),
+                     flops_allocation=getattr(args, "flops_allocation", "latency"),
                      round_to=1 if args.round_to == "auto" else args.round_to, ignore=list(args.ignore),
                      max_group_ratio=args.max_group_ratio, seed=args.seed)
     s.validate()

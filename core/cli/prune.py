@@ -187,6 +187,7 @@ def _write_outputs(run: _Run, t_start: float) -> None:
                        "input": ex.describe(), "device": str(run.device),
                        "settings": run.settings.to_json(), "output": args.output,
                        "round_to_auto": run.round_auto,
+                       "flops_allocation": _allocation(result.plan),
                        "onnx_latency": run.onnx_latency.to_json() if run.onnx_latency else None,
                        **_check_fields(run)})
         run.report = report
@@ -195,6 +196,15 @@ def _write_outputs(run: _Run, t_start: float) -> None:
         if args.project:
             _save_project(run)
         outs.commit()
+
+
+def _allocation(plan) -> dict | None:
+    """How a FLOPs target was spread over the groups (core.plan.latency_model), or None."""
+    st = plan.settings
+    if st.get("modelled_latency_reduction") is None:
+        return None
+    return {k: st.get(k) for k in ("flops_allocation", "modelled_latency_reduction",
+                                   "modelled_memory_share")}
 
 
 def _time_onnx(run: _Run, outs) -> None:

@@ -25,6 +25,9 @@ class PlanSettings:
     target_latency: float | None = None  # fraction of latency to remove (by the latency tables)
     importance: str = "l2"
     global_ranking: bool = False
+    # a FLOPs target without global ranking: "latency" shapes the per-group ratios by a modelled
+    # latency per FLOP (core.plan.latency_model), "uniform" removes the same share of every group
+    flops_allocation: str = "latency"
     round_to: int = 1
     # round_to came from --round-to auto: it is a ceiling, each group uses the largest of it, 8, 4, 1
     # that the group is at least AUTO_WIDTHS times as wide as (and that still removes channels)
@@ -42,6 +45,9 @@ class PlanSettings:
         for k, v in self.overrides.items():
             if not (0.0 <= v < 1.0):
                 raise PlanError(f"ratio override for '{k}' must be in [0, 1), got {v}")
+        if self.flops_allocation not in ("latency", "uniform"):
+            raise PlanError(f"FLOPs allocation must be 'latency' or 'uniform', got "
+                            f"'{self.flops_allocation}'")
         if self.round_to < 1:
             raise PlanError(f"round_to must be a positive integer, got {self.round_to}")
         if sum(x is not None for x in (self.target_flops, self.target_params, self.target_latency)) > 1:
@@ -172,9 +178,10 @@ def _n_remove(g, want: int, round_to: int, cap: float) -> int:
 
 
 def plan_for_ratio(dg, scores: dict, ratio: float, settings: PlanSettings,
-                   fine_ratio: float | None = None) -> PruningPlan:
+                   fine_ratio: float | None = None, shape=None) -> PruningPlan:
     """``fine_ratio``, if given, applies to fine-grained groups (many channels) while coarse ones
-    (a dozen attention heads) keep ``ratio``: it fills the jumps that whole heads make."""
+    (a dozen attention heads) keep ``ratio``: it fills the jumps that whole heads make.
+    ``shape(gid, r)``, if given, turns the ratio into the group's own (not for overrides)."""
     limits = _group_limits(dg, settings)
     counts: dict[int, int] = {}
     used: dict[int, int] = {}
@@ -186,6 +193,8 @@ def plan_for_ratio(dg, scores: dict, ratio: float, settings: PlanSettings,
         r = override if override is not None else ratio
         if fine_ratio is not None and override is None and g.n_channels >= FINE_GROUP:
             r = fine_ratio
+        if shape is not None and override is None:
+            r = shape(g.id, r)
         if settings.global_ranking and override is None and fine_ratio is None:
             s = scores[g.id]
             idx = np.nonzero(g.prunable)[0]
@@ -259,8 +268,13 @@ def make_plan(dg, model: nn.Module, settings: PlanSettings, cost: CostModel | No
     use_flops = settings.target_flops is not None
     base = cost.base_flops if use_flops else cost.base_params
 
+    shape = None  # per-group ratios from the one bisected (None: the same in every group)
+    if use_flops and settings.flops_allocation == "latency" and not settings.global_ranking:
+        from core.plan.latency_model import RatioShape
+        shape = RatioShape(dg, cost)
+
     def reduction(r, fine=None):
-        plan = plan_for_ratio(dg, scores, r, settings, fine)
+        plan = plan_for_ratio(dg, scores, r, settings, fine, shape)
         p, f = cost.estimate(plan.kept_indices(dg))
         return plan, 1.0 - (f if use_flops else p) / base
 
@@ -279,6 +293,8 @@ def make_plan(dg, model: nn.Module, settings: PlanSettings, cost: CostModel | No
         plan, red = _round_toward(dg, scores, settings, plan, red, target, cost, use_flops)
     plan.settings["achieved_reduction"] = red
     plan.settings["max_reduction"] = hi_red
+    if shape is not None:
+        plan.settings.update(shape.facts(plan.kept_indices(dg)))
     plan.settings["search_ratio"] = mid
     return plan
 
