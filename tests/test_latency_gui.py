@@ -85,3 +85,28 @@ def test_round_to_auto_in_the_window(qtbot, win, monkeypatch, tmp_path):
     r = _prune(qtbot, win)
     assert r.round_auto["multiple"] == 4 and r.plan.settings["round_to"] == 4
     assert "round-to auto: multiples of 4" in win.logbox.toPlainText()
+
+
+def test_plan_for_speed_is_the_flops_targets_default_and_can_be_turned_off(qtbot, win):
+    t = win.targets
+    t.mode.setCurrentIndex(t.mode.findData("ratio"))
+    assert not t.speed_shaped.isEnabled()  # it shapes a FLOPs target only
+    t.mode.setCurrentIndex(t.mode.findData("flops"))
+    assert t.speed_shaped.isEnabled() and t.settings().flops_allocation == "latency"
+    t.speed_shaped.setChecked(False)
+    assert t.settings().flops_allocation == "uniform"
+    t.global_rank.setChecked(True)
+    assert not t.speed_shaped.isEnabled()  # global ranking replaces the per-group ratios
+    t.global_rank.setChecked(False)
+    s = t.settings()
+    t.speed_shaped.setChecked(True)
+    t.set_settings(s)  # a project's settings come back as saved
+    assert not t.speed_shaped.isChecked()
+
+
+def test_a_project_saved_before_plan_for_speed_plans_uniformly(tmp_path):
+    from core.io.project import Project
+    p = Project(spec="demo", settings={"target_flops": 0.5})
+    assert p.plan_settings().flops_allocation == "uniform"
+    p = Project(spec="demo", settings={"target_flops": 0.5, "flops_allocation": "latency"})
+    assert p.plan_settings().flops_allocation == "latency"

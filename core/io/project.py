@@ -107,7 +107,9 @@ class Project:
     def plan_settings(self):
         from core.plan.planner import PlanSettings
         known = set(PlanSettings.__dataclass_fields__)
-        s = PlanSettings(**{k: v for k, v in self.settings.items() if k in known})
+        # saved before FLOPs targets were shaped for speed: those plans were uniform
+        saved = {"flops_allocation": "uniform", **self.settings}
+        s = PlanSettings(**{k: v for k, v in saved.items() if k in known})
         s.validate()
         return s
 

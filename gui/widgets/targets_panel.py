@@ -54,7 +54,13 @@ IMPORTANCE_TIP = (
 GLOBAL_TIP = (
     "<p><b>On</b>: rank the channels of all groups together, so unimportant groups lose more and "
     "important ones less (the total still meets the target).</p>"
-    "<p><b>Off</b>: every group loses the same fraction of its channels.</p>")
+    "<p><b>Off</b>: every group loses the same fraction of its channels (with a FLOPs target and "
+    "<i>plan for speed</i>: a fraction shaped by time, see there).</p>")
+SPEED_TIP = (
+    "<p>FLOPs target only. <b>On</b> (default): groups whose channels cost more time than their "
+    "FLOPs (a stem feeding a max-pool, norms and activations at high resolution) lose more, the "
+    "others less, so the same FLOPs come out faster; the target is met exactly as without it. "
+    "<b>Off</b>: every group loses the same fraction. (CLI: <tt>--flops-allocation</tt>)</p>")
 ROUND_TIP = (
     "<p>Keep a multiple of this many channels in every group (e.g. 8 or 16), which hardware "
     "kernels often run faster. 1: no rounding. A group that cannot reach a multiple is left "
@@ -98,6 +104,9 @@ class TargetsPanel(QWidget):
         self.criterion.setToolTip(IMPORTANCE_TIP)
         self.global_rank = QCheckBox("global ranking")
         self.global_rank.setToolTip(GLOBAL_TIP)
+        self.speed_shaped = QCheckBox("plan for speed")
+        self.speed_shaped.setChecked(True)
+        self.speed_shaped.setToolTip(SPEED_TIP)
         self.round_to = QSpinBox()
         self.round_to.setRange(0, 256)
         self.round_to.setValue(0)  # auto: measured faster than 1 on every benchmarked model
@@ -138,6 +147,7 @@ class TargetsPanel(QWidget):
         form.addRow("remove", row)
         form.addRow(self._tipped("importance", IMPORTANCE_TIP), self.criterion)
         form.addRow("", self.global_rank)
+        form.addRow("", self.speed_shaped)
         form.addRow(self._tipped("round to", ROUND_TIP), self.round_to)
         form.addRow("", self.accept_approx)
         self.attention_label = QLabel("attention")
@@ -151,8 +161,9 @@ class TargetsPanel(QWidget):
         self._debounce.timeout.connect(self.settingsChanged)
         for sig in (self.mode.currentIndexChanged, self.slider.valueChanged,
                     self.criterion.currentIndexChanged, self.global_rank.toggled,
-                    self.round_to.valueChanged):
+                    self.speed_shaped.toggled, self.round_to.valueChanged):
             sig.connect(self._changed)
+        self.speed_shaped.setEnabled(self.mode.currentData() == "flops")
 
     @staticmethod
     def _tipped(text: str, tip: str) -> QLabel:
@@ -164,6 +175,9 @@ class TargetsPanel(QWidget):
         what = {"ratio": "% of channels", "flops": "% of FLOPs", "params": "% of params",
                 "latency": "% of latency"}[self.mode.currentData()]
         self.value.setText(what)
+        # it shapes a FLOPs target's per-group ratios, which global ranking replaces
+        self.speed_shaped.setEnabled(self.mode.currentData() == "flops"
+                                     and not self.global_rank.isChecked())
         if self._estimate_text:  # numbers are shown: they are about to be replaced
             self.mark_estimate_stale()
         self._debounce.start()
@@ -193,6 +207,7 @@ class TargetsPanel(QWidget):
                             target_latency=frac if mode == "latency" else None,
                             importance=self.criterion.currentText(),
                             global_ranking=self.global_rank.isChecked(),
+                            flops_allocation="latency" if self.speed_shaped.isChecked() else "uniform",
                             round_to=max(1, self.round_to.value()), ignore=list(self.locked),
                             overrides=dict(self.overrides))
 
@@ -230,6 +245,7 @@ class TargetsPanel(QWidget):
         if self.criterion.findText(settings.importance) >= 0:
             self.criterion.setCurrentText(settings.importance)
         self.global_rank.setChecked(bool(settings.global_ranking))
+        self.speed_shaped.setChecked(settings.flops_allocation != "uniform")
         self.round_to.setValue(0 if getattr(settings, "round_auto", False) else int(settings.round_to))
         self.locked = list(settings.ignore)
         self.set_overrides(dict(settings.overrides or {}), "the project")
