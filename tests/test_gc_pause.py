@@ -41,3 +41,31 @@ def test_a_collector_the_caller_switched_off_stays_off():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_an_analysed_model_is_freed_by_reference_counts():
+    """The window frees a replaced model without a full collection (gui/jobs/gcpolicy.py), so
+    nothing the analysis leaves behind may hold the model or its graph in a reference cycle."""
+    import gc
+    import weakref
+
+    import torch
+    from torch import nn
+
+    from core.pipeline import analyze_model
+
+    def net():
+        return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3)).eval()
+
+    analyze_model(net(), torch.randn(1, 3, 12, 12))  # first-use imports (op families) done
+    model = net()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        dg = analyze_model(model, torch.randn(1, 3, 12, 12))
+        refs = [weakref.ref(model), weakref.ref(dg.graph)]
+        del dg, model
+        assert [r() for r in refs] == [None, None]
+    finally:
+        if was:
+            gc.enable()

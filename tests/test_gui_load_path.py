@@ -16,7 +16,7 @@ def test_the_collection_runs_after_the_graph_is_painted(qtbot, win, monkeypatch)
     quiet(qtbot, win)
     events = []
     real = gcpolicy.settle
-    monkeypatch.setattr(gcpolicy, "settle", lambda: (events.append("collect"), real())[1])
+    monkeypatch.setattr(gcpolicy, "settle", lambda **k: (events.append("collect"), real(**k))[1])
     win.modelReady.connect(lambda: events.append("ready"))
     win.view.viewport().installEventFilter(paints := PaintSpy(events))
     with qtbot.waitSignal(win.ctx.settled, timeout=60_000):
@@ -39,7 +39,7 @@ def test_the_load_leaves_the_flop_count_to_the_estimate(qtbot, win, monkeypatch)
     from gui.jobs import gcpolicy
     real_settle = gcpolicy.settle
     monkeypatch.setattr(gcpolicy, "settle",
-                        lambda: (calls.append("painted and collected"), real_settle())[1])
+                        lambda **k: (calls.append("painted and collected"), real_settle(**k))[1])
     with qtbot.waitSignal(win.estimateReady, timeout=60_000):
         win.open_model("demo", DEMO_INPUT_SHAPE)  # the load, then its first estimate
     assert calls == ["painted and collected", False]  # once, after the new graph was painted

@@ -361,6 +361,9 @@ def _trace_once(model, inputs, should_stop, options, shape_only: bool):
                 out_atoms.append(lab.atoms.ravel())
                 tracer.table.block(lab.atoms, f"output {i} of the model (its shape must not change)")
     finally:
+        # the shared handler context points back at the tracer: a cycle that would keep the model
+        # and graph alive until a full collection (the window frees models by reference counts)
+        tracer._context = None
         for h in hooks:
             h.remove()
         if unwrap is not None:

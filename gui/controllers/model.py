@@ -26,6 +26,7 @@ MAX_RECENT = 8
 # after SETTLE_LATEST_MS.
 SETTLE_AFTER_PAINT_MS = 150
 SETTLE_LATEST_MS = 3000
+COLLECT_RETRY_MS = 500  # while a job still holds a replaced model
 ATTENTION_TEXT = dict(ATTENTION)  # "heads" -> "Whole heads", "head_dim" -> "Dimensions in every head"
 
 
@@ -252,6 +253,16 @@ class ModelController(QObject):
         QTimer.singleShot(SETTLE_LATEST_MS, self._settle)
         ctx.modelReady.emit()
 
+    def _collect_replaced(self):
+        """The replaced model outlived the settle: freed by reference counts once the job holding
+        it ends; still alive with no job running, a cycle holds it and a full collection runs."""
+        if not gcpolicy.pending():
+            return
+        if worker.busy():
+            QTimer.singleShot(COLLECT_RETRY_MS, self._collect_replaced)
+            return
+        gcpolicy.settle()
+
     def eventFilter(self, obj, ev):  # noqa: N802 - Qt's name
         if self.ctx.settling and ev.type() == QEvent.Paint and not self.ctx.ui.view.building:
             QTimer.singleShot(SETTLE_AFTER_PAINT_MS, self._settle)
@@ -261,7 +272,9 @@ class ModelController(QObject):
         if not self.ctx.settling:
             return
         self.ctx.settling = False
-        secs = gcpolicy.settle()
+        secs = gcpolicy.settle(idle=not worker.busy())
+        if gcpolicy.pending():  # a job still holds the replaced model: collect once it ends
+            QTimer.singleShot(COLLECT_RETRY_MS, self._collect_replaced)
         if self.ctx.session is not None:
             self.ctx.session.seconds["gc"] = secs
         self.ctx.settled.emit()

@@ -94,8 +94,8 @@ class PruneController(QObject):
     def _on_estimate_done(self):
         stale = self._est_session is not None and self._est_session is not self.ctx.session
         self._est_task, self._est_session = None, None
-        if stale:  # it held a replaced model past the load's collection: free that model now
-            gcpolicy.settle()
+        if stale:  # it held a replaced model past the load's settle: freed now, or collected
+            gcpolicy.settle(idle=not worker.busy())  # by the model controller once all jobs end
         if self._est_pending:
             self._est_pending = False
             self.update_estimate()

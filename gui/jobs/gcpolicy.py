@@ -52,23 +52,39 @@ def replacing(*objs) -> None:
     """``objs`` (the replaced session, its model and graph) are about to lose their last
     references: watch that they go, and drop networkx's cached views that make a graph a cycle."""
     for o in objs:
-        if o is None:
-            continue
-        cached = getattr(o, "__dict__", {})
-        for k in [k for k, v in cached.items() if getattr(v, "_graph", None) is o]:
-            del cached[k]  # G.edges / G.degree hold G: rebuilt on the next access
-        _watched.append(weakref.ref(o))
+        if o is not None:
+            _drop_views(o)
+            _watched.append(weakref.ref(o))
 
 
-def settle() -> float:
+def _drop_views(o) -> None:
+    cached = getattr(o, "__dict__", {})
+    for k in [k for k, v in cached.items() if getattr(v, "_graph", None) is o]:
+        del cached[k]  # G.edges / G.degree hold G: rebuilt on the next access
+
+
+def pending() -> bool:
+    """Something a replacement named is still alive: a job holds it, or a cycle does (a job
+    that used the old graph may have cached its views again: dropped once more first)."""
+    for r in _watched:
+        o = r()
+        if o is not None:
+            _drop_views(o)
+        del o
+    _watched[:] = [r for r in _watched if r() is not None]
+    return bool(_watched)
+
+
+def settle(idle: bool = True) -> float:
     """A model has just replaced the previous one (whose references are already dropped): freeze
     what is alive now. When something :func:`replacing` named is still alive (a cycle, or a job
     still holding it), or every :data:`FULL_EVERY` settles, first give the frozen objects back and collect
-    once. Returns the seconds it took."""
+    once - unless jobs are running (``idle`` False): one may be what holds it, and walking every
+    object would free nothing; the caller tries again once they end (:func:`pending`). Returns
+    the seconds it took."""
     global _since_full
     t = time.perf_counter()
-    _watched[:] = [r for r in _watched if r() is not None]
-    if _watched or _since_full >= FULL_EVERY:
+    if (pending() and idle) or _since_full >= FULL_EVERY:
         gc.unfreeze()
         gc.collect()
         _watched[:] = [r for r in _watched if r() is not None]  # still held by a running job

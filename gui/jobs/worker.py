@@ -111,6 +111,11 @@ class _Runnable(QRunnable):
 _live: set[Task] = set()  # keep tasks alive until their last signal was delivered
 
 
+def busy() -> bool:
+    """Some task is running or has signals still to deliver (it may hold a replaced model)."""
+    return bool(_live)
+
+
 def start(task: Task) -> Task:
     _live.add(task)
     # the Task lives in the GUI thread, so this slot runs there, queued after the other signals
