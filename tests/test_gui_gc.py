@@ -147,3 +147,15 @@ def test_the_load_job_runs_with_the_collector_paused(qtbot, win, monkeypatch):
     monkeypatch.setattr(sess, "layout", layout)
     load(qtbot, win)
     assert seen == [False] and gc.isenabled()
+
+
+def test_a_replaced_model_is_freed_after_the_new_graph_is_painted(qtbot, win):
+    """Freeing a big model object by object takes ~90 ms: not in the turn that shows the new one."""
+    settled(qtbot, win)
+    qtbot.waitUntil(lambda: win.pruning._est_task is None, timeout=60_000)
+    old = weakref.ref(win.session.model)
+    seen = []
+    win.modelReady.connect(lambda: seen.append(old() is not None))
+    load(qtbot, win)
+    assert seen == [True]
+    qtbot.waitUntil(lambda: old() is None, timeout=30_000)

@@ -38,6 +38,7 @@ class ModelController(QObject):
         self.pending_options = None  # analysis options of the load in flight
         self.pending_trust = None  # its TrustPolicy
         self.recent_menu = None
+        self._retired = None  # a replaced session, freed after the new graph's first paint
         gcpolicy.configure()
         ctx.ui.targets.attentionChanged.connect(self.set_attention)
         ctx.tasks.idle.connect(self.sync_attention)  # a failed or cancelled re-analysis: old choice
@@ -209,6 +210,9 @@ class ModelController(QObject):
         old = ctx.session
         if old is not None and old is not s:  # freed by reference counts, watched until settled
             gcpolicy.replacing(old, old.model, old.dg.graph)
+            # freeing a big model object by object takes ~90 ms (a 20k-node graph): after the
+            # new graph is on screen, in _settle, not in this turn
+            self._retired = old
         del old
         ctx.session = s
         ui.view.set_graph(s.dg.graph, s.layout)
@@ -272,6 +276,7 @@ class ModelController(QObject):
         if not self.ctx.settling:
             return
         self.ctx.settling = False
+        self._retired = None  # the replaced session's last reference here
         secs = gcpolicy.settle(idle=not worker.busy())
         if gcpolicy.pending():  # a job still holds the replaced model: collect once it ends
             QTimer.singleShot(COLLECT_RETRY_MS, self._collect_replaced)
