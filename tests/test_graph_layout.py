@@ -117,15 +117,20 @@ def test_a_module_list_run_by_the_parent_is_not_a_block():
     assert all(not back for *_, back in lay.edges)
 
 
-def test_a_decoder_llm_opens_as_its_layers():
+def _tiny_llama_graph(layers: int):
+    """A small Llama's traced graph (meta device: no weights)."""
     transformers = pytest.importorskip("transformers")
     import torch
-    cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=5,
+    cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
                                    num_attention_heads=4, num_key_value_heads=4, vocab_size=100)
     with torch.device("meta"):
         model = transformers.LlamaForCausalLM(cfg).eval()
         ids = torch.zeros(1, 8, dtype=torch.long)
-    g = pipeline.analyze_model(model, ids, probe=False).graph
+    return pipeline.analyze_model(model, ids, probe=False).graph
+
+
+def test_a_decoder_llm_opens_as_its_layers():
+    g = _tiny_llama_graph(5)
     lay = layout(g)
     blocks = [it for it in lay.pos if isinstance(it, str)]
     assert [b for b in blocks if b.startswith("model.layers.")] == [f"model.layers.{i}" for i in range(5)]
@@ -212,14 +217,7 @@ def test_a_broadcast_sources_unary_steps_sit_by_their_use():
 def test_two_trunks_side_by_side_never_braid():
     """Rotary cos and sin each feed every decoder layer: their two trunks keep one order down
     the fully opened graph (crossing-minimisation swapped them at every branch: a braid)."""
-    transformers = pytest.importorskip("transformers")
-    import torch
-    cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=6,
-                                   num_attention_heads=4, num_key_value_heads=4, vocab_size=100)
-    with torch.device("meta"):
-        model = transformers.LlamaForCausalLM(cfg).eval()
-        ids = torch.zeros(1, 8, dtype=torch.long)
-    g = pipeline.analyze_model(model, ids, probe=False).graph
+    g = _tiny_llama_graph(6)
     opening = layout(g)  # "expand all" from the opening view: its order is the starting point
     lay = layout(g, hierarchy=opening.hierarchy, expanded=opening.hierarchy.all_blocks(), previous=opening)
     assert len(lay.fanout) == 2 and set(lay.fanout.values()) == {6}
