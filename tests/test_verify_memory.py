@@ -63,6 +63,10 @@ def test_float64_recheck_leaves_the_users_model_unchanged():
     assert all(before[k].equal(after[k]) for k in before)
     good = verify_plan(m, x, dg, plan)
     assert good.passed and good.float32_rel_diff is None, good.message
+    # a built pruned model: the zeroed copy was freed first, the float64 re-check zeroes anew
+    late = verify_plan(m, x, dg, plan, pruned=lambda: apply_kept(m, wrong))
+    assert not late.passed and late.float32_rel_diff is not None, late.message
+    assert late.max_rel_diff == rep.max_rel_diff
 
 
 class _Custom:

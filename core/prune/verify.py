@@ -136,7 +136,8 @@ def verify_plan(model, inputs, dg, plan, tolerance: float = 1e-4, pruned=None,
     abs_d, rel_d, same = compare_outputs(y0, y1)
     f32 = None
     if expected_exact and not (same and rel_d <= tolerance):
-        r64 = _float64_outputs(zeroed or zero_channels(model, kept), pruned, ex)
+        r64 = _float64_outputs(zeroed if zeroed is not None else zero_channels(model, kept),
+                               pruned, ex)
         if r64 is not None:
             f32 = (abs_d, rel_d)
             abs_d, rel_d, same = compare_outputs(*r64)

@@ -5,11 +5,11 @@ dependency graph, layout, scene data). CPython's cyclic collector walks all of t
 full collection, which a load or a prune triggers by allocating; with a large model one walk
 held the GIL, and so the GUI thread, for seconds. The model stays until the next one replaces
 it, so after a load the live objects are moved out of the collector's reach
-(:func:`gc.freeze`, CPython's documented tool for exactly this), and when a model is replaced
-they are handed back (:func:`gc.unfreeze`) and collected once, so the old model's cycles are
-still freed: nothing frozen outlives the model it belongs to.
+(:func:`gc.freeze`, CPython's documented tool for exactly this). When a model is replaced and
+something of it is kept by a cycle, they are handed back (:func:`gc.unfreeze`) and collected
+once, so nothing frozen outlives the model it belongs to.
 
-That full collection walks every live object: 0.25 s with ResNet-50 loaded, 0.47 s with a
+A full collection walks every live object: 0.25 s with ResNet-50 loaded, 0.47 s with a
 20k-node graph, all of it a frozen window. It is only needed when something of the old model is
 kept by a reference cycle. A replaced model, graph and session are normally freed by reference
 counting alone (networkx's cached edge views, which point back at their graph, are dropped

@@ -125,15 +125,14 @@ class GroupModel(QAbstractTableModel):
     def sort(self, column, order=Qt.AscendingOrder):
         name = COLUMNS[column]
         key = [self.value(r, name) for r in self.rows]
-        if key == sorted(key, reverse=order == Qt.DescendingOrder):
+        order = sorted(range(len(key)), key=key.__getitem__, reverse=order == Qt.DescendingOrder)
+        if order == list(range(len(key))):
             return  # already in order (rows arrive by id): nothing moves
         self.layoutAboutToBeChanged.emit()
         old = self.persistentIndexList()
-        before = [self.rows[ix.row()] for ix in old]
-        self.rows.sort(key=lambda r: self.value(r, name), reverse=order == Qt.DescendingOrder)
-        new = {id(r): i for i, r in enumerate(self.rows)}
-        self.changePersistentIndexList(
-            old, [self.index(new[id(r)], ix.column()) for r, ix in zip(before, old)])
+        where = {was: now for now, was in enumerate(order)}
+        self.rows = [self.rows[i] for i in order]
+        self.changePersistentIndexList(old, [self.index(where[ix.row()], ix.column()) for ix in old])
         self.layoutChanged.emit()
 
     # -- cell contents (also what the tests read)
