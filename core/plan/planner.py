@@ -122,7 +122,7 @@ class CostModel:
                 continue
             after = list(shp)
             for d, k in dims.items():
-                after[d] = len(k)
+                after[d] = k if isinstance(k, int) else len(k)  # kept_counts or kept_indices
             before_n, after_n = math.prod(shp), math.prod(after)
             if name in self.is_param:
                 params -= before_n - after_n
@@ -232,6 +232,8 @@ def plan_from_counts(dg, scores: dict, counts: dict, settings: PlanSettings, use
 def _keep_every_member(g, chosen: np.ndarray, score: np.ndarray) -> np.ndarray:
     """No member slice may lose all its indices (e.g. one half of a split): of a member whose
     channels are all chosen, the best-scored one (the lowest index among equals) is kept."""
+    if chosen.size < g.fewest_member_channels:
+        return chosen
     mask = np.zeros(g.n_channels, bool)
     mask[chosen] = True
     for m in g.members:
@@ -275,7 +277,7 @@ def make_plan(dg, model: nn.Module, settings: PlanSettings, cost: CostModel | No
 
     def reduction(r, fine=None):
         plan = plan_for_ratio(dg, scores, r, settings, fine, shape)
-        p, f = cost.estimate(plan.kept_indices(dg))
+        p, f = cost.estimate(plan.kept_counts(dg))
         return plan, 1.0 - (f if use_flops else p) / base
 
     hi_plan, hi_red = reduction(0.99)
@@ -321,7 +323,7 @@ def _round_toward(dg, scores, settings, plan, red, target, cost, use_flops):
     used = {gid: by_group.get(gid, settings.round_to) for gid in counts}
 
     def reduction(c):
-        p, f = cost.estimate(plan_from_counts(dg, scores, c, settings, used).kept_indices(dg))
+        p, f = cost.estimate(plan_from_counts(dg, scores, c, settings, used).kept_counts(dg))
         return 1.0 - (f if use_flops else p) / base
     counts, red = round_toward(counts, legal, lambda gid, a, b: float(mean[gid][a:b].sum()),
                                reduction, target)

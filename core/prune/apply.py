@@ -45,8 +45,24 @@ class PruningPlan:
     def kept_indices(self, dg) -> dict[str, dict[int, list[int]]]:
         """tensor name -> dim -> kept indices (only tensors that change)."""
         out: dict[str, dict[int, list[int]]] = {}
+        for (name, dim), drop in self._drops(dg).items():
+            out.setdefault(name, {})[dim] = np.flatnonzero(~drop).tolist()
+        return out
+
+    def kept_counts(self, dg) -> dict[str, dict[int, int]]:
+        """tensor name -> dim -> how many indices stay: what the FLOPs/parameter estimate needs,
+        without building index lists (the planner's bisection and rounding ask hundreds of times)."""
+        out: dict[str, dict[int, int]] = {}
+        for (name, dim), drop in self._drops(dg).items():
+            out.setdefault(name, {})[dim] = int(drop.size - np.count_nonzero(drop))
+        return out
+
+    def _drops(self, dg) -> dict[tuple[str, int], np.ndarray]:
+        """(tensor name, dim) -> mask of the indices removed. A slot shared by several groups (a
+        concatenation's consumer) loses the union of what each removes."""
+        drops: dict[tuple[str, int], np.ndarray] = {}
         for gid, chans in self.removed.items():
-            if not chans:
+            if not len(chans):
                 continue
             grp = dg.groups[gid]
             rm = np.asarray(chans, dtype=np.int64)
@@ -63,21 +79,19 @@ class PruningPlan:
             table[rm] = True
             for m in grp.members:
                 # index maps hold -1 (table[-1] is an extra False) or a channel < n: no clip needed
-                drop = table[m.index_map]
+                drop = table[m.index_map]  # a fresh array: safe to keep and update in place
                 if drop.any():
-                    prev = out.setdefault(m.slot.tensor_name, {}).get(m.slot.dim)
-                    keep = ~drop
-                    if prev is not None:  # a slot shared by two groups: intersect
-                        mask = np.zeros(m.slot.size, bool)
-                        mask[prev] = True
-                        keep &= mask
-                    out[m.slot.tensor_name][m.slot.dim] = np.nonzero(keep)[0].tolist()
-        for name, dims in out.items():
-            for d, keep in dims.items():
-                if not keep:
-                    raise PlanError(f"the plan removes every channel of {name} (dim {d}); "
-                                    f"at least one must stay")
-        return out
+                    key = (m.slot.tensor_name, m.slot.dim)
+                    acc = drops.get(key)
+                    if acc is None:
+                        drops[key] = drop
+                    else:
+                        acc |= drop
+        for (name, d), drop in drops.items():
+            if drop.all():
+                raise PlanError(f"the plan removes every channel of {name} (dim {d}); "
+                                f"at least one must stay")
+        return drops
 
     def to_json(self) -> dict:
         return {"removed": {str(k): list(map(int, v)) for k, v in self.removed.items() if v},
