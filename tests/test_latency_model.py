@@ -173,9 +173,27 @@ def test_memory_cost_of_a_concatenation_is_shared_by_channel():
     x = torch.randn(1, 3, 8, 8)
     m = randomize(CatNet(), 0, inputs=x).eval()
     dg = analyze_model(m, x, probe=False)
-    per_channel, total = memory_costs(dg)
+    per_channel, total, _ = memory_costs(dg)
     ga, gb = (next(g for g in dg.prunable_groups if g.root == n) for n in ("a", "b"))
     numel = 16 * 64
     expect = (OP_COST["cat"] + OP_COST["relu"]) * numel / 16  # both ops' outputs hold 16 channels
     assert per_channel[ga.id] == pytest.approx(expect) and per_channel[gb.id] == pytest.approx(expect)
     assert total == pytest.approx((OP_COST["cat"] + OP_COST["relu"]) * numel)
+
+
+def test_a_product_on_few_rows_costs_more_than_its_flops():
+    """Batch 1, one position: every weight is read for two FLOPs, so a hidden group of an MLP
+    costs more time per FLOP than on 64 rows, where the reads are shared (the old model said
+    the same for both: FLOPs plus the activation)."""
+    from core.plan.latency_model import group_costs
+
+    def rho(rows):
+        torch.manual_seed(0)
+        m = nn.Sequential(nn.Linear(256, 1024), nn.ReLU(), nn.Linear(1024, 256)).eval()
+        x = torch.randn(rows, 256)
+        dg = analyze_model(m, x, probe=False)
+        shape = RatioShape(dg, cost_model(dg, m, x))
+        (f, mem), = [group_costs(dg, shape.layers)[g.id] for g in dg.prunable_groups
+                     if g.n_channels == 1024]
+        return (f + mem) / f
+    assert rho(1) > 2 * rho(64) > 2

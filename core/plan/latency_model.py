@@ -10,7 +10,10 @@ feeding a max-pool (NCHW) that costs 6-10 % of the whole forward.
 
 The model: a plan's latency ~ its FLOPs + over the memory-bound ops a cost per output element (in
 FLOP equivalents, :data:`OP_COST`; a depthwise convolution :data:`DEPTHWISE` times its FLOPs on
-top), each op scaled by the share of its channels kept. Per group it gives rho = (FLOPs + memory
+top), each op scaled by the share of its channels kept; + per matrix product or convolution its
+weights read (:data:`WEIGHT_READ` per element) and outputs written (:data:`OUTPUT_WRITE`), which
+make a batch-1 product on few positions (ResNet's 7x7 stage, ConvNeXt's last stages) cost more
+than its FLOPs; + a fixed cost per op (:data:`OP_FIXED`) that no plan moves. Per group it gives rho = (FLOPs + memory
 cost) / FLOPs of one channel. The planner still bisects one ratio r until the FLOPs target is met
 (the contract is unchanged), but a group keeps ``(1 - r) ** s`` with ``s = (rho / mean) ** GAMMA``
 (clipped to [1/3, 3]): within a group channels still leave in importance order; across groups the
@@ -41,6 +44,18 @@ OP_COST = {
     "max_pool2d": 2400.0, "max_pool1d": 600.0, "avg_pool2d": 100.0,
 }
 DEPTHWISE = 3.0  # a depthwise convolution costs this many times its FLOPs on top of them
+# a matrix product or convolution beyond its FLOPs: each weight element read once per call, each
+# output element written once (FLOP equivalents). At batch 1 on few positions (ResNet's 7x7 stage,
+# ConvNeXt's last stages, a decoder's tokens) the weights cost as much as the arithmetic; on a
+# narrow input dim the outputs do. Fitted to oneDNN/MKL products on the project's machine
+# (768x3072: 26 GFLOP/s at 1 row, 200 at 49, 300 at 784).
+WEIGHT_READ = 60.0
+OUTPUT_WRITE = 40.0
+# what every op costs whatever its width (dispatch, thread-pool wake-up; ~10 us on the 2-core
+# machine, a fifth of ResNet-50's and ConvNeXt-T's batch-1 time): no plan moves it, but it is
+# part of the whole that a group's share is measured against - in a model this small (the digits
+# CNN) no group carries time worth bending the plan for
+OP_FIXED = 2e6
 WEIGHT_OPS = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
               "conv_transpose3d", "linear"}
 
@@ -76,16 +91,17 @@ def _window(node: dict) -> float:
     return 4.0
 
 
-def memory_costs(dg, shapes: dict | None = None) -> tuple[dict, float]:
-    """``({group id: modelled cost per channel}, total modelled cost of every such op)``. An op
-    whose output carries channels of several groups (a concatenation) is shared by channel."""
+def memory_costs(dg, shapes: dict | None = None) -> tuple[dict, float, int]:
+    """``({group id: modelled cost per channel}, total modelled cost of every such op, their
+    number)``. An op whose output carries channels of several groups (a concatenation) is shared
+    by channel."""
     width = {g.id: g.n_channels for g in dg.groups}
     groups_of = {}
     for g in dg.groups:
         for n in g.nodes:
             groups_of.setdefault(n, []).append(g.id)
     per_channel: dict = {}
-    total = 0.0
+    total, count = 0.0, 0
     for n, d in dg.graph.nodes(data=True):
         d = dict(d)
         preds = list(dg.graph.predecessors(n))
@@ -97,6 +113,7 @@ def memory_costs(dg, shapes: dict | None = None) -> tuple[dict, float]:
         if c <= 0:
             continue
         total += c
+        count += 1
         gs = groups_of.get(n, [])
         dims = set(d["shape"][0] or ())
         wide = sum(width[g] for g in gs)
@@ -108,7 +125,7 @@ def memory_costs(dg, shapes: dict | None = None) -> tuple[dict, float]:
             if chans == 0 and not any(x % width[gid] == 0 for x in dims):
                 continue
             per_channel[gid] = per_channel.get(gid, 0.0) + c / share
-    return per_channel, total
+    return per_channel, total, count
 
 
 def model_terms(dg, cost, per_channel: dict) -> dict:
@@ -121,7 +138,8 @@ def model_terms(dg, cost, per_channel: dict) -> dict:
         if not shp or len(shp) < 2:
             continue
         rest = math.prod(shp[2:])
-        layers[name] = {"out": shp[0], "in": shp[1], "a": 2 * mpw * rest, "b_out": 0.0, "b_in": 0.0}
+        layers[name] = {"out": shp[0], "in": shp[1], "a": 2 * mpw * rest, "w": WEIGHT_READ * rest,
+                        "write": OUTPUT_WRITE * mpw, "b_out": OUTPUT_WRITE * mpw, "b_in": 0.0}
     for g in dg.prunable_groups:
         m_g = per_channel.get(g.id, 0.0)
         if m_g <= 0:
@@ -145,7 +163,7 @@ def modelled_table(layers: dict) -> LatencyTable:
     for name, t in layers.items():
         go = [1, t["out"]] if t["out"] > 1 else [1]
         gi = [1, t["in"]] if t["in"] > 1 else [1]
-        ms = [[t["a"] * i * o + t["b_out"] * o + t["b_in"] * i for o in go] for i in gi]
+        ms = [[(t["a"] + t["w"]) * i * o + t["b_out"] * o + t["b_in"] * i for o in go] for i in gi]
         tied = len(gi) == 1  # depthwise: one input per group, only the output width counts
         tables[name] = LayerTable(0, 1, t["out"], t["in"], go, gi, ms, tied)
         base += ms[-1][-1]
@@ -164,6 +182,7 @@ def group_costs(dg, layers: dict) -> dict:
             h = int((m.index_map >= 0).sum()) / max(g.n_channels, 1)
             other = t["in"] if m.slot.dim == 0 else t["out"]
             flops += t["a"] * other * h
+            mem += t["w"] * other * h
             mem += (t["b_out"] if m.slot.dim == 0 else t["b_in"]) * h
         out[g.id] = (flops, mem)
     return out
@@ -177,10 +196,14 @@ class RatioShape:
     bisection over r keeps the target."""
 
     def __init__(self, dg, cost):
-        per_channel, self.mem_total = memory_costs(dg, cost.shapes)
+        per_channel, self.mem_total, self.n_ops = memory_costs(dg, cost.shapes)
         self.layers = model_terms(dg, cost, per_channel)
         self.table = modelled_table(self.layers)
-        self.full = cost.base_flops + self.mem_total
+        # weights read and outputs written by the timed layers: part of the modelled whole
+        self.mem_total += sum(t["w"] * t["in"] * t["out"] + t["write"] * t["out"]
+                              for t in self.layers.values())
+        self.fixed = OP_FIXED * (len(self.layers) + self.n_ops)
+        self.full = cost.base_flops + self.mem_total + self.fixed
         costs = group_costs(dg, self.layers)
         rho = {gid: (f + m) / f for gid, (f, m) in costs.items() if f > 0}
         weight = {gid: costs[gid][0] * dg.groups[gid].n_channels for gid in rho}
