@@ -3,6 +3,7 @@
     python benchmarks/bench_latency.py flops [resnet50:1 resnet50:8 mobilenet_v2:8 vit_b_16:1 convnext_tiny:1]
     python benchmarks/bench_latency.py latency [resnet50:1 mobilenet_v2:8] [--target 0.5 --round-to auto]
     python benchmarks/bench_latency.py gui [vit_b_16:1]
+    python benchmarks/bench_latency.py floor [resnet50:1 convnext_tiny:1]
     options: --threads 2 --pairs 12 --budget 60 --json out.json (flops: --channels-last)
              --clock cpu: CPU time of the process per forward instead of wall time (a loaded
              machine: with --threads 1 it is the forwards' own work, untouched by time slicing)
@@ -20,6 +21,9 @@ latency reduction; time the original and both pruned models interleaved once mor
 measured reduction with the IQR of the per-round reductions (goal: within +-5 % of the target) and
 the importance mass each plan keeps (per group, scores normalised to mean 1 - the knapsack's own
 currency).
+
+``floor``: the time no channel plan removes (:func:`bench_floor`), and the speed-up it leaves
+possible at 2x FLOPs.
 
 ``gui``: the window's pruning job (gui.jobs.session.prune, latency on, ``--target-flops 0.5``) on
 a loaded and analysed model, twice: seconds per prune and per phase (goal: ViT-B/16 <= 15 s).
@@ -199,6 +203,31 @@ def st_flops(plan) -> float:
     return plan.settings.get("target_flops")
 
 
+def bench_floor(name, batch, threads, pairs, budget) -> dict:
+    """The time uniform plans do not remove: plans at 1/2, 1/4 and 1/10 of the FLOPs timed
+    interleaved with the original, fitted as ``T = fixed + scaling / (FLOPs reduction)``. The
+    fixed part is per-op dispatch, thread wake-ups and work that keeps its size. A uniform plan
+    at 2x FLOPs reaches ``T / (fixed + scaling / 2)``; the >= 0.9 goal (1.8x) needs a plan that
+    removes ``goal_share`` of the scaling time with half the FLOPs."""
+    import numpy as np
+
+    from core.pipeline import analyze_model
+    model, x = build(name, batch)
+    dg = analyze_model(model, x, probe=False)
+    res = [prune(model, x, dg, target_flops=f, round_to=1, flops_allocation="uniform")
+           for f in (0.5, 0.75, 0.9)]
+    fx = [1.0] + [r.before.flops / r.after.flops for r in res]
+    t = interleaved([model] + [r.model for r in res], x, threads, pairs, budget)
+    ms = [d["median"] for d in t]
+    (scaling, fixed), *_ = np.linalg.lstsq(np.c_[1 / np.asarray(fx), np.ones(len(fx))],
+                                           np.asarray(ms), rcond=None)
+    return {"model": name, "batch": batch, "threads": threads, "clock": CLOCK, "flops_x": fx,
+            "ms": ms, "fixed_ms": float(fixed), "scaling_ms": float(scaling),
+            "fixed_share": float(fixed / ms[0]),
+            "uniform_speedup_at_2x": float(ms[0] / (fixed + scaling / 2)),
+            "goal_share": float((1 - 1 / 1.8) * ms[0] / scaling)}
+
+
 def bench_gui(name, batch, threads, pairs, budget) -> dict:
     from core.plan.planner import PlanSettings
     from gui.jobs import session as sess
@@ -217,7 +246,7 @@ def bench_gui(name, batch, threads, pairs, budget) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["flops", "latency", "gui"])
+    ap.add_argument("mode", choices=["flops", "latency", "floor", "gui"])
     ap.add_argument("cases", nargs="*")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pairs", type=int, default=12)
@@ -232,11 +261,13 @@ def main(argv=None) -> int:
     global CLOCK
     CLOCK = a.clock
     default = {"flops": ["resnet50:1", "resnet50:8", "mobilenet_v2:8", "vit_b_16:1", "convnext_tiny:1"],
-               "latency": ["resnet50:1", "mobilenet_v2:8"], "gui": ["vit_b_16:1"]}[a.mode]
+               "latency": ["resnet50:1", "mobilenet_v2:8"], "gui": ["vit_b_16:1"],
+               "floor": ["resnet50:1", "convnext_tiny:1"]}[a.mode]
     rows = []
     for case in a.cases or default:
         name, _, b = case.partition(":")
-        fn = {"flops": bench_flops, "latency": bench_latency, "gui": bench_gui}[a.mode]
+        fn = {"flops": bench_flops, "latency": bench_latency, "gui": bench_gui,
+              "floor": bench_floor}[a.mode]
         t0 = time.perf_counter()
         from core.errors import PruneStudioError
         try:
