@@ -196,13 +196,16 @@ class AtomTable:
         each class's lowest atom.
 
         Most joins couple two whole slots index by index (a layer's output with the next one's
-        input): those are merged per slot first, each slot's atoms mapped onto the lowest slot of
-        its chain (``rep``). The other joins only touch a few of the remaining atoms, so their
-        components are solved on those atoms alone, not on a graph over all of them."""
+        input): those are merged per slot first, each slot's atoms in the classes of the lowest
+        slot of its chain, index by index (``merged``). The other joins only touch a few of the
+        remaining atoms, so their components are solved on those atoms alone. On an LLM the
+        atoms number millions and fresh memory is what costs (page faults): apart from the
+        result, only one byte per atom is allocated."""
         n = self.n_atoms
         if n == 0:
             return np.zeros(0, dtype=np.int64)
-        rep = np.arange(n, dtype=np.int64)
+        lowest = np.ones(n, bool)  # whether an atom is the lowest of its class
+        src = dst = z = np.zeros(0, np.int64)
         if self._slot_pairs:
             pairs = np.array(self._slot_pairs, dtype=np.int64)
             starts, root = _components_of(pairs[:, 0], pairs[:, 1], n, sort=True)  # chain's lowest
@@ -210,29 +213,70 @@ class AtomTable:
             size[np.searchsorted(starts, pairs[:, 0])] = pairs[:, 2]
             size[np.searchsorted(starts, pairs[:, 1])] = pairs[:, 2]
             moved = root != starts
-            src, dst, z = starts[moved], root[moved], size[moved]
-            if int(z.sum()) > 1 << 20:  # large slots (an LLM): no temporaries of that size
-                for s, d, k in zip(src.tolist(), dst.tolist(), z.tolist()):
-                    np.add(_iota(k), d, out=rep[s:s + k])
-            else:
-                offs = np.arange(int(z.sum()), dtype=np.int64) - np.repeat(np.cumsum(z) - z, z)
-                rep[np.repeat(src, z) + offs] = np.repeat(dst, z) + offs
+            src, dst, z = starts[moved], root[moved], size[moved]  # src ascending
             self.merged = (src, dst)
+            _fill_ranges(lowest, src, z, False)
+        nonlow = low = None
         if self._join_a:
-            nodes, low = _components_of(rep[np.concatenate(self._join_a)],
-                                        rep[np.concatenate(self._join_b)], n)
-            if nodes is None:  # every atom took part
-                rep = low[rep]
-            else:
-                lowest = np.arange(n, dtype=np.int64)
-                lowest[nodes] = low
-                rep = lowest[rep]
-        # rep[x] is now the lowest atom of x's class (rep[x] <= x, and every class's lowest atom
-        # is its own rep): numbering the roots in order numbers the classes by their lowest atom
-        roots = np.flatnonzero(rep == _iota(n))
-        number = np.empty(n, np.int64)  # (a cumulative sum of a bool mask is several times slower)
-        number[roots] = _iota(roots.size)
-        return number[rep]
+            a = self._onto_chains(np.concatenate(self._join_a), src, dst, z)
+            b = self._onto_chains(np.concatenate(self._join_b), src, dst, z)
+            nodes, low = _compact_components(a, b, n)
+            moved = low != nodes
+            nonlow, low = nodes[moved], low[moved]
+            lowest[nonlow] = False
+        # a class's number is the count of lowest atoms below its own lowest atom
+        cls = np.cumsum(lowest, dtype=np.int64)
+        cls -= 1
+        if nonlow is not None:
+            cls[nonlow] = cls[low]  # low atoms are their classes' lowest: already numbered
+        # a merged slot copies the classes of its chain's lowest slot (numbered above)
+        if int(z.sum()) > 1 << 20:  # large slots (an LLM): no temporaries of that size
+            for s, d, k in zip(src.tolist(), dst.tolist(), z.tolist()):
+                cls[s:s + k] = cls[d:d + k]
+        elif z.size:
+            offs = _offsets(z)
+            cls[np.repeat(src, z) + offs] = cls[np.repeat(dst, z) + offs]
+        return cls
+
+    @staticmethod
+    def _onto_chains(x: np.ndarray, src, dst, z) -> np.ndarray:
+        """Atoms ``x`` with those of a merged slot moved onto its chain's lowest slot."""
+        if not src.size:
+            return x
+        k = np.searchsorted(src, x, side="right") - 1
+        k[k < 0] = 0
+        inside = (x >= src[k]) & (x < src[k] + z[k])
+        return np.where(inside, x + (dst - src)[k], x)
+
+
+def _fill_ranges(mask: np.ndarray, starts: np.ndarray, sizes: np.ndarray, value) -> None:
+    """mask[s:s + k] = value for every start s and size k (disjoint ranges)."""
+    if int(sizes.sum()) > 1 << 20:
+        for s, k in zip(starts.tolist(), sizes.tolist()):
+            mask[s:s + k] = value
+    elif sizes.size:
+        mask[np.repeat(starts, sizes) + _offsets(sizes)] = value
+
+
+def _offsets(sizes: np.ndarray) -> np.ndarray:
+    """0..k-1 for each size k, concatenated."""
+    return _iota(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+
+
+def _compact_components(a: np.ndarray, b: np.ndarray, n: int):
+    """(the atoms the edges a[i]-b[i] touch, ascending; the lowest atom of each one's
+    component), without a sort: a byte per atom marks the touched ones, and their positions
+    are written only where they lie (the rest of that lookup array is never touched)."""
+    mark = np.zeros(n, bool)
+    mark[a] = True
+    mark[b] = True
+    nodes = np.flatnonzero(mark)
+    del mark
+    pos = np.empty(n, np.int32 if nodes.size < 1 << 31 else np.int64)
+    pos[nodes] = _iota(nodes.size)
+    ia, ib = pos[a], pos[b]
+    del pos
+    return nodes, nodes[lowest_in_component(ia, ib, nodes.size)]
 
 
 _IOTA = np.arange(0, dtype=np.int64)
