@@ -12,6 +12,7 @@ pass, which keeps tracing linear in model size.
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -217,16 +218,22 @@ class AtomTable:
             self.merged = (src, dst)
             _fill_ranges(lowest, src, z, False)
         nonlow = low = None
+        dt = np.int32 if n < 1 << 31 else np.int64  # (the result too: it is read, never summed)
         if self._join_a:
-            a = self._onto_chains(np.concatenate(self._join_a), src, dst, z)
-            b = self._onto_chains(np.concatenate(self._join_b), src, dst, z)
+            a = _onto_chains(self._join_a, src, dst, z, dt)
+            b = _onto_chains(self._join_b, src, dst, z, dt)
             nodes, low = _compact_components(a, b, n)
+            del a, b
             moved = low != nodes
             nonlow, low = nodes[moved], low[moved]
             lowest[nonlow] = False
-        # a class's number is the count of lowest atoms below its own lowest atom
-        cls = np.cumsum(lowest, dtype=np.int64)
-        cls -= 1
+        # classes numbered by their lowest atoms, in order (written only there: a cumulative sum
+        # would need a temporary the size of the result)
+        cls = np.empty(n, dt)
+        tops = np.flatnonzero(lowest)
+        del lowest
+        cls[tops] = _iota(tops.size)
+        del tops
         if nonlow is not None:
             cls[nonlow] = cls[low]  # low atoms are their classes' lowest: already numbered
         # a merged slot copies the classes of its chain's lowest slot (numbered above)
@@ -238,15 +245,32 @@ class AtomTable:
             cls[np.repeat(src, z) + offs] = cls[np.repeat(dst, z) + offs]
         return cls
 
-    @staticmethod
-    def _onto_chains(x: np.ndarray, src, dst, z) -> np.ndarray:
-        """Atoms ``x`` with those of a merged slot moved onto its chain's lowest slot."""
-        if not src.size:
-            return x
-        k = np.searchsorted(src, x, side="right") - 1
-        k[k < 0] = 0
-        inside = (x >= src[k]) & (x < src[k] + z[k])
-        return np.where(inside, x + (dst - src)[k], x)
+
+def _onto_chains(arrays: list, src, dst, z, dt) -> np.ndarray:
+    """The atoms of ``arrays``, concatenated as ``dt``, with those of a merged slot moved onto
+    its chain's lowest slot. Many large arrays (an LLM) are moved one by one: most lie in one
+    slot, so a shift or nothing, without temporaries of the whole."""
+    if not src.size:
+        return np.concatenate(arrays, dtype=dt)
+    if len(arrays) > 64 and sum(x.size for x in arrays) > 1 << 16:
+        starts, ends, shift = src.tolist(), (src + z).tolist(), (dst - src).tolist()
+        parts = []
+        for x in arrays:
+            if x.size:
+                lo, hi = int(x.min()), int(x.max())
+                k = bisect_right(starts, lo) - 1
+                if k == bisect_right(starts, hi) - 1:  # all in one gap or one merged slot
+                    inside_lo, inside_hi = k >= 0 and lo < ends[k], k >= 0 and hi < ends[k]
+                    if inside_lo == inside_hi:
+                        parts.append(x + shift[k] if inside_lo else x)
+                        continue
+            parts.append(_onto_chains([x], src, dst, z, x.dtype))
+        return np.concatenate(parts, dtype=dt)
+    x = np.concatenate(arrays, dtype=dt)
+    k = np.searchsorted(src, x, side="right") - 1
+    k[k < 0] = 0
+    inside = (x >= src[k]) & (x < src[k] + z[k])
+    return np.where(inside, x + (dst - src)[k], x).astype(dt, copy=False)
 
 
 def _fill_ranges(mask: np.ndarray, starts: np.ndarray, sizes: np.ndarray, value) -> None:
