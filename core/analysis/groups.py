@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from core.ops.atoms import Slot, lowest_in_component
+from core.ops.atoms import Slot
+from core.ops.components import lowest_in_component
 from core.trace.tracer import Trace
 
 
@@ -159,7 +160,7 @@ def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
     offset = np.zeros(n_slots, np.int64)  # where a root slot's atoms start among roots' atoms
     offset[roots] = np.cumsum(root_sizes) - root_sizes
     offset = offset[chain]
-    cr = cls[np.repeat(root_slot, sizes)]  # classes of the roots' atoms, slot by slot
+    cr = cls[np.repeat(root_slot, sizes)].astype(np.intp)  # the roots' atoms' classes (indices)
     slot_of = np.repeat(roots, root_sizes)  # root slot of each of those atoms
 
     has_out = np.zeros(n_cls, bool)

@@ -7,18 +7,17 @@ must be removed together (a residual add, a consumer's input columns, a BatchNor
 atoms are *joined*; where a labelled position meets an unlabelled one that cannot shrink, the atom is
 *blocked*. Connected components of joined atoms are the channels of the coupled groups.
 
-Joins are only recorded during tracing and solved once at the end with a sparse connected-components
-pass, which keeps tracing linear in model size.
+Joins are only recorded during tracing and solved once at the end (``core.ops.components``), which
+keeps tracing linear in model size.
 """
 from __future__ import annotations
 
-from bisect import bisect_right
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 import torch
+
+from core.ops.components import atom_classes
 
 NO_ATOM = -1  # position carries no prunable channel (model input, constant, unknown op output)
 
@@ -194,163 +193,6 @@ class AtomTable:
 
     def components(self) -> np.ndarray:
         """Class id of every atom (connected components of the join graph), numbered in order of
-        each class's lowest atom.
-
-        Most joins couple two whole slots index by index (a layer's output with the next one's
-        input): those are merged per slot first, each slot's atoms in the classes of the lowest
-        slot of its chain, index by index (``merged``). The other joins only touch a few of the
-        remaining atoms, so their components are solved on those atoms alone. On an LLM the
-        atoms number millions and fresh memory is what costs (page faults): apart from the
-        result, only one byte per atom is allocated."""
-        n = self.n_atoms
-        if n == 0:
-            return np.zeros(0, dtype=np.int64)
-        lowest = np.ones(n, bool)  # whether an atom is the lowest of its class
-        src = dst = z = np.zeros(0, np.int64)
-        if self._slot_pairs:
-            pairs = np.array(self._slot_pairs, dtype=np.int64)
-            starts, root = _components_of(pairs[:, 0], pairs[:, 1], n, sort=True)  # chain's lowest
-            size = np.empty(starts.size, np.int64)
-            size[np.searchsorted(starts, pairs[:, 0])] = pairs[:, 2]
-            size[np.searchsorted(starts, pairs[:, 1])] = pairs[:, 2]
-            moved = root != starts
-            src, dst, z = starts[moved], root[moved], size[moved]  # src ascending
-            self.merged = (src, dst)
-            _fill_ranges(lowest, src, z, False)
-        nonlow = low = None
-        dt = np.int32 if n < 1 << 31 else np.int64  # (the result too: it is read, never summed)
-        if self._join_a:
-            a = _onto_chains(self._join_a, src, dst, z, dt)
-            b = _onto_chains(self._join_b, src, dst, z, dt)
-            nodes, low = _compact_components(a, b, n)
-            del a, b
-            moved = low != nodes
-            nonlow, low = nodes[moved], low[moved]
-            lowest[nonlow] = False
-        # classes numbered by their lowest atoms, in order (written only there: a cumulative sum
-        # would need a temporary the size of the result)
-        cls = np.empty(n, dt)
-        tops = np.flatnonzero(lowest)
-        del lowest
-        cls[tops] = _iota(tops.size)
-        del tops
-        if nonlow is not None:
-            cls[nonlow] = cls[low]  # low atoms are their classes' lowest: already numbered
-        # a merged slot copies the classes of its chain's lowest slot (numbered above)
-        if int(z.sum()) > 1 << 20:  # large slots (an LLM): no temporaries of that size
-            for s, d, k in zip(src.tolist(), dst.tolist(), z.tolist()):
-                cls[s:s + k] = cls[d:d + k]
-        elif z.size:
-            offs = _offsets(z)
-            cls[np.repeat(src, z) + offs] = cls[np.repeat(dst, z) + offs]
+        each class's lowest atom; sets ``merged`` (see ``core.ops.components``)."""
+        cls, self.merged = atom_classes(self.n_atoms, self._slot_pairs, self._join_a, self._join_b)
         return cls
-
-
-def _onto_chains(arrays: list, src, dst, z, dt) -> np.ndarray:
-    """The atoms of ``arrays``, concatenated as ``dt``, with those of a merged slot moved onto
-    its chain's lowest slot. Many large arrays (an LLM) are moved one by one: most lie in one
-    slot, so a shift or nothing, without temporaries of the whole."""
-    if not src.size:
-        return np.concatenate(arrays, dtype=dt)
-    if len(arrays) > 64 and sum(x.size for x in arrays) > 1 << 16:
-        starts, ends, shift = src.tolist(), (src + z).tolist(), (dst - src).tolist()
-        parts = []
-        for x in arrays:
-            if x.size:
-                lo, hi = int(x.min()), int(x.max())
-                k = bisect_right(starts, lo) - 1
-                if k == bisect_right(starts, hi) - 1:  # all in one gap or one merged slot
-                    inside_lo, inside_hi = k >= 0 and lo < ends[k], k >= 0 and hi < ends[k]
-                    if inside_lo == inside_hi:
-                        parts.append(x + shift[k] if inside_lo else x)
-                        continue
-            parts.append(_onto_chains([x], src, dst, z, x.dtype))
-        return np.concatenate(parts, dtype=dt)
-    x = np.concatenate(arrays, dtype=dt)
-    k = np.searchsorted(src, x, side="right") - 1
-    k[k < 0] = 0
-    inside = (x >= src[k]) & (x < src[k] + z[k])
-    return np.where(inside, x + (dst - src)[k], x).astype(dt, copy=False)
-
-
-def _fill_ranges(mask: np.ndarray, starts: np.ndarray, sizes: np.ndarray, value) -> None:
-    """mask[s:s + k] = value for every start s and size k (disjoint ranges)."""
-    if int(sizes.sum()) > 1 << 20:
-        for s, k in zip(starts.tolist(), sizes.tolist()):
-            mask[s:s + k] = value
-    elif sizes.size:
-        mask[np.repeat(starts, sizes) + _offsets(sizes)] = value
-
-
-def _offsets(sizes: np.ndarray) -> np.ndarray:
-    """0..k-1 for each size k, concatenated."""
-    return _iota(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-
-
-def _compact_components(a: np.ndarray, b: np.ndarray, n: int):
-    """(the atoms the edges a[i]-b[i] touch, ascending; the lowest atom of each one's
-    component), without a sort: a byte per atom marks the touched ones, and their positions
-    are written only where they lie (the rest of that lookup array is never touched)."""
-    mark = np.zeros(n, bool)
-    mark[a] = True
-    mark[b] = True
-    nodes = np.flatnonzero(mark)
-    del mark
-    pos = np.empty(n, np.int32 if nodes.size < 1 << 31 else np.int64)
-    pos[nodes] = _iota(nodes.size)
-    ia, ib = pos[a], pos[b]
-    del pos
-    return nodes, nodes[lowest_in_component(ia, ib, nodes.size)]
-
-
-_IOTA = np.arange(0, dtype=np.int64)
-
-
-def _iota(n: int) -> np.ndarray:
-    """``arange(n)``, read-only, from a cache kept up to 2M entries: a fresh large array costs
-    its page faults on every call, more than the arithmetic on it."""
-    global _IOTA
-    if n > _IOTA.size:
-        if n > 1 << 21:
-            return np.arange(n, dtype=np.int64)
-        _IOTA = np.arange(max(n, 2 * _IOTA.size), dtype=np.int64)
-        _IOTA.flags.writeable = False
-    return _IOTA[:n]
-
-
-def _components_of(a: np.ndarray, b: np.ndarray, n: int, sort: bool = False):
-    """Components of the graph of edges a[i]-b[i] over atoms 0..n-1: (the atoms the edges touch,
-    ascending, or None for all n; the lowest atom of each one's component). When edges are few,
-    only the atoms they touch enter the graph (found by a sort)."""
-    if sort or a.size * 8 < n:
-        nodes, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
-        return nodes, nodes[lowest_in_component(inv[:a.size], inv[a.size:], nodes.size)]
-    return None, lowest_in_component(a, b, n)
-
-
-def lowest_in_component(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
-    """Per node 0..n-1 of the undirected graph with edges a[i]-b[i]: the lowest node of its
-    connected component. Hooking each edge's higher root onto the lower one, then jumping pointers
-    until every node points at its root, takes a few whole-array rounds on the graphs a trace
-    makes (chains and stars); scipy's traversal, whose fixed cost is larger on small graphs,
-    takes over if the rounds do not settle quickly."""
-    # (int32 where it fits: on an LLM these arrays are millions long, and fresh memory is slow)
-    lab = np.arange(n, dtype=np.int32 if n < 1 << 31 else np.int64)
-    for _ in range(8):
-        la, lb = lab[a], lab[b]
-        lo, hi = np.minimum(la, lb), np.maximum(la, lb)
-        diff = lo != hi
-        if not diff.any():
-            return lab
-        np.minimum.at(lab, hi[diff], lo[diff])  # hi are roots: this links whole trees
-        nxt = np.empty_like(lab)  # two buffers in turn: no fresh array per jump
-        while True:
-            np.take(lab, lab, out=nxt, mode="clip")  # (every index is valid: clip is never used)
-            if np.array_equal(nxt, lab):
-                break
-            lab, nxt = nxt, lab
-    g = coo_matrix((np.ones(a.size, dtype=np.float64), (a, b)), shape=(n, n))
-    comp = connected_components(g.tocsr(), directed=False)[1]
-    first = np.full(int(comp.max()) + 1 if comp.size else 0, n, np.int64)
-    np.minimum.at(first, comp, _iota(n))
-    return first[comp]
