@@ -21,18 +21,11 @@ def _fast_cat(ctx, call):
     dim = call.args[1] if len(call.args) > 1 else call.kwargs.get("dim", 0)
     if not isinstance(tensors, (list, tuple)) or not tensors:
         return None
-    # cat skips 1-D empty tensors (a KV cache's first update): with one tensor left, the output
-    # is that tensor, labels and all
+    # cat skips 1-D empty tensors (a KV cache's first update: cat([empty, k], dim=-2))
     tensors = [t for t in tensors if not (isinstance(t, torch.Tensor) and t.shape == (0,))] \
         or tensors
-    if len(tensors) == 1 and len(call.out_tensors) == 1 and isinstance(tensors[0], torch.Tensor) \
-            and tensors[0].shape == call.out_tensors[0].shape:
-        return [[Labeling(lab.dims, lab.atoms, lab.joint) for lab in ctx.labels(tensors[0])]]
     nd = tensors[0].ndim
     dim = dim % nd
-    same = _same_dims_cat(ctx, tensors, dim, nd)
-    if same is not None:
-        return same
     per = []
     for t in tensors:
         if not isinstance(t, torch.Tensor) or t.ndim != nd or not t.is_floating_point():
@@ -53,22 +46,6 @@ def _fast_cat(ctx, call):
             acc = np.where((acc >= 0) & (v >= 0), acc, NO_ATOM)
         out.append(Labeling((e,), acc))
     return [out] if out else None
-
-
-def _same_dims_cat(ctx, tensors, dim: int, nd: int):
-    """cat along a channel dim of inputs that all carry one labeling over the same dims (heads x
-    head_dim halves of a rotary embedding): the labels concatenate along that dim."""
-    labs = []
-    for t in tensors:
-        if not isinstance(t, torch.Tensor) or t.ndim != nd or not t.is_floating_point():
-            return None
-        ls = ctx.labels(t)
-        if len(ls) != 1 or dim not in ls[0].dims or (labs and ls[0].dims != labs[0].dims):
-            return None
-        labs.append(ls[0])
-    k = labs[0].dims.index(dim)
-    return [[Labeling(labs[0].dims, np.concatenate([lab.atoms for lab in labs], axis=k),
-                      labs[0].joint if len(labs[0].dims) > 1 else None)]]
 
 
 def _single_dim_input(ctx, call):
@@ -191,9 +168,11 @@ def _fast_unsqueeze(ctx, call):
     if not isinstance(x, torch.Tensor) or not isinstance(d, int) or len(call.out_tensors) != 1 \
             or any(ctx.labels(t) for t in call.in_tensors if t is not x):
         return None
+    labs = ctx.labels(x)
+    if any(len(lab.dims) > 1 for lab in labs):  # the replay also merges split channel dims
+        return None
     d %= x.ndim + 1
-    return [[Labeling(tuple(k + (k >= d) for k in lab.dims), lab.atoms, lab.joint)
-             for lab in ctx.labels(x)]]
+    return [[Labeling((lab.dims[0] + (lab.dims[0] >= d),), lab.atoms) for lab in labs]]
 
 
 def _fast_contiguous(ctx, call):
