@@ -7,7 +7,8 @@
     python benchmarks/bench_vs_reference.py --scaling     # ResNet-18 -> 152, ViT depth 2 -> 48
 
 Per model: the same seeded random model, 1 thread, input 1x3x224x224, median of ``--repeat`` (3)
-runs; ours and theirs alternate inside one process so machine load hits both alike
+runs; ours and theirs alternate inside one process so machine load hits both alike (each side
+first in every other round)
 (``--clock cpu`` times process CPU time instead of wall time: steadier on a shared machine).
 ``--best-of N`` reports the minimum over N interleaved rounds instead of the median: on a loaded
 machine a run's best time is the one least disturbed, for both sides alike, so small models'
@@ -114,11 +115,13 @@ def child(name: str, repeat: int, size: int, clock: str = "wall", best: bool = F
             fn(copy.deepcopy(model) if fresh else model, x)
         except Exception as e:  # noqa: BLE001 - a model one side cannot handle is a row, not a crash
             err[key] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
-    for _ in range(repeat):
-        for key, fn, fresh in (("ours_analysis", _ours_analysis, False),
-                               ("ref_analysis", _ref_analysis, False),
-                               ("ours_prune", _ours_prune, False),
-                               ("ref_prune", _ref_prune, True)):
+    runs = (("ours_analysis", _ours_analysis, False), ("ref_analysis", _ref_analysis, False),
+            ("ours_prune", _ours_prune, False), ("ref_prune", _ref_prune, True))
+    swapped = (runs[1], runs[0], runs[3], runs[2])
+    for i in range(repeat):
+        # each side goes first in every other round: in a fixed order one side's analysis always
+        # follows the other's prune (the most memory churned) and pays for the evicted caches
+        for key, fn, fresh in runs if i % 2 == 0 else swapped:
             if key in err:
                 continue
             m = copy.deepcopy(model) if fresh else model  # the reference prunes in place

@@ -179,6 +179,10 @@ class AtomTable:
         """Whether any position of ``atoms`` carries an atom."""
         return id(atoms) in self._slot_arrays or bool((atoms >= 0).any())
 
+    def has_all_atoms(self, atoms: np.ndarray) -> bool:
+        """Whether every position of ``atoms`` carries an atom."""
+        return id(atoms) in self._slot_arrays or not (atoms < 0).any()
+
     def block(self, atoms: np.ndarray, reason: str) -> None:
         atoms = np.asarray(atoms, dtype=np.int64).ravel()
         atoms = atoms[atoms >= 0]
