@@ -261,7 +261,8 @@ def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
         ar = _reasons(classes, approx, approx_first, table.approx) if any_approx[gid] else []
         kept.append(Group(len(kept), ms, int(classes.size), prunable, exact, br[:20], ar[:20]))
     group_of_class = new_id[group_of_class]
-    slot_groups = {k: [int(new_id[g]) for g in gs] for k, gs in slot_groups.items()}
+    ids = new_id.tolist()  # (a Python list: indexing a numpy array per slot costs more)
+    slot_groups = {k: [ids[g] for g in gs] for k, gs in slot_groups.items()}
     _assign_nodes(kept, trace.node_atoms, slot_groups, lambda arr: group_of_class[cls[arr]])
     return kept, cls, group_of_class
 
@@ -273,14 +274,15 @@ def _assign_nodes(groups: list[Group], node_atoms: dict, slot_groups: dict, grou
     every atom would be one more array the size of the model's channels, slow to allocate)."""
     if not node_atoms or not groups:
         return
-    seen = dict(slot_groups)
+    seen = {k: [g for g in gs if g >= 0] for k, gs in slot_groups.items()}
+    nodes_of = [g.nodes for g in groups]
     for node, arrays in node_atoms.items():
         for arr in arrays:
             gs = seen.get(id(arr))
             if gs is None:
                 ga = groups_of(arr)
                 lo, hi = (int(ga.min()), int(ga.max())) if ga.size else (-1, -1)
-                gs = seen[id(arr)] = [lo] if lo == hi else np.unique(ga).tolist()
+                gs = seen[id(arr)] = [g for g in ([lo] if lo == hi else np.unique(ga).tolist())
+                                      if g >= 0]
             for g in gs:
-                if g >= 0:
-                    groups[g].nodes.add(node)
+                nodes_of[g].add(node)
