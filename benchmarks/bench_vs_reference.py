@@ -7,8 +7,14 @@
     python benchmarks/bench_vs_reference.py --scaling     # ResNet-18 -> 152, ViT depth 2 -> 48
 
 Per model: the same seeded random model, 1 thread, input 1x3x224x224, median of ``--repeat`` (3)
-runs; ours and theirs alternate inside one process so machine load hits both alike
+runs; ours and theirs alternate inside one process so machine load hits both alike (each side
+first in every other round)
 (``--clock cpu`` times process CPU time instead of wall time: steadier on a shared machine).
+``--best-of N`` reports the minimum over N interleaved rounds instead of the median: on a loaded
+machine a run's best time is the one least disturbed, for both sides alike, so small models'
+ratios (tens of milliseconds) move much less than with a median.
+
+    python benchmarks/bench_vs_reference.py mnasnet0_5 mobilenet_v3_small --clock cpu --best-of 20
 
 * analysis - ours: ``analyze_model`` (trace + groups + shape probe: what the GUI and the CLI do
   before showing groups); theirs: ``DependencyGraph().build_dependency`` + ``get_all_groups``.
@@ -89,7 +95,7 @@ def _ref_prune(model, x):
     return model
 
 
-def child(name: str, repeat: int, size: int, clock: str = "wall") -> dict:
+def child(name: str, repeat: int, size: int, clock: str = "wall", best: bool = False) -> dict:
     import copy
 
     import torch
@@ -109,20 +115,22 @@ def child(name: str, repeat: int, size: int, clock: str = "wall") -> dict:
             fn(copy.deepcopy(model) if fresh else model, x)
         except Exception as e:  # noqa: BLE001 - a model one side cannot handle is a row, not a crash
             err[key] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
-    for _ in range(repeat):
-        for key, fn, fresh in (("ours_analysis", _ours_analysis, False),
-                               ("ref_analysis", _ref_analysis, False),
-                               ("ours_prune", _ours_prune, False),
-                               ("ref_prune", _ref_prune, True)):
+    runs = (("ours_analysis", _ours_analysis, False), ("ref_analysis", _ref_analysis, False),
+            ("ours_prune", _ours_prune, False), ("ref_prune", _ref_prune, True))
+    swapped = (runs[1], runs[0], runs[3], runs[2])
+    for i in range(repeat):
+        # each side goes first in every other round: in a fixed order one side's analysis always
+        # follows the other's prune (the most memory churned) and pays for the evicted caches
+        for key, fn, fresh in runs if i % 2 == 0 else swapped:
             if key in err:
                 continue
             m = copy.deepcopy(model) if fresh else model  # the reference prunes in place
             t0 = now()
             fn(m, x)
             times[key].append(now() - t0)
-    out = {"model": name, "errors": err}
+    out = {"model": name, "errors": err, "statistic": "min" if best else "median"}
     for k, v in times.items():
-        out[k] = statistics.median(v) if v else None
+        out[k] = (min(v) if best else statistics.median(v)) if v else None
     return out
 
 
@@ -134,13 +142,13 @@ def _fmt(v):
     return f"{v:.3f}" if v is not None else "fail"
 
 
-def run(names, repeat, size, timeout, clock="wall"):
+def run(names, repeat, size, timeout, clock="wall", best=False):
     rows = []
     print("| model | analysis ours / ref (s) | ratio | prune ours / ref (s) | ratio |")
     print("|---|---|---|---|---|")
     for name in names:
         cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--repeat", str(repeat),
-               "--size", str(size), "--clock", clock]
+               "--size", str(size), "--clock", clock] + (["--best"] if best else [])
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
         try:
@@ -169,10 +177,13 @@ def main(argv=None):
     ap.add_argument("--json", help="also write the rows here")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall time (quiet machine) or process CPU time (shared machine)")
+    ap.add_argument("--best-of", type=int, metavar="N",
+                    help="minimum over N interleaved rounds instead of the median of --repeat")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--best", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
-        print(json.dumps(child(a.child, a.repeat, a.size, a.clock)))
+        print(json.dumps(child(a.child, a.repeat, a.size, a.clock, a.best)))
         return 0
     names = list(a.models)
     if a.all:
@@ -181,7 +192,11 @@ def main(argv=None):
                   if n not in names]
     if a.scaling:
         names += [n for n in SCALING if n not in names]
-    rows = run(names or MODELS, a.repeat, a.size, a.timeout, a.clock)
+    if a.best_of is not None and a.best_of < 1:
+        ap.error("--best-of must be at least 1")
+    repeat = a.best_of or a.repeat
+    print(f"{'minimum' if a.best_of else 'median'} of {repeat} rounds, {a.clock} clock")
+    rows = run(names or MODELS, repeat, a.size, a.timeout, a.clock, bool(a.best_of))
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from core.ops.atoms import AtomTable, lowest_in_component
+from core.ops import components
+from core.ops.atoms import AtomTable
+from core.ops.components import lowest_in_component
 
 
 def _reference_lowest(a, b, n):
@@ -46,10 +48,14 @@ def test_long_chains_in_any_edge_order():
     np.testing.assert_array_equal(lowest_in_component(a, b, n), np.zeros(n, np.int64))
 
 
+@pytest.mark.parametrize("large", [False, True], ids=["whole-atom arrays", "large-model path"])
 @pytest.mark.parametrize("seed", range(4))
-def test_atom_table_components_match_reference(seed):
+def test_atom_table_components_match_reference(seed, large, monkeypatch):
     """Slot-pair joins, atom joins with unlabelled positions and whole-group joins at once:
-    classes numbered by their lowest atom, as the reference union-find gives them."""
+    classes numbered by their lowest atom, as the reference union-find gives them - by both
+    solvers (the one for millions of atoms is forced here on a small table)."""
+    if large:
+        monkeypatch.setattr(components, "LARGE", 0)
     rng = np.random.default_rng(seed)
     t = AtomTable()
     names, tensors = {}, []
@@ -65,6 +71,12 @@ def test_atom_table_components_match_reference(seed):
             t.join(slots[s1].atoms, slots[s2].atoms, "pair")  # a whole-slot join
             ea += slots[s1].atoms.tolist()
             eb += slots[s2].atoms.tolist()
+    for _ in range(10):  # parts of two slots (each within one slot, merged onto another or not)
+        s1, s2 = (slots[i] for i in rng.choice(len(slots), 2))
+        k = int(rng.integers(1, min(s1.size, s2.size) + 1))
+        t.join(s1.atoms[s1.size - k:], s2.atoms[:k], "parts")
+        ea += s1.atoms[s1.size - k:].tolist()
+        eb += s2.atoms[:k].tolist()
     for _ in range(10):
         x, y = rng.integers(0, t.n_atoms, 5), rng.integers(0, t.n_atoms, 5)
         y[0] = -1  # an unlabelled position: blocked, not joined

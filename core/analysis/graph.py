@@ -11,6 +11,7 @@ import torch
 from core.errors import Cancelled, TraceError
 from core.analysis.groups import Group, build_groups
 from core.trace.gcpause import gc_paused
+from core.trace.hugepages import plain_pages
 from core.trace.inputs import ExampleInputs, as_example_inputs
 from core.adapters.heads import MODES
 from core.trace.tracer import Trace, trace_model
@@ -68,7 +69,7 @@ def analyze(model: torch.nn.Module, inputs, should_stop=None, options=None,
     mode = (options or {}).get("attention", "heads")
     if mode not in MODES:
         raise ValueError(f"attention pruning must be one of {', '.join(MODES)}, not {mode!r}")
-    with gc_paused():
+    with gc_paused(), plain_pages():
         try:
             trace = trace_model(model, (ex.args, ex.kwargs), should_stop=should_stop,
                                 options=options, values=values)

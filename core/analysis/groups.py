@@ -11,7 +11,8 @@ from functools import cached_property
 from dataclasses import dataclass, field
 
 import numpy as np
-from core.ops.atoms import Slot, lowest_in_component
+from core.ops.atoms import Slot
+from core.ops.components import lowest_in_component
 from core.trace.tracer import Trace
 
 
@@ -139,8 +140,10 @@ def _reasons(classes, flags, first, entries) -> list[str]:
 def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
     """Returns (groups, class of every atom, group of every class).
 
-    Whole-array passes over all atoms (slots own consecutive atom ranges, in slot order), so the
-    cost does not grow with the number of Python objects beyond one Member per (slot, group)."""
+    Whole-array passes, so the cost does not grow with the number of Python objects beyond one
+    Member per (slot, group). A slot merged onto its chain's lowest slot (``table.merged``) has
+    that slot's classes index by index, so the passes run over the atoms of chain roots only
+    (on an LLM a third of all atoms) and chain members share their root's index map."""
     table = trace.table
     cls = table.components()
     n_cls = int(cls.max()) + 1 if cls.size else 0
@@ -150,56 +153,73 @@ def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
     blocked, block_first = _first_reasons(table.blocked, cls, n_cls)
     approx, approx_first = _first_reasons(table.approx, cls, n_cls)
     slots = table.slots
-    sizes = np.fromiter((s.size for s in slots), np.int64, len(slots))
-    slot_of = np.repeat(np.arange(len(slots), dtype=np.int64), sizes)  # slot of every atom
-    out_role = np.fromiter((s.role == "out" for s in slots), bool, len(slots))
+    n_slots = len(slots)
+    sizes = np.fromiter((s.size for s in slots), np.int64, n_slots)
+    slot_start = np.fromiter((s.start for s in slots), np.int64, n_slots)
+    out_role = np.fromiter((s.role == "out" for s in slots), bool, n_slots)
+    src, dst = table.merged
+    si = np.searchsorted(slot_start, src, side="right") - 1  # an empty slot may share its start
+    di = np.searchsorted(slot_start, dst, side="right") - 1
+    chain = np.arange(n_slots)  # the chain root of every slot (itself for a root)
+    chain[si] = di
+    root_slot = np.ones(n_slots, bool)
+    root_slot[si] = False
+    roots = np.flatnonzero(root_slot & (sizes > 0))
+    root_sizes = sizes[roots]
+    offset = np.zeros(n_slots, np.int64)  # where a root slot's atoms start among roots' atoms
+    offset[roots] = np.cumsum(root_sizes) - root_sizes
+    offset = offset[chain]
+    cr = cls[np.repeat(root_slot, sizes)].astype(np.intp)  # the roots' atoms' classes (indices)
+    slot_of = np.repeat(roots, root_sizes)  # root slot of each of those atoms
+
     has_out = np.zeros(n_cls, bool)
-    has_out[cls[out_role[slot_of]]] = True
-    producer = np.zeros(table.n_atoms, bool)
-    for atoms in table.producers:
-        producer[atoms] = True
-    has_out[cls[producer]] = True
+    role = out_role.copy()  # a chain with an "out" slot: its root's classes are outputs
+    np.logical_or.at(role, di, out_role[si])
+    has_out[cr[role[slot_of]]] = True
     # a parameter is a producer when a layer outputs its rows, even through a chunk or transpose
     out_slot = out_role.copy()
-    out_slot[np.unique(slot_of[producer])] = True
+    if table.producers:
+        produced = np.concatenate([np.asarray(a, np.int64).ravel() for a in table.producers])
+        has_out[cls[produced]] = True
+        out_slot[np.searchsorted(slot_start, produced, side="right") - 1] = True
 
     # Classes that share a producer (an "out" slot, or a residual add joining two producers) form
     # one group. Consumers (a conv reading a concat, a BN after it) may span several groups and
     # are members of each with a partial index map, as in the paper.
     # Edges: the classes of each slot (a consumer's: only those without a producer) to its first.
-    # A slot merged onto its chain's lowest slot has that slot's classes: only chain roots add
-    # edges, with the chain's producers, so the graph shrinks by the chain length (~5 slots).
-    src, dst = table.merged
-    slot_start = np.fromiter((s.start for s in slots), np.int64, len(slots))
-    si = np.searchsorted(slot_start, src, side="right") - 1  # an empty slot may share its start
-    np.logical_or.at(out_slot, np.searchsorted(slot_start, dst, side="right") - 1, out_slot[si])
-    root_slot = np.ones(len(slots), bool)
-    root_slot[si] = False
-    keep = (out_slot[slot_of] | ~has_out[cls]) & root_slot[slot_of]
-    ks, kc = slot_of[keep], cls[keep]
+    # Only chain roots add edges, with the chain's producers, so the graph shrinks by the chain
+    # length (~5 slots).
+    np.logical_or.at(out_slot, di, out_slot[si])
+    keep = out_slot[slot_of] | ~has_out[cr]
+    ks, kc = slot_of[keep], cr[keep]
     head = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]]) if ks.size else np.zeros(0, np.int64)
     a = np.repeat(kc[head], np.diff(np.r_[head, ks.size]))
+    del keep, ks, slot_of
     low = lowest_in_component(a, kc, n_cls)
-    roots = np.flatnonzero(low == np.arange(n_cls))
-    n_grp = roots.size
+    del a, kc
+    tops = np.flatnonzero(low == np.arange(n_cls))
+    n_grp = tops.size
     grp = np.empty(n_cls, np.int64)  # groups numbered by their lowest class, as scipy numbers them
-    grp[roots] = np.arange(n_grp)
+    grp[tops] = np.arange(n_grp)
     grp = grp[low]
 
     # number groups in order of first appearance of their slots (stable, traversal order); most
     # slots lie in one group, so this is done per slot, per atom only for the others
-    ga = grp[cls]
+    ga = grp[cr]
     nonempty = np.flatnonzero(sizes)
-    first = slot_start[nonempty]
-    lo = np.minimum.reduceat(ga, first) if first.size else first
-    hi = np.maximum.reduceat(ga, first) if first.size else first
+    lo = np.zeros(n_slots, np.int64)
+    hi = np.zeros(n_slots, np.int64)
+    if roots.size:
+        lo[roots] = np.minimum.reduceat(ga, offset[roots])
+        hi[roots] = np.maximum.reduceat(ga, offset[roots])
+    lo, hi = lo[chain[nonempty]], hi[chain[nonempty]]
     whole = lo == hi
     first_seen = np.full(n_grp, np.iinfo(np.int64).max)
     np.minimum.at(first_seen, lo[whole], nonempty[whole])
     split = nonempty[~whole].tolist()
     for si in split:
-        s = slots[si]
-        np.minimum.at(first_seen, ga[s.start:s.start + s.size], si)
+        o = int(offset[si])
+        np.minimum.at(first_seen, ga[o:o + slots[si].size], si)
     order = np.argsort(first_seen, kind="stable")
     remap = np.empty(n_grp, np.int64)
     remap[order] = np.arange(n_grp)
@@ -212,16 +232,19 @@ def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
     local[order_c] = np.arange(n_cls) - np.repeat(starts, counts)
 
     members: list[list[Member]] = [[] for _ in range(n_grp)]
-    l_atom = local[cls]
+    l_atom = local[cr]  # index maps: a chain's slots share their root's (read-only) views
+    l_atom.flags.writeable = False
     slot_groups = {}  # id(slot atoms) -> the slot's groups (numbered as below)
-    for si, g in zip(nonempty[whole].tolist(), remap[lo[whole]].tolist()):
+    for si, g, o in zip(nonempty[whole].tolist(), remap[lo[whole]].tolist(),
+                        offset[nonempty[whole]].tolist()):
         s = slots[si]  # the common case: the whole slot lies in one group
-        members[g].append(Member(s, l_atom[s.start:s.start + s.size]))
+        members[g].append(Member(s, l_atom[o:o + s.size]))
         slot_groups[id(s.atoms)] = (g,)
     for si in split:
         s = slots[si]
-        lm = l_atom[s.start:s.start + s.size]
-        gs = remap[ga[s.start:s.start + s.size]]
+        o = int(offset[si])
+        lm = l_atom[o:o + s.size]
+        gs = remap[ga[o:o + s.size]]
         slot_groups[id(s.atoms)] = tuple(np.unique(gs).tolist())
         for g in slot_groups[id(s.atoms)]:
             members[g].append(Member(s, np.where(gs == g, lm, -1)))
@@ -247,7 +270,8 @@ def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
         ar = _reasons(classes, approx, approx_first, table.approx) if any_approx[gid] else []
         kept.append(Group(len(kept), ms, int(classes.size), prunable, exact, br[:20], ar[:20]))
     group_of_class = new_id[group_of_class]
-    slot_groups = {k: [int(new_id[g]) for g in gs] for k, gs in slot_groups.items()}
+    ids = new_id.tolist()  # (a Python list: indexing a numpy array per slot costs more)
+    slot_groups = {k: [ids[g] for g in gs] for k, gs in slot_groups.items()}
     _assign_nodes(kept, trace.node_atoms, slot_groups, lambda arr: group_of_class[cls[arr]])
     return kept, cls, group_of_class
 
@@ -259,14 +283,15 @@ def _assign_nodes(groups: list[Group], node_atoms: dict, slot_groups: dict, grou
     every atom would be one more array the size of the model's channels, slow to allocate)."""
     if not node_atoms or not groups:
         return
-    seen = dict(slot_groups)
+    seen = {k: [g for g in gs if g >= 0] for k, gs in slot_groups.items()}
+    nodes_of = [g.nodes for g in groups]
     for node, arrays in node_atoms.items():
         for arr in arrays:
             gs = seen.get(id(arr))
             if gs is None:
                 ga = groups_of(arr)
                 lo, hi = (int(ga.min()), int(ga.max())) if ga.size else (-1, -1)
-                gs = seen[id(arr)] = [lo] if lo == hi else np.unique(ga).tolist()
+                gs = seen[id(arr)] = [g for g in ([lo] if lo == hi else np.unique(ga).tolist())
+                                      if g >= 0]
             for g in gs:
-                if g >= 0:
-                    groups[g].nodes.add(node)
+                nodes_of[g].add(node)

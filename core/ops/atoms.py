@@ -7,17 +7,17 @@ must be removed together (a residual add, a consumer's input columns, a BatchNor
 atoms are *joined*; where a labelled position meets an unlabelled one that cannot shrink, the atom is
 *blocked*. Connected components of joined atoms are the channels of the coupled groups.
 
-Joins are only recorded during tracing and solved once at the end with a sparse connected-components
-pass, which keeps tracing linear in model size.
+Joins are only recorded during tracing and solved once at the end (``core.ops.components``), which
+keeps tracing linear in model size.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 import torch
+
+from core.ops.components import atom_classes
 
 NO_ATOM = -1  # position carries no prunable channel (model input, constant, unknown op output)
 
@@ -179,6 +179,10 @@ class AtomTable:
         """Whether any position of ``atoms`` carries an atom."""
         return id(atoms) in self._slot_arrays or bool((atoms >= 0).any())
 
+    def has_all_atoms(self, atoms: np.ndarray) -> bool:
+        """Whether every position of ``atoms`` carries an atom."""
+        return id(atoms) in self._slot_arrays or not (atoms < 0).any()
+
     def block(self, atoms: np.ndarray, reason: str) -> None:
         atoms = np.asarray(atoms, dtype=np.int64).ravel()
         atoms = atoms[atoms >= 0]
@@ -193,96 +197,6 @@ class AtomTable:
 
     def components(self) -> np.ndarray:
         """Class id of every atom (connected components of the join graph), numbered in order of
-        each class's lowest atom.
-
-        Most joins couple two whole slots index by index (a layer's output with the next one's
-        input): those are merged per slot first, each slot's atoms mapped onto the lowest slot of
-        its chain (``rep``). The other joins only touch a few of the remaining atoms, so their
-        components are solved on those atoms alone, not on a graph over all of them."""
-        n = self.n_atoms
-        if n == 0:
-            return np.zeros(0, dtype=np.int64)
-        rep = np.arange(n, dtype=np.int64)
-        if self._slot_pairs:
-            pairs = np.array(self._slot_pairs, dtype=np.int64)
-            starts, root = _components_of(pairs[:, 0], pairs[:, 1], n, sort=True)  # chain's lowest
-            size = np.empty(starts.size, np.int64)
-            size[np.searchsorted(starts, pairs[:, 0])] = pairs[:, 2]
-            size[np.searchsorted(starts, pairs[:, 1])] = pairs[:, 2]
-            moved = root != starts
-            src, dst, z = starts[moved], root[moved], size[moved]
-            if int(z.sum()) > 1 << 20:  # large slots (an LLM): no temporaries of that size
-                for s, d, k in zip(src.tolist(), dst.tolist(), z.tolist()):
-                    np.add(_iota(k), d, out=rep[s:s + k])
-            else:
-                offs = np.arange(int(z.sum()), dtype=np.int64) - np.repeat(np.cumsum(z) - z, z)
-                rep[np.repeat(src, z) + offs] = np.repeat(dst, z) + offs
-            self.merged = (src, dst)
-        if self._join_a:
-            nodes, low = _components_of(rep[np.concatenate(self._join_a)],
-                                        rep[np.concatenate(self._join_b)], n)
-            if nodes is None:  # every atom took part
-                rep = low[rep]
-            else:
-                lowest = np.arange(n, dtype=np.int64)
-                lowest[nodes] = low
-                rep = lowest[rep]
-        # rep[x] is now the lowest atom of x's class (rep[x] <= x, and every class's lowest atom
-        # is its own rep): numbering the roots in order numbers the classes by their lowest atom
-        roots = np.flatnonzero(rep == _iota(n))
-        number = np.empty(n, np.int64)  # (a cumulative sum of a bool mask is several times slower)
-        number[roots] = _iota(roots.size)
-        return number[rep]
-
-
-_IOTA = np.arange(0, dtype=np.int64)
-
-
-def _iota(n: int) -> np.ndarray:
-    """``arange(n)``, read-only, from a cache kept up to 2M entries: a fresh large array costs
-    its page faults on every call, more than the arithmetic on it."""
-    global _IOTA
-    if n > _IOTA.size:
-        if n > 1 << 21:
-            return np.arange(n, dtype=np.int64)
-        _IOTA = np.arange(max(n, 2 * _IOTA.size), dtype=np.int64)
-        _IOTA.flags.writeable = False
-    return _IOTA[:n]
-
-
-def _components_of(a: np.ndarray, b: np.ndarray, n: int, sort: bool = False):
-    """Components of the graph of edges a[i]-b[i] over atoms 0..n-1: (the atoms the edges touch,
-    ascending, or None for all n; the lowest atom of each one's component). When edges are few,
-    only the atoms they touch enter the graph (found by a sort)."""
-    if sort or a.size * 8 < n:
-        nodes, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
-        return nodes, nodes[lowest_in_component(inv[:a.size], inv[a.size:], nodes.size)]
-    return None, lowest_in_component(a, b, n)
-
-
-def lowest_in_component(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
-    """Per node 0..n-1 of the undirected graph with edges a[i]-b[i]: the lowest node of its
-    connected component. Hooking each edge's higher root onto the lower one, then jumping pointers
-    until every node points at its root, takes a few whole-array rounds on the graphs a trace
-    makes (chains and stars); scipy's traversal, whose fixed cost is larger on small graphs,
-    takes over if the rounds do not settle quickly."""
-    # (int32 where it fits: on an LLM these arrays are millions long, and fresh memory is slow)
-    lab = np.arange(n, dtype=np.int32 if n < 1 << 31 else np.int64)
-    for _ in range(8):
-        la, lb = lab[a], lab[b]
-        lo, hi = np.minimum(la, lb), np.maximum(la, lb)
-        diff = lo != hi
-        if not diff.any():
-            return lab
-        np.minimum.at(lab, hi[diff], lo[diff])  # hi are roots: this links whole trees
-        nxt = np.empty_like(lab)  # two buffers in turn: no fresh array per jump
-        while True:
-            np.take(lab, lab, out=nxt, mode="clip")  # (every index is valid: clip is never used)
-            if np.array_equal(nxt, lab):
-                break
-            lab, nxt = nxt, lab
-    g = coo_matrix((np.ones(a.size, dtype=np.float64), (a, b)), shape=(n, n))
-    comp = connected_components(g.tocsr(), directed=False)[1]
-    first = np.full(int(comp.max()) + 1 if comp.size else 0, n, np.int64)
-    np.minimum.at(first, comp, _iota(n))
-    return first[comp]
+        each class's lowest atom; sets ``merged`` (see ``core.ops.components``)."""
+        cls, self.merged = atom_classes(self.n_atoms, self._slot_pairs, self._join_a, self._join_b)
+        return cls

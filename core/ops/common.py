@@ -9,10 +9,16 @@ from core.ops.atoms import NO_ATOM, Labeling
 def combine(ctx, vecs, e, call):
     if not vecs:
         return []
+    table = ctx.table
+    why = ctx.reason(call, "element-wise with a tensor that cannot be pruned")
     acc = first = vecs[0]
+    if first.size and all(table.has_all_atoms(v) for v in vecs):  # (a slot's: an id check)
+        for v in vecs[1:]:  # every position labelled: position i of each with the first's
+            table.join(first, v, why)
+        return [Labeling((e,), first)]
     fixed = acc < 0
     for v in vecs[1:]:
-        ctx.table.join(acc, v, ctx.reason(call, "element-wise with a tensor that cannot be pruned"))
+        table.join(acc, v, why)
         fixed |= v < 0
         acc = np.where(acc >= 0, acc, v)
     if first.size and not fixed.any():  # every position labelled: the first operand's array

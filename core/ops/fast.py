@@ -21,6 +21,9 @@ def _fast_cat(ctx, call):
     dim = call.args[1] if len(call.args) > 1 else call.kwargs.get("dim", 0)
     if not isinstance(tensors, (list, tuple)) or not tensors:
         return None
+    # cat skips 1-D empty tensors (a KV cache's first update: cat([empty, k], dim=-2))
+    tensors = [t for t in tensors if not (isinstance(t, torch.Tensor) and t.shape == (0,))] \
+        or tensors
     nd = tensors[0].ndim
     dim = dim % nd
     per = []
@@ -158,6 +161,20 @@ def _fast_pad(ctx, call):
     return [[Labeling(lab.dims, lab.atoms)]]
 
 
+def _fast_unsqueeze(ctx, call):
+    """A new size-1 dim: labelled dims at or after it move up by one."""
+    x = call.args[0] if call.args else None
+    d = call.args[1] if len(call.args) > 1 else call.kwargs.get("dim")
+    if not isinstance(x, torch.Tensor) or not isinstance(d, int) or len(call.out_tensors) != 1 \
+            or any(ctx.labels(t) for t in call.in_tensors if t is not x):
+        return None
+    labs = ctx.labels(x)
+    if any(len(lab.dims) > 1 for lab in labs):  # the replay also merges split channel dims
+        return None
+    d %= x.ndim + 1
+    return [[Labeling((lab.dims[0] + (lab.dims[0] >= d),), lab.atoms) for lab in labs]]
+
+
 def _fast_contiguous(ctx, call):
     got = _single_dim_input(ctx, call)
     if got is None:
@@ -260,4 +277,5 @@ FAST_PATHS = {
     "swapdims": _fast_permute,
     "roll": _fast_other_dims(2, "dims"), "flip": _fast_other_dims(1, "dims"),
     "pad": _fast_pad, "constant_pad_nd": _fast_pad, "contiguous": _fast_contiguous,
+    "unsqueeze": _fast_unsqueeze,
 }

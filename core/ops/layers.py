@@ -61,9 +61,12 @@ def conv_tbc(ctx, call):
 def _couple_groups(ctx, call, x_in, out_atoms, groups):
     """Grouped/depthwise conv: input group i only feeds output group i. Whole groups are removed
     (their inputs and outputs together), which keeps every group the same size."""
-    if (x_in < 0).any():
+    if not ctx.table.has_all_atoms(x_in):
         ctx.table.block(out_atoms, ctx.reason(call, "grouped conv on channels that cannot be pruned"))
         ctx.table.block(x_in, ctx.reason(call, "grouped conv"))
+        return
+    if groups == x_in.size == out_atoms.size:  # depthwise: input i with output i (most often two
+        ctx.table.join(x_in, out_atoms, "depthwise conv")  # whole slots: one pair, no rows)
         return
     ctx.table.join_rows(np.concatenate([x_in.reshape(groups, -1), out_atoms.reshape(groups, -1)],
                                        axis=1))

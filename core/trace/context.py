@@ -199,13 +199,18 @@ class TensorLabels:
     def set(self, t, labs: list[Labeling]):
         if not isinstance(t, torch.Tensor):
             return
-        labs = [lab for lab in labs if self.table.has_atoms(lab.atoms)]
-        rec = self.lookup(t)
-        node = rec[2] if rec else self.current_node
-        self.info[id(t)] = (weakref.ref(t), labs, node)
-        if labs and self.current_node is not None:
-            self.node_atoms.setdefault(self.current_node, []).extend(
-                lab.atoms if lab.atoms.ndim == 1 else lab.atoms.ravel() for lab in labs)
+        has = self.table.has_atoms
+        labs = [lab for lab in labs if has(lab.atoms)]
+        info, cur = self.info, self.current_node
+        rec = info.get(id(t))
+        node = rec[2] if rec is not None and rec[0]() is t else cur
+        info[id(t)] = (weakref.ref(t), labs, node)
+        if labs and cur is not None:
+            seen = self.node_atoms.get(cur)
+            if seen is None:
+                seen = self.node_atoms[cur] = []
+            for lab in labs:
+                seen.append(lab.atoms if lab.atoms.ndim == 1 else lab.atoms.ravel())
 
     def reason(self, call: Call, text: str) -> str:
         where = f"{call.name}" + (f" in {call.scope}" if call.scope else "")
