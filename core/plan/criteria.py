@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.errors import PlanError
+from core.errors import Cancelled, PlanError
 from core.registry import Registry
 
 CRITERIA: Registry[type["Criterion"]] = Registry("importance criterion")
@@ -135,8 +135,10 @@ def _scatter(group, member, values: np.ndarray, out: np.ndarray):
 
 
 def group_scores(dg, model: nn.Module, criterion: str = "l2", calibration: Callable | None = None,
-                 seed: int = 0, normalise: bool = True) -> dict[int, np.ndarray]:
-    """Channel scores of every prunable group (higher = more important)."""
+                 seed: int = 0, normalise: bool = True,
+                 should_stop: Callable[[], bool] | None = None) -> dict[int, np.ndarray]:
+    """Channel scores of every prunable group (higher = more important); ``should_stop()`` is
+    asked before each group (:class:`Cancelled` when it says so)."""
     if criterion not in CRITERIA:
         raise PlanError(f"unknown importance criterion '{criterion}' (choose from {', '.join(CRITERIA)})")
     cls = CRITERIA.get(criterion)
@@ -144,6 +146,8 @@ def group_scores(dg, model: nn.Module, criterion: str = "l2", calibration: Calla
     scorer = cls(model, grads, np.random.default_rng(seed))
     scores = {}
     for g in dg.prunable_groups:
+        if should_stop is not None and should_stop():
+            raise Cancelled("importance scoring cancelled")
         s = scorer.group_scores(g)
         if normalise:
             mean = s[g.prunable].mean() if g.prunable.any() else 0.0

@@ -45,6 +45,7 @@ class ModelController(QObject):
         ctx.tasks.idle.connect(lambda: QTimer.singleShot(0, self._restore_estimate))
         self._replacing = None  # [session] being replaced by the load in flight
         self._importance_for = None  # the session whose importance column is being scored
+        self._importance_task = None  # ... and its task, cancelled if that session is replaced
         ctx.stateChanged.connect(self._refresh)
         ctx.resultChanged.connect(self._show_kept)
         ctx.ui.view.viewport().installEventFilter(self)
@@ -209,6 +210,8 @@ class ModelController(QObject):
         t = time.perf_counter()
         old = ctx.session
         if old is not None and old is not s:  # freed by reference counts, watched until settled
+            if self._importance_task is not None:  # scoring the old model: its CPU goes to s
+                self._importance_task.cancel()
             gcpolicy.replacing(old, old.model, old.dg.graph)
             # freeing a big model object by object takes ~90 ms (a 20k-node graph): after the
             # new graph is on screen, in _settle, not in this turn
@@ -285,10 +288,15 @@ class ModelController(QObject):
         self.ctx.settled.emit()
         s = self.ctx.session
         if s is not None and not s.meta:  # the importance column, scored on a worker
-            t = worker.Task("importance", sess.ensure_importance, s, with_callbacks=False)
+            t = worker.Task("importance", sess.ensure_importance, s)
             t.finished.connect(self._show_importance)
+            t.done.connect(self._importance_done)
             self._importance_for = weakref.ref(s)  # never what keeps a replaced model alive
+            self._importance_task = t
             worker.start(t)
+
+    def _importance_done(self):
+        self._importance_task = None
 
     def _show_importance(self, imps):
         if self._importance_for is not None and self._importance_for() is self.ctx.session:

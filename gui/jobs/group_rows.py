@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from core.errors import Cancelled
 from core.plan.criteria import group_scores
 
 
@@ -31,11 +32,15 @@ def attention_unit(g) -> str | None:
     return None
 
 
-def row_importance(dg, model, criterion="l2") -> dict:
+def row_importance(dg, model, criterion="l2", should_stop=None) -> dict:
     """Group id -> mean importance of its prunable channels (NaN: none, or not scorable). It
-    touches every weight: the window computes it after the graph is on screen."""
+    touches every weight: the window computes it after the graph is on screen (and stops it,
+    ``should_stop``, when the model is replaced)."""
     try:
-        scores = group_scores(dg, model, criterion, normalise=False) if criterion != "taylor" else {}
+        scores = group_scores(dg, model, criterion, normalise=False,
+                              should_stop=should_stop) if criterion != "taylor" else {}
+    except Cancelled:
+        raise
     except Exception:  # noqa: BLE001 - importance is informative only; the table works without it
         scores = {}
     out = {}

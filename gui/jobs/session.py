@@ -139,12 +139,12 @@ def ensure_cost(session: Session):
     return session.cost
 
 
-def ensure_importance(session: Session) -> dict:
+def ensure_importance(session: Session, progress=None, should_stop=None) -> dict:
     """Group id -> importance for the group table, scored once on a worker after the load (and
     written into ``session.rows``). Empty on the meta device (no weights)."""
     if session.meta:
         return {}
-    imps = row_importance(session.dg, session.model)
+    imps = row_importance(session.dg, session.model, should_stop=should_stop)
     for r in session.rows:
         r["importance"] = imps.get(r["id"], float("nan"))
     return imps
