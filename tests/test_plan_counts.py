@@ -102,3 +102,14 @@ def test_a_member_emptied_by_the_plan_keeps_its_best_channel():
     # all four: the left conv would lose every output; its best channel stays
     plan = plan_from_counts(dg, scores, {g.id: 4}, settings, {})
     assert plan.removed[g.id] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("bad", [-1, 8, 9, 100])
+def test_channel_indices_outside_a_group_are_refused_in_one_line(bad):
+    model = Dense().eval()
+    dg = analyze_model(model, torch.randn(1, 3, 8, 8))
+    g = next(g for g in dg.prunable_groups if g.n_channels == 8)
+    plan = PruningPlan({g.id: [0, bad]})
+    for ask in (plan.kept_indices, plan.kept_counts):
+        with pytest.raises(PlanError, match="outside 0..7"):
+            ask(dg)

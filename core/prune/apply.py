@@ -16,6 +16,7 @@ from torch import nn
 from core import families
 from core.errors import PlanError
 from core.prune.copying import copy_model
+from core.prune.slots import check_removed, layout_of
 
 MODULE_UPDATERS: list[tuple[type, Callable]] = []
 
@@ -51,11 +52,9 @@ class PruningPlan:
 
     def kept_counts(self, dg) -> dict[str, dict[int, int]]:
         """tensor name -> dim -> how many indices stay: what the FLOPs/parameter estimate needs,
-        without building index lists (the planner's bisection and rounding ask hundreds of times)."""
-        out: dict[str, dict[int, int]] = {}
-        for (name, dim), drop in self._drops(dg).items():
-            out.setdefault(name, {})[dim] = int(drop.size - np.count_nonzero(drop))
-        return out
+        without building index lists (the planner's bisection and rounding ask hundreds of times;
+        core/prune/slots.py counts them in whole-array operations)."""
+        return layout_of(dg).kept_counts(dg, self.removed)
 
     def _drops(self, dg) -> dict[tuple[str, int], np.ndarray]:
         """(tensor name, dim) -> mask of the indices removed. A slot shared by several groups (a
@@ -65,16 +64,10 @@ class PruningPlan:
             if not len(chans):
                 continue
             grp = dg.groups[gid]
-            rm = np.asarray(chans, dtype=np.int64)
-            if not grp.prunable[rm].all():
-                bad = [int(c) for c in rm if not grp.prunable[c]][:5]
-                raise PlanError(f"group {gid} ({grp.root}): channels {bad} are blocked "
-                                f"({'; '.join(grp.blocked_reasons[:2]) or 'no producing layer'})")
+            rm = check_removed(grp, gid, chans)
             # removed channels as a lookup table (np.isin costs ~50 us a call on small arrays);
             # two extra False entries catch positions outside the group (-1, or >= n)
             n = len(grp.prunable)
-            if rm.min() < 0:
-                raise PlanError(f"group {gid} ({grp.root}): negative channel indices")
             table = np.zeros(n + 2, bool)
             table[rm] = True
             for m in grp.members:
