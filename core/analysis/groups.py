@@ -271,19 +271,20 @@ def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
         kept.append(Group(len(kept), ms, int(classes.size), prunable, exact, br[:20], ar[:20]))
     group_of_class = new_id[group_of_class]
     ids = new_id.tolist()  # (a Python list: indexing a numpy array per slot costs more)
-    slot_groups = {k: [ids[g] for g in gs] for k, gs in slot_groups.items()}
+    slot_groups = {k: [i for g in gs if (i := ids[g]) >= 0] for k, gs in slot_groups.items()}
     _assign_nodes(kept, trace.node_atoms, slot_groups, lambda arr: group_of_class[cls[arr]])
     return kept, cls, group_of_class
 
 
 def _assign_nodes(groups: list[Group], node_atoms: dict, slot_groups: dict, groups_of) -> None:
     """Every node joins the groups of the atoms it touches. Labels pass through most ops as the
-    same array object, most of them a slot's own (``slot_groups``: id -> its groups); the groups
-    of any other array are computed once, by ``groups_of(array)`` (per array: a group map of
-    every atom would be one more array the size of the model's channels, slow to allocate)."""
+    same array object, most of them a slot's own (``slot_groups``: id -> its kept groups; the
+    other arrays are added to it); the groups of any other array are computed once, by
+    ``groups_of(array)`` (per array: a group map of every atom would be one more array the size
+    of the model's channels, slow to allocate)."""
     if not node_atoms or not groups:
         return
-    seen = {k: [g for g in gs if g >= 0] for k, gs in slot_groups.items()}
+    seen = slot_groups
     nodes_of = [g.nodes for g in groups]
     for node, arrays in node_atoms.items():
         for arr in arrays:

@@ -19,7 +19,7 @@ from torch.utils._pytree import tree_flatten  # noqa: PLC2701 (torch's pytree: n
 from core.ops.atoms import NO_ATOM, AtomTable, Labeling
 
 
-@dataclass
+@dataclass(slots=True)  # one per recorded call
 class Call:
     """One recorded call: a torch function, or a leaf module traced as one op (``func`` is then
     the module and ``args`` its positional inputs)."""

@@ -102,7 +102,7 @@ class _Tracer(TensorLabels, TorchFunctionMode):
         self.should_stop = None  # polled every 16 nodes: cancel
         self.values = None  # a ShapeOnly when costly ops are not computed (see core.trace.values)
         self._context = HandlerContext(self, {})
-        self._direct_runs = {}  # spec -> its run (see direct)
+        self._direct_runs = {}  # class -> its direct run or None (see direct)
 
     def module_named(self, name: str):
         return self.modules_by_name.get(name)
@@ -156,12 +156,13 @@ class _Tracer(TensorLabels, TorchFunctionMode):
     def direct(self, mod):
         """For ``wrap_module_calls``: a module whose forward is one known functional call
         (``core.trace.direct``) hands that call straight to the tracer."""
-        spec = direct_spec(mod)
-        if spec is None:
+        if "forward" in mod.__dict__:
             return None
-        run = self._direct_runs.get(spec)
-        if run is None:
-            run = self._direct_runs[spec] = direct_runner(self, spec)
+        cls = type(mod)
+        run = self._direct_runs.get(cls, False)  # (per class: asked for every module)
+        if run is False:
+            spec = direct_spec(mod)
+            run = self._direct_runs[cls] = None if spec is None else direct_runner(self, spec)
         return run
 
     def _shape_read(self, name, args):
@@ -244,8 +245,14 @@ class _Tracer(TensorLabels, TorchFunctionMode):
         call = Call(name, func, args, kwargs, in_tensors, out_tensors, node, scope)
         self.current_node = node
         # in-place ops return their input: keep its labels visible to the handler
-        in_ids = {id(t) for t in in_tensors}
-        prev = {id(o): self.labels(o) for o in out_tensors if id(o) in in_ids}
+        prev = None
+        for o in out_tensors:
+            for t in in_tensors:
+                if o is t:
+                    if prev is None:
+                        prev = {}
+                    prev[id(o)] = self.labels(o)
+                    break
         info = self.info
         for o in out_tensors:  # default: the output carries no channels until the handler says so
             info[id(o)] = (weakref.ref(o), [], node)
@@ -380,6 +387,7 @@ def _trace_once(model, inputs, should_stop, options, shape_only: bool):
         # the shared handler context points back at the tracer: a cycle that would keep the model
         # and graph alive until a full collection (the window frees models by reference counts)
         tracer._context = None
+        tracer._direct_runs = {}  # (the same for the direct runners: closures over the tracer)
         for h in hooks:
             h.remove()
         if unwrap is not None:
