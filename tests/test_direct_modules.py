@@ -176,3 +176,30 @@ def test_direct_calls_are_taken(monkeypatch):
     analyze(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()), torch.randn(1, 3, 5, 5))
     assert taken == ["conv2d", "batch_norm", "relu"]
     assert not dims  # BatchNorm's forward (which checks the input's rank) did not run
+
+
+class Shared(nn.Module):
+    """A module and a parameter reachable under two names, empty slots, a nested buffer."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(2, 2)
+        self.b = self.a
+        self.c = nn.Sequential(self.a, nn.BatchNorm1d(2), nn.ReLU())
+        self.d = None
+        self.register_buffer("z", None)
+        self.w = self.a.weight
+
+
+@pytest.mark.parametrize("make", [Shared, Net, lambda: __import__("torchvision").models.mobilenet_v3_small()])
+def test_named_tensors_walk_is_torchs(make):
+    """The tracer's one-walk names are the first names torch's own walks give, in their order."""
+    from core.trace.context import named_tensors
+    model = make()
+    names, modules, by_name = named_tensors(model)
+    want = {id(p): (n, False) for n, p in model.named_parameters()}
+    for n, b in model.named_buffers():
+        want.setdefault(id(b), (n, True))
+    assert list(names.items()) == list(want.items())
+    assert list(by_name.items()) == list(model.named_modules())
+    assert modules == {id(m): n for n, m in model.named_modules()}

@@ -16,10 +16,11 @@ from core.ops.components import lowest_in_component
 from core.trace.tracer import Trace
 
 
-@dataclass
+@dataclass(slots=True)  # one per (slot, group): no __dict__ each
 class Member:
     slot: Slot
     index_map: np.ndarray  # per index along slot.dim: the group channel it belongs to (-1: none)
+    _in_order: bool | None = field(default=None, repr=False, compare=False)  # see in_order
 
     @property
     def name(self) -> str:
@@ -29,10 +30,10 @@ class Member:
     def in_order(self) -> bool:
         """Whether index i along the slot is the group's channel i, for every i (worked out once:
         importance scores ask on every plan)."""
-        v = self.__dict__.get("_in_order")
+        v = self._in_order
         if v is None:
             im = self.index_map
-            v = self.__dict__["_in_order"] = bool(
+            v = self._in_order = bool(
                 im.size == 0 or (im[0] == 0 and im[-1] == im.size - 1 and (np.diff(im) == 1).all()))
         return v
 
