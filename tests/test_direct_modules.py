@@ -203,3 +203,33 @@ def test_named_tensors_walk_is_torchs(make):
     assert list(names.items()) == list(want.items())
     assert list(by_name.items()) == list(model.named_modules())
     assert modules == {id(m): n for n, m in model.named_modules()}
+
+
+def test_a_class_registered_as_leaf_module_is_traced_as_one(monkeypatch):
+    """A leaf module's registration wins over its direct call; calls inside a leaf run as usual."""
+    from core.ops import registry
+
+    class Block(nn.Module):  # a leaf whose forward calls a direct module
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    seen = []
+
+    def handler(ctx, call):
+        seen.append((call.name, call.scope))
+        ctx.set(call.out_tensors[0], ctx.labels(call.args[0]))
+
+    monkeypatch.setattr(registry, "LEAF_MODULES", [(nn.Linear, "my_linear", None),
+                                                   (Block, "my_block", None)] + registry.LEAF_MODULES)
+    monkeypatch.setattr(registry, "_LEAF_CACHE", {})
+    monkeypatch.setitem(registry.OP_HANDLERS, "my_linear", handler)
+    monkeypatch.setitem(registry.OP_HANDLERS, "my_block", handler)
+    net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), Block(), nn.ReLU())
+    dg = analyze(net, torch.randn(2, 4))
+    assert seen == [("my_linear", "0"), ("my_block", "2")]
+    assert [op for _, op in dg.graph.nodes(data="op")] == ["input", "my_linear", "relu", "my_block",
+                                                            "relu", "output"]
