@@ -16,10 +16,11 @@ from core.ops.components import lowest_in_component
 from core.trace.tracer import Trace
 
 
-@dataclass
+@dataclass(slots=True)  # one per (slot, group): no __dict__ each
 class Member:
     slot: Slot
     index_map: np.ndarray  # per index along slot.dim: the group channel it belongs to (-1: none)
+    _in_order: bool | None = field(default=None, repr=False, compare=False)  # see in_order
 
     @property
     def name(self) -> str:
@@ -29,10 +30,10 @@ class Member:
     def in_order(self) -> bool:
         """Whether index i along the slot is the group's channel i, for every i (worked out once:
         importance scores ask on every plan)."""
-        v = self.__dict__.get("_in_order")
+        v = self._in_order
         if v is None:
             im = self.index_map
-            v = self.__dict__["_in_order"] = bool(
+            v = self._in_order = bool(
                 im.size == 0 or (im[0] == 0 and im[-1] == im.size - 1 and (np.diff(im) == 1).all()))
         return v
 
@@ -271,19 +272,20 @@ def build_groups(trace: Trace) -> tuple[list[Group], np.ndarray, np.ndarray]:
         kept.append(Group(len(kept), ms, int(classes.size), prunable, exact, br[:20], ar[:20]))
     group_of_class = new_id[group_of_class]
     ids = new_id.tolist()  # (a Python list: indexing a numpy array per slot costs more)
-    slot_groups = {k: [ids[g] for g in gs] for k, gs in slot_groups.items()}
+    slot_groups = {k: [i for g in gs if (i := ids[g]) >= 0] for k, gs in slot_groups.items()}
     _assign_nodes(kept, trace.node_atoms, slot_groups, lambda arr: group_of_class[cls[arr]])
     return kept, cls, group_of_class
 
 
 def _assign_nodes(groups: list[Group], node_atoms: dict, slot_groups: dict, groups_of) -> None:
     """Every node joins the groups of the atoms it touches. Labels pass through most ops as the
-    same array object, most of them a slot's own (``slot_groups``: id -> its groups); the groups
-    of any other array are computed once, by ``groups_of(array)`` (per array: a group map of
-    every atom would be one more array the size of the model's channels, slow to allocate)."""
+    same array object, most of them a slot's own (``slot_groups``: id -> its kept groups; the
+    other arrays are added to it); the groups of any other array are computed once, by
+    ``groups_of(array)`` (per array: a group map of every atom would be one more array the size
+    of the model's channels, slow to allocate)."""
     if not node_atoms or not groups:
         return
-    seen = {k: [g for g in gs if g >= 0] for k, gs in slot_groups.items()}
+    seen = slot_groups
     nodes_of = [g.nodes for g in groups]
     for node, arrays in node_atoms.items():
         for arr in arrays:

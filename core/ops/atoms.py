@@ -47,7 +47,7 @@ class Slot:
             self.atoms = a
 
 
-@dataclass
+@dataclass(slots=True)  # made for most calls of a trace
 class Labeling:
     """Atom ids for a set of dimensions of one activation tensor.
 

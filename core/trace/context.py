@@ -19,7 +19,7 @@ from torch.utils._pytree import tree_flatten  # noqa: PLC2701 (torch's pytree: n
 from core.ops.atoms import NO_ATOM, AtomTable, Labeling
 
 
-@dataclass
+@dataclass(slots=True)  # one per recorded call
 class Call:
     """One recorded call: a torch function, or a leaf module traced as one op (``func`` is then
     the module and ``args`` its positional inputs)."""
@@ -104,12 +104,17 @@ def named_tensors(model: torch.nn.Module):
     for mname, mod in model.named_modules() if walk is None else walk:
         by_name[mname] = mod
         pre = mname + "." if mname else ""
-        for k, p in mod._parameters.items():
-            if p is not None and id(p) not in names:
-                names[id(p)] = (pre + k, False)
-        for k, b in mod._buffers.items():
-            if b is not None:
-                buffers.append((pre + k, b))
+        params, bufs = mod._parameters, mod._buffers
+        if params:  # (most modules hold none: activations, containers)
+            for k, p in params.items():
+                if p is not None:
+                    i = id(p)
+                    if i not in names:
+                        names[i] = (pre + k, False)
+        if bufs:
+            for k, b in bufs.items():
+                if b is not None:
+                    buffers.append((pre + k, b))
     for n, b in buffers:
         names.setdefault(id(b), (n, True))
     return names, {id(m): n for n, m in by_name.items()}, by_name
@@ -132,13 +137,16 @@ def _walk(model) -> list | None:
                                      cls.__hash__ is object.__hash__ and cls.__eq__ is object.__eq__)
         if not ok:
             return None
-        if id(mod) in seen:
+        if mod in seen:  # (identity: the class keeps object's hash and equality)
             continue
-        seen.add(id(mod))
+        seen.add(mod)
         out.append((prefix, mod))
-        children = [(f"{prefix}.{n}" if prefix else n, c) for n, c in mod._modules.items()
-                    if c is not None]
-        stack.extend(reversed(children))
+        kids = mod._modules
+        if kids:
+            pre = prefix + "." if prefix else ""
+            children = [(pre + n, c) for n, c in kids.items() if c is not None]
+            children.reverse()
+            stack.extend(children)
     return out
 
 

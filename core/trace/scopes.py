@@ -25,10 +25,12 @@ def _global_hooks() -> bool:
 _PLAIN: dict[type, bool] = {}  # class -> calls go through Module._call_impl (no TorchScript)
 
 
-def wrap_module_calls(modules, pre, post):
+def wrap_module_calls(modules, pre, post, direct=None):
     """Install ``pre(mod, args)`` / ``post(mod, args, out)`` (``out`` None when forward raised)
     around every call of each module in ``modules``, as global forward hooks would see them.
-    Returns a function that removes them, or None (nothing installed: use global hooks)."""
+    ``direct(mod)``: None, or ``run(mod, args, kwargs)`` that does the module's work in place of
+    its forward (returning ``NotImplemented`` when it does not). Returns a function that removes
+    them, or None (nothing installed: use global hooks)."""
     modules = list(modules)
     if _global_hooks():
         return None
@@ -48,7 +50,8 @@ def wrap_module_calls(modules, pre, post):
 
     try:
         for m in modules:
-            m.__dict__["_call_impl"] = _wrapper(m, torch.nn.Module._call_impl.__get__(m), pre, post)
+            m.__dict__["_call_impl"] = _wrapper(m, torch.nn.Module._call_impl.__get__(m), pre, post,
+                                                direct(m) if direct is not None else None)
             done.append(m)
     except Exception:
         remove()
@@ -56,7 +59,20 @@ def wrap_module_calls(modules, pre, post):
     return remove
 
 
-def _wrapper(mod, call, pre, post):
+def _wrapper(mod, call, pre, post, fast=None):
+    if fast is not None:
+        def run_fast(*args, **kwargs):
+            pre(mod, args)
+            out = None
+            try:
+                out = fast(mod, args, kwargs)
+                if out is NotImplemented:
+                    out = call(*args, **kwargs)
+            finally:
+                post(mod, args, out)
+            return out
+        return run_fast
+
     def run(*args, **kwargs):
         pre(mod, args)
         out = None

@@ -164,18 +164,33 @@ def sdpa_shape(args, kwargs):
     return tuple(q.shape[:-1]) + (v.shape[-1],)
 
 
+def _batch_norm_plain(x, per):
+    """x's shape if ``per`` (mean, var, weight, bias) are None or 1-D of x's channel count, of
+    x's float dtype and device, strided; None: the general check decides."""
+    dt, dev, ch = x.dtype, x.device, x.shape[1] if x.ndim >= 2 else -1
+    if ch < 0 or not dt.is_floating_point or x.layout != torch.strided:
+        return None
+    for t in per:
+        if t is not None and (not isinstance(t, torch.Tensor) or t.dtype != dt or t.device != dev or
+                              t.layout != torch.strided or t.ndim != 1 or t.shape[0] != ch):
+            return None
+    return tuple(x.shape)
+
+
 def batch_norm_shape(args, kwargs):
     """Inference-mode batch norm (training mode updates running statistics: it must run)."""
     x = args[0]
-    if len(args) >= 6 and not kwargs and args[5] is False and isinstance(x, torch.Tensor):
-        # F.batch_norm as nn.BatchNorm*d calls it: (x, mean, var, weight, bias, False, ...)
-        dt, dev, ch = x.dtype, x.device, x.shape[1] if x.ndim >= 2 else -1
-        if ch >= 0 and dt.is_floating_point and x.layout == torch.strided:
-            for t in args[1:5]:
-                if t is not None and (not isinstance(t, torch.Tensor) or t.dtype != dt or t.device != dev or
-                                      t.layout != torch.strided or t.ndim != 1 or t.shape[0] != ch):
-                    return None
-            return tuple(x.shape)
+    if isinstance(x, torch.Tensor):
+        if len(args) == 3 and kwargs.get("training") is False:
+            # F.batch_norm as nn.BatchNorm*d calls it: torch hands a mode (x, mean, var) and
+            # weight, bias, training, momentum, eps by name
+            out = _batch_norm_plain(x, (args[1], args[2], kwargs.get("weight"), kwargs.get("bias")))
+            if out is not None:
+                return out
+        elif len(args) >= 6 and not kwargs and args[5] is False:  # all by position
+            out = _batch_norm_plain(x, args[1:5])
+            if out is not None:
+                return out
     if _arg(args, kwargs, 5, "training", False) or not isinstance(x, torch.Tensor) or x.ndim < 2:
         return None
     per = [_arg(args, kwargs, i, n) for i, n in

@@ -11,7 +11,8 @@ Who calls what::
     trace_model(model, (args, kwargs))
     ├─ pre(mod)            module pre-hook: push the scope; a leaf module (register_leaf_module)
     │                      starts: the calls inside it run but are not recorded
-    ├─ model(*args)
+    ├─ model(*args)        nn.Conv2d, nn.BatchNorm2d, ... (core.trace.direct): their forward's
+    │   │                  one functional call goes straight to handle_call, forward is not run
     │   └─ every torch function f ──> _Tracer.__torch_function__(f, types, args, kwargs)
     │       ├─ out = f(*args, **kwargs)       the real computation, always
     │       ├─ size / shape reads             _shape_read: those channels are shape-sensitive
@@ -61,6 +62,7 @@ from core.errors import Cancelled, TraceError
 from core.ops.atoms import AtomTable
 from core.ops.registry import IGNORED, leaf_op, lookup, normalise_name
 from core.trace.context import Call, HandlerContext, TensorLabels, call_tensors, tensors_of
+from core.trace.direct import direct_runner, direct_spec
 from core.trace.scopes import wrap_module_calls
 from core.trace.values import ShapeOnly
 
@@ -100,13 +102,16 @@ class _Tracer(TensorLabels, TorchFunctionMode):
         self.should_stop = None  # polled every 16 nodes: cancel
         self.values = None  # a ShapeOnly when costly ops are not computed (see core.trace.values)
         self._context = HandlerContext(self, {})
+        self._direct_runs = {}  # class -> its direct run or None (see direct)
 
     def module_named(self, name: str):
         return self.modules_by_name.get(name)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        name = normalise_name(func)
+        return self.handle_call(normalise_name(func), func, args, kwargs or {})
+
+    def handle_call(self, name, func, args, kwargs):
+        """One torch call (``name``: normalised), with the mode off: run it, record it."""
         in_tensors = None
         if self.values is not None:
             if self.values.wants_tensors(name):  # the same list serves the record below
@@ -147,6 +152,18 @@ class _Tracer(TensorLabels, TorchFunctionMode):
         finally:
             self._busy = False
         return out
+
+    def direct(self, mod):
+        """For ``wrap_module_calls``: a module whose forward is one known functional call
+        (``core.trace.direct``) hands that call straight to the tracer."""
+        if "forward" in mod.__dict__:
+            return None
+        cls = type(mod)
+        run = self._direct_runs.get(cls, False)  # (per class: asked for every module)
+        if run is False:
+            spec = direct_spec(mod)
+            run = self._direct_runs[cls] = None if spec is None else direct_runner(self, spec)
+        return run
 
     def _shape_read(self, name, args):
         """Python read the size of labelled dims: that number may end up in a reshape."""
@@ -228,8 +245,14 @@ class _Tracer(TensorLabels, TorchFunctionMode):
         call = Call(name, func, args, kwargs, in_tensors, out_tensors, node, scope)
         self.current_node = node
         # in-place ops return their input: keep its labels visible to the handler
-        in_ids = {id(t) for t in in_tensors}
-        prev = {id(o): self.labels(o) for o in out_tensors if id(o) in in_ids}
+        prev = None
+        for o in out_tensors:
+            for t in in_tensors:
+                if o is t:
+                    if prev is None:
+                        prev = {}
+                    prev[id(o)] = self.labels(o)
+                    break
         info = self.info
         for o in out_tensors:  # default: the output carries no channels until the handler says so
             info[id(o)] = (weakref.ref(o), [], node)
@@ -328,7 +351,7 @@ def _trace_once(model, inputs, should_stop, options, shape_only: bool):
         if tracer.modules.get(id(mod)) is not None and tracer.scope:
             tracer.scope.pop()
 
-    unwrap = wrap_module_calls(tracer.modules_by_name.values(), pre, post)
+    unwrap = wrap_module_calls(tracer.modules_by_name.values(), pre, post, tracer.direct)
     if unwrap is None:  # (a module with hooks of its own: see core.trace.scopes)
         hooks.append(torch.nn.modules.module.register_module_forward_pre_hook(pre))
         hooks.append(torch.nn.modules.module.register_module_forward_hook(post, always_call=True))
@@ -364,6 +387,7 @@ def _trace_once(model, inputs, should_stop, options, shape_only: bool):
         # the shared handler context points back at the tracer: a cycle that would keep the model
         # and graph alive until a full collection (the window frees models by reference counts)
         tracer._context = None
+        tracer._direct_runs = {}  # (the same for the direct runners: closures over the tracer)
         for h in hooks:
             h.remove()
         if unwrap is not None:

@@ -74,11 +74,13 @@ class ShapeOnly:
 
     def _inplace_activation(self, name, args, kwargs) -> bool:
         pos = INPLACE_ACTIVATIONS.get(name)
-        if pos is None or not args or not self.is_fake(args[0]) or \
-                not args[0].is_floating_point() or id(args[0]) in self.names:
+        if pos is None or not args:
             return False
         inplace = args[pos] if len(args) > pos else kwargs.get("inplace", False)
-        return inplace is True and not any(isinstance(a, torch.Tensor) for a in args[1:]) and \
+        if inplace is not True or not self.is_fake(args[0]) or \
+                not args[0].is_floating_point() or id(args[0]) in self.names:
+            return False  # (inplace first: most calls are not)
+        return not any(isinstance(a, torch.Tensor) for a in args[1:]) and \
             not any(isinstance(v, torch.Tensor) for v in kwargs.values())
 
     def _inplace_arithmetic(self, name, args, kwargs) -> bool:
