@@ -50,14 +50,24 @@ def test_selecting_a_layer_highlights_its_coupled_group(win):
     assert win.view.highlighted() == dg.groups[gids[0]].nodes
 
 
+def _estimates_idle(qtbot, win):
+    """No estimate running or about to start: settings changes are debounced (120 ms) and the
+    load's settle asks for one too, so an answer for the previous setting can still arrive."""
+    qtbot.waitUntil(lambda: not win.ctx.settling and win.pruning._est_task is None
+                    and not win.targets._debounce.isActive(), timeout=30_000)
+
+
 def test_estimate_follows_slider_and_locks(qtbot, win):
+    _estimates_idle(qtbot, win)
     with qtbot.waitSignal(win.estimateReady, timeout=5000) as b:
         win.targets.slider.setValue(20)
     p20, _ = b.args[0]
+    _estimates_idle(qtbot, win)
     with qtbot.waitSignal(win.estimateReady, timeout=5000) as b:
         win.targets.slider.setValue(60)
     p60, _ = b.args[0]
     assert p60 < p20 < win.session.cost.base_params
+    _estimates_idle(qtbot, win)
     with qtbot.waitSignal(win.estimateReady, timeout=5000) as b:
         gid = next(g.id for g in win.session.dg.groups if g.root == "head.0")  # the biggest linear
         win.groups.set_locked(gid, True)
