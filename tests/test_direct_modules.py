@@ -5,21 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 import core.trace.direct as direct
 from core.analysis.graph import analyze
 from core.trace import tracer as tracer_mod
-
-
-class Recorder(TorchFunctionMode):
-    def __init__(self):
-        super().__init__()
-        self.calls = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        self.calls.append((func, args, kwargs or {}))
-        return func(*args, **(kwargs or {}))
 
 
 def conv(cls, n, **kw):
@@ -70,7 +59,7 @@ def test_direct_call_is_the_call_forward_makes(case):
     mod, x = CASES[case]()
     spec = direct.direct_spec(mod)
     assert spec is not None
-    rec = Recorder()
+    rec = direct.CallRecorder()
     with torch.no_grad(), rec:
         mod(x)
     calls = [c for c in rec.calls if c[0].__name__ not in ("dim", "size")]

@@ -83,7 +83,10 @@ SPECS = {
 _VERIFIED: dict[type, tuple] = {}  # class -> (its forward when checked, whether it passed)
 
 
-class _Recorder(TorchFunctionMode):
+class CallRecorder(TorchFunctionMode):
+    """Records every torch function call made under it (``calls``: func, args, kwargs) and runs
+    it: how a forward's calls are compared with the one written in ``SPECS``."""
+
     def __init__(self):
         super().__init__()
         self.calls = []
@@ -111,7 +114,7 @@ def _check(cls) -> bool:
     try:
         mod, x = example()
         want = spec(mod, x)
-        rec = _Recorder()
+        rec = CallRecorder()
         with torch.no_grad(), rec:
             mod(x)
     except Exception:  # noqa: BLE001 - whatever went wrong, this class is not taken directly
