@@ -285,8 +285,11 @@ def test_a_project_of_random_weights_reopens(tmp_path, capsys):
 # ----------------------------------------------------------------------------- signals
 
 SLOW_SAVE = """
-import os, sys, time
+import os, signal, sys, time
 sys.path.insert(0, {root!r})
+# Ctrl-C as at a terminal: a test runner started in the background (nohup, &) hands its
+# children SIGINT ignored, and the CLI rightly keeps a signal it was told to ignore ignored
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import torch
 real = torch.save
 def slow(obj, f, *a, **k):
