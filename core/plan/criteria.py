@@ -152,7 +152,6 @@ def group_scores(dg, model: nn.Module, criterion: str = "l2", calibration: Calla
         if normalise:
             mean = s[g.prunable].mean() if g.prunable.any() else 0.0
             s = s / mean if mean > 0 else s
-        s.flags.writeable = False  # the planner memoises orders by identity (planner._removal_order)
         scores[g.id] = s
     return scores
 

@@ -178,7 +178,7 @@ def _n_remove(g, want: int, round_to: int, cap: float) -> int:
 
 
 def plan_for_ratio(dg, scores: dict, ratio: float, settings: PlanSettings,
-                   fine_ratio: float | None = None, shape=None) -> PruningPlan:
+                   fine_ratio: float | None = None, shape=None, orders: dict | None = None) -> PruningPlan:
     """``fine_ratio``, if given, applies to fine-grained groups (many channels) while coarse ones
     (a dozen attention heads) keep ``ratio``: it fills the jumps that whole heads make.
     ``shape(gid, r)``, if given, turns the ratio into the group's own (not for overrides)."""
@@ -210,40 +210,30 @@ def plan_for_ratio(dg, scores: dict, ratio: float, settings: PlanSettings,
             for gid, c in zip(*np.unique(chosen, return_counts=True)):
                 g = dg.groups[int(gid)]
                 counts[int(gid)] = remove_count(g, int(c), settings, used)
-    return plan_from_counts(dg, scores, counts, settings, used)
+    return plan_from_counts(dg, scores, counts, settings, used, orders)
 
 
-def plan_from_counts(dg, scores: dict, counts: dict, settings: PlanSettings, used: dict) -> PruningPlan:
-    """Each group's ``counts[gid]`` least important prunable channels removed."""
+def plan_from_counts(dg, scores: dict, counts: dict, settings: PlanSettings, used: dict,
+                     orders: dict | None = None) -> PruningPlan:
+    """Each group's ``counts[gid]`` least important prunable channels removed. ``orders``: a
+    search's cache of each group's removal order (its candidate plans share the scores: argsorts
+    of 3072-wide MLP groups were a third of ViT's plan when made per candidate)."""
     removed = {}
     for gid, n in counts.items():
         if n <= 0:
             continue
         g = dg.groups[gid]
-        chosen = np.sort(_removal_order(g, scores[gid])[:n])
+        order = orders.get(gid) if orders is not None else None
+        if order is None:  # prunable channels, least important first (stable); blocked ones last
+            order = np.argsort(np.where(g.prunable, scores[gid], np.inf), kind="stable")
+            if orders is not None:
+                orders[gid] = order
+        chosen = np.sort(order[:n])
         removed[gid] = _keep_every_member(g, chosen, scores[gid]).tolist()
     # group ids depend on the analysis options: a saved plan records them
     facts = {"round_to_groups": used_multiples(used)} if settings.round_auto else {}
     return PruningPlan(removed, {**settings.to_json(), **facts,
                                  "analysis": dict(getattr(dg, "options", {}))})
-
-
-_ORDERS: dict = {}  # (id(score), id(prunable)) -> (score, prunable, order): kept alive, so ids stay
-
-
-def _removal_order(g, score: np.ndarray) -> np.ndarray:
-    """The group's prunable channels, least important first (stable), then the blocked ones. The
-    same scores are ordered once per plan search, not once per candidate plan (a bisection and
-    the rounding build a hundred: argsorts of 3072-wide MLP groups were a third of ViT's plan)."""
-    key = (id(score), id(g.prunable))
-    hit = _ORDERS.get(key)
-    if hit is not None and hit[0] is score and hit[1] is g.prunable:
-        return hit[2]
-    if len(_ORDERS) > 4096:  # scores of finished searches
-        _ORDERS.clear()
-    order = np.argsort(np.where(g.prunable, score, np.inf), kind="stable")
-    _ORDERS[key] = (score, g.prunable, order)
-    return order
 
 
 def _keep_every_member(g, chosen: np.ndarray, score: np.ndarray) -> np.ndarray:
@@ -287,13 +277,14 @@ def make_plan(dg, model: nn.Module, settings: PlanSettings, cost: CostModel | No
     use_flops = settings.target_flops is not None
     base = cost.base_flops if use_flops else cost.base_params
 
+    orders: dict = {}  # each group's removal order, shared by every candidate plan below
     shape = None  # per-group ratios from the one bisected (None: the same in every group)
     if use_flops and settings.flops_allocation == "latency" and not settings.global_ranking:
         from core.plan.latency_model import RatioShape
         shape = RatioShape(dg, cost)
 
     def reduction(r, fine=None):
-        plan = plan_for_ratio(dg, scores, r, settings, fine, shape)
+        plan = plan_for_ratio(dg, scores, r, settings, fine, shape, orders)
         p, f = cost.estimate(plan.kept_counts(dg))
         return plan, 1.0 - (f if use_flops else p) / base
 
@@ -309,7 +300,7 @@ def make_plan(dg, model: nn.Module, settings: PlanSettings, cost: CostModel | No
         best, _, _ = _bisect(lambda r: reduction(lo, r), target, lo, best)
     plan, red = best
     if abs(red - target) > 0.005:  # channel multiples still jump across it: round per group
-        plan, red = _round_toward(dg, scores, settings, plan, red, target, cost, use_flops)
+        plan, red = _round_toward(dg, scores, settings, plan, red, target, cost, use_flops, orders)
     plan.settings["achieved_reduction"] = red
     plan.settings["max_reduction"] = hi_red
     if shape is not None:
@@ -318,7 +309,7 @@ def make_plan(dg, model: nn.Module, settings: PlanSettings, cost: CostModel | No
     return plan
 
 
-def _round_toward(dg, scores, settings, plan, red, target, cost, use_flops):
+def _round_toward(dg, scores, settings, plan, red, target, cost, use_flops, orders):
     """:func:`core.plan.rounding.round_toward` on the plan's counts: groups without an override
     step by their own multiple (``round_to_groups`` under auto) toward the target."""
     limits = _group_limits(dg, settings)
@@ -340,11 +331,11 @@ def _round_toward(dg, scores, settings, plan, red, target, cost, use_flops):
     used = {gid: by_group.get(gid, settings.round_to) for gid in counts}
 
     def reduction(c):
-        p, f = cost.estimate(plan_from_counts(dg, scores, c, settings, used).kept_counts(dg))
+        p, f = cost.estimate(plan_from_counts(dg, scores, c, settings, used, orders).kept_counts(dg))
         return 1.0 - (f if use_flops else p) / base
     counts, red = round_toward(counts, legal, lambda gid, a, b: float(mean[gid][a:b].sum()),
                                reduction, target)
-    return plan_from_counts(dg, scores, counts, settings, used), red
+    return plan_from_counts(dg, scores, counts, settings, used, orders), red
 
 
 def _bisect(reduction, target: float, lo: float, best):

@@ -290,13 +290,11 @@ class ModelController(QObject):
         if s is not None and not s.meta:  # the importance column, scored on a worker
             t = worker.Task("importance", sess.ensure_importance, s)
             t.finished.connect(self._show_importance)
-            t.done.connect(self._importance_done)
             self._importance_for = weakref.ref(s)  # never what keeps a replaced model alive
+            # (kept after it ends: cancelling a finished task does nothing, and it has let go of
+            # the session by then)
             self._importance_task = t
             worker.start(t)
-
-    def _importance_done(self):
-        self._importance_task = None
 
     def _show_importance(self, imps):
         if self._importance_for is not None and self._importance_for() is self.ctx.session:
