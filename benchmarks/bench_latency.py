@@ -25,8 +25,9 @@ currency).
 ``floor``: the time no channel plan removes (:func:`bench_floor`), and the speed-up it leaves
 possible at 2x FLOPs.
 
-``gui``: the window's pruning job (gui.jobs.session.prune, latency on, ``--target-flops 0.5``) on
-a loaded and analysed model, twice: seconds per prune and per phase (goal: ViT-B/16 <= 15 s).
+``gui``: the window's Prune (MainWindow offscreen, its tasks on their threads, latency on,
+``--target-flops 0.5``) twice, then the CLI's path for the same setting: seconds per prune and
+per phase (goal: ViT-B/16 <= 15 s), and the window's latency figures next to the CLI's.
 
 Random non-trivial weights (tests/helpers.randomize), float32, CPU.
 """
@@ -229,18 +230,54 @@ def bench_floor(name, batch, threads, pairs, budget) -> dict:
 
 
 def bench_gui(name, batch, threads, pairs, budget) -> dict:
-    from core.plan.planner import PlanSettings
-    from gui.jobs import session as sess
-    s = sess.load_and_analyse(f"torchvision:{name}", f"{batch},3,224,224")
-    out = {"model": name, "batch": batch, "analyse_s": s.seconds}
+    """The window's pruning as a user runs it (MainWindow offscreen: load, FLOPs target 0.5,
+    approximate results accepted, Prune twice - its tasks on their lanes, gui.jobs.worker), then
+    the command line's path (core.pipeline.prune_model on the main thread) for the same setting:
+    the window's latency figures must be the CLI's (they were half as fast before the lanes)."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    import torch
+    from PySide6.QtCore import QEventLoop, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from core.pipeline import prune_model
+    from gui.main_window import MainWindow
+    app = QApplication.instance() or QApplication([])  # noqa: F841 - kept alive while it runs
+    torch.set_num_threads(threads)  # on the GUI thread: the count the window's tasks inherit
+
+    def wait(signal=None, ms=900_000):
+        loop, got = QEventLoop(), []
+        if signal is not None:
+            signal.connect(lambda *a: (got.append(a), loop.quit()))
+        QTimer.singleShot(ms, loop.quit)
+        loop.exec()
+        return got[0] if got else None
+
+    w = MainWindow()  # its own latency settings (runs, budget): what a user gets
+    w.show()
+    w.open_model(f"torchvision:{name}", f"{batch},3,224,224")
+    wait(w.modelReady)
+    wait(ms=3000)  # the importance and estimate beside it settle
+    w.targets.mode.setCurrentIndex(1)  # FLOPs target, 50 %
+    w.targets.slider.setValue(50)
+    w.targets.accept_approx.setChecked(True)
+    out = {"model": name, "batch": batch, "threads": threads}
     for k in ("first", "second"):
         t0 = time.perf_counter()
-        # ViT is approximate through LayerNorm: accepted, as a user ticks the box in the window
-        r = sess.prune(s, PlanSettings(ratio=None, target_flops=0.5), threads=threads,
-                       accept_approximate=True)
+        w.prune()
+        (r,) = wait(w.pruneFinished)
         out[k] = {"seconds": time.perf_counter() - t0, "phases": r.seconds,
                   "before_ms": r.before.latency_ms, "after_ms": r.after.latency_ms,
+                  "speedup": r.before.latency_ms / r.after.latency_ms,
                   "runs": r.after.latency_runs, "stop": [r.before.latency_stop, r.after.latency_stop]}
+        w.undo()
+        wait(ms=1000)
+    s = w.ctx.session
+    settings = w.targets.settings()
+    w.close()
+    r = prune_model(s.model, s.inputs, s.dg, settings, threads=threads, accept_approximate=True,
+                    latency_runs=w.latency_runs, latency_budget_s=w.pruning.latency_budget_s)
+    out["cli"] = {"before_ms": r.before.latency_ms, "after_ms": r.after.latency_ms,
+                  "speedup": r.before.latency_ms / r.after.latency_ms}
     return out
 
 

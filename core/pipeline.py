@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from core.prune.diagnose import exclude_groups, mismatching_groups
-from core.errors import Cancelled, VerificationError
+from core.errors import ApproximateRefused, Cancelled, VerificationError
 from core.analysis.graph import DependencyGraph, analyze
 from core.trace.inputs import as_example_inputs
 from core.metrics import Metrics, count_flops, count_params, measure_pair, sizes, speedup_text
@@ -21,6 +21,7 @@ from core.metrics.blocks import measure_blocks
 from core.plan.planner import CostModel, PlanSettings, make_plan
 from core.analysis.probe import probe_groups
 from core.prune.apply import PruningPlan, apply_kept
+from core.prune.bounds import approximate_groups
 from core.prune.verify import VerifyReport, verify_plan
 
 
@@ -210,7 +211,11 @@ def prune_model(model: nn.Module, inputs, dg: DependencyGraph, settings: PlanSet
         if not report.finite:
             raise VerificationError(f"cannot verify the pruning: {report.message}")
         if not report.expected_exact:  # approximate by design: nothing to locate
-            raise VerificationError(f"approximate result refused: {report.message}")
+            msg = f"approximate result refused: {report.message}"
+            if report.within_bounds and not report.accepted:  # accepting it would pass
+                raise ApproximateRefused(msg, {"groups": len(approximate_groups(dg, plan)),
+                                               "kinds": report.approximations})
+            raise VerificationError(msg)
         found = None
         if exclude_mismatches and attempt < 2:
             t = time.perf_counter()

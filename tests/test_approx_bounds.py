@@ -14,10 +14,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from helpers import randomize  # noqa: E402
 
 import main as entry  # noqa: E402
-from core.errors import VerificationError  # noqa: E402
+from core.errors import ApproximateRefused, VerificationError  # noqa: E402
 from core.pipeline import analyze_model, prune_model  # noqa: E402
 from core.plan.planner import PlanSettings, make_plan  # noqa: E402
-from core.prune.bounds import DEFAULT_BOUND, reason_kind  # noqa: E402
+from core.prune.bounds import DEFAULT_BOUND, approximate_summary, reason_kind  # noqa: E402
 from core.prune.verify import verify_plan  # noqa: E402
 
 GN_SRC = '''
@@ -126,3 +126,27 @@ def test_cli_verify_and_prune_ask_for_acceptance(tmp_path, capsys):
     capsys.readouterr()
     assert entry.main(["prune", *common, "--no-latency", "--accept-approximate", "-o", str(pt)]) == 0
     assert pt.exists()
+
+
+def test_a_refusal_that_accepting_would_pass_says_so_with_plain_data():
+    model = randomize(LnSoftmax()).eval()
+    x = torch.randn(5, 8, generator=torch.Generator().manual_seed(2))
+    dg = analyze_model(model, (x,))
+    with pytest.raises(ApproximateRefused) as got:
+        prune_model(model, (x,), dg, PlanSettings(ratio=0.5), latency=False, accept_approximate=False)
+    d = got.value.detail
+    assert d["groups"] == 2 and {k["kind"] for k in d["kinds"]} == {"layer_norm", "softmax"}
+    # beyond its bound, accepting would not help: a plain verification error
+    with pytest.raises(VerificationError) as beyond:
+        prune_model(model, (x,), dg, PlanSettings(ratio=0.5), latency=False,
+                    accept_approximate=False, approx_bounds={"*": 1e-6})
+    assert not isinstance(beyond.value, ApproximateRefused)
+
+
+def test_the_summary_names_the_approximate_groups_before_any_plan():
+    model = randomize(LnSoftmax()).eval()
+    dg = analyze_model(model, (torch.randn(5, 8),))
+    text = approximate_summary(dg)
+    assert text.startswith("2 groups prune approximately") and "LayerNorm" in text and "softmax" in text
+    exact = randomize(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))).eval()
+    assert approximate_summary(analyze_model(exact, (X,))) is None

@@ -29,13 +29,14 @@ def _open(qtbot, win):
     win.targets.slider.setValue(50)
 
 
-def test_approximate_result_is_refused_unless_accepted(qtbot, win, errors):
+def test_approximate_result_is_refused_unless_accepted(qtbot, win, errors, monkeypatch):
     _open(qtbot, win)
     assert not win.targets.accept_approx.isChecked()  # refused by default
-    with qtbot.waitSignal(win.taskFailed, timeout=TIMEOUT):
+    monkeypatch.setattr(win.ctx, "ask", lambda *a, **k: False)
+    with qtbot.waitSignal(win.taskFailed, timeout=TIMEOUT) as failed:
         assert win.prune() is not None
     assert win.session.result is None
-    assert errors and "accept approximate" in str(errors[-1])
+    assert "accept approximate" in failed.args[0]
 
     win.targets.accept_approx.setChecked(True)
     with qtbot.waitSignal(win.pruneFinished, timeout=TIMEOUT) as got:
@@ -43,3 +44,34 @@ def test_approximate_result_is_refused_unless_accepted(qtbot, win, errors):
     r = got.args[0]
     assert not r.verify.expected_exact and r.verify.passed and r.verify.approximations
     assert win.session.result is r
+
+
+def test_model_summary_says_which_groups_prune_approximately(qtbot, win):
+    _open(qtbot, win)
+    text = win.ctx.ui.side.info.text()
+    assert "approximately" in text and "1 group" in text and "LayerNorm" in text
+
+
+def test_refused_approximate_result_offers_to_prune_again(qtbot, win, errors, monkeypatch):
+    _open(qtbot, win)
+    asked = []
+    monkeypatch.setattr(win.ctx, "ask", lambda title, text, **k: asked.append((title, text)) or True)
+    with qtbot.waitSignal(win.pruneFinished, timeout=TIMEOUT) as got:
+        assert win.prune() is not None
+    assert len(asked) == 1 and "LayerNorm" in asked[0][1] and "relative" in asked[0][1]
+    assert not errors  # the question replaces the error dialog
+    assert win.targets.accept_approx.isChecked()  # the choice is kept, as if ticked by hand
+    r = got.args[0]
+    assert r.verify.passed and not r.verify.expected_exact and win.session.result is r
+
+
+def test_declining_the_approximate_result_keeps_the_original(qtbot, win, errors, monkeypatch):
+    _open(qtbot, win)
+    asked = []
+    monkeypatch.setattr(win.ctx, "ask", lambda title, text, **k: asked.append(k) or False)
+    with qtbot.waitSignal(win.taskFailed, timeout=TIMEOUT):
+        assert win.prune() is not None
+    qtbot.wait(50)
+    assert asked == [{"default_yes": False}] or asked == [{}]  # No is the default answer
+    assert not errors and win.session.result is None and not win.targets.accept_approx.isChecked()
+    assert "discarded" in win.ctx.ui.logbox.toPlainText()

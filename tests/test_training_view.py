@@ -87,3 +87,23 @@ def test_a_training_worker_outliving_its_qt_object_ends_quietly(monkeypatch):
     gone.run()  # no RuntimeError
     monkeypatch.setattr(loop, "train", lambda *a, **k: (_ for _ in ()).throw(ValueError("bad")))
     gone.run()  # the failure path too
+
+
+def test_training_runs_on_the_windows_compute_thread(qtbot, view, monkeypatch):
+    """One OpenMP team in the process (gui.jobs.worker): a run in a thread of its own beside the
+    compute thread's team made every parallel region of both wait on futexes."""
+    import threading
+
+    from core.train import loop
+    from gui.jobs import worker
+    seen = {}
+    lane = worker.Task("lane", lambda: seen.setdefault("lane", threading.get_ident()),
+                       with_callbacks=False)
+    with qtbot.waitSignal(lane.done, timeout=30000):
+        worker.start(lane, lane="compute")
+    real = loop.train
+    monkeypatch.setattr(loop, "train", lambda *a, **k: (seen.setdefault("train", threading.get_ident()),
+                                                         real(*a, **k))[1])
+    with qtbot.waitSignal(view.finished, timeout=60000):
+        assert view.start(TrainConfig(epochs=1, lr=0.05, max_batches=2))
+    assert seen["train"] == seen["lane"] != threading.get_ident()

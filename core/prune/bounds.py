@@ -64,15 +64,35 @@ def bound_for(kind: str, bounds: dict | None) -> float:
     return float(bounds.get(kind, bounds.get("*", DEFAULT_BOUND)))
 
 
+def approximate_groups(dg, plan) -> list[int]:
+    """Ids of the groups whose removed channels make ``plan`` approximate."""
+    return [gid for gid, chans in plan.removed.items()
+            if chans and not dg.groups[gid].exact[chans].all()]
+
+
+def approximate_summary(dg) -> str | None:
+    """One line saying which prunable groups of ``dg`` can only prune approximately, and why (None
+    when every group prunes exactly): a user learns it before choosing targets, not after."""
+    kinds: dict[str, int] = {}
+    n = 0
+    for g in dg.prunable_groups:
+        if g.approx_reasons and not g.exact.all():
+            n += 1
+            for k in {reason_kind(r) for r in g.approx_reasons}:
+                kinds[k] = kinds.get(k, 0) + 1
+    if not n:
+        return None
+    why = "; ".join(describe(k) for k in sorted(kinds, key=lambda k: -kinds[k]))
+    return (f"{n} group{'s' if n > 1 else ''} prune{'' if n > 1 else 's'} approximately ({why}): "
+            f"tick “accept approximate results” or lock {'them' if n > 1 else 'it'}")
+
+
 def measure_kinds(model, ex, dg, plan, total_rel: float, bounds: dict | None, compare) -> list[dict]:
     """One entry per kind of approximation in ``plan``: its reasons, bound and measured relative
     difference (``compare(y_zeroed, y_pruned) -> (abs, rel, same)``)."""
     by_kind: dict[str, dict] = {}
-    for gid, chans in plan.removed.items():
-        g = dg.groups[gid]
-        if not chans or g.exact[chans].all():
-            continue
-        for r in g.approx_reasons:
+    for gid in approximate_groups(dg, plan):
+        for r in dg.groups[gid].approx_reasons:
             e = by_kind.setdefault(reason_kind(r), {"reasons": set(), "groups": set()})
             e["reasons"].add(r)
             e["groups"].add(gid)

@@ -14,6 +14,7 @@ import weakref
 from PySide6.QtCore import QEvent, QObject, QTimer
 
 from core.models.demo import DEMO_INPUT_SHAPE
+from core.prune.bounds import approximate_summary
 
 from ..jobs import gcpolicy, session as sess, worker
 from ..widgets.load_dialog import LoadDialog
@@ -230,6 +231,9 @@ class ModelController(QObject):
         lines = [(f"input {s.inputs.describe()}", ""),
                  (f"{n_nodes} nodes, {len(s.dg.groups)} groups, {n_groups} prunable", ""),
                  (f"blocked ops: {', '.join(blocked)}", "error") if blocked else ("no blocked ops", "")]
+        approx = approximate_summary(s.dg)
+        if approx:
+            lines.append((approx, ""))
         if s.n_attention:
             mode = sess.attention_mode(s)
             lines.append((f"attention: {s.n_attention} layer(s), pruned by "

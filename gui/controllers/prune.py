@@ -118,7 +118,30 @@ class PruneController(QObject):
                              self.latency_runs, round_auto=targets.round_to.value() == 0,
                              threads=self.threads or current_threads(), latency_budget_s=self.latency_budget_s,
                              accept_approximate=targets.accept_approx.isChecked(),
-                             on_done=self.show_result)
+                             on_done=self.show_result, recover=self._offer_approximate)
+
+    def _offer_approximate(self, task) -> bool:
+        """A result refused only because it is approximate by design (within its bounds): say what
+        makes it approximate and offer to prune again accepting it (default No). True: handled."""
+        if getattr(task, "error_type", None) != "ApproximateRefused":
+            return False
+        ctx, detail = self.ctx, task.error_detail or {}
+        n = detail.get("groups", 0)
+        lines = [f"• {k['what']}: relative difference {k['rel_diff']:.3g} (bound {k['bound']:g})"
+                 for k in detail.get("kinds", [])]
+        text = (f"The pruned model is close to the original with the removed channels zeroed, but "
+                f"not equal to it: {n} pruned group{'s' if n != 1 else ''} feed a statistic over "
+                f"their own channels.\n\n" + "\n".join(lines) +
+                "\n\nPrune again and accept approximate results? (Targets: “accept approximate "
+                "results”; No keeps the original model.)")
+        if ctx.ask("Approximate result", text):
+            ctx.ui.targets.accept_approx.setChecked(True)
+            ctx.log("approximate results accepted: pruning again")
+            self.prune()
+        else:
+            ctx.log("approximate result discarded: the original model is kept")
+            ctx.status("approximate result discarded (tick “accept approximate results” to keep one)")
+        return True
 
     def stream_prune(self, mlp: float | None = None, kv: float | None = None,
                      out: str | None = None):

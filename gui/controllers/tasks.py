@@ -27,11 +27,14 @@ class TaskRunner(QObject):
         self.cancel_pending = False
         self._on_done = None
         self._on_failed = None
+        self._recover = None
 
-    def run(self, name, fn, *args, on_done, on_failed=None, with_callbacks=True,
+    def run(self, name, fn, *args, on_done, on_failed=None, recover=None, with_callbacks=True,
             **kwargs) -> worker.Task | None:
         """Start ``fn(*args, **kwargs)`` on the worker; ``on_done(result)`` runs on the GUI thread,
-        ``on_failed(task)`` after the error was shown. None when another task is running."""
+        ``on_failed(task)`` after the error was shown. ``recover(task) -> bool``: asked first
+        about a failure; True when it dealt with it (its own question), so no error dialog.
+        None when another task is running."""
         ui = self.ctx.ui
         if self.task is not None:
             self.ctx.status("busy: cancel the running task first")
@@ -41,14 +44,16 @@ class TaskRunner(QObject):
         t.finished.connect(self._on_finished)
         t.failed.connect(self._on_failed_task)
         t.cancelled.connect(self._on_cancelled)
-        self.task, self._on_done, self._on_failed = t, on_done, on_failed
+        self.task, self._on_done, self._on_failed, self._recover = t, on_done, on_failed, recover
         ui.progress.setRange(0, 0)
         ui.progress.setVisible(True)
         self._cancel_button(pending=False)
         ui.cancel_btn.setVisible(True)
-        self.ctx.status(f"{name}…")
+        # one compute thread (gui.jobs.worker): a training run in its window goes first
+        self.ctx.status(f"{name}: waiting for the training run to end" if worker.compute_busy()
+                        else f"{name}…")
         self.ctx.changed()
-        worker.start(t)
+        worker.start(t, lane="compute")
         return t
 
     def cancel(self) -> bool:
@@ -81,7 +86,7 @@ class TaskRunner(QObject):
 
     def _finish(self):
         ui = self.ctx.ui
-        self.task, self._on_done, self._on_failed = None, None, None
+        self.task, self._on_done, self._on_failed, self._recover = None, None, None, None
         ui.progress.setVisible(False)
         ui.cancel_btn.setVisible(False)
         self._cancel_button(pending=False)
@@ -94,7 +99,7 @@ class TaskRunner(QObject):
         cb(result)
 
     def _on_failed_task(self, msg, tb):
-        t, hook = self.task, self._on_failed
+        t, hook, recover = self.task, self._on_failed, self._recover
         name = t.name if t else "task"
         internal = bool(getattr(t, "internal", False))
         self._finish()
@@ -104,6 +109,8 @@ class TaskRunner(QObject):
             where = self.ctx.log_file or "the log"
             msg = f"internal error: {msg}\n\nThe details were written to {where}."
         self.ctx.taskFailed.emit(msg)
+        if not internal and recover is not None and t is not None and recover(t):
+            return
         self.ctx.show_error(f"{name} failed", msg)
         if hook is not None and t is not None:
             hook(t)

@@ -1,5 +1,6 @@
-"""The training run on its QThread: core.train.loop.train with pause/cancel flags and throttled
-batch losses (the GUI shows at most a few updates per second). QtCore only."""
+"""The training run on the window's compute thread (gui.jobs.worker.run_on_compute_lane: one
+OpenMP team in the process): core.train.loop.train with pause/cancel flags and throttled batch
+losses (the GUI shows at most a few updates per second). QtCore only."""
 from __future__ import annotations
 
 import logging
@@ -28,6 +29,7 @@ class TrainWorker(QObject):
         self.model, self.data, self.config, self.dg, self.teacher = model, data, config, dg, teacher
         self._stop = threading.Event()
         self._pause = threading.Event()
+        self.ended = threading.Event()  # set when run returns, whatever the outcome
         self._last = 0.0
 
     def cancel(self):
@@ -66,3 +68,5 @@ class TrainWorker(QObject):
             msg = " ".join(str(e).split()) or type(e).__name__
             self._emit(self.failed, msg if isinstance(e, PruneStudioError) else f"{type(e).__name__}: {msg}")
             traceback.print_exc()
+        finally:
+            self.ended.set()

@@ -1,8 +1,8 @@
 """Training view: sparse learning / fine-tuning with live curves, off the GUI thread.
 
 The main window hands over what to train with :meth:`TrainingView.set_inputs(model, dg, data)`
-(``data``: a :class:`core.train.data.Data`, or a spec such as ``"digits"``). The run happens in a
-``QThread`` worker (gui/jobs/training.py); batch losses are throttled to a few updates per
+(``data``: a :class:`core.train.data.Data`, or a spec such as ``"digits"``). The run happens on the
+window's compute thread (gui/jobs/training.py, gui/jobs/worker.py); batch losses are throttled to a few updates per
 second, epoch records (validation loss, accuracy, group sparsity) arrive once per epoch. Pause, resume and cancel are
 flags the core loop polls between batches. The original model is never modified; the trained
 copy is in :attr:`TrainingView.result` (a :class:`core.train.loop.TrainResult`) once ``finished`` fires.
@@ -10,12 +10,13 @@ copy is in :attr:`TrainingView.result` (a :class:`core.train.loop.TrainResult`) 
 from __future__ import annotations
 
 import pyqtgraph as pg
-from PySide6.QtCore import QThread, Signal, Slot
+from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout,
                                QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from .. import theme as themes
 from ..jobs.training import TrainWorker
+from ..jobs.worker import compute_busy, run_on_compute_lane
 from .plots import style_plot
 
 # curve (also its colour key in the theme's "charts") -> (line width, drawn with markers)
@@ -34,7 +35,6 @@ class TrainingView(QWidget):
         super().__init__(parent)
         self.model = self.dg = self.data = None
         self.result = None
-        self.thread: QThread | None = None
         self.worker: TrainWorker | None = None
         self.state = "idle"
         self._build()
@@ -152,20 +152,17 @@ class TrainingView(QWidget):
         self.clear()
         self.result = None
         teacher = self.model if self.distill.isChecked() else None
-        self.thread = QThread()
         self.worker = TrainWorker(self.model, self.data, cfg, self.dg, teacher)
-        self.worker.moveToThread(self.thread)
-        self.thread.started.connect(self.worker.run)
         self.worker.batch.connect(self._on_batch)
         self.worker.epoch.connect(self._on_epoch)
         self.worker.finished.connect(self._on_finished)
         self.worker.failed.connect(self._on_failed)
         self.worker.cancelled.connect(self._on_cancelled)
-        for sig in (self.worker.finished, self.worker.failed, self.worker.cancelled):
-            sig.connect(self.thread.quit)
         self._epochs = cfg.epochs
-        self.thread.start()
-        self.status.setText("training…")
+        # the window's compute thread runs one job at a time (gui.jobs.worker)
+        self.status.setText("waiting for the main window's task to end…" if compute_busy()
+                            else "training…")
+        run_on_compute_lane(self.worker.run)
         self._set_state("running")
         return True
 
@@ -206,6 +203,8 @@ class TrainingView(QWidget):
 
     @Slot(int, int, float)
     def _on_batch(self, step, total, loss):
+        if self.status.text().startswith("waiting"):  # it was queued behind the window's task
+            self.status.setText("training…")
         self._add("batch_loss", step / max(total, 1) * self._epochs, loss)
 
     @Slot(dict)
@@ -217,10 +216,9 @@ class TrainingView(QWidget):
         self.status.setText(f"epoch {e}/{self._epochs}: loss {rec['train_loss']:.4f}{acc}")
 
     def _done(self):
-        if self.thread is not None:
-            self.thread.quit()
-            self.thread.wait(5000)
-        self.thread = self.worker = None
+        if self.worker is not None:
+            self.worker.ended.wait(5)  # its last signal came just before run returned
+        self.worker = None
         self._set_state("idle")
 
     def _on_finished(self, res):
@@ -241,10 +239,8 @@ class TrainingView(QWidget):
         self.cancelled.emit()
 
     def shutdown(self):
-        """Cancel a run and wait for the thread (call from the window's closeEvent)."""
+        """Cancel a run and wait for it to end (call from the window's closeEvent)."""
         if self.worker is not None:
             self.worker.cancel()
             self.worker.set_paused(False)
-        if self.thread is not None:
-            self.thread.quit()
-            self.thread.wait(10000)
+            self.worker.ended.wait(10)
