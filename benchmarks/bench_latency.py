@@ -235,14 +235,13 @@ def bench_gui(name, batch, threads, pairs, budget) -> dict:
     the command line's path (core.pipeline.prune_model on the main thread) for the same setting:
     the window's latency figures must be the CLI's (they were half as fast before the lanes)."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    import torch
     from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
-    from core.pipeline import prune_model
+    from gui.jobs.worker import claim_compute_threads
     from gui.main_window import MainWindow
     app = QApplication.instance() or QApplication([])  # noqa: F841 - kept alive while it runs
-    torch.set_num_threads(threads)  # on the GUI thread: the count the window's tasks inherit
+    claim_compute_threads(threads)  # as gui.app.main does
 
     def wait(signal=None, ms=900_000):
         loop, got = QEventLoop(), []
@@ -271,14 +270,27 @@ def bench_gui(name, batch, threads, pairs, budget) -> dict:
                   "runs": r.after.latency_runs, "stop": [r.before.latency_stop, r.after.latency_stop]}
         w.undo()
         wait(ms=1000)
-    s = w.ctx.session
-    settings = w.targets.settings()
     w.close()
-    r = prune_model(s.model, s.inputs, s.dg, settings, threads=threads, accept_approximate=True,
-                    latency_runs=w.latency_runs, latency_budget_s=w.pruning.latency_budget_s)
-    out["cli"] = {"before_ms": r.before.latency_ms, "after_ms": r.after.latency_ms,
-                  "speedup": r.before.latency_ms / r.after.latency_ms}
+    out["cli"] = cli_latency(name, batch, threads)
     return out
+
+
+def cli_latency(name, batch, threads) -> dict:
+    """``main.py prune`` of the same model and setting, in a process of its own (an OpenMP team
+    left on this process's main thread would slow the window's compute thread down)."""
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        rep = os.path.join(d, "r.json")
+        subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), "prune", f"torchvision:{name}",
+                        "--input-shape", f"{batch},3,224,224", "--target-flops", "0.5",
+                        "--accept-approximate", "--threads", str(threads), "-o",
+                        os.path.join(d, "p.pt"), "--report", rep], check=True, capture_output=True)
+        with open(rep) as f:
+            r = json.load(f)
+        b, a = r["before"], r["after"]
+    return {"before_ms": b["latency_ms"], "after_ms": a["latency_ms"],
+            "speedup": b["latency_ms"] / a["latency_ms"]}
 
 
 def main(argv=None) -> int:

@@ -36,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication([sys.argv[0]] + argv)
     app.setApplicationName("PruneStudio")
     app.setOrganizationName(os.environ.get("PRUNESTUDIO_SETTINGS_ORG", "PruneStudio"))
+    from .jobs.worker import claim_compute_threads
     from .main_window import MainWindow  # after QApplication: pyqtgraph needs it
+    claim_compute_threads()  # torch's threads to the window's compute thread, one to this one
     win = MainWindow()
     if args.theme:
         win.set_theme(args.theme)

@@ -51,3 +51,18 @@ def test_the_window_runs_its_main_task_on_the_compute_lane(qtbot, win):
                              on_done=done.append, with_callbacks=False) is not None
     qtbot.waitUntil(lambda: bool(done), timeout=TIMEOUT)
     assert seen["task"] == seen["lane"][0]
+
+
+def test_claimed_threads_go_to_the_compute_thread_and_the_gui_thread_keeps_one(qtbot, monkeypatch):
+    n = torch.get_num_threads()
+    monkeypatch.setattr(worker, "_compute_threads", None)
+    try:
+        worker.claim_compute_threads(3)
+        assert torch.get_num_threads() == 1 and worker.compute_threads() == 3
+        seen = {}
+        t = _probe(seen, "lane")
+        with qtbot.waitSignal(t.done, timeout=TIMEOUT):
+            worker.start(t, lane="compute")
+        assert seen["lane"][1] == 3
+    finally:
+        torch.set_num_threads(n)

@@ -78,7 +78,7 @@ def fixed_threads(n: int | None):
     """torch's intra-op thread count set to ``n`` (None: as it is) and restored afterwards.
 
     OpenMP keeps the count per thread (a worker first used while it was 1 keeps 1), so callers on
-    worker threads pass the count read on the thread that owns the setting (:func:`current_threads`)."""
+    worker threads pass the count they mean (the GUI's: gui.jobs.worker.compute_threads)."""
     old = torch.get_num_threads()
     if n is not None and n != old:
         torch.set_num_threads(int(n))
@@ -87,12 +87,6 @@ def fixed_threads(n: int | None):
     finally:
         if torch.get_num_threads() != old:
             torch.set_num_threads(old)
-
-
-def current_threads() -> int:
-    """torch's intra-op thread count as the calling thread sees it (call it on the GUI or main
-    thread and hand the number to jobs on workers)."""
-    return torch.get_num_threads()
 
 
 @contextmanager

@@ -8,7 +8,6 @@ import os
 from PySide6.QtCore import QObject
 
 from core.metrics import speedup_text
-from core.metrics.timing import current_threads
 from core.metrics.latency_target import LoopStep
 
 from ..jobs import gcpolicy, session as sess, stream, worker
@@ -116,7 +115,7 @@ class PruneController(QObject):
         ctx.log(f"pruning with {settings.to_json()}")
         return ctx.tasks.run("pruning", sess.prune, s, settings, targets.device_name(),
                              self.latency_runs, round_auto=targets.round_to.value() == 0,
-                             threads=self.threads or current_threads(), latency_budget_s=self.latency_budget_s,
+                             threads=self.threads or worker.compute_threads(), latency_budget_s=self.latency_budget_s,
                              accept_approximate=targets.accept_approx.isChecked(),
                              on_done=self.show_result, recover=self._offer_approximate)
 

@@ -130,6 +130,21 @@ def busy() -> bool:
 
 
 _compute: QThreadPool | None = None
+_compute_threads: int | None = None
+
+
+def claim_compute_threads(n: int | None = None) -> None:
+    """At start-up, on the GUI thread: the compute thread gets ``n`` torch threads (default:
+    torch's count now - OMP_NUM_THREADS or the cores) and the GUI thread keeps one, so nothing
+    run on it by accident starts an OpenMP team of its own."""
+    global _compute_threads
+    _compute_threads = int(n or torch.get_num_threads())
+    torch.set_num_threads(1)
+
+
+def compute_threads() -> int:
+    """torch threads of the compute thread: the claimed count, else the calling thread's."""
+    return _compute_threads or torch.get_num_threads()
 
 
 def compute_pool() -> QThreadPool:
@@ -149,8 +164,8 @@ def compute_busy() -> bool:
 
 
 def start(task: Task, lane: str = "side") -> Task:
-    """Run ``task`` on its lane (see the module's note): ``"compute"`` with the GUI thread's torch
-    thread count, ``"side"`` with one torch thread."""
+    """Run ``task`` on its lane (see the module's note): ``"compute"`` with
+    :func:`compute_threads` torch threads, ``"side"`` with one."""
     _live.add(task)
     # the Task lives in the GUI thread, so this slot runs there, queued after the other signals
     task.done.connect(task._release)
@@ -162,6 +177,6 @@ def start(task: Task, lane: str = "side") -> Task:
 
 
 def run_on_compute_lane(fn) -> None:
-    """``fn()`` on the main task's thread (queued behind a running task), with the GUI thread's
-    torch thread count - the user's setting. For work that is not a :class:`Task` (training)."""
-    compute_pool().start(_Runnable(fn, torch.get_num_threads()))
+    """``fn()`` on the main task's thread (queued behind a running task), with
+    :func:`compute_threads` torch threads. For work that is not a :class:`Task` (training)."""
+    compute_pool().start(_Runnable(fn, compute_threads()))
