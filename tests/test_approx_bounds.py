@@ -150,3 +150,11 @@ def test_the_summary_names_the_approximate_groups_before_any_plan():
     assert text.startswith("2 groups prune approximately") and "LayerNorm" in text and "softmax" in text
     exact = randomize(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))).eval()
     assert approximate_summary(analyze_model(exact, (X,))) is None
+
+
+def test_cli_graph_marks_approximate_groups_before_any_prune(tmp_path, capsys):
+    src = tmp_path / "gn.py"
+    src.write_text(GN_SRC)
+    assert entry.main(["graph", f"{src}:make", "--trust", "--input-shape", "2,3,12,12"]) == 0
+    text = capsys.readouterr().out
+    assert " approx " in text and "GroupNorm" in text and "--accept-approximate" in text

@@ -50,12 +50,16 @@ def cmd_graph(args, progress) -> int:
                                                           "no weights)" if args.meta else ""))
     out(f"graph: {dg.graph.number_of_nodes()} nodes, {dg.graph.number_of_edges()} edges")
     out(f"groups: {len(dg.groups)} ({len(dg.prunable_groups)} prunable)")
+    from core.prune.bounds import approximate_summary, is_approximate
     for g in dg.groups:
-        state = "prunable" if g.is_prunable else "blocked"
+        state = ("blocked" if not g.is_prunable else "approx" if is_approximate(g) else "prunable")
         layers = ", ".join(x for x in g.layers if x)[:100]
         out(f"  #{g.id:<4} {g.n_channels:>5} ch  {g.n_prunable:>5} prunable  {state:<8} {layers}")
     if dg.blocked_ops:
         out("blocked ops: " + "; ".join(f"{k} at {', '.join(v[:3])}" for k, v in dg.blocked_ops.items()))
+    approx = approximate_summary(dg)
+    if approx:  # said before a prune refuses them
+        out(f"approximate: {approx}; prune them with --accept-approximate, or keep them with --ignore")
     if args.json:
         out(f"saved: {args.json}")
     return 0

@@ -76,15 +76,19 @@ def approximate_summary(dg) -> str | None:
     kinds: dict[str, int] = {}
     n = 0
     for g in dg.prunable_groups:
-        if g.approx_reasons and not g.exact.all():
+        if is_approximate(g):
             n += 1
             for k in {reason_kind(r) for r in g.approx_reasons}:
                 kinds[k] = kinds.get(k, 0) + 1
     if not n:
         return None
     why = "; ".join(describe(k) for k in sorted(kinds, key=lambda k: -kinds[k]))
-    return (f"{n} group{'s' if n > 1 else ''} prune{'' if n > 1 else 's'} approximately ({why}): "
-            f"tick “accept approximate results” or lock {'them' if n > 1 else 'it'}")
+    return f"{n} group{'s' if n > 1 else ''} prune{'' if n > 1 else 's'} approximately ({why})"
+
+
+def is_approximate(g) -> bool:
+    """Some channel of group ``g`` prunes only approximately."""
+    return bool(g.approx_reasons) and not g.exact.all()
 
 
 def measure_kinds(model, ex, dg, plan, total_rel: float, bounds: dict | None, compare) -> list[dict]:

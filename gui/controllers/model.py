@@ -233,7 +233,7 @@ class ModelController(QObject):
                  (f"blocked ops: {', '.join(blocked)}", "error") if blocked else ("no blocked ops", "")]
         approx = approximate_summary(s.dg)
         if approx:
-            lines.append((approx, ""))
+            lines.append((approx + ": tick “accept approximate results” or lock them", ""))
         if s.n_attention:
             mode = sess.attention_mode(s)
             lines.append((f"attention: {s.n_attention} layer(s), pruned by "
