@@ -116,13 +116,13 @@ class NodeItem(QGraphicsRectItem):
             p.drawRect(QRectF(4, 1.5, NODE_W - 8, 4))
         dark = is_dark(fill)  # dark fills (the red end of an overlay): light text
         p.setPen(c.label_on_dark if dark else c.label)
-        if lod < 0.45:  # middle distance: the short name alone, at a size one can read
+        if lod < 0.7:  # middle distance (a fitted graph): the short name alone, readable
             if lod >= 0.28:
                 f = QFont(self.FONT)
                 f.setPointSizeF(7.5 / lod)
                 p.setFont(f)
                 p.drawText(self.RECT, Qt.AlignCenter,
-                           p.fontMetrics().elidedText(self.short, Qt.ElideRight, int(NODE_W - 6)))
+                           p.fontMetrics().elidedText(self.short, Qt.ElideMiddle, int(NODE_W - 6)))
             return
         p.setFont(self.FONT)
         label = self.data.get("label", "")
@@ -156,6 +156,14 @@ class NodeItem(QGraphicsRectItem):
         if owner:  # double-click a member: fold its block back
             self.view.collapse(owner)
         e.accept()
+
+
+def block_text_sizes(lod: float) -> tuple[float, float]:
+    """Point sizes (scene units) of a collapsed block's name and its line below at zoom ``lod``:
+    10 and 7 at full size, grown as the view zooms out so that on screen they stay 8 and 6 points
+    down to 0.5 (a fitted ResNet or ConvNeXt; their 4-5 px were unreadable), capped so that
+    "81 nodes · 10 groups" still fits the card."""
+    return min(16.0, max(10.0, 8.0 / lod)), min(12.0, max(7.0, 6.0 / lod))
 
 
 class BlockItem(QGraphicsItem):
@@ -206,14 +214,25 @@ class BlockItem(QGraphicsItem):
             p.drawText(wide, Qt.AlignCenter,
                        p.fontMetrics().elidedText(self.title, Qt.ElideMiddle, int(3 * BLOCK_W)))
             return
-        p.setFont(self.FONT)
+        big, small = block_text_sizes(lod)
+        f = QFont(self.FONT)
+        f.setPointSizeF(big)
+        p.setFont(f)
         p.drawText(QRectF(8, 3, BLOCK_W - 16, 22), Qt.AlignLeft | Qt.AlignVCenter,
                    p.fontMetrics().elidedText(self.title, Qt.ElideMiddle, int(BLOCK_W - 16)))
-        p.setFont(self.SMALL)
+        f = QFont(self.SMALL)
+        f.setPointSizeF(small)
+        p.setFont(f)
         p.setPen(c.sublabel_on_dark if dark else c.sublabel)
-        text = self.info + (f"  ·  {self.removed}" if self.removed else "") + (
+        text = "⊞ " + self.info + (f"  ·  {self.removed}" if self.removed else "") + (
             f"  ·  {self.fanout}" if self.fanout else "")
-        p.drawText(QRectF(8, 25, BLOCK_W - 16, 20), Qt.AlignLeft | Qt.AlignVCenter, "⊞ " + text)
+        fm = p.fontMetrics()
+        for short in (self.removed or self.fanout or self.info, self.info.split(" · ")[-1]):
+            if fm.horizontalAdvance(text) <= BLOCK_W - 16:
+                break
+            text = short  # zoomed out: what matters most ("32 % removed", else "4 groups")
+        p.drawText(QRectF(8, 25, BLOCK_W - 16, 20), Qt.AlignLeft | Qt.AlignVCenter,
+                   fm.elidedText(text, Qt.ElideRight, int(BLOCK_W - 16)))
 
     def mouseDoubleClickEvent(self, e):
         self.view.expand(self.block)
