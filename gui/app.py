@@ -18,7 +18,8 @@ def _args(argv):
     p = argparse.ArgumentParser(prog="prunestudio", description="PruneStudio desktop application")
     p.add_argument("--model", default="demo", help="model spec to open (default: the built-in demo)")
     p.add_argument("--input-shape", default=None, help="example input shape, e.g. 1,3,224,224")
-    p.add_argument("--dtype", default="float32")
+    p.add_argument("--dtype", default=None, help="example input dtype (default float32; token "
+                   "ids, int64, for a Hugging Face language model)")
     p.add_argument("--attention", choices=["heads", "head-dim"], default=None,
                    help="prune attention by whole heads (default) or by dimensions inside every head")
     p.add_argument("--theme", choices=THEMES, default=None,
@@ -43,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.theme:
         win.set_theme(args.theme)
     win.show()
-    shape = args.input_shape or (DEMO_INPUT_SHAPE if args.model == "demo" else "1,3,224,224")
+    from .jobs.model_io import suggested_input
+    suggested = None if args.input_shape or args.model == "demo" else suggested_input(args.model)
+    shape = args.input_shape or (DEMO_INPUT_SHAPE if args.model == "demo" else
+                                 suggested[0] if suggested else "1,3,224,224")
+    dtype = args.dtype or (suggested[1] if suggested else "float32")
     code = {"rc": 0}
     if args.screenshot:
         win.resize(1600, 1000)  # a fixed, reproducible frame whatever the saved geometry
@@ -55,6 +60,6 @@ def main(argv: list[str] | None = None) -> int:
         QTimer.singleShot(300_000, lambda: (code.update(rc=2), app.quit()))  # never hang a script
         win.headless = True  # errors go to the log and the exit code, never to a modal dialog
     options = {"attention": args.attention.replace("-", "_")} if args.attention else None
-    win.open_model(args.model, shape, args.dtype, options=options, trust=True if args.trust else None)
+    win.open_model(args.model, shape, dtype, options=options, trust=True if args.trust else None)
     rc = app.exec()
     return code["rc"] or rc

@@ -238,3 +238,22 @@ def test_cli_prune_hf_dir_to_dir(tmp_path, dirs, capsys):
     rc, so, err = run(["prune", f"hf:{bsrc}", *IDS, "--ratio", "0.5", "--no-latency",
                        "-o", f"{bsrc}/", "--force"], capsys)
     assert rc == 2 and "input model" in err
+
+
+def test_an_hf_dir_without_an_input_shape_takes_token_ids(dirs, capsys):
+    """A language model's example input is token ids: without --input-shape the CLI used to stop
+    ("the example input is missing") and the window fed it a 1x3x224x224 image."""
+    rc, out, err = run(["graph", f"hf:{dirs['llama'][0]}"], capsys)
+    assert rc == 0, err
+    assert "input: (1, 32) int64" in out
+    from core.io.sources import default_input
+    assert default_input(f"hf:{dirs['bert'][0]}") == ("1,32", "int64")
+    assert default_input("torchvision:resnet18") is None
+
+
+def test_an_hf_vision_config_takes_an_image(tmp_path):
+    from core.io.sources import default_input
+    cfg = transformers.ViTConfig(image_size=64, num_channels=1, hidden_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, intermediate_size=64)
+    cfg.save_pretrained(tmp_path / "vit")
+    assert default_input(f"hf:{tmp_path / 'vit'}") == ("1,1,64,64", "float32")

@@ -108,10 +108,14 @@ def example_inputs(args, device, model=None):
         if args.model == "demo":
             from core.models.demo import DEMO_INPUT_SHAPE
             return make_inputs(DEMO_INPUT_SHAPE, args.input_dtype, str(device))
-        from core.io.sources import declared_input_shape
+        from core.io.sources import declared_input_shape, default_input
         declared = declared_input_shape(args.model)  # an ONNX graph's own input shape
         if declared:
             return make_inputs(declared, args.input_dtype, str(device))
+        default = default_input(args.model)  # a Hugging Face model's: token ids, or an image
+        if default:
+            ex = make_inputs(*default, str(device))
+            return fit_inputs(model, ex) if model is not None else ex
         raise UsageError("the example input is missing: give --input-shape (e.g. 1,3,224,224) or "
                          "--inputs file.py:function")
     from core.io.memory import check_input_memory

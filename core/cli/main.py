@@ -26,7 +26,8 @@ MODEL is one of:
   torchvision:NAME@DEFAULT    torchvision's pretrained weights, only if already in the torch hub
                               cache (nothing is downloaded)
   hf:path/to/dir              a local Hugging Face model directory (config.json + weights);
-                              integer inputs (token ids) are folded into its vocabulary
+                              integer inputs (token ids) are folded into its vocabulary;
+                              without --input-shape: 1,32 token ids (a vision model: one image)
   timm:NAME[@pretrained]      a timm model, random weights (@pretrained: only if already cached)
   path/to/file.py:factory     calls factory() from that file (needs --trust)
   demo                        the built-in demo network (input 1,3,32,32)

@@ -92,6 +92,11 @@ class Source:
         joined by ``;``), or None when only the user can say."""
         return None
 
+    def default_input(self, spec: str) -> tuple[str, str] | None:
+        """(shape, dtype) to use when the user names no input: a suggestion, unlike
+        :meth:`input_shape`, which any other shape would not run with."""
+        return None
+
 
 SOURCES: Registry[Source] = Registry("model source")
 
@@ -147,6 +152,9 @@ class HuggingFaceSource(Source):
     def code(self, spec):
         ref = source_hf.custom_code_ref(spec_body(spec))
         return [ref] if ref is not None else []
+
+    def default_input(self, spec):
+        return source_hf.default_input(spec_body(spec))
 
 
 @_source("onnx")
@@ -295,6 +303,13 @@ def declared_input_shape(spec: str) -> str | None:
     None; raises :class:`~core.errors.LoadError` when it declares dynamic dims."""
     spec = _checked(spec)
     return SOURCES.get(spec_kind(spec)).input_shape(spec)
+
+
+def default_input(spec: str) -> tuple[str, str] | None:
+    """(shape, dtype) ``spec``'s model takes when the user names none (see
+    :meth:`Source.default_input`), or None."""
+    spec = _checked(spec)
+    return SOURCES.get(spec_kind(spec)).default_input(spec)
 
 
 def load_model(spec: str, trust=False, weights: str | None = None, seed: int = 0) -> nn.Module:

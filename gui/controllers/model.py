@@ -16,7 +16,7 @@ from PySide6.QtCore import QEvent, QObject, QTimer
 from core.models.demo import DEMO_INPUT_SHAPE
 from core.prune.bounds import approximate_summary
 
-from ..jobs import gcpolicy, session as sess, worker
+from ..jobs import gcpolicy, model_io, session as sess, worker
 from ..widgets.load_dialog import LoadDialog
 from ..widgets.targets_panel import ATTENTION
 
@@ -87,8 +87,10 @@ class ModelController(QObject):
     def open_dropped(self, spec: str):
         """Open a dropped model like File > Open would (code it would run is asked about first:
         open_model), with the input shape last used."""
-        shape = self.ctx.settings.value("lastShape", "1,3,224,224")
-        return self.open_model(spec, shape)
+        suggested = model_io.suggested_input(spec)  # token ids for a language model
+        if suggested:
+            return self.open_model(spec, *suggested)
+        return self.open_model(spec, self.ctx.settings.value("lastShape", "1,3,224,224"))
 
     def open_demo(self):
         self.open_model("demo", DEMO_INPUT_SHAPE)

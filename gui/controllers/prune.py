@@ -128,9 +128,10 @@ class PruneController(QObject):
         n = detail.get("groups", 0)
         lines = [f"• {k['what']}: relative difference {k['rel_diff']:.3g} (bound {k['bound']:g})"
                  for k in detail.get("kinds", [])]
+        which = (f"{n} pruned groups feed a statistic over their own channels" if n != 1 else
+                 "1 pruned group feeds a statistic over its own channels")
         text = (f"The pruned model is close to the original with the removed channels zeroed, but "
-                f"not equal to it: {n} pruned group{'s' if n != 1 else ''} feed a statistic over "
-                f"their own channels.\n\n" + "\n".join(lines) +
+                f"not equal to it: {which}.\n\n" + "\n".join(lines) +
                 "\n\nPrune again and accept approximate results? (Targets: “accept approximate "
                 "results”; No keeps the original model.)")
         if ctx.ask("Approximate result", text):

@@ -31,6 +31,18 @@ def input_shape_for(spec: str, shape: str) -> str:
         return shape  # dynamic dims, or an unreadable file that loading will name
 
 
+def suggested_input(spec: str) -> tuple[str, str] | None:
+    """(shape, dtype) for ``spec`` when the user has not typed one: a Hugging Face text model
+    takes token ids, not the last image shape (core.io.sources.default_input); None otherwise,
+    and for a spec that loading will name as bad."""
+    from core.errors import PruneStudioError
+    from core.io.sources import default_input
+    try:
+        return default_input(spec)
+    except PruneStudioError:
+        return None
+
+
 def _atomic(path: str, write):
     """Core's atomic writer (the window already asked about overwriting): a recognisable
     temporary file, mode from the umask, never replacing a FIFO or a link, disk errors named."""

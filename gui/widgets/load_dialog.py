@@ -139,6 +139,15 @@ class LoadDialog(QDialog):
         path = QFileDialog.getExistingDirectory(self, "Hugging Face model directory")
         if path:
             self.path.setText(f"hf:{path}")
+            self.suggest_input()
+
+    def suggest_input(self):
+        """The model's own kind of input in the shape and dtype fields (token ids for a language
+        model) - the image shape used last would not run it."""
+        suggested = model_io.suggested_input(self.path.text().strip())
+        if suggested:
+            self.shape.setText(suggested[0])
+            self.dtype.setCurrentText(suggested[1])
 
     def options(self) -> dict:
         """Analysis options for core.pipeline.analyze_model."""

@@ -60,13 +60,31 @@ def hf_local_dir(path: str) -> str | None:
 
 def _auto_map(d: str) -> dict | None:
     """config.json's ``auto_map`` (custom modelling code), read as plain JSON."""
+    auto = _config(d).get("auto_map")
+    return auto if auto else None
+
+
+def _config(d: str) -> dict:
     try:
         with open(os.path.join(d, "config.json"), encoding="utf-8") as f:
             cfg = json.load(f)
     except (OSError, ValueError):
-        return None
-    auto = cfg.get("auto_map") if isinstance(cfg, dict) else None
-    return auto if auto else None
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def default_input(path: str) -> tuple[str, str] | None:
+    """The example input an ``hf:`` model takes when the user names none, read from config.json
+    as plain JSON: 32 token ids for a text model (``vocab_size``), one image for a vision model
+    (``image_size``, ``num_channels``); None when the config says neither."""
+    d = hf_local_dir(path)
+    cfg = _config(d) if d else {}
+    if "vocab_size" in cfg or "vocab_size" in (cfg.get("text_config") or {}):
+        return "1,32", "int64"
+    size = cfg.get("image_size")
+    if isinstance(size, int) and size > 0:
+        return f"1,{int(cfg.get('num_channels') or 3)},{size},{size}", "float32"
+    return None
 
 
 def custom_code_ref(path: str) -> CodeRef | None:
