@@ -134,6 +134,7 @@ class PruneController(QObject):
                 f"not equal to it: {which}.\n\n" + "\n".join(lines) +
                 "\n\nPrune again and accept approximate results? (Targets: “accept approximate "
                 "results”; No keeps the original model.)")
+        ctx.status("pruning stopped: the result is approximate by design")
         if ctx.ask("Approximate result", text):
             ctx.ui.targets.accept_approx.setChecked(True)
             ctx.log("approximate results accepted: pruning again")
