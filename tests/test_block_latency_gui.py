@@ -64,3 +64,16 @@ def test_a_theme_change_redraws_the_block_chart_in_its_colours(qtbot, win):
     win.undo()  # no result: the empty chart takes the theme too
     win.set_theme("light")
     assert c.backgroundBrush().color().name() == c.theme.color("charts.background").lower()
+
+
+def test_the_channels_chart_keys_its_colours_in_the_title_not_a_legend_box(qtbot, win):
+    """A legend box sat over the longest bars and was cut ("origi") in a narrow panel: the key is
+    in the title, as in the block chart, and the scroll hint on a line of its own."""
+    charts = win.charts
+    charts.layers.resize(420, 260)
+    charts._layers({f"model.layers.{i}.mlp.down_proj": (1376, 688) for i in range(40)})
+    qtbot.wait(50)
+    title = charts.layers.plotItem.titleLabel.text
+    assert charts.layers.plotItem.legend is None
+    assert "■</span> original" in title and "■</span> kept" in title
+    assert "<br>" in title and "40 layers: scroll for more" in title

@@ -14,7 +14,7 @@ from .units import SIAxis, abbreviate_path, si, speed_text
 
 TITLES = {"params": "params", "flops": "FLOPs", "latency": "latency"}
 UNITS = {"params": "", "flops": "FLOPs", "latency": "ms"}
-LAYERS_TITLE = "output channels per layer: original vs kept"
+LAYERS_TITLE = "output channels per layer"
 
 
 def _bar_plot(unit: str) -> pg.PlotWidget:
@@ -38,7 +38,6 @@ class ChartsPanel(QWidget):
         self.layers.setMenuEnabled(False)
         self.layers.hideButtons()
         self.layers.setMouseEnabled(x=False, y=True)  # the wheel scrolls through the layers
-        self.layers.addLegend(offset=(-10, 10))
         self.layers.getViewBox().sigResized.connect(self._fit_rows)
         self.layers.scene().sigMouseMoved.connect(self._hover_layer)
         self.layer_ticks: list = []  # (row, label) the left axis shows
@@ -177,11 +176,6 @@ class ChartsPanel(QWidget):
         vb.setLimits(yMin=-1, yMax=max(len(names), 1), xMin=0, xMax=max(orig + [1]) * 1.05)
         self.layers.setXRange(0, max(orig + [1]), padding=0.02)
         self._fit_rows(top=-0.5)
-        leg = self.layers.plotItem.legend
-        if leg is not None:
-            leg.clear()
-            leg.addItem(pg.BarGraphItem(x=[0], height=[0], width=1, brush=before, pen=pen), "original")
-            leg.addItem(pg.BarGraphItem(x=[0], height=[0], width=1, brush=after, pen=pen), "kept")
 
     def _rows_fitting(self) -> int:
         """Rows the per-layer chart shows at once: one text line each, so labels never overlap."""
@@ -195,8 +189,15 @@ class ChartsPanel(QWidget):
         top = vb.viewRange()[1][0] if top is None else top
         fit = self._rows_fitting()
         vb.setYRange(top, top + min(len(self.channels), fit), padding=0)
-        more = f" ({len(self.channels)} layers: scroll for more)" if len(self.channels) > fit else ""
-        set_title(self.layers, LAYERS_TITLE + more, self.theme, size="9pt")
+        more = (f"<br><span style='font-size:8pt'>{len(self.channels)} layers: scroll for more</span>"
+                if len(self.channels) > fit else "")
+        set_title(self.layers, self._layers_title() + more, self.theme, size="9pt")
+
+    def _layers_title(self) -> str:
+        """The title with its colour key (a legend box covered the longest bars, and was cut)."""
+        def sq(key):
+            return f"<span style='color:{self.theme.color(key)}'>■</span>"
+        return f"{LAYERS_TITLE}: {sq('charts.before')} original {sq('charts.after')} kept"
 
     def _hover_layer(self, pos):
         """The full name and counts of the layer under the mouse (the axis shows elided names)."""
