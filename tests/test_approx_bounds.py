@@ -158,3 +158,12 @@ def test_cli_graph_marks_approximate_groups_before_any_prune(tmp_path, capsys):
     assert entry.main(["graph", f"{src}:make", "--trust", "--input-shape", "2,3,12,12"]) == 0
     text = capsys.readouterr().out
     assert " approx " in text and "GroupNorm" in text and "--accept-approximate" in text
+
+
+def test_a_traced_rmsnorm_counts_as_a_norm_not_a_generic_statistic():
+    """A Llama's RMSNorm is traced as pow/mean/rsqrt: its reason names the mean in a module called
+    ...norm, which is the LayerNorm/RMSNorm kind (its summary said "a statistic (mean, ...)")."""
+    assert reason_kind("mean in model.layers.0.input_layernorm: statistic over pruned channels") == "layer_norm"
+    assert reason_kind("mean in model.norm: statistic over pruned channels") == "layer_norm"
+    assert reason_kind("mean in model.pool: statistic over pruned channels") == "statistic"
+    assert reason_kind("amax in encoder.normalizer_stats: statistic over pruned channels") == "statistic"

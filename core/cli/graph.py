@@ -59,7 +59,7 @@ def cmd_graph(args, progress) -> int:
         out("blocked ops: " + "; ".join(f"{k} at {', '.join(v[:3])}" for k, v in dg.blocked_ops.items()))
     approx = approximate_summary(dg)
     if approx:  # said before a prune refuses them
-        out(f"approximate: {approx}; prune them with --accept-approximate, or keep them with --ignore")
+        out(f"approximate: {approx}; --accept-approximate allows it, --ignore keeps a layer whole")
     if args.json:
         out(f"saved: {args.json}")
     return 0

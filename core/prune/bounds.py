@@ -23,6 +23,7 @@ again (75 % of it gone) reaches 1.2-1.4 and is refused unless the user raises th
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 
@@ -46,8 +47,15 @@ KINDS = {
 }
 
 
+# a norm written as ops (a Llama's RMSNorm: pow, mean, rsqrt) gives its mean's reason, in a
+# module whose name ends in "norm" (input_layernorm, model.norm): the LayerNorm/RMSNorm kind
+_TRACED_NORM = re.compile(r" in (?:[\w.]*\.)?\w*norm: statistic over pruned channels")
+
+
 def reason_kind(reason: str) -> str:
     low = reason.lower()
+    if _TRACED_NORM.search(low):
+        return "layer_norm"
     for kind, (_, keys) in KINDS.items():
         if any(k.lower() in low for k in keys):
             return kind
