@@ -5,9 +5,10 @@ thread. Its signals are emitted from the pool thread and delivered queued to the
 slots never block painting. Progress is throttled (core may report thousands of steps) and a
 cancel is a flag that core polls through ``should_stop`` and answers with ``Cancelled``.
 
-Two lanes. The window's one main task (load, analysis, pruning, export: ``lane="compute"``) runs
-on a single long-lived thread with torch's thread count of the GUI thread; the small tasks beside it
-(estimate, importance, evaluation, layout) run on the global pool with one torch thread each.
+Two lanes. The window's one main task (load, analysis, pruning, export: ``lane="compute"``) and
+a training run go to a single long-lived thread with the torch threads the GUI claimed at start-up
+(:func:`claim_compute_threads`); the small tasks beside them (estimate, importance, evaluation,
+layout) run on the global pool with one torch thread each.
 OpenMP (libgomp) gives every thread that runs a parallel op a team of its own, kept while that
 thread lives; once the live teams hold more threads than the machine has cores, every parallel
 region waits on futexes instead of spinning: on 2 cores a 300k-element ReLU went from 20 to
