@@ -24,7 +24,7 @@ from torch.utils._pytree import tree_map  # noqa: PLC2701 (torch's pytree: no pu
 
 from core.trace.inputs import as_example_inputs
 from core.prune.apply import apply_kept, zero_channels
-from core.prune.bounds import measure_kinds, summary as bound_summary
+from core.prune.bounds import approximate_groups, measure_kinds, summary as bound_summary
 from core.prune.copying import copy_model
 from core.prune.weak import check_activations, input_independent
 from core.trace.tracer import flatten_outputs
@@ -108,9 +108,7 @@ def verify_plan(model, inputs, dg, plan, tolerance: float = 1e-4, pruned=None,
         def pruned():
             return apply_kept(model, kept)
     zeroed = zero_channels(model, kept)
-    approx = sorted({r for gid, chans in plan.removed.items() if chans
-                     for r in dg.groups[gid].approx_reasons
-                     if not dg.groups[gid].exact[chans].all()})
+    approx = sorted({r for gid in approximate_groups(dg, plan) for r in dg.groups[gid].approx_reasons})
     expected_exact = not approx
     weak = []
     with torch.no_grad():
