@@ -257,3 +257,25 @@ def test_an_hf_vision_config_takes_an_image(tmp_path):
                                  num_attention_heads=2, intermediate_size=64)
     cfg.save_pretrained(tmp_path / "vit")
     assert default_input(f"hf:{tmp_path / 'vit'}") == ("1,1,64,64", "float32")
+
+
+def test_an_input_dtype_given_alone_applies_to_the_suggested_shape(dirs, capsys):
+    """``--input-dtype int32`` without ``--input-shape`` was dropped: argparse's float32 default
+    could not be told from a typed one, so the suggested int64 always won."""
+    rc, out, err = run(["graph", f"hf:{dirs['llama'][0]}", "--input-dtype", "int32"], capsys)
+    assert rc == 0, err
+    assert "input: (1, 32) int32" in out
+
+
+def test_a_project_saved_with_the_suggested_input_reopens(tmp_path, dirs, capsys):
+    """The project recorded ``--input-shape`` as typed (none) and float32, so reopening it said
+    "the project has no example input shape"."""
+    from core.io.project import load_project
+    proj = tmp_path / "llama.psproj"
+    rc, out, err = run(["prune", f"hf:{dirs['llama'][0]}", "--ratio", "0.25", "--no-latency",
+                        "--accept-approximate", "--project", str(proj)], capsys)
+    assert rc == 0, err
+    p = load_project(str(proj))
+    assert (p.shape, p.dtype) == ("1,32", "int64")
+    ids = p.make_inputs()
+    assert ids.args[0].dtype == torch.int64 and tuple(ids.args[0].shape) == (1, 32)

@@ -258,3 +258,15 @@ def test_project_refuses_a_changed_model_and_damaged_files(tmp_path):
     bad.write_text('{"format": "something else"}')
     with pytest.raises(LoadError, match=r"bad\.psproj is not a PruneStudio project file$"):
         proj.load_project(str(bad))
+
+
+def test_a_cli_project_of_the_demo_without_an_input_shape_reopens(tmp_path, capsys):
+    """The demo's own input was used but not recorded: the project said "the project has no
+    example input shape" when reopened (CLI or window)."""
+    p = tmp_path / "demo.psproj"
+    rc = entry.main(["prune", "demo", "--ratio", "0.3", "--no-latency", "--project", str(p)])
+    _, err = capsys.readouterr()
+    assert rc == 0, err
+    model, ex, dg, result = proj.restore(proj.load_project(str(p)))
+    assert tuple(ex.args[0].shape) == (1, 3, 32, 32)
+    assert result.verify.passed

@@ -92,8 +92,9 @@ def model_args(sp) -> None:
                     "file.py:factory | demo | saved model file")
     sp.add_argument("--input-shape", metavar="SHAPE", help="example input shape, e.g. "
                     "1,3,224,224 (several inputs separated by ';')")
-    sp.add_argument("--input-dtype", default="float32", choices=sorted(DTYPES),
-                    metavar="DTYPE", help="dtype of the random example input (default float32)")
+    sp.add_argument("--input-dtype", choices=sorted(DTYPES), metavar="DTYPE",
+                    help="dtype of the random example input (default float32; a language "
+                    "model's own input: int64 token ids)")
     sp.add_argument("--inputs", metavar="FILE.py:FN", type=clean_spec, help="function returning example inputs "
                     "(tensor, tuple or dict) instead of --input-shape")
     sp.add_argument("--weights", metavar="FILE", help="state dict to load into MODEL")

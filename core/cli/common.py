@@ -97,7 +97,10 @@ def plan_settings(args):
 
 
 def example_inputs(args, device, model=None):
-    """The example inputs of ``--inputs`` or ``--input-shape`` (the demo's own shape for ``demo``)."""
+    """The example inputs of ``--inputs`` or ``--input-shape``; without either, the model's own
+    (the demo's shape, an ONNX graph's declared one, a Hugging Face config's suggestion). The shape
+    and dtype used are written back to ``args`` so that what is saved with the work (a project)
+    names the input that was used, not the options as typed."""
     from core.io.inputs import fit_inputs, load_inputs
     from core.trace.inputs import make_inputs
     if args.inputs and args.input_shape:
@@ -105,25 +108,32 @@ def example_inputs(args, device, model=None):
     if args.inputs:
         return load_inputs(args.inputs, args.trust).to(device)
     if not args.input_shape:
-        if args.model == "demo":
-            from core.models.demo import DEMO_INPUT_SHAPE
-            return make_inputs(DEMO_INPUT_SHAPE, args.input_dtype, str(device))
-        from core.io.sources import declared_input_shape, default_input
-        declared = declared_input_shape(args.model)  # an ONNX graph's own input shape
-        if declared:
-            return make_inputs(declared, args.input_dtype, str(device))
-        default = default_input(args.model)  # a Hugging Face model's: token ids, or an image
-        if default:
-            ex = make_inputs(*default, str(device))
-            return fit_inputs(model, ex) if model is not None else ex
-        raise UsageError("the example input is missing: give --input-shape (e.g. 1,3,224,224) or "
-                         "--inputs file.py:function")
+        args.input_shape, dtype = _own_input(args.model)
+        # --input-dtype given alone applies to the model's own shape
+        args.input_dtype = args.input_dtype or dtype
+    args.input_dtype = args.input_dtype or "float32"
     from core.io.memory import check_input_memory
     check_input_memory(args.input_shape, args.input_dtype, device,
                        None if getattr(args, "meta", False) else model)
     ex = make_inputs(args.input_shape, args.input_dtype, str(device))
     # random integer inputs are drawn in [0, 100): keep token ids inside a smaller vocabulary
     return fit_inputs(model, ex) if model is not None else ex
+
+
+def _own_input(spec: str) -> tuple[str, str]:
+    """(shape, dtype) a model without ``--input-shape`` takes, or a UsageError."""
+    if spec == "demo":
+        from core.models.demo import DEMO_INPUT_SHAPE
+        return DEMO_INPUT_SHAPE, "float32"
+    from core.io.sources import declared_input_shape, default_input
+    declared = declared_input_shape(spec)  # an ONNX graph's own input shape
+    if declared:
+        return declared, "float32"
+    default = default_input(spec)  # a Hugging Face model's: token ids, or an image
+    if default:
+        return default
+    raise UsageError("the example input is missing: give --input-shape (e.g. 1,3,224,224) or "
+                     "--inputs file.py:function")
 
 
 def input_hint(args) -> str:

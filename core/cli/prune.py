@@ -226,7 +226,7 @@ def _save_project(run: _Run) -> None:
     from core.io.project import project_from, save_project
     args = run.args
     proj = project_from(args.model, run.settings, result=run.result, shape=args.input_shape,
-                        dtype=args.input_dtype, inputs_fn=args.inputs, weights=args.weights,
+                        dtype=args.input_dtype or "float32", inputs_fn=args.inputs, weights=args.weights,
                         device=args.device, model=run.model, dg=run.dg, seed=args.seed)
     proj.describe = run.inputs.describe()
     save_project(args.project, proj, force=args.force)
