@@ -167,3 +167,51 @@ def test_a_traced_rmsnorm_counts_as_a_norm_not_a_generic_statistic():
     assert reason_kind("mean in model.norm: statistic over pruned channels") == "layer_norm"
     assert reason_kind("mean in model.pool: statistic over pruned channels") == "statistic"
     assert reason_kind("amax in encoder.normalizer_stats: statistic over pruned channels") == "statistic"
+
+
+def _dead_head(model):
+    """``model`` with its last layer zeroed: the output no longer depends on the input
+    (torchvision's ViT heads start this way)."""
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+    return model
+
+
+def test_a_dead_head_does_not_make_the_bound_check_pass_trivially():
+    """With a zero head both outputs are 0: the bound check read "relative difference 0" and
+    passed whatever the approximation did. The bound is then measured on the activations inside."""
+    model = _dead_head(_gn())
+    dg, plan = _plan(model, X)
+    rep = verify_plan(model, (X,), dg, plan, accept_approximate=True)
+    [e] = rep.approximations
+    assert e["rel_diff"] > 0.01 and rep.passed
+    assert "intermediate activations" in rep.message
+    tight = verify_plan(model, (X,), dg, plan, accept_approximate=True, bounds={"*": 1e-4})
+    assert not tight.passed and not tight.within_bounds
+
+
+class LnSoftmaxModule(LnSoftmax):
+    """The softmax as a module: its output is an activation the hooks see (a functional softmax
+    right before a dead head shows in no module's output)."""
+
+    def __init__(self):
+        super().__init__()
+        self.sm = nn.Softmax(-1)
+
+    def forward(self, x):
+        return self.b(self.ln(self.a(x))) + self.d(self.sm(self.c(x)))
+
+
+def test_a_dead_head_measures_each_kind_inside_too():
+    model = _dead_head(randomize(LnSoftmaxModule()).eval())
+    with torch.no_grad():  # two branches, two heads (_dead_head zeroed d): zero b too
+        model.b.weight.zero_()
+        model.b.bias.zero_()
+    x = torch.randn(5, 8, generator=torch.Generator().manual_seed(2))
+    dg, plan = _plan(model, x)
+    rep = verify_plan(model, (x,), dg, plan)
+    kinds = {e["kind"]: e for e in rep.approximations}
+    assert set(kinds) == {"layer_norm", "softmax"}
+    assert all(e["rel_diff"] > 0.01 for e in kinds.values()), kinds

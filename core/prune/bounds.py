@@ -5,7 +5,8 @@ An approximate plan removes channels that a statistic or a normalisation reads (
 a pruned residual stream, a softmax over pruned channels, GroupNorm with one group, an attention
 scale that follows the head size): the pruned model then differs from the zeroed original by
 design. How much is measured, per kind of reason, by pruning only the groups that carry that kind
-(groups are independent, so each kind's share is measured on its own). A verdict is within bounds
+(groups are independent, so each kind's share is measured on its own; behind a dead head, on the
+intermediate activations - ``core.prune.weak``). A verdict is within bounds
 when every kind's difference is at most its bound; the caller decides whether approximate results
 are accepted at all (``--accept-approximate``).
 
@@ -99,9 +100,10 @@ def is_approximate(g) -> bool:
     return bool(g.approx_reasons) and not g.exact.all()
 
 
-def measure_kinds(model, ex, dg, plan, total_rel: float, bounds: dict | None, compare) -> list[dict]:
+def measure_kinds(model, dg, plan, total_rel: float, bounds: dict | None, rel_of) -> list[dict]:
     """One entry per kind of approximation in ``plan``: its reasons, bound and measured relative
-    difference (``compare(y_zeroed, y_pruned) -> (abs, rel, same)``)."""
+    difference (``total_rel`` when there is one kind; else ``rel_of(zeroed, pruned, kept)`` on a
+    plan of that kind's groups alone, inf where it does not run)."""
     by_kind: dict[str, dict] = {}
     for gid in approximate_groups(dg, plan):
         for r in dg.groups[gid].approx_reasons:
@@ -113,23 +115,22 @@ def measure_kinds(model, ex, dg, plan, total_rel: float, bounds: dict | None, co
         if len(by_kind) == 1:
             rel = total_rel
         else:
-            rel = _subset_rel(model, ex, dg, plan, e["groups"], compare)
+            rel = _subset_rel(model, dg, plan, e["groups"], rel_of)
         b = bound_for(kind, bounds)
         out.append({"kind": kind, "what": describe(kind), "bound": b, "rel_diff": rel,
                     "within": bool(rel <= b), "reasons": sorted(e["reasons"])})
     return out
 
 
-def _subset_rel(model, ex, dg, plan, groups, compare) -> float:
+def _subset_rel(model, dg, plan, groups, rel_of) -> float:
     sub = PruningPlan({g: plan.removed[g] for g in groups})
     kept = sub.kept_indices(dg)
     try:
         z, p = zero_channels(model, kept).eval(), apply_kept(model, kept).eval()
         with torch.no_grad():
-            _, rel, same = compare(ex.call(z), ex.call(p))
+            return rel_of(z, p, kept)
     except Exception:  # noqa: BLE001 - the whole plan ran; a part that does not is unmeasured
         return math.inf
-    return rel if same else math.inf
 
 
 def summary(entries: list[dict]) -> str:

@@ -6,8 +6,10 @@ that cannot fail. Such an output is found by running the zeroed original a secon
 inputs (and by an output that is one constant). The report then says so (``warnings``) and the
 oracle also compares the intermediate activations, collected with forward hooks on the zeroed
 original and on the pruned model: every module output whose shape pruning keeps, and the outputs
-of layers whose own output channels the plan slices (conv, linear, norms) at the kept indices, so
-the check still means something behind a dead head.
+of layers whose own output channels the plan slices (conv, linear, norms) at the kept indices,
+and the inputs of conv and linear layers at the input channels they keep - what a functional op
+(a softmax, a statistic) did between two modules shows there, in no module's output - so the check
+still means something behind a dead head.
 """
 from __future__ import annotations
 
@@ -62,18 +64,47 @@ def input_independent(model, ex: ExampleInputs, y) -> list[str]:
     return lines
 
 
+IN = " (input)"  # store key suffix: a weight layer's first input
+
+
 def _record(model, store: dict):
-    """Forward hooks on every submodule: outputs go to ``store[name]`` (a list per call)."""
+    """Forward hooks on every submodule: outputs go to ``store[name]`` (a list per call), a conv's
+    or linear's first input to ``store[name + IN]``."""
     handles = []
     for name, mod in model.named_modules():
         if not name:
             continue
+        weighted = _in_dim(mod) is not None
 
-        def hook(_m, _i, out, name=name):
+        def hook(_m, inp, out, name=name, weighted=weighted):
             store.setdefault(name, []).append([t.detach() for t in _tensors(out)])
+            if weighted and inp and isinstance(inp[0], torch.Tensor):
+                store.setdefault(name + IN, []).append([inp[0].detach()])
 
         handles.append(mod.register_forward_hook(hook))
     return handles
+
+
+def _in_dim(mod) -> int | None:
+    """The dim of a layer's input that holds the channels its weight's dim 1 reads (linear: the
+    last, convolution: 1), or None for other modules and grouped convolutions."""
+    if isinstance(mod, torch.nn.Linear):
+        return -1
+    conv = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+    if isinstance(mod, conv) and mod.groups == 1:
+        return 1
+    return None
+
+
+def _in_indices(model, name: str, kept: dict):
+    """(input dim, original size, kept indices) of a conv's or linear's input channels as the
+    plan slices its weight's dim 1, or None."""
+    mod = dict(model.named_modules()).get(name)
+    d = _in_dim(mod) if mod is not None else None
+    k = kept.get(f"{name}.weight", {}).get(1)
+    if d is None or k is None:
+        return None
+    return d, mod.weight.shape[1], k
 
 
 def _out_indices(model, name: str, kept: dict):
@@ -100,7 +131,13 @@ def _match(zeroed, name, x, y, kept):
     if x.ndim != y.ndim or not kept:
         return None
     dims = [d for d in range(x.ndim) if x.shape[d] != y.shape[d]]
-    found = _out_indices(zeroed, name, kept)
+    if name.endswith(IN):
+        found = _in_indices(zeroed, name[:-len(IN)], kept)
+        if found is not None and found[0] % x.ndim not in dims:
+            return None
+        found = found and found[1:]
+    else:
+        found = _out_indices(zeroed, name, kept)
     if len(dims) != 1 or found is None:
         return None
     n0, idx = found
