@@ -77,3 +77,16 @@ def test_the_channels_chart_keys_its_colours_in_the_title_not_a_legend_box(qtbot
     assert charts.layers.plotItem.legend is None
     assert "■</span> original" in title and "■</span> kept" in title
     assert "<br>" in title and "40 layers: scroll for more" in title
+
+
+def test_the_block_charts_scroll_hint_has_a_line_of_its_own(qtbot, win):
+    """Appended to "cpu · 2 threads · 9 interleaved runs · median, IQR" the hint ran past the right
+    edge of the plot ("... scroll for mo") in the window's default layout."""
+    import re
+    c = win.charts.blocks
+    c.resize(400, 260)
+    c.show_blocks(BlockLatency([BlockTiming(f"b{i}", _t(1.0), _t(0.5)) for i in range(40)],
+                               "cpu", 2, 5, "max runs"))
+    qtbot.wait(50)
+    lines = [re.sub("<[^>]+>", "", part).strip() for part in c.plotItem.titleLabel.text.split("<br>")]
+    assert "40 blocks: scroll for more" in lines, lines

@@ -189,3 +189,13 @@ def test_group_details_stack_in_a_narrow_dock(qtbot, win):
     qtbot.waitUntil(lambda: not tree.stacked, timeout=5000)
     top = tree.topLevelItem(0)
     assert not tree.isColumnHidden(MAP) and top.child(0).data(0, DETAIL) is None
+
+
+def test_a_path_ending_in_its_numbered_part_shortens_the_parts_before_it():
+    """Block names end in their number ("encoder.layers.encoder_layer_0"): the leading parts were
+    kept whole and the tail elided ("encoder.l…oder_layer_0" in the block latency chart)."""
+    from gui.widgets.units import abbreviate_path
+    name = "encoder.layers.encoder_layer_0"
+    assert abbreviate_path(name, lambda t: len(t) <= 22) == "e.l.encoder_layer_0"
+    assert abbreviate_path(name, lambda t: len(t) <= 16) == "…encoder_layer_0"
+    assert abbreviate_path("model.layers.31", lambda t: len(t) <= 10) == "m.l.31"

@@ -121,7 +121,7 @@ class BlockLatencyChart(pg.PlotWidget):
         top = vb.viewRange()[1][0] if top is None else top
         fit = self.rows_fitting()
         vb.setYRange(top, top + min(len(self.rows), fit), padding=0)
-        more = f", {len(self.rows)} blocks: scroll for more" if len(self.rows) > fit else ""
+        more = f"<br>{len(self.rows)} blocks: scroll for more" if len(self.rows) > fit else ""
         set_title(self, f"{TITLE}: {self._key()}<br><span style='font-size:8pt'>{self.subtitle()}"
                         f"{more}</span>", self.theme, size="9pt")
 

@@ -69,6 +69,8 @@ def abbreviate_path(name: str, fits) -> str:
         return name
     parts = name.split(".")
     numbered = [i for i, p in enumerate(parts[:-1]) if any(c.isdigit() for c in p)]
+    if re.search(r"\d$", parts[-1]):  # a block's own name ends in its number: "encoder_layer_0"
+        numbered.append(len(parts) - 1)
     last_num = numbered[-1] if numbered else 0
     order = [i for i in range(len(parts) - 1) if i < last_num] + \
             [i for i in range(len(parts) - 1) if i > last_num]
