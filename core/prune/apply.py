@@ -16,7 +16,7 @@ from torch import nn
 from core import families
 from core.errors import PlanError
 from core.prune.copying import copy_model
-from core.prune.slots import check_removed, layout_of
+from core.prune.slots import layout_of
 
 MODULE_UPDATERS: list[tuple[type, Callable]] = []
 
@@ -44,47 +44,14 @@ class PruningPlan:
         return sum(len(v) for v in self.removed.values())
 
     def kept_indices(self, dg) -> dict[str, dict[int, list[int]]]:
-        """tensor name -> dim -> kept indices (only tensors that change)."""
-        out: dict[str, dict[int, list[int]]] = {}
-        for (name, dim), drop in self._drops(dg).items():
-            out.setdefault(name, {})[dim] = np.flatnonzero(~drop).tolist()
-        return out
+        """tensor name -> dim -> kept indices (only tensors that change). A slot shared by
+        several groups (a concatenation's consumer) loses the union of what each removes."""
+        return layout_of(dg).kept_indices(dg, self.removed)
 
     def kept_counts(self, dg) -> dict[str, dict[int, int]]:
         """tensor name -> dim -> how many indices stay: what the FLOPs/parameter estimate needs,
-        without building index lists (the planner's bisection and rounding ask hundreds of times;
-        core/prune/slots.py counts them in whole-array operations)."""
+        without building index lists (the planner's bisection and rounding ask hundreds of times)."""
         return layout_of(dg).kept_counts(dg, self.removed)
-
-    def _drops(self, dg) -> dict[tuple[str, int], np.ndarray]:
-        """(tensor name, dim) -> mask of the indices removed. A slot shared by several groups (a
-        concatenation's consumer) loses the union of what each removes."""
-        drops: dict[tuple[str, int], np.ndarray] = {}
-        for gid, chans in self.removed.items():
-            if not len(chans):
-                continue
-            grp = dg.groups[gid]
-            rm = check_removed(grp, gid, chans)
-            # removed channels as a lookup table (np.isin costs ~50 us a call on small arrays);
-            # two extra False entries catch positions outside the group (-1, or >= n)
-            n = len(grp.prunable)
-            table = np.zeros(n + 2, bool)
-            table[rm] = True
-            for m in grp.members:
-                # index maps hold -1 (table[-1] is an extra False) or a channel < n: no clip needed
-                drop = table[m.index_map]  # a fresh array: safe to keep and update in place
-                if drop.any():
-                    key = (m.slot.tensor_name, m.slot.dim)
-                    acc = drops.get(key)
-                    if acc is None:
-                        drops[key] = drop
-                    else:
-                        acc |= drop
-        for (name, d), drop in drops.items():
-            if drop.all():
-                raise PlanError(f"the plan removes every channel of {name} (dim {d}); "
-                                f"at least one must stay")
-        return drops
 
     def to_json(self) -> dict:
         return {"removed": {str(k): list(map(int, v)) for k, v in self.removed.items() if v},

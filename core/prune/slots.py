@@ -1,4 +1,4 @@
-"""How many indices each tensor slot keeps under a plan, in a few whole-array operations.
+"""Which (and how many) indices each tensor slot keeps under a plan, in whole-array operations.
 
 The planner estimates FLOPs and parameters of hundreds of candidate plans (the ratio bisection,
 the rounding steps) and needs only the kept *count* of every (tensor, dim). The members' index
@@ -61,26 +61,47 @@ class SlotLayout:
         self.chan = np.concatenate(chans) if chans else np.zeros(0, np.int64)
         self.place = np.concatenate(places) if places else np.zeros(0, np.int64)
 
-    def kept_counts(self, dg, removed: dict) -> dict[str, dict[int, int]]:
-        """tensor name -> dim -> indices kept, for the slots the plan changes."""
-        out: dict[str, dict[int, int]] = {}
-        if not self.keys:
-            return out
+    def _dropped(self, dg, removed: dict) -> np.ndarray:
+        """One flag per slot position: the plan removes the channel it carries."""
         gone = np.zeros(self.n_channels, bool)
         for gid, chans in removed.items():
             if len(chans):
                 gone[check_removed(dg.groups[gid], gid, chans) + self.offset[gid]] = True
         dropped = np.zeros(self.n_positions, bool)
         dropped[self.place[gone[self.chan]]] = True
-        per_slot = np.add.reduceat(dropped, self.starts, dtype=np.int64)
+        return dropped
+
+    def kept_counts(self, dg, removed: dict) -> dict[str, dict[int, int]]:
+        """tensor name -> dim -> indices kept, for the slots the plan changes."""
+        out: dict[str, dict[int, int]] = {}
+        if not self.keys:
+            return out
+        per_slot = np.add.reduceat(self._dropped(dg, removed), self.starts, dtype=np.int64)
         for i in np.flatnonzero(per_slot):
             name, dim = self.keys[i]
             kept = int(self.sizes[i] - per_slot[i])
             if kept == 0:
-                raise PlanError(f"the plan removes every channel of {name} (dim {dim}); "
-                                f"at least one must stay")
+                raise PlanError(_all_gone(name, dim))
             out.setdefault(name, {})[dim] = kept
         return out
+
+    def kept_indices(self, dg, removed: dict) -> dict[str, dict[int, list[int]]]:
+        """tensor name -> dim -> the indices kept, for the slots the plan changes."""
+        out: dict[str, dict[int, list[int]]] = {}
+        if not self.keys:
+            return out
+        dropped = self._dropped(dg, removed)
+        for i in np.flatnonzero(np.add.reduceat(dropped, self.starts, dtype=np.int64)):
+            name, dim = self.keys[i]
+            kept = np.flatnonzero(~dropped[self.starts[i]:self.starts[i] + self.sizes[i]])
+            if not kept.size:
+                raise PlanError(_all_gone(name, dim))
+            out.setdefault(name, {})[dim] = kept.tolist()
+        return out
+
+
+def _all_gone(name: str, dim: int) -> str:
+    return f"the plan removes every channel of {name} (dim {dim}); at least one must stay"
 
 
 _LAYOUTS: dict[int, tuple[weakref.ref, SlotLayout]] = {}
