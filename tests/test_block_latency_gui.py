@@ -90,3 +90,46 @@ def test_the_block_charts_scroll_hint_has_a_line_of_its_own(qtbot, win):
     qtbot.wait(50)
     lines = [re.sub("<[^>]+>", "", part).strip() for part in c.plotItem.titleLabel.text.split("<br>")]
     assert "40 blocks: scroll for more" in lines, lines
+
+
+def test_the_channels_chart_scrolls_rows_and_fits_its_scale_to_the_rows_shown(qtbot, win):
+    """A Llama's 32000-wide head set the scale for every row, so its 512-wide layers were slivers;
+    and the wheel zoomed the rows instead of scrolling them, piling up the names."""
+    charts = win.charts
+    charts.layers.resize(420, 260)
+    rows = {f"model.layers.{i}.mlp.down_proj": (512, 256) for i in range(40)}
+    rows["lm_head"] = (32000, 32000)
+    charts._layers(rows)
+    qtbot.wait(50)
+    vb = charts.layers.getViewBox()
+    y0, y1 = vb.viewRange()[1]
+    assert vb.viewRange()[0][1] < 600  # the rows shown are at most 512 wide
+    vb.scroll_rows(1000)  # to the end: the head is shown
+    (z0, z1) = vb.viewRange()[1]
+    assert z1 - z0 == pytest.approx(y1 - y0) and z0 > y0  # scrolled, not zoomed
+    assert vb.viewRange()[0][1] >= 32000
+
+
+def test_the_block_charts_scale_fits_the_rows_shown(qtbot, win):
+    c = win.charts.blocks
+    c.resize(400, 260)
+    blocks = [BlockTiming(f"b{i}", _t(1.0), _t(0.5)) for i in range(40)] + \
+        [BlockTiming("lm_head", _t(100.0), _t(100.0))]
+    c.show_blocks(BlockLatency(blocks, "cpu", 2, 5, "max runs"))
+    qtbot.wait(50)
+    assert c.getViewBox().viewRange()[0][1] < 2
+    c.getViewBox().scroll_rows(1000)
+    assert c.getViewBox().viewRange()[0][1] >= 100
+
+
+def test_a_three_line_chart_title_is_not_cut(qtbot, win):
+    """pyqtgraph gives a title one 30 px row: the block chart's third line pushed its first one
+    ("latency per block") off the top."""
+    c = win.charts.blocks
+    c.resize(400, 260)
+    c.show_blocks(BlockLatency([BlockTiming(f"b{i}", _t(1.0), _t(0.5)) for i in range(40)],
+                               "cpu", 2, 5, "max runs"))
+    qtbot.wait(50)
+    label = c.plotItem.titleLabel
+    assert label.text.count("<br>") == 2
+    assert label.maximumHeight() >= label.item.boundingRect().height()

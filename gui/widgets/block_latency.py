@@ -7,26 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 
-from .plots import set_title, style_plot
+from .plots import RowScroll, set_title, style_plot
 from .units import SIAxis, abbreviate_path, duration_ms, speed_text
 
 TITLE = "latency per block"
 BAR = 0.38  # each model's bar height in a row of height 1
-
-
-class RowScroll(pg.ViewBox):
-    """The wheel scrolls rows (three a notch) instead of zooming: the rows keep one text line each."""
-
-    def wheelEvent(self, ev, axis=None):  # noqa: N802 - pyqtgraph's name
-        delta = ev.delta() if hasattr(ev, "delta") else ev.angleDelta().y()
-        self.scroll_rows(-3 if delta > 0 else 3)
-        ev.accept()
-
-    def scroll_rows(self, n: float):
-        (y0, y1), (lo, hi) = self.viewRange()[1], self.state["limits"]["yLimits"]
-        step = max(min(n, (hi if hi is not None else y1) - y1), (lo if lo is not None else y0) - y0)
-        if step:
-            self.setYRange(y0 + step, y1 + step, padding=0)
 
 
 class BlockLatencyChart(pg.PlotWidget):
@@ -53,6 +38,7 @@ class BlockLatencyChart(pg.PlotWidget):
 
     def clear_blocks(self):
         self.clear()
+        self.getViewBox().fit_x = None
         self.result, self.rows, self.ticks = None, [], []
         self.getAxis("left").setTicks(None)
         style_plot(self, self.theme, TITLE, size="9pt")
@@ -87,7 +73,14 @@ class BlockLatencyChart(pg.PlotWidget):
         vb = self.getViewBox()
         vb.setLimits(yMin=-0.5, yMax=len(rows) - 0.5, xMin=0, xMax=x_max * 1.1)
         self.setXRange(0, x_max, padding=0.02)
+        vb.fit_x = self._x_for_rows
         self._fit_rows(top=-0.5)
+
+    def _x_for_rows(self, y0: float, y1: float) -> float:
+        """The widest whisker among the rows between ``y0`` and ``y1``."""
+        lo, hi = max(0, int(np.ceil(y0))), min(len(self.rows), int(np.floor(y1)) + 1)
+        return max((t.q3_ms for b in self.rows[lo:hi] for t in (b.before, b.after)
+                    if t is not None), default=0.0)
 
     def _whiskers(self, ys, timings):
         med = np.array([t.median_ms for t in timings])

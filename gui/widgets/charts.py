@@ -9,7 +9,7 @@ from PySide6.QtWidgets import (QFrame, QGridLayout, QHeaderView, QLabel, QScroll
 
 from .. import theme as themes
 from .block_latency import BlockLatencyChart
-from .plots import set_title, style_plot
+from .plots import RowScroll, set_title, style_plot
 from .units import SIAxis, abbreviate_path, si, speed_text
 
 TITLES = {"params": "params", "flops": "FLOPs", "latency": "latency"}
@@ -34,7 +34,7 @@ class ChartsPanel(QWidget):
         super().__init__(parent)
         self.theme = themes.current()
         self.plots = {k: _bar_plot(UNITS[k]) for k in TITLES}
-        self.layers = pg.PlotWidget(axisItems={"bottom": SIAxis("bottom")})
+        self.layers = pg.PlotWidget(viewBox=RowScroll(), axisItems={"bottom": SIAxis("bottom")})
         self.layers.setMenuEnabled(False)
         self.layers.hideButtons()
         self.layers.setMouseEnabled(x=False, y=True)  # the wheel scrolls through the layers
@@ -101,6 +101,7 @@ class ChartsPanel(QWidget):
     def clear(self):
         for w in (*self.plots.values(), self.layers):
             w.clear()
+        self.layers.getViewBox().fit_x = None
         self._style()
         self.blocks.clear_blocks()
         self.summary.setRowCount(0)
@@ -175,6 +176,8 @@ class ChartsPanel(QWidget):
         vb.invertY(True)
         vb.setLimits(yMin=-1, yMax=max(len(names), 1), xMin=0, xMax=max(orig + [1]) * 1.05)
         self.layers.setXRange(0, max(orig + [1]), padding=0.02)
+        vb.fit_x = lambda y0, y1: max(orig[max(0, int(np.ceil(y0))):int(np.floor(y1)) + 1],
+                                      default=0)
         self._fit_rows(top=-0.5)
 
     def _rows_fitting(self) -> int:
