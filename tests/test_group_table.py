@@ -86,3 +86,25 @@ def test_ten_thousand_groups_are_not_ten_thousand_rows_of_widgets(qtbot, monkeyp
     panel.set_rows(_rows(10_000))
     panel.table.viewport().repaint()
     assert panel.row_count() == 10_000 and asked and max(asked) < 200
+
+
+def test_a_group_whose_channels_are_blocks_of_rows_says_so(panel):
+    """A Llama's attention group (grouped-query: 2 key/value heads, 4 query heads of 8) has 2
+    channels of 16 query rows each; the table said "2", which reads as 2 of its 32 rows."""
+    import torch
+    transformers = pytest.importorskip("transformers")
+    from core.pipeline import analyze_model
+    from gui.jobs.group_rows import group_rows
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64,
+                                   num_hidden_layers=1, num_attention_heads=4,
+                                   num_key_value_heads=2, max_position_embeddings=64)
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    dg = analyze_model(model, (torch.randint(0, 40, (1, 8)),))
+    rows = group_rows(dg, model, importance=False)
+    panel.set_rows(rows)
+    [attn] = [i for i, r in enumerate(rows) if r["root"].endswith("self_attn.q_proj")]
+    assert rows[attn]["span"] == 16 and rows[attn]["channels"] == 2
+    assert panel.text(attn, "channels") == "2 × 16"
+    [mlp] = [i for i, r in enumerate(rows) if r["root"].endswith("mlp.gate_proj")]
+    assert rows[mlp]["span"] == 1 and panel.text(mlp, "channels") == "64"

@@ -32,6 +32,20 @@ def attention_unit(g) -> str | None:
     return None
 
 
+def channel_span(g) -> int:
+    """Rows of the group's root layer that one of its channels carries: 1 for plain channels, more
+    where a channel is a block (a key/value head of grouped-query attention, traced through its
+    reshapes, is the query rows of every head that shares it; a channel shuffle's groups)."""
+    for m in g.members:
+        if m.slot.role == "out" and m.slot.tensor_name.startswith(f"{g.root}."):
+            im = np.asarray(m.index_map)
+            counts = np.bincount(im[im >= 0], minlength=g.n_channels)
+            if counts.size and counts.min() == counts.max() > 1:
+                return int(counts.max())
+            return 1
+    return 1
+
+
 def row_importance(dg, model, criterion="l2", should_stop=None) -> dict:
     """Group id -> mean importance of its prunable channels (NaN: none, or not scorable). It
     touches every weight: the window computes it after the graph is on screen (and stops it,
@@ -51,8 +65,8 @@ def row_importance(dg, model, criterion="l2", should_stop=None) -> dict:
 
 
 def group_rows(dg, model, criterion="l2", importance: bool = True) -> list[dict]:
-    """One dict per group: id, root, channels, prunable, is_prunable, params, importance, unit
-    (without ``importance``: NaN, to be filled in from :func:`row_importance`)."""
+    """One dict per group: id, root, channels, prunable, is_prunable, params, importance, unit,
+    span (without ``importance``: NaN, to be filled in from :func:`row_importance`)."""
     shapes = {n: tuple(t.shape) for n, t in model.named_parameters()}
     is_param = set(shapes)
     imps = row_importance(dg, model, criterion) if importance else {}
@@ -61,7 +75,8 @@ def group_rows(dg, model, criterion="l2", importance: bool = True) -> list[dict]
         imp = imps.get(g.id, float("nan"))
         rows.append({"id": g.id, "root": g.root, "channels": g.n_channels, "prunable": g.n_prunable,
                      "is_prunable": g.is_prunable, "params": group_params(g, shapes, is_param),
-                     "importance": imp, "unit": attention_unit(g)})
+                     "importance": imp, "unit": attention_unit(g),
+                     "span": channel_span(g)})
     return rows
 
 
@@ -70,4 +85,5 @@ def group_rows_meta(dg, model) -> list[dict]:
     shapes = {n: tuple(t.shape) for n, t in model.named_parameters()}
     return [{"id": g.id, "root": g.root, "channels": g.n_channels, "prunable": g.n_prunable,
              "is_prunable": g.is_prunable, "params": group_params(g, shapes, set(shapes)),
-             "importance": float("nan"), "unit": attention_unit(g)} for g in dg.groups]
+             "importance": float("nan"), "unit": attention_unit(g),
+             "span": channel_span(g)} for g in dg.groups]

@@ -152,7 +152,10 @@ class GroupModel(QAbstractTableModel):
             return ""
         if name == "channels":
             unit = UNIT_TEXT.get(r.get("unit"))
-            return unit[0].format(n=r["channels"]) if unit else str(r["channels"])
+            if unit:
+                return unit[0].format(n=r["channels"])
+            span = r.get("span", 1)
+            return f"{r['channels']} × {span}" if span > 1 else str(r["channels"])
         if name == "prunable":
             return str(r["prunable"]) if r["is_prunable"] else "no"
         if name == "kept":
@@ -171,7 +174,12 @@ class GroupModel(QAbstractTableModel):
             return r["root"]
         if name == "channels":
             unit = UNIT_TEXT.get(r.get("unit"))
-            return unit[1].format(n=r["channels"]) if unit else None
+            if unit:
+                return unit[1].format(n=r["channels"])
+            span = r.get("span", 1)
+            return (f"{r['channels']} channels, each a block of {span} rows of {r['root']} that "
+                    f"are pruned together (attention heads, key/value groups, shuffled channel "
+                    f"groups)") if span > 1 else None
         if name == "kept" and r["id"] in self.kept:
             k, n = self.kept[r["id"]]
             return f"{k} of {n} channels kept, {n - k} removed"
