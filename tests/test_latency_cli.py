@@ -100,3 +100,20 @@ def test_cli_round_to_auto_and_latency_target_with_saved_table(capsys, tmp_path,
     rc, out, err = run(BASE + ["--target-latency", "0.3", "--threads", "1", "--latency-table",
                                str(table), "--no-verify"], capsys)
     assert rc == 0, err
+
+
+def test_an_onnx_output_is_timed_against_the_original_in_onnxruntime(capsys, tmp_path):
+    """The exported file's onnxruntime time stood alone ("onnxruntime: 19.81 ms"): nothing to
+    compare it with. The original is exported the same way and both run in turns."""
+    pytest.importorskip("onnxruntime")
+    import json
+    out = tmp_path / "demo.onnx"
+    rc = entry.main(["prune", "demo", "--ratio", "0.5", "--no-verify", "-o", str(out),
+                     "--report", str(tmp_path / "r.json")])
+    so, err = capsys.readouterr()
+    assert rc == 0, err
+    [line] = [ln for ln in so.splitlines() if ln.startswith("onnxruntime:")]
+    assert "->" in line and ("faster" in line or "slower" in line), line
+    rep = json.loads((tmp_path / "r.json").read_text())["onnx_latency"]
+    assert rep["before"]["runs"] == rep["after"]["runs"] > 0 and rep["speedup"] > 0
+    assert sorted(os.listdir(tmp_path)) == ["demo.onnx", "r.json"]  # the original's file is gone
