@@ -49,3 +49,16 @@ def test_gui_opens_prunes_and_exports_onnx(qtbot, win, tmp_path, monkeypatch):
     with torch.no_grad():
         ref = res.model(x)
     assert torch.allclose(torch.from_numpy(ort_run(out, x)[0]), ref, atol=1e-4)
+
+
+def test_an_onnx_export_of_a_pruned_model_is_timed_against_the_original(qtbot, win, tmp_path):
+    """The window said only "exported x.onnx (onnxruntime max |diff| ...)": as on the command line,
+    the file is now timed against the original exported the same way, in turns."""
+    from helpers import gui_prune
+    gui_prune(qtbot, win)
+    out = tmp_path / "pruned.onnx"
+    with qtbot.waitSignal(win.exportFinished, timeout=TIMEOUT) as blocker:
+        win.export_model(str(out))
+    msg = blocker.args[0]
+    assert "onnxruntime:" in msg and ") -> " in msg and ("faster" in msg or "slower" in msg), msg
+    assert sorted(os.listdir(tmp_path)) == ["pruned.onnx"]  # no scratch file left

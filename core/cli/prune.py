@@ -166,6 +166,7 @@ def _write_outputs(run: _Run, t_start: float) -> None:
     """-o, --report and --project: all staged, then committed together - or, if any fails, every
     existing file stays exactly as it was."""
     from core.io.atomic import OutputSet
+    from core.io.onnx.speed import speed_json
     args, result, ex, srcs = run.args, run.result, run.inputs, run.sources
     with OutputSet() as outs:
         if args.output:
@@ -188,7 +189,7 @@ def _write_outputs(run: _Run, t_start: float) -> None:
                        "settings": run.settings.to_json(), "output": args.output,
                        "round_to_auto": run.round_auto,
                        "flops_allocation": _allocation(result.plan),
-                       "onnx_latency": _onnx_json(run.onnx_latency),
+                       "onnx_latency": speed_json(run.onnx_latency),
                        **_check_fields(run)})
         run.report = report
         if args.report:
@@ -208,54 +209,20 @@ def _allocation(plan) -> dict | None:
 
 
 def _time_onnx(run: _Run, outs) -> None:
-    """The exported .onnx (still staged) and the original model, exported the same way to a
-    temporary file beside it, timed in turns in onnxruntime: the speed-up where many users deploy
-    (an original that does not export leaves the pruned file's time alone, and says why)."""
+    """The exported .onnx (still staged) timed in onnxruntime against the original exported the
+    same way: the speed-up where many users deploy."""
     args = run.args
     if args.no_latency or not args.output.lower().endswith(".onnx"):
         return
-    from core.io import tempfiles
-    from core.io.atomic import scratch_writes
-    from core.io.onnx.export import export_onnx
-    from core.metrics.timing import onnx_compare_latency
+    from core.io.onnx.speed import time_against_original
     staged = [s for s in outs.staged if os.path.abspath(s.path) == os.path.abspath(args.output)]
     if not staged or staged[0].is_dir:
         return
-    base = tempfiles.temp_path(os.path.dirname(staged[0].tmp), "original.onnx")
-    tempfiles.register(base)  # removed on a signal too
     try:
-        try:
-            with scratch_writes():  # not one of the command's outputs
-                export_onnx(run.model, run.inputs, base)
-        except Exception as e:  # noqa: BLE001 - the pruned file is still timed on its own
-            base = None
-            run.result.warnings.append(f"the original model could not be exported to time it in "
-                                       f"onnxruntime: {e}"[:300])
-        run.onnx_latency = onnx_compare_latency(base, staged[0].tmp, run.inputs, threads=args.threads)
+        run.onnx_latency = time_against_original(run.model, run.inputs, staged[0].tmp,
+                                                 threads=args.threads, warnings=run.result.warnings)
     except Exception as e:  # noqa: BLE001 - a figure we could not take is said, not fatal
         run.result.warnings.append(f"the ONNX model could not be timed in onnxruntime: {e}"[:300])
-    finally:
-        if base is not None:
-            tempfiles.remove(base)
-
-
-def _onnx_json(timings) -> dict | None:
-    if not timings:
-        return None
-    before, after = timings
-    return {"before": before.to_json() if before else None, "after": after.to_json(),
-            "speedup": before.median_ms / after.median_ms if before else None}
-
-
-def onnx_line(timings) -> str:
-    from core.metrics import speedup_text
-    b, a = timings
-    now = f"{a.median_ms:.2f} ms (IQR {a.q1_ms:.2f}-{a.q3_ms:.2f})"
-    if b is None:
-        return f"onnxruntime: {now}  [{a.threads} threads, {a.runs} runs]"
-    return (f"onnxruntime: {b.median_ms:.2f} ms (IQR {b.q1_ms:.2f}-{b.q3_ms:.2f}) -> {now}: "
-            f"{speedup_text(b.median_ms, a.median_ms)}  [{a.threads} threads, {a.runs} interleaved "
-            f"runs, stopped: {a.stop}; the original exported the same way]")
 
 
 def _save_project(run: _Run) -> None:
@@ -285,7 +252,8 @@ def _print_summary(run: _Run) -> None:
     for line in latency_lines(result, str(run.device)):
         out(line)
     if run.onnx_latency is not None:
-        out(onnx_line(run.onnx_latency))
+        from core.io.onnx.speed import speed_line
+        out(speed_line(run.onnx_latency))
     if result.verify is not None:
         out(f"verify: {result.verify.message}")
     for root, why in result.excluded.items():

@@ -84,11 +84,19 @@ class ExportController(QObject):
             return None
         if not ctx.confirm_overwrite(path):
             return None
+        # a pruned model's .onnx is timed against the original exported the same way
+        original = s.model if s.result is not None and model is not s.model else None
+
+        def done(out):
+            d, timings = out
+            msg = f"exported {path}" if d is None else f"exported {path} ({exp.checked_by} max |diff| {d:.2e})"
+            if timings is not None:
+                from core.io.onnx.speed import speed_line
+                msg += "; " + speed_line(timings)
+            ctx.exported(msg)
         return ctx.tasks.run(
             exp.task, model_io.export_model, path, model, s.inputs, s.spec, s.result,
-            source=self._source_files(), trust=s.trust,
-            on_done=lambda d: ctx.exported(f"exported {path}" if d is None else
-                                           f"exported {path} ({exp.checked_by} max |diff| {d:.2e})"))
+            source=self._source_files(), trust=s.trust, original=original, on_done=done)
 
     # ---------------------------------------------------------------------- report
     def export_report_dialog(self):

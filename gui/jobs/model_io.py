@@ -63,16 +63,28 @@ def exporter_for(path: str):
 
 
 def export_model(path: str, model, inputs=None, spec=None, result=None, source=None, progress=None,
-                 should_stop=None, trust=None):
+                 should_stop=None, trust=None, original=None):
     """Write ``model`` in the form of ``path``; the window already asked about overwriting
     (``source``, the input model file, is never written over). ``result`` (the PruneResult) gives
-    the plan the portable form stores. A cancel (``should_stop``) leaves no file. Returns the
-    difference found by the form's check against torch (ONNX: onnxruntime), else None. ``trust``:
-    the consent the model was loaded with (the portable form's rebuild check runs its code again)."""
-    return exporter_for(path).write(
+    the plan the portable form stores. A cancel (``should_stop``) leaves no file. ``trust``: the
+    consent the model was loaded with (the portable form's rebuild check runs its code again).
+    Returns (the difference found by the form's check against torch - ONNX: onnxruntime - or None,
+    and for an ``.onnx`` file with an ``original`` to compare with, the (original, exported)
+    onnxruntime timings, else None)."""
+    diff = exporter_for(path).write(
         model, path, inputs=inputs, force=True, source=source, should_stop=should_stop, spec=spec,
         kept=result.kept if result is not None else None,
         plan=result.plan if result is not None else None, trust=trust)
+    timings = None
+    if original is not None and path.lower().endswith(".onnx"):
+        from core.io.onnx.speed import time_against_original
+        if progress:
+            progress("time", 0, 1, "timing the original and the exported file in onnxruntime")
+        try:
+            timings = time_against_original(original, inputs, path)
+        except Exception:  # noqa: BLE001 - the file is written; its timing is a bonus
+            timings = None
+    return diff, timings
 
 
 def save_report(report: dict, path: str):
