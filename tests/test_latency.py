@@ -235,3 +235,30 @@ def test_onnx_files_are_timed_interleaved(tmp_path, monkeypatch):
     assert spins[:2] == ["0", "0"]
     alone = timing.onnx_latency(paths[1], x, threads=1, min_runs=3, max_runs=3)
     assert alone.runs == 3
+
+
+def test_an_original_that_does_not_export_leaves_the_pruned_file_timed_alone(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from core.errors import Cancelled
+    from core.io.onnx import speed
+    x = torch.randn(1, 8)
+    path = str(tmp_path / "pruned.onnx")
+    torch.onnx.export(nn.Sequential(nn.Linear(8, 4)).eval(), (x,), path, dynamo=False)
+
+    def broken(*a, **k):
+        raise RuntimeError("no exporter can take this model")
+    monkeypatch.setattr(speed, "export_onnx", broken)
+    warnings = []
+    before, after = speed.time_against_original(nn.Linear(8, 8), x, path, threads=1,
+                                                warnings=warnings)
+    assert before is None and after.runs > 0
+    assert warnings and "could not be exported" in warnings[0] and "no exporter" in warnings[0]
+    assert "onnxruntime: " in speed.speed_line((before, after))
+    monkeypatch.undo()
+
+    def stop():
+        raise Cancelled("cancelled")
+    with pytest.raises(Cancelled):
+        speed.time_against_original(nn.Sequential(nn.Linear(8, 4)).eval(), x, path, threads=1,
+                                    should_stop=stop)
+    assert sorted(os.listdir(tmp_path)) == ["pruned.onnx"]  # the scratch export is gone

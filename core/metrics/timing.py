@@ -268,10 +268,11 @@ def onnx_latency(path: str, inputs, threads: int | None = None, warmup: int = 2,
 
 def onnx_compare_latency(before: str | None, after: str, inputs, threads: int | None = None,
                          warmup: int = 2, min_runs: int = 5, max_runs: int = 50,
-                         budget_s: float = 8.0) -> tuple[Timing | None, Timing]:
+                         budget_s: float = 8.0, should_stop=None) -> tuple[Timing | None, Timing]:
     """The original (``before``; None: not timed) and the pruned ``.onnx`` file in onnxruntime
     CPU sessions, run in turns after each warms up, like :func:`compare_latency` times torch
-    models: until the spread is tight, ``max_runs`` pairs, or ``budget_s`` seconds. Two sessions
+    models: until the spread is tight, ``max_runs`` pairs, or ``budget_s`` seconds
+    (``should_stop()`` is polled before each pair; it raises to cancel). Two sessions
     run without spinning thread pools (a lone session would be a few % faster: both alike)."""
     import onnxruntime as ort
 
@@ -299,6 +300,8 @@ def onnx_compare_latency(before: str | None, after: str, inputs, threads: int | 
     times: list[list] = [[] for _ in runs]
     t0, stop = time.perf_counter(), "max runs"
     for i in range(max_runs):
+        if should_stop is not None:
+            should_stop()
         for run, ts in zip(runs, times):  # the original, then the pruned file: in turns
             ts.append(tick(run))
         if i + 1 >= min_runs:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+from core.errors import Cancelled
 from core.io import tempfiles
 from core.io.atomic import scratch_writes
 from core.io.onnx.export import export_onnx
@@ -14,21 +15,26 @@ from core.metrics.timing import onnx_compare_latency, speedup_text
 
 
 def time_against_original(original, inputs, pruned_path: str, threads: int | None = None,
-                          warnings: list | None = None):
+                          warnings: list | None = None, should_stop=None):
     """(original's Timing or None, the pruned file's Timing). An original that does not export
-    leaves the pruned file timed alone, with a line in ``warnings`` saying why."""
+    leaves the pruned file timed alone, with a line in ``warnings`` saying why. ``should_stop()``
+    is polled during the export and between runs (it raises to cancel)."""
     base = tempfiles.temp_path(os.path.dirname(os.path.abspath(pruned_path)), "original.onnx")
     tempfiles.register(base)
     try:
+        before = base
         try:
             with scratch_writes():
-                export_onnx(original, inputs, base)
+                export_onnx(original, inputs, base, should_stop=should_stop)
+        except Cancelled:
+            raise
         except Exception as e:  # noqa: BLE001 - the pruned file is still timed on its own
             if warnings is not None:
                 warnings.append(f"the original model could not be exported to time it in "
                                 f"onnxruntime: {e}"[:300])
-            return onnx_compare_latency(None, pruned_path, inputs, threads=threads)
-        return onnx_compare_latency(base, pruned_path, inputs, threads=threads)
+            before = None
+        return onnx_compare_latency(before, pruned_path, inputs, threads=threads,
+                                    should_stop=should_stop)
     finally:
         tempfiles.remove(base)
 
