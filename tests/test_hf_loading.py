@@ -279,3 +279,14 @@ def test_a_project_saved_with_the_suggested_input_reopens(tmp_path, dirs, capsys
     assert (p.shape, p.dtype) == ("1,32", "int64")
     ids = p.make_inputs()
     assert ids.args[0].dtype == torch.int64 and tuple(ids.args[0].shape) == (1, 32)
+
+
+def test_cli_graph_says_when_a_channel_is_a_block_of_rows(dirs, capsys):
+    """A Llama's attention group printed "2 ch" like any two channels; each is a key/value group
+    of 16 query rows (4 heads of 8 over 2 key/value heads), as the window's table now says."""
+    rc, out, err = run(["graph", f"hf:{dirs['llama'][0]}"], capsys)
+    assert rc == 0, err
+    [attn] = [ln for ln in out.splitlines() if "self_attn.q_proj" in ln and "#" in ln][:1]
+    assert "2 ch ×16" in attn, attn
+    [mlp] = [ln for ln in out.splitlines() if "mlp.gate_proj" in ln and "#" in ln][:1]
+    assert "×" not in mlp.split("prunable")[0], mlp

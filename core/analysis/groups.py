@@ -69,6 +69,18 @@ class Group:
                 return m.slot.module_name or m.slot.tensor_name
         return self.members[0].slot.tensor_name
 
+    @cached_property
+    def channel_span(self) -> int:
+        """Rows of the root layer one channel carries: 1 for plain channels, more where a channel
+        is a block (a key/value head of grouped-query attention, traced through its reshapes, is
+        the query rows of every head sharing it; a channel shuffle's groups)."""
+        for m in self.members:
+            if m.slot.role == "out":
+                im = np.asarray(m.index_map)
+                counts = np.bincount(im[im >= 0], minlength=self.n_channels)
+                return int(counts.max()) if counts.size and counts.min() == counts.max() > 1 else 1
+        return 1
+
     @property
     def n_prunable(self) -> int:
         return int(self.prunable.sum())

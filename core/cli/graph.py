@@ -54,7 +54,8 @@ def cmd_graph(args, progress) -> int:
     for g in dg.groups:
         state = ("blocked" if not g.is_prunable else "approx" if is_approximate(g) else "prunable")
         layers = ", ".join(x for x in g.layers if x)[:100]
-        out(f"  #{g.id:<4} {g.n_channels:>5} ch  {g.n_prunable:>5} prunable  {state:<8} {layers}")
+        span = f" ×{g.channel_span}" if g.channel_span > 1 else ""  # a channel is a block of rows
+        out(f"  #{g.id:<4} {g.n_channels:>5} ch{span}  {g.n_prunable:>5} prunable  {state:<8} {layers}")
     if dg.blocked_ops:
         out("blocked ops: " + "; ".join(f"{k} at {', '.join(v[:3])}" for k, v in dg.blocked_ops.items()))
     approx = approximate_summary(dg)

@@ -32,20 +32,6 @@ def attention_unit(g) -> str | None:
     return None
 
 
-def channel_span(g) -> int:
-    """Rows of the group's root layer that one of its channels carries: 1 for plain channels, more
-    where a channel is a block (a key/value head of grouped-query attention, traced through its
-    reshapes, is the query rows of every head that shares it; a channel shuffle's groups)."""
-    for m in g.members:
-        if m.slot.role == "out" and m.slot.tensor_name.startswith(f"{g.root}."):
-            im = np.asarray(m.index_map)
-            counts = np.bincount(im[im >= 0], minlength=g.n_channels)
-            if counts.size and counts.min() == counts.max() > 1:
-                return int(counts.max())
-            return 1
-    return 1
-
-
 def row_importance(dg, model, criterion="l2", should_stop=None) -> dict:
     """Group id -> mean importance of its prunable channels (NaN: none, or not scorable). It
     touches every weight: the window computes it after the graph is on screen (and stops it,
@@ -76,7 +62,7 @@ def group_rows(dg, model, criterion="l2", importance: bool = True) -> list[dict]
         rows.append({"id": g.id, "root": g.root, "channels": g.n_channels, "prunable": g.n_prunable,
                      "is_prunable": g.is_prunable, "params": group_params(g, shapes, is_param),
                      "importance": imp, "unit": attention_unit(g),
-                     "span": channel_span(g)})
+                     "span": g.channel_span})
     return rows
 
 
@@ -86,4 +72,4 @@ def group_rows_meta(dg, model) -> list[dict]:
     return [{"id": g.id, "root": g.root, "channels": g.n_channels, "prunable": g.n_prunable,
              "is_prunable": g.is_prunable, "params": group_params(g, shapes, set(shapes)),
              "importance": float("nan"), "unit": attention_unit(g),
-             "span": channel_span(g)} for g in dg.groups]
+             "span": g.channel_span} for g in dg.groups]
