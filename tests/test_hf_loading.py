@@ -290,3 +290,21 @@ def test_cli_graph_says_when_a_channel_is_a_block_of_rows(dirs, capsys):
     assert "2 ch ×16" in attn, attn
     [mlp] = [ln for ln in out.splitlines() if "mlp.gate_proj" in ln and "#" in ln][:1]
     assert "×" not in mlp.split("prunable")[0], mlp
+
+
+def test_a_pruned_llama_exports_to_onnx(tmp_path, dirs, capsys):
+    """Both exporters failed on the model's key/value cache output ("unsupported type:
+    DynamicCache"): the file computes the logits; a cache is what generation loops keep."""
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "llama.onnx"
+    rc, so, err = run(["prune", f"hf:{dirs['llama'][0]}", *IDS, "--ratio", "0.5", "--no-latency",
+                       "--accept-approximate", "-o", str(out)], capsys)
+    assert rc == 0, err
+    assert out.exists() and "onnxruntime vs torch" in so
+    assert dirs["llama"][1].config.use_cache  # the user's model is left as it was
+
+
+def test_export_errors_carry_no_terminal_colour_codes():
+    from core.io.onnx.export import _cut
+    text = _cut(RuntimeError("Failed. \x1b[96mThis is step 1/3\x1b[0m of exporting"))
+    assert "\x1b" not in text and "[96m" not in text and "This is step 1/3 of exporting" in text

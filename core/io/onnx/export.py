@@ -7,6 +7,7 @@ import copy
 import io
 import logging
 import os
+import re
 import warnings
 
 import torch
@@ -70,7 +71,9 @@ def _non_finite(arrays) -> str | None:
 
 
 def _cut(e: BaseException) -> str:
-    return f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+    """One line of an exporter's error, without the terminal colour codes torch puts in it."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    return f"{type(e).__name__}: {' '.join(text.split())[:200]}"
 
 
 # leaf modules whose output the ONNX graph computes as one tensor: convs, linears, norms,
@@ -265,6 +268,9 @@ def export_onnx(model: nn.Module, inputs, path: str, force: bool = False, source
                                     output_names, with_batch)
     ex = as_example_inputs(inputs).to("cpu")
     model = copy.deepcopy(model).cpu().eval()
+    cfg = getattr(model, "config", None)  # a Hugging Face model: the file computes the logits; a
+    if getattr(cfg, "use_cache", False):  # key/value cache (no exporter takes it) is generation's
+        cfg.use_cache = False
     with torch.no_grad():
         raw = ex.call(model)
         ref = _flat(raw)
