@@ -150,17 +150,17 @@ def verify_plan(model, inputs, dg, plan, tolerance: float = 1e-4, pruned=None,
     msg = (f"exact: max difference {abs_d:.3g} (relative {rel_d:.3g})" if expected_exact else
            f"approximate by design ({len(approx)} reason(s)): max difference {abs_d:.3g} "
            f"(relative {rel_d:.3g})")
-    kinds, within = [], True
+    kinds, within, measured = [], True, None
     if not expected_exact and check_bounds:
         total, rel_of, inside = rel_d, _outputs_rel(ex), ""
         if weak:  # a dead head: both outputs are constant, so the bound is measured inside
             try:
-                n, worst, where = compare_activations(zeroed, pruned, ex, kept)
+                measured = compare_activations(zeroed, pruned, ex, kept)
             except Exception:  # noqa: BLE001 - hooks on exotic modules: check_activations says so
-                n = 0
-            if n:
-                total, rel_of = worst, _activations_rel(ex)
-                inside = f" (measured inside, worst at '{where}')"
+                measured = None
+            if measured and measured[0]:
+                total, rel_of = measured[1], _activations_rel(ex)
+                inside = f" (measured inside, worst at '{measured[2]}')"
         kinds = measure_kinds(model, dg, plan, total, bounds, rel_of)
         within = all(e["within"] for e in kinds)
         msg += f"; per reason: {bound_summary(kinds)}{inside}"
@@ -183,7 +183,7 @@ def verify_plan(model, inputs, dg, plan, tolerance: float = 1e-4, pruned=None,
                        *(f32 or (None, None)), approximations=kinds, within_bounds=within,
                        accepted=accept_approximate)
     if passed:
-        check_activations(rep, zeroed, pruned, ex, kept, weak)
+        check_activations(rep, zeroed, pruned, ex, kept, weak, measured)
     return rep
 
 

@@ -85,7 +85,7 @@ class ExportController(QObject):
         if not ctx.confirm_overwrite(path):
             return None
         # a pruned model's .onnx is timed against the original exported the same way
-        original = s.model if s.result is not None and model is not s.model else None
+        original = s.model if s.result is not None else None
 
         def done(out):
             d, timings = out
